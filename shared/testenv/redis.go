@@ -1,0 +1,42 @@
+package testenv
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is a real redis-server started for one test.
+type Redis struct {
+	*Process
+	URL string
+}
+
+// StartRedis starts redis-server on a random loopback port with no persistence and
+// the noeviction policy the admission ledger requires.
+func StartRedis(tb testing.TB) *Redis {
+	tb.Helper()
+	bin := Binary(tb, "redis-server", "SLUICE_REDIS_SERVER_BIN", "apt-get install -y redis-server")
+	port := FreePort(tb)
+	dir := tb.TempDir()
+	p := startProcess(tb, dir, bin, nil,
+		"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no",
+		"--dir", dir, "--maxmemory-policy", "noeviction")
+	p.Addr = "127.0.0.1:" + strconv.Itoa(port)
+	waitTCP(tb, p.Addr, 10*time.Second, p.Log)
+	return &Redis{Process: p, URL: "redis://" + p.Addr + "/0"}
+}
+
+// Client returns a go-redis client for the server, closed at cleanup.
+func (r *Redis) Client(tb testing.TB) *redis.Client {
+	tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr})
+	tb.Cleanup(func() { c.Close() })
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		tb.Fatalf("ping redis %s: %v", describe(r.Process), err)
+	}
+	return c
+}

@@ -1,0 +1,40 @@
+// Package signer issues and verifies download tokens and runs the streaming edge that
+// serves GET/HEAD /d/{token} from the object store.
+//
+// A token is stateless: verifying one needs only the keyring. What a token may do at a
+// given moment (is its slot still held, how many connections are open on it) is kept in
+// the admission ledger, reached through SlotKeeper.
+package signer
+
+import (
+	"context"
+	"time"
+)
+
+// Claims are what a token binds together. Changing any field invalidates the MAC.
+type Claims struct {
+	Ticket  string    `json:"t"`
+	Object  string    `json:"o"`
+	ETag    string    `json:"e"`
+	Slot    string    `json:"s"`
+	Epoch   int64     `json:"f"` // fencing epoch of the slot grant
+	Tenant  string    `json:"n,omitempty"`
+	RateBps int64     `json:"r,omitempty"` // per-download bandwidth cap, 0 = none
+	Expires time.Time `json:"x"`           // no new connection is accepted after this instant
+}
+
+// SlotKeeper is the part of the admission ledger the edge uses. Each method is
+// fenced by (ticket, slot, epoch): a slot that lapsed or was granted again answers
+// admission.ErrSlotNotHeld, and the edge must stop serving it.
+type SlotKeeper interface {
+	// BeginStream counts one more open connection on the ticket's slot, moves the
+	// ticket to streaming and extends the slot's lease. Past the per-token cap it
+	// answers admission.ErrTooManyConnections.
+	BeginStream(ctx context.Context, ticketID, slotID string, epoch int64) error
+	// RenewStream adds sent bytes to the ticket's progress and extends the lease.
+	RenewStream(ctx context.Context, ticketID, slotID string, epoch int64, sent int64) error
+	// EndStream closes one connection, adding its last sent bytes. When it was the
+	// last connection the ledger releases the slot (at once when the whole object has
+	// been sent, after the resume grace otherwise).
+	EndStream(ctx context.Context, ticketID, slotID string, epoch int64, sent int64) error
+}
