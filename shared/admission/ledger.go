@@ -1,0 +1,265 @@
+// Package admission is the admission ledger: tickets, per-tenant wait queues, the
+// global lease semaphore and fair ordering, all held in Redis and changed only by the
+// Lua scripts in lua/, so every decision is atomic across any number of workers and
+// edges. Time is always Redis TIME.
+package admission
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Errors callers branch on.
+var (
+	ErrNotFound = errors.New("ticket not found")
+	// ErrSlotNotHeld: the ticket's slot lapsed, was released or belongs to another grant.
+	ErrSlotNotHeld = statusError{errors.New("the download slot of this ticket is no longer held"), http.StatusGone}
+	// ErrTooManyConnections: the token already has the most connections it may open.
+	ErrTooManyConnections = statusError{errors.New("too many connections on this download link"), http.StatusTooManyRequests}
+	// ErrFenced: the grant was taken back (its lease lapsed) before the link was issued.
+	ErrFenced = errors.New("admission grant lapsed before the link was issued")
+)
+
+type statusError struct {
+	error
+	status int
+}
+
+// HTTPStatus is the status the edge answers with.
+func (e statusError) HTTPStatus() int { return e.status }
+
+var (
+	//go:embed lua/prelude.lua
+	prelude string
+	//go:embed lua/enqueue.lua
+	enqueueLua string
+	//go:embed lua/admit.lua
+	admitLua string
+	//go:embed lua/ready.lua
+	readyLua string
+	//go:embed lua/stream.lua
+	streamLua string
+	//go:embed lua/cancel.lua
+	cancelLua string
+	//go:embed lua/poll.lua
+	pollLua string
+
+	enqueueScript = redis.NewScript(prelude + enqueueLua)
+	admitScript   = redis.NewScript(prelude + admitLua)
+	readyScript   = redis.NewScript(prelude + readyLua)
+	streamScript  = redis.NewScript(prelude + streamLua)
+	cancelScript  = redis.NewScript(prelude + cancelLua)
+	pollScript    = redis.NewScript(prelude + pollLua)
+)
+
+// Config holds the ledger's timings and default limits.
+type Config struct {
+	Prefix       string        // key prefix with a hash tag, default "sluice:{adm}:"
+	Retain       time.Duration // how long finished tickets stay readable (24h)
+	AdmitLease   time.Duration // time a worker has to issue the link after a grant (15s)
+	StreamLease  time.Duration // lease of a streaming slot, renewed while bytes flow (30s)
+	ResumeGrace  time.Duration // slot kept after the last connection ends incomplete (30s)
+	AbandonAfter time.Duration // queued tickets not polled for this long are dropped (5m; 0 = never)
+	MaxConns     int           // concurrent connections per token (8)
+	GlobalLimit  int           // used until an operator sets one in Redis (10)
+	TenantLimit  int           // default per-tenant limit, 0 = none
+	RateWindow   time.Duration // window for the completion rate (2m)
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.Prefix == "" {
+		c.Prefix = "sluice:{adm}:"
+	}
+	def(&c.Retain, 24*time.Hour)
+	def(&c.AdmitLease, 15*time.Second)
+	def(&c.StreamLease, 30*time.Second)
+	def(&c.ResumeGrace, 30*time.Second)
+	def(&c.RateWindow, 2*time.Minute)
+	if c.MaxConns == 0 {
+		c.MaxConns = 8
+	}
+	if c.GlobalLimit == 0 {
+		c.GlobalLimit = 10
+	}
+}
+
+// Ledger is the admission state shared by every role.
+type Ledger struct {
+	rdb redis.UniversalClient
+	cfg Config
+}
+
+// New returns a ledger over rdb.
+func New(rdb redis.UniversalClient, cfg Config) *Ledger {
+	cfg.setDefaults()
+	return &Ledger{rdb: rdb, cfg: cfg}
+}
+
+// Config returns the ledger's effective configuration.
+func (l *Ledger) Config() Config { return l.cfg }
+
+func (l *Ledger) run(ctx context.Context, s *redis.Script, args ...any) *redis.Cmd {
+	argv := append([]any{l.cfg.Retain.Milliseconds()}, args...)
+	return s.Run(ctx, l.rdb, []string{l.cfg.Prefix}, argv...)
+}
+
+// Enqueue records a queued ticket. It is idempotent on the ticket id: the ingress calls
+// it after the PubAck and every worker that receives the message calls it again, so the
+// ticket exists even if the ingress died in between or Redis lost it. It reports whether
+// this call created the ticket.
+func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
+	res, err := l.run(ctx, enqueueScript, t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq,
+		t.Created.UnixMilli(), t.ContentType).Text()
+	if err != nil {
+		return false, fmt.Errorf("enqueue ticket %s: %w", t.ID, err)
+	}
+	return res == "created", nil
+}
+
+// Grant is one admission: the ticket now holds a slot under Epoch and must be given its
+// link (MarkReady) before the admit lease lapses.
+type Grant struct {
+	TicketID string
+	Epoch    int64
+}
+
+// Admit admits up to max queued tickets under the limits, fairly across tenants.
+func (l *Ledger) Admit(ctx context.Context, max int) ([]Grant, error) {
+	vals, err := l.run(ctx, admitScript, max, l.cfg.AdmitLease.Milliseconds(),
+		l.cfg.AbandonAfter.Milliseconds(), l.cfg.GlobalLimit, l.cfg.TenantLimit).Slice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("admit: %w", err)
+	}
+	grants := make([]Grant, 0, len(vals)/2)
+	for i := 0; i+1 < len(vals); i += 2 {
+		id, _ := vals[i].(string)
+		epoch, _ := vals[i+1].(int64)
+		grants = append(grants, Grant{TicketID: id, Epoch: epoch})
+	}
+	return grants, nil
+}
+
+// MarkReady publishes the download link of a grant. ErrFenced means the grant lapsed
+// and the ticket went back to the queue: the link must not be used.
+func (l *Ledger) MarkReady(ctx context.Context, g Grant, url string, expires time.Time) error {
+	res, err := l.run(ctx, readyScript, g.TicketID, g.Epoch, url, expires.UnixMilli()).Text()
+	if err != nil {
+		return fmt.Errorf("mark ticket %s ready: %w", g.TicketID, err)
+	}
+	if res != "OK" {
+		return ErrFenced
+	}
+	return nil
+}
+
+func (l *Ledger) stream(ctx context.Context, op, ticketID string, epoch, sent int64, d time.Duration) error {
+	res, err := l.run(ctx, streamScript, op, ticketID, epoch, sent, d.Milliseconds(), l.cfg.MaxConns).Text()
+	if err != nil {
+		return fmt.Errorf("%s stream of ticket %s: %w", op, ticketID, err)
+	}
+	switch res {
+	case "OK":
+		return nil
+	case "TOO_MANY":
+		return ErrTooManyConnections
+	default:
+		return ErrSlotNotHeld
+	}
+}
+
+// BeginStream opens one connection on the ticket's slot (see signer.SlotKeeper).
+func (l *Ledger) BeginStream(ctx context.Context, ticketID, _ string, epoch int64) error {
+	return l.stream(ctx, "begin", ticketID, epoch, 0, l.cfg.StreamLease)
+}
+
+// RenewStream records progress and extends the slot's lease.
+func (l *Ledger) RenewStream(ctx context.Context, ticketID, _ string, epoch int64, sent int64) error {
+	return l.stream(ctx, "renew", ticketID, epoch, sent, l.cfg.StreamLease)
+}
+
+// EndStream closes one connection; the last one releases the slot.
+func (l *Ledger) EndStream(ctx context.Context, ticketID, _ string, epoch int64, sent int64) error {
+	return l.stream(ctx, "end", ticketID, epoch, sent, l.cfg.ResumeGrace)
+}
+
+// Cancel cancels a ticket and frees its slot; it returns the status the ticket had.
+func (l *Ledger) Cancel(ctx context.Context, id string) (Status, error) {
+	res, err := l.run(ctx, cancelScript, id).Text()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("cancel ticket %s: %w", id, err)
+	}
+	return Status(res), nil
+}
+
+// Get reads a ticket without counting as a poll.
+func (l *Ledger) Get(ctx context.Context, id string) (Position, error) { return l.poll(ctx, id, false) }
+
+// Poll reads a ticket for its owner: it keeps a queued ticket from being dropped as
+// abandoned and computes its position.
+func (l *Ledger) Poll(ctx context.Context, id string) (Position, error) { return l.poll(ctx, id, true) }
+
+func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, error) {
+	flag := "0"
+	if touch {
+		flag = "1"
+	}
+	vals, err := l.run(ctx, pollScript, id, flag, l.cfg.RateWindow.Milliseconds()).Slice()
+	if errors.Is(err, redis.Nil) {
+		return Position{}, ErrNotFound
+	}
+	if err != nil {
+		return Position{}, fmt.Errorf("read ticket %s: %w", id, err)
+	}
+	flat, _ := vals[0].([]any)
+	h := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		h[k] = v
+	}
+	p := Position{Ticket: ticketFromHash(h)}
+	p.Ahead, _ = vals[1].(int64)
+	p.Completions, _ = vals[2].(int64)
+	first, _ := strconv.ParseInt(fmt.Sprint(vals[3]), 10, 64)
+	now, _ := vals[4].(int64)
+	if p.Completions > 0 && first > 0 {
+		p.Span = time.Duration(now-first) * time.Millisecond
+	}
+	return p, nil
+}
+
+// Statuses reads the status of many tickets in one round trip; a missing ticket has
+// the empty status.
+func (l *Ledger) Statuses(ctx context.Context, ids []string) ([]Status, error) {
+	pipe := l.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGet(ctx, l.cfg.Prefix+"t:"+id, "status")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read ticket statuses: %w", err)
+	}
+	out := make([]Status, len(ids))
+	for i, c := range cmds {
+		out[i] = Status(c.Val())
+	}
+	return out, nil
+}
+
+// Ping checks that Redis answers.
+func (l *Ledger) Ping(ctx context.Context) error { return l.rdb.Ping(ctx).Err() }

@@ -1,0 +1,120 @@
+package admission_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/testenv"
+)
+
+// backends runs a test against a real redis-server and against the in-process
+// Redis-protocol server the all-in-one embeds, since the ledger must work on both.
+func backends(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient)) {
+	t.Run("redis-server", func(t *testing.T) {
+		fn(t, testenv.StartRedis(t).Client(t))
+	})
+	t.Run("embedded", func(t *testing.T) {
+		m := miniredis.RunT(t)
+		rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+		t.Cleanup(func() { rdb.Close() })
+		fn(t, rdb)
+	})
+}
+
+func enqueue(t *testing.T, l *admission.Ledger, tenant string, n int, seq *uint64) []string {
+	t.Helper()
+	var ids []string
+	for i := 0; i < n; i++ {
+		*seq++
+		id := fmt.Sprintf("%s-%04d", tenant, *seq)
+		created, err := l.Enqueue(t.Context(), admission.Ticket{ID: id, Object: "o", ETag: "e", Size: 10, Tenant: tenant, Seq: *seq, Created: time.Now()})
+		if err != nil || !created {
+			t.Fatalf("enqueue %s: created=%v err=%v", id, created, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func TestLedgerLifecycle(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := admission.New(rdb, admission.Config{GlobalLimit: 2})
+		var seq uint64
+		ids := enqueue(t, l, "public", 3, &seq)
+
+		// Enqueue again (a redelivery): no second ticket, nothing changes.
+		if created, err := l.Enqueue(ctx, admission.Ticket{ID: ids[0], Tenant: "public", Seq: 1}); err != nil || created {
+			t.Fatalf("re-enqueue: created=%v err=%v", created, err)
+		}
+		grants, err := l.Admit(ctx, 10)
+		if err != nil || len(grants) != 2 || grants[0].TicketID != ids[0] || grants[1].TicketID != ids[1] {
+			t.Fatalf("admit under limit 2: %v %v", grants, err)
+		}
+		if more, _ := l.Admit(ctx, 10); len(more) != 0 {
+			t.Fatalf("admitted past the limit: %v", more)
+		}
+		p, err := l.Poll(ctx, ids[2])
+		if err != nil || p.Status != admission.StatusQueued || p.Ahead != 0 {
+			t.Fatalf("third ticket: %+v %v", p, err)
+		}
+		g := grants[0]
+		if err := l.MarkReady(ctx, g, "http://edge/d/x", time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.MarkReady(ctx, admission.Grant{TicketID: g.TicketID, Epoch: g.Epoch + 100}, "u", time.Now()); err != admission.ErrFenced {
+			t.Fatalf("stale epoch must be fenced, got %v", err)
+		}
+		if err := l.BeginStream(ctx, g.TicketID, "", g.Epoch+1); err != admission.ErrSlotNotHeld {
+			t.Fatalf("begin with wrong epoch: %v", err)
+		}
+		if err := l.BeginStream(ctx, g.TicketID, "", g.Epoch); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.RenewStream(ctx, g.TicketID, "", g.Epoch, 4); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.EndStream(ctx, g.TicketID, "", g.Epoch, 6); err != nil {
+			t.Fatal(err)
+		}
+		p, _ = l.Get(ctx, g.TicketID)
+		if p.Status != admission.StatusDone || p.BytesSent != 10 {
+			t.Fatalf("after the whole object: %+v", p.Ticket)
+		}
+		// The freed slot goes to the third ticket.
+		grants, _ = l.Admit(ctx, 10)
+		if len(grants) != 1 || grants[0].TicketID != ids[2] {
+			t.Fatalf("freed slot not reused: %v", grants)
+		}
+		if st, err := l.Cancel(ctx, ids[1]); err != nil || st != admission.StatusAdmitting {
+			t.Fatalf("cancel: %v %v", st, err)
+		}
+		if _, err := l.Cancel(ctx, "nope"); err != admission.ErrNotFound {
+			t.Fatalf("cancel unknown: %v", err)
+		}
+	})
+}
+
+func TestLedgerReclaimsLapsedGrants(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := admission.New(rdb, admission.Config{GlobalLimit: 1, AdmitLease: 50 * time.Millisecond})
+		var seq uint64
+		ids := enqueue(t, l, "public", 2, &seq)
+		grants, _ := l.Admit(ctx, 1)
+		time.Sleep(120 * time.Millisecond)
+		// The admitting worker "paused": its grant lapsed, the ticket is back at the front.
+		if err := l.MarkReady(ctx, grants[0], "u", time.Now().Add(time.Minute)); err != admission.ErrFenced {
+			t.Fatalf("lapsed grant must be fenced, got %v", err)
+		}
+		again, _ := l.Admit(ctx, 1)
+		if len(again) != 1 || again[0].TicketID != ids[0] || again[0].Epoch <= grants[0].Epoch {
+			t.Fatalf("lapsed ticket not re-admitted first with a new epoch: %v (was %v)", again, grants)
+		}
+	})
+}

@@ -1,0 +1,59 @@
+-- Admit up to ARGV[2] queued tickets under the global and per-tenant limits, fairly:
+-- the tenant with the smallest virtual time goes next (start-time fair queueing), and a
+-- tenant's virtual time advances by 1/weight per admission. FIFO within a tenant.
+-- ARGV: 2 max, 3 admit lease ms, 4 abandon after ms, 5 default global limit,
+--       6 default per-tenant limit (0 = none)
+-- Returns a flat array: id1, epoch1, id2, epoch2, ...
+reclaim()
+local max, admit_lease, abandon = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if limit('paused', 0) == 1 then return {} end
+local global = limit('global', tonumber(ARGV[5]))
+local tenant_default = limit('tenant_default', tonumber(ARGV[6]))
+local used = redis.call('ZCARD', SLOTS)
+local out, granted, budget = {}, 0, 2000
+local full = {}
+while granted < max and used < global and budget > 0 do
+  budget = budget - 1
+  local order = redis.call('ZRANGE', TENANTS, 0, -1, 'WITHSCORES')
+  local tenant, vt
+  for i = 1, #order, 2 do
+    local t = order[i]
+    if not full[t] then
+      local cap = limit('tenant:' .. t, tenant_default)
+      if cap > 0 and tenant_used(t) >= cap then
+        full[t] = true
+      else
+        tenant, vt = t, tonumber(order[i + 1])
+        break
+      end
+    end
+  end
+  if not tenant then break end
+  local head = redis.call('ZRANGE', wkey(tenant), 0, 0)[1]
+  if head then
+    redis.call('ZREM', wkey(tenant), head)
+    local k = tkey(head)
+    local f = redis.call('HMGET', k, 'status', 'last_poll_ms')
+    if f[1] == 'queued' then
+      if abandon > 0 and tonumber(f[2] or '0') + abandon < NOW then
+        finish(head, 'expired', 'dropped from the queue because the ticket was not polled; request a new ticket')
+      else
+        local epoch = redis.call('INCR', P .. 'epoch')
+        redis.call('HSET', k, 'status', 'admitting', 'epoch', epoch, 'admitted_ms', NOW)
+        lease(head, tenant, NOW + admit_lease)
+        used, granted = used + 1, granted + 1
+        out[#out + 1] = head
+        out[#out + 1] = epoch
+        redis.call('SET', VCLOCK, vt)
+        vt = vt + 1 / weight(tenant)
+      end
+    end
+  end
+  if redis.call('ZCARD', wkey(tenant)) == 0 then
+    redis.call('ZREM', TENANTS, tenant)
+    redis.call('HSET', VT, tenant, vt)
+  else
+    redis.call('ZADD', TENANTS, vt, tenant)
+  end
+end
+return out

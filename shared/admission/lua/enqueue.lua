@@ -1,0 +1,13 @@
+-- Enqueue a ticket; idempotent on the ticket id (ingress and every redelivery call it).
+-- ARGV: 2 id, 3 object, 4 etag, 5 size, 6 tenant, 7 seq, 8 created_ms, 9 content_type
+-- Returns "created" or the status the ticket already has.
+local id, tenant = ARGV[2], ARGV[6]
+local k = tkey(id)
+local status = redis.call('HGET', k, 'status')
+if status then return status end
+redis.call('HSET', k, 'id', id, 'object', ARGV[3], 'etag', ARGV[4], 'size', ARGV[5],
+  'tenant', tenant, 'seq', ARGV[7], 'created_ms', ARGV[8], 'content_type', ARGV[9],
+  'status', 'queued', 'last_poll_ms', NOW, 'bytes_sent', 0, 'conns', 0)
+redis.call('ZADD', wkey(tenant), ARGV[7], id)
+activate(tenant)
+return 'created'

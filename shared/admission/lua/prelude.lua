@@ -1,0 +1,107 @@
+-- Prelude of every admission script (prepended by ledger.go).
+--
+-- KEYS[1] is the key prefix, with a hash tag so that every key lives in one cluster
+--         slot: "sluice:{adm}:".
+-- ARGV[1] is how long a finished ticket is kept, in milliseconds.
+--
+-- Keys (all under the prefix):
+--   t:<id>         hash   one ticket (see ticket.go for the fields)
+--   wait:<tenant>  zset   queued ticket ids of a tenant, scored by stream sequence (FIFO)
+--   tenants        zset   tenants with queued tickets, scored by their virtual time
+--   vt             hash   tenant -> virtual time, kept while the tenant is idle
+--   vclock         string virtual time of the last admission
+--   slots          zset   held slots (slot id = ticket id) -> lease expiry, ms
+--   slots:<tenant> zset   the same, per tenant; counted only where the lease is live
+--   epoch          string fencing epoch, incremented for every grant
+--   limits         hash   global, tenant_default, tenant:<t>, weight:<t>, paused
+--   done           zset   recently completed ticket ids -> completion time, ms
+--
+-- Time is always Redis TIME, never the client's clock.
+local P = KEYS[1]
+local RETAIN_MS = tonumber(ARGV[1])
+local T = redis.call('TIME')
+local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
+
+local SLOTS = P .. 'slots'
+local TENANTS = P .. 'tenants'
+local VT = P .. 'vt'
+local VCLOCK = P .. 'vclock'
+local LIMITS = P .. 'limits'
+local DONE = P .. 'done'
+
+local function tkey(id) return P .. 't:' .. id end
+local function wkey(tenant) return P .. 'wait:' .. tenant end
+local function skey(tenant) return P .. 'slots:' .. tenant end
+
+local function limit(field, default)
+  local v = redis.call('HGET', LIMITS, field)
+  if v then return tonumber(v) end
+  return default
+end
+
+local function weight(tenant)
+  local w = limit('weight:' .. tenant, 1)
+  if w <= 0 then w = 1 end
+  return w
+end
+
+-- Slots held by a tenant right now (expired leases are not counted, even before reclaim).
+local function tenant_used(tenant)
+  return redis.call('ZCOUNT', skey(tenant), '(' .. NOW, '+inf')
+end
+
+local function lease(id, tenant, until_ms)
+  redis.call('ZADD', SLOTS, until_ms, id)
+  redis.call('ZADD', skey(tenant), until_ms, id)
+end
+
+local function release(id, tenant)
+  redis.call('ZREM', SLOTS, id)
+  if tenant then redis.call('ZREM', skey(tenant), id) end
+end
+
+-- A tenant that gets a queued ticket takes its place in the fair order: never behind
+-- its own past (vt) and never ahead of the present (vclock), so idling earns no credit.
+local function activate(tenant)
+  if redis.call('ZSCORE', TENANTS, tenant) then return end
+  local vt = tonumber(redis.call('HGET', VT, tenant) or '0')
+  local clock = tonumber(redis.call('GET', VCLOCK) or '0')
+  if vt < clock then vt = clock end
+  redis.call('ZADD', TENANTS, vt, tenant)
+end
+
+local function finish(id, status, reason)
+  local k = tkey(id)
+  redis.call('HSET', k, 'status', status, 'error', reason or '', 'ended_ms', NOW, 'conns', 0)
+  redis.call('PEXPIRE', k, RETAIN_MS)
+  if status == 'done' then redis.call('ZADD', DONE, NOW, id) end
+end
+
+-- Eager reclaim: every lease that lapsed is taken back before anything is decided, so
+-- counts are always true. What happens to the ticket depends on where it was.
+local function reclaim()
+  for _ = 1, 16 do
+    local lapsed = redis.call('ZRANGEBYSCORE', SLOTS, '-inf', NOW, 'LIMIT', 0, 256)
+    for _, id in ipairs(lapsed) do
+      local k = tkey(id)
+      local f = redis.call('HMGET', k, 'status', 'tenant', 'seq', 'bytes_sent', 'size')
+      local status, tenant = f[1], f[2]
+      release(id, tenant)
+      if status == 'admitting' then
+        -- the worker that was admitting it stopped (crash or pause): back to the front
+        redis.call('HSET', k, 'status', 'queued')
+        redis.call('ZADD', wkey(tenant), f[3], id)
+        activate(tenant)
+      elseif status == 'ready' then
+        finish(id, 'expired', 'the download link was not used before it expired; request a new ticket')
+      elseif status == 'streaming' then
+        if tonumber(f[4] or '0') >= tonumber(f[5] or '0') then
+          finish(id, 'done')
+        else
+          finish(id, 'expired', 'the download stopped and was not resumed in time; request a new ticket to fetch the rest')
+        end
+      end
+    end
+    if #lapsed < 256 then return end
+  end
+end

@@ -1,0 +1,96 @@
+package admission
+
+import (
+	"strconv"
+	"time"
+)
+
+// Status is where a ticket is in its life.
+type Status string
+
+// Ticket statuses. Admitting is internal (a worker is issuing the link) and is shown to
+// clients as queued at position 0.
+const (
+	StatusQueued    Status = "queued"
+	StatusAdmitting Status = "admitting"
+	StatusReady     Status = "ready"
+	StatusStreaming Status = "streaming"
+	StatusDone      Status = "done"
+	StatusExpired   Status = "expired"
+	StatusFailed    Status = "failed"
+	StatusCanceled  Status = "canceled"
+)
+
+// Terminal reports whether nothing more will happen to a ticket in this status.
+func (s Status) Terminal() bool {
+	switch s {
+	case StatusDone, StatusExpired, StatusFailed, StatusCanceled:
+		return true
+	}
+	return false
+}
+
+// Ticket is one client's request for one object version.
+type Ticket struct {
+	ID          string
+	Object      string
+	ETag        string
+	Size        int64
+	ContentType string
+	Tenant      string
+	Seq         uint64 // JetStream sequence of the ticket's message: FIFO order
+	Created     time.Time
+
+	Status      Status
+	Epoch       int64
+	DownloadURL string
+	Expires     time.Time // when the download link stops accepting new connections
+	BytesSent   int64
+	Conns       int
+	Error       string
+	LastPoll    time.Time
+	Admitted    time.Time
+	Ready       time.Time
+	Ended       time.Time
+}
+
+// Position is a ticket together with what a waiting client wants to know.
+type Position struct {
+	Ticket
+	// Ahead is how many tickets, across all tenants, will be admitted before this one.
+	Ahead int64
+	// Completions is how many downloads finished within the rate window, over Span.
+	Completions int64
+	Span        time.Duration
+}
+
+func ticketFromHash(h map[string]string) Ticket {
+	num := func(k string) int64 { n, _ := strconv.ParseInt(h[k], 10, 64); return n }
+	ms := func(k string) time.Time {
+		if n := num(k); n > 0 {
+			return time.UnixMilli(n)
+		}
+		return time.Time{}
+	}
+	return Ticket{
+		ID:          h["id"],
+		Object:      h["object"],
+		ETag:        h["etag"],
+		Size:        num("size"),
+		ContentType: h["content_type"],
+		Tenant:      h["tenant"],
+		Seq:         uint64(num("seq")),
+		Created:     ms("created_ms"),
+		Status:      Status(h["status"]),
+		Epoch:       num("epoch"),
+		DownloadURL: h["download_url"],
+		Expires:     ms("expires_ms"),
+		BytesSent:   num("bytes_sent"),
+		Conns:       int(num("conns")),
+		Error:       h["error"],
+		LastPoll:    ms("last_poll_ms"),
+		Admitted:    ms("admitted_ms"),
+		Ready:       ms("ready_ms"),
+		Ended:       ms("ended_ms"),
+	}
+}
