@@ -263,3 +263,18 @@ func (l *Ledger) Statuses(ctx context.Context, ids []string) ([]Status, error) {
 
 // Ping checks that Redis answers.
 func (l *Ledger) Ping(ctx context.Context) error { return l.rdb.Ping(ctx).Err() }
+
+// ClaimIdempotencyKey binds a client's Idempotency-Key (scoped to its tenant) to a
+// ticket id for ttl. If the key was already bound it returns the earlier ticket id and
+// binds nothing.
+func (l *Ledger) ClaimIdempotencyKey(ctx context.Context, tenant, key, ticketID string, ttl time.Duration) (string, error) {
+	k := l.cfg.Prefix + "idem:" + tenant + ":" + key
+	prev, err := l.rdb.SetArgs(ctx, k, ticketID, redis.SetArgs{Mode: "NX", Get: true, TTL: ttl}).Result()
+	if errors.Is(err, redis.Nil) {
+		return ticketID, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("claim idempotency key: %w", err)
+	}
+	return prev, nil
+}

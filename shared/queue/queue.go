@@ -1,0 +1,178 @@
+// Package queue is sluice's use of NATS JetStream: the connection, the durable stream
+// that holds accepted download tickets, the pull consumer shared by every worker, and
+// the message that carries a ticket.
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Errors callers branch on.
+var (
+	// ErrUnavailable: JetStream cannot be reached or did not acknowledge in time.
+	ErrUnavailable = errors.New("queue unavailable")
+	// ErrFull: the stream reached its size bound and refuses new tickets.
+	ErrFull = errors.New("queue full")
+)
+
+// Names of the ticket stream and its consumer.
+const (
+	TicketStream      = "SLUICE_TICKETS"
+	TicketSubjectBase = "sluice.tickets."
+	AdmissionConsumer = "admission"
+)
+
+// Connect dials NATS. It reconnects forever (nats.go's default gives up after about two
+// minutes) and keeps no reconnect buffer, so a publish during an outage fails at once
+// instead of hanging until its timeout.
+func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectBufSize(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// StreamConfig bounds the ticket stream.
+type StreamConfig struct {
+	Replicas    int           // 1 on one machine, 3 in a cluster
+	MaxTickets  int64         // backlog bound: publishing past it answers ErrFull
+	MaxBytes    int64         // size bound of the stream
+	DedupWindow time.Duration // how long a Nats-Msg-Id is remembered
+	AckWait     time.Duration // a worker that stops heart-beating loses its tickets after this
+}
+
+func (c *StreamConfig) setDefaults() {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.MaxTickets == 0 {
+		c.MaxTickets = 1_000_000
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 1 << 30
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = 10 * time.Minute
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+}
+
+// EnsureTickets creates or updates the ticket stream and the admission consumer.
+// The stream is a work queue: a ticket's message stays until a worker acknowledges it,
+// which happens only once the ticket has ended, so state lost from Redis is rebuilt
+// from the message.
+func EnsureTickets(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Consumer, error) {
+	cfg.setDefaults()
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        TicketStream,
+		Description: "accepted download tickets, one message per ticket",
+		Subjects:    []string{TicketSubjectBase + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxMsgs:     cfg.MaxTickets,
+		MaxBytes:    cfg.MaxBytes,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  cfg.DedupWindow,
+		MaxAge:      7 * 24 * time.Hour,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", TicketStream, err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, TicketStream, jetstream.ConsumerConfig{
+		Durable:     AdmissionConsumer,
+		Description: "workers admitting download tickets",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     cfg.AckWait,
+		// Waiting happens in Redis, with the message kept in progress: a worker holds
+		// every ticket it has enqueued, so the pending bound must cover the backlog.
+		MaxAckPending: int(min(cfg.MaxTickets, 1_000_000)),
+		// Redeliveries happen only when a worker died or shut down holding tickets.
+		MaxDeliver: 100,
+		Replicas:   cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", AdmissionConsumer, err)
+	}
+	return cons, nil
+}
+
+// Ticket is the message that carries an accepted ticket: everything needed to rebuild
+// its state in the ledger.
+type Ticket struct {
+	ID          string    `json:"id"`
+	Object      string    `json:"object"`
+	ETag        string    `json:"etag"`
+	Size        int64     `json:"size"`
+	ContentType string    `json:"content_type"`
+	Tenant      string    `json:"tenant"`
+	Created     time.Time `json:"created_at"`
+}
+
+// Publisher publishes tickets and waits for JetStream's acknowledgement.
+type Publisher struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	timeout time.Duration
+}
+
+// NewPublisher returns a publisher whose publishes give up after timeout.
+func NewPublisher(nc *nats.Conn, js jetstream.JetStream, timeout time.Duration) *Publisher {
+	return &Publisher{nc: nc, js: js, timeout: timeout}
+}
+
+// Publish stores t durably and returns its stream sequence. The message id is the
+// ticket id, so a retried publish of the same ticket is stored once.
+func (p *Publisher) Publish(ctx context.Context, t Ticket) (uint64, error) {
+	if !p.nc.IsConnected() {
+		return 0, fmt.Errorf("publish ticket: nats is %s: %w", p.nc.Status(), ErrUnavailable)
+	}
+	data, err := json.Marshal(t)
+	if err != nil {
+		return 0, fmt.Errorf("encode ticket: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	ack, err := p.js.Publish(ctx, TicketSubjectBase+t.Tenant, data, jetstream.WithMsgID("ticket:"+t.ID))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(10077) {
+			return 0, fmt.Errorf("publish ticket: %v: %w", apiErr.Description, ErrFull)
+		}
+		return 0, fmt.Errorf("publish ticket: %v: %w", err, ErrUnavailable)
+	}
+	return ack.Sequence, nil
+}
+
+// Ping checks that JetStream answers.
+func Ping(ctx context.Context, js jetstream.JetStream) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	return nil
+}

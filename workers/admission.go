@@ -1,0 +1,271 @@
+// Package workers runs sluice's JetStream consumers: admission of download tickets
+// (this file) and, later, processing of release events.
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/url"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/signer"
+)
+
+// TokenIssuer signs download tokens.
+type TokenIssuer interface {
+	Issue(c signer.Claims) (string, error)
+}
+
+// AdmissionConfig configures an admission worker.
+type AdmissionConfig struct {
+	Consumer      jetstream.Consumer
+	Ledger        *admission.Ledger
+	Tokens        TokenIssuer
+	PublicEdgeURL string        // download links start with this
+	TokenTTL      time.Duration // how long a link accepts new connections (2m)
+	AdmitEvery    time.Duration // how often the worker looks for free slots (100ms)
+	SweepEvery    time.Duration // how often held messages are checked and kept alive (2s)
+	AckWait       time.Duration // the consumer's AckWait, to pace in-progress signals
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Admission consumes accepted tickets, keeps each one's message in progress while the
+// ticket waits in the ledger (waiting never spends a delivery attempt), admits tickets
+// into free slots, and acknowledges a message only once its ticket has ended.
+type Admission struct {
+	cfg AdmissionConfig
+	log *slog.Logger
+
+	mu   sync.Mutex
+	held map[string]*heldMsg
+}
+
+type heldMsg struct {
+	msg          jetstream.Msg
+	ticket       queue.Ticket
+	seq          uint64
+	enqueued     bool
+	lastProgress time.Time
+}
+
+// NewAdmission returns an admission worker; Run starts it.
+func NewAdmission(cfg AdmissionConfig) *Admission {
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = 2 * time.Minute
+	}
+	if cfg.AdmitEvery == 0 {
+		cfg.AdmitEvery = 100 * time.Millisecond
+	}
+	if cfg.SweepEvery == 0 {
+		cfg.SweepEvery = 2 * time.Second
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Admission{cfg: cfg, log: cfg.Logger.With("component", "admission"), held: map[string]*heldMsg{}}
+}
+
+// Held returns how many ticket messages this worker holds.
+func (a *Admission) Held() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.held)
+}
+
+// Run consumes and admits until ctx ends, then stops fetching, hands every held message
+// back to the stream for other workers, and returns.
+func (a *Admission) Run(ctx context.Context) error {
+	cc, err := a.cfg.Consumer.Consume(a.receive,
+		jetstream.PullMaxMessages(1000),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				a.log.Warn("consume", "err", err)
+			}
+		}))
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { a.loop(ctx, a.cfg.AdmitEvery, a.admit) })
+	wg.Go(func() { a.loop(ctx, a.cfg.SweepEvery, a.sweep) })
+	<-ctx.Done()
+	cc.Drain()
+	select {
+	case <-cc.Closed():
+	case <-time.After(5 * time.Second):
+		cc.Stop()
+	}
+	wg.Wait()
+	a.handBack()
+	return nil
+}
+
+func (a *Admission) loop(ctx context.Context, every time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn(ctx)
+		}
+	}
+}
+
+// receive takes one ticket message: enqueue it (idempotent) and hold it.
+func (a *Admission) receive(msg jetstream.Msg) {
+	var t queue.Ticket
+	meta, err := msg.Metadata()
+	if err != nil || json.Unmarshal(msg.Data(), &t) != nil || t.ID == "" || t.Tenant == "" {
+		a.log.Error("dropping a malformed ticket message", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return
+	}
+	h := &heldMsg{msg: msg, ticket: t, seq: meta.Sequence.Stream, lastProgress: a.cfg.Now()}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.enqueued = a.enqueue(ctx, h)
+	a.mu.Lock()
+	a.held[t.ID] = h
+	a.mu.Unlock()
+}
+
+func (a *Admission) enqueue(ctx context.Context, h *heldMsg) bool {
+	t := h.ticket
+	_, err := a.cfg.Ledger.Enqueue(ctx, admission.Ticket{
+		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
+		Tenant: t.Tenant, Seq: h.seq, Created: t.Created,
+	})
+	if err != nil {
+		a.log.Warn("enqueue ticket; will retry", "ticket", t.ID, "err", err)
+		return false
+	}
+	return true
+}
+
+// admit fills free slots and publishes each admitted ticket's link.
+func (a *Admission) admit(ctx context.Context) {
+	for {
+		grants, err := a.cfg.Ledger.Admit(ctx, 32)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("admit", "err", err)
+			}
+			return
+		}
+		for _, g := range grants {
+			a.issue(ctx, g)
+		}
+		if len(grants) < 32 {
+			return
+		}
+	}
+}
+
+func (a *Admission) issue(ctx context.Context, g admission.Grant) {
+	t, err := a.cfg.Ledger.Get(ctx, g.TicketID)
+	if err != nil {
+		a.log.Warn("read admitted ticket", "ticket", g.TicketID, "err", err)
+		return // the grant lapses and the ticket is admitted again
+	}
+	expires := a.cfg.Now().Add(a.cfg.TokenTTL)
+	token, err := a.cfg.Tokens.Issue(signer.Claims{
+		Ticket: t.ID, Object: t.Object, ETag: t.ETag, Slot: t.ID, Epoch: g.Epoch,
+		Tenant: t.Tenant, Expires: expires,
+	})
+	if err != nil {
+		a.log.Error("issue token", "ticket", t.ID, "err", err)
+		return
+	}
+	link := a.cfg.PublicEdgeURL + "/d/" + token + "/" + url.PathEscape(path.Base(t.Object))
+	switch err := a.cfg.Ledger.MarkReady(ctx, g, link, expires); {
+	case errors.Is(err, admission.ErrFenced):
+		a.log.Warn("admission grant lapsed before the link was issued; the ticket was requeued", "ticket", t.ID, "epoch", g.Epoch)
+	case err != nil:
+		a.log.Warn("mark ticket ready", "ticket", t.ID, "err", err)
+	default:
+		a.log.Info("ticket ready", "ticket", t.ID, "tenant", t.Tenant, "epoch", g.Epoch, "waited", a.cfg.Now().Sub(t.Created).Round(time.Millisecond))
+	}
+}
+
+// sweep settles held messages: acknowledge those whose ticket ended, re-enqueue those
+// the ledger lost, and tell JetStream the rest are still in progress.
+func (a *Admission) sweep(ctx context.Context) {
+	a.mu.Lock()
+	hs := make([]*heldMsg, 0, len(a.held))
+	for _, h := range a.held {
+		hs = append(hs, h)
+	}
+	a.mu.Unlock()
+	if len(hs) == 0 {
+		return
+	}
+	ids := make([]string, len(hs))
+	for i, h := range hs {
+		ids[i] = h.ticket.ID
+	}
+	statuses, err := a.cfg.Ledger.Statuses(ctx, ids)
+	if err != nil {
+		a.log.Warn("read ticket statuses; keeping messages in progress", "err", err)
+		statuses = make([]admission.Status, len(hs))
+		for i := range statuses {
+			statuses[i] = admission.StatusQueued
+		}
+	}
+	now := a.cfg.Now()
+	retain := a.cfg.Ledger.Config().Retain
+	for i, h := range hs {
+		switch st := statuses[i]; {
+		case st.Terminal():
+			a.settle(h, h.msg.Ack)
+			continue
+		case st == "" && now.Sub(h.ticket.Created) > retain:
+			a.settle(h, h.msg.Ack) // ended and forgotten long ago
+			continue
+		case st == "" || !h.enqueued:
+			h.enqueued = a.enqueue(ctx, h)
+		}
+		if now.Sub(h.lastProgress) >= a.cfg.AckWait/3 {
+			if err := h.msg.InProgress(); err == nil {
+				h.lastProgress = now
+			}
+		}
+	}
+}
+
+func (a *Admission) settle(h *heldMsg, how func() error) {
+	if err := how(); err != nil {
+		a.log.Warn("settle ticket message", "ticket", h.ticket.ID, "err", err)
+		return
+	}
+	a.mu.Lock()
+	delete(a.held, h.ticket.ID)
+	a.mu.Unlock()
+}
+
+// handBack returns every held message to the stream at once, so the remaining workers
+// take over without waiting for AckWait.
+func (a *Admission) handBack() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, h := range a.held {
+		_ = h.msg.Nak()
+		delete(a.held, id)
+	}
+}
