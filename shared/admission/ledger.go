@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -218,7 +217,7 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, err
 	if touch {
 		flag = "1"
 	}
-	vals, err := l.run(ctx, pollScript, id, flag, l.cfg.RateWindow.Milliseconds()).Slice()
+	vals, err := l.run(ctx, pollScript, id, flag, l.cfg.RateWindow.Milliseconds(), minCompletions).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Position{}, ErrNotFound
 	}
@@ -235,11 +234,11 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, err
 	p := Position{Ticket: ticketFromHash(h)}
 	p.Ahead, _ = vals[1].(int64)
 	p.Completions, _ = vals[2].(int64)
-	first, _ := strconv.ParseInt(fmt.Sprint(vals[3]), 10, 64)
-	now, _ := vals[4].(int64)
-	if p.Completions > 0 && first > 0 {
-		p.Span = time.Duration(now-first) * time.Millisecond
-	}
+	span, _ := vals[3].(int64)
+	p.Span = time.Duration(span) * time.Millisecond
+	eta, _ := vals[5].(int64)
+	known, _ := vals[6].(int64)
+	p.ETA, p.ETAKnown = time.Duration(eta)*time.Millisecond, known == 1
 	return p, nil
 }
 

@@ -62,6 +62,10 @@ type Position struct {
 	// Completions is how many downloads finished within the rate window, over Span.
 	Completions int64
 	Span        time.Duration
+	// ETA is the smoothed estimate of the wait; ETAKnown is false until enough
+	// downloads have finished to measure the rate.
+	ETA      time.Duration
+	ETAKnown bool
 }
 
 func ticketFromHash(h map[string]string) Ticket {

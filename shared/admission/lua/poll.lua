@@ -1,8 +1,13 @@
 -- Read a ticket for its owner: marks it polled (so it is not dropped as abandoned) and
 -- computes its position: how many tickets, across all tenants, are admitted before it
 -- under the fair order that admit.lua follows.
--- ARGV: 2 id, 3 touch (1/0), 4 rate window ms
--- Returns: { flat ticket hash, position, completions in window, first completion ms }
+-- It also estimates the wait: the tickets ahead and this one need that many slots to
+-- free up, at the completion rate measured over the window. The estimate is smoothed
+-- against the previous one (carried forward by the time since), so that it does not
+-- jump around between polls.
+-- ARGV: 2 id, 3 touch (1/0), 4 rate window ms, 5 completions needed for an estimate
+-- Returns: { flat ticket hash, position, completions in window, window span ms,
+--            now ms, eta ms, eta known (1/0) }
 reclaim()
 local id = ARGV[2]
 local k = tkey(id)
@@ -36,5 +41,23 @@ if status == 'queued' then
 end
 redis.call('ZREMRANGEBYSCORE', DONE, '-inf', NOW - tonumber(ARGV[4]))
 local count = redis.call('ZCARD', DONE)
-local first = redis.call('ZRANGE', DONE, 0, 0, 'WITHSCORES')[2] or '0'
-return { fields, position, count, first, NOW }
+local first = tonumber(redis.call('ZRANGE', DONE, 0, 0, 'WITHSCORES')[2] or NOW)
+local span = NOW - first
+local eta, known = 0, 1
+if status == 'queued' then
+  if count >= tonumber(ARGV[5]) and span >= 1000 then
+    local raw = (position + 1) * span / count
+    eta = raw
+    local prev = redis.call('HMGET', k, 'eta_ms', 'eta_at_ms')
+    if prev[1] and prev[2] then
+      local carried = tonumber(prev[1]) - (NOW - tonumber(prev[2]))
+      if carried < 0 then carried = 0 end
+      eta = carried + 0.3 * (raw - carried)
+    end
+    eta = math.floor(eta)
+    if ARGV[3] == '1' then redis.call('HSET', k, 'eta_ms', eta, 'eta_at_ms', NOW) end
+  else
+    known = 0
+  end
+end
+return { fields, position, count, span, NOW, eta, known }

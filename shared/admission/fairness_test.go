@@ -1,0 +1,152 @@
+package admission_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+)
+
+// admitOne admits a single ticket and completes it at once (a slot frees immediately),
+// returning the admitted ticket's tenant.
+func admitAndFinish(t *testing.T, l *admission.Ledger) string {
+	t.Helper()
+	ctx := t.Context()
+	grants, err := l.Admit(ctx, 1)
+	if err != nil || len(grants) != 1 {
+		t.Fatalf("admit: %v %v", grants, err)
+	}
+	g := grants[0]
+	if err := l.MarkReady(ctx, g, "u", time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.BeginStream(ctx, g.TicketID, "", g.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.EndStream(ctx, g.TicketID, "", g.Epoch, 10); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := l.Get(ctx, g.TicketID)
+	return p.Tenant
+}
+
+// Tenant A floods 1,000 tickets; tenant B then sends 10. With equal weights B's tickets
+// alternate with A's, so all 10 are admitted within 20 admissions — while A's backlog
+// (980+ tickets) is still waiting.
+func TestFairnessFloodDoesNotStarve(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		l := admission.New(rdb, admission.Config{GlobalLimit: 1})
+		var seq uint64
+		enqueue(t, l, "a", 1000, &seq)
+		// A few of A's tickets are admitted before B shows up.
+		for range 5 {
+			admitAndFinish(t, l)
+		}
+		bIDs := enqueue(t, l, "b", 10, &seq)
+		// Before any admission, B's last ticket knows it is about 2*10 admissions away.
+		p, err := l.Poll(t.Context(), bIDs[9])
+		if err != nil || p.Ahead > 20 || p.Ahead < 18 {
+			t.Fatalf("position of B's 10th ticket: %d (%v), want about 19", p.Ahead, err)
+		}
+		const bound = 20
+		bAdmitted := 0
+		for i := 1; i <= bound && bAdmitted < 10; i++ {
+			if admitAndFinish(t, l) == "b" {
+				bAdmitted++
+			}
+		}
+		if bAdmitted != 10 {
+			t.Fatalf("only %d of B's 10 tickets admitted within %d admissions", bAdmitted, bound)
+		}
+		st, _ := l.Stats(t.Context())
+		if st.Tenants["a"].Queued < 970 {
+			t.Fatalf("A's backlog should still be waiting, has %d", st.Tenants["a"].Queued)
+		}
+	})
+}
+
+// A tenant with weight 2 gets twice the admissions of weight 1 while both wait.
+func TestFairnessWeights(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		l := admission.New(rdb, admission.Config{GlobalLimit: 1})
+		two := 2.0
+		if _, err := l.SetLimits(t.Context(), admission.LimitsUpdate{Tenants: map[string]admission.TenantLimits{"gold": {Weight: &two}}}); err != nil {
+			t.Fatal(err)
+		}
+		var seq uint64
+		enqueue(t, l, "gold", 100, &seq)
+		enqueue(t, l, "free", 100, &seq)
+		counts := map[string]int{}
+		for range 60 {
+			counts[admitAndFinish(t, l)]++
+		}
+		if counts["gold"] != 40 || counts["free"] != 20 {
+			t.Fatalf("60 admissions split %v, want gold 40 and free 20", counts)
+		}
+	})
+}
+
+// Per-tenant limits, pause and the admissible backlog.
+func TestTenantLimitPauseAndAdmissible(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := admission.New(rdb, admission.Config{GlobalLimit: 5})
+		one := 1
+		if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Tenants: map[string]admission.TenantLimits{"small": {Limit: &one}}}); err != nil {
+			t.Fatal(err)
+		}
+		var seq uint64
+		enqueue(t, l, "small", 4, &seq)
+		enqueue(t, l, "big", 2, &seq)
+		st, _ := l.Stats(ctx)
+		if st.Backlog != 6 || st.Admissible != 3 {
+			t.Fatalf("backlog %d admissible %d, want 6 and 3 (small can take 1, big 2)", st.Backlog, st.Admissible)
+		}
+		if err := l.SetPaused(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		if g, _ := l.Admit(ctx, 10); len(g) != 0 {
+			t.Fatalf("admitted %d while paused", len(g))
+		}
+		if st, _ := l.Stats(ctx); !st.Paused || st.Admissible != 0 {
+			t.Fatalf("paused stats: %+v", st)
+		}
+		_ = l.SetPaused(ctx, false)
+		grants, _ := l.Admit(ctx, 10)
+		if len(grants) != 3 {
+			t.Fatalf("admitted %d, want 3 (tenant limit 1 for small, 2 waiting in big)", len(grants))
+		}
+		five := 0
+		if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Global: &five}); err != nil {
+			t.Fatal(err)
+		}
+		bad := -1
+		if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Global: &bad}); err == nil {
+			t.Fatal("a negative limit was accepted")
+		}
+	})
+}
+
+// A queued ticket whose client stopped polling is dropped before it is admitted and
+// does not hold up the ticket behind it.
+func TestAbandonedTicketsAreDropped(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := admission.New(rdb, admission.Config{GlobalLimit: 1, AbandonAfter: 300 * time.Millisecond})
+		var seq uint64
+		ids := enqueue(t, l, "public", 2, &seq)
+		time.Sleep(400 * time.Millisecond)
+		if _, err := l.Poll(ctx, ids[1]); err != nil { // only the second client is still there
+			t.Fatal(err)
+		}
+		grants, _ := l.Admit(ctx, 1)
+		if len(grants) != 1 || grants[0].TicketID != ids[1] {
+			t.Fatalf("admitted %v, want the polled ticket %s", grants, ids[1])
+		}
+		if p, _ := l.Get(ctx, ids[0]); p.Status != admission.StatusExpired {
+			t.Fatalf("abandoned ticket is %s", p.Status)
+		}
+	})
+}

@@ -1,0 +1,194 @@
+package admission
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed lua/stats.lua
+	statsLua    string
+	statsScript = redis.NewScript(prelude + statsLua)
+)
+
+// ErrInvalidLimits is returned for limits that cannot be applied.
+var ErrInvalidLimits = errors.New("invalid limits")
+
+// TenantLimits are one tenant's overrides; nil fields keep the default.
+type TenantLimits struct {
+	Limit  *int     `json:"limit,omitempty"`  // slots the tenant may hold at once, 0 = no own limit
+	Weight *float64 `json:"weight,omitempty"` // share of slots when tenants compete (default 1)
+}
+
+// Limits are the admission limits in force. They live in Redis, so a change takes
+// effect at the next admission on every worker.
+type Limits struct {
+	Global        int                     `json:"global"`
+	TenantDefault int                     `json:"tenant_default"`
+	Tenants       map[string]TenantLimits `json:"tenants"`
+	Paused        bool                    `json:"paused"`
+}
+
+// LimitsUpdate changes some limits; nil fields stay as they are.
+type LimitsUpdate struct {
+	Global        *int                    `json:"global,omitempty"`
+	TenantDefault *int                    `json:"tenant_default,omitempty"`
+	Tenants       map[string]TenantLimits `json:"tenants,omitempty"`
+}
+
+func (l *Ledger) limitsKey() string { return l.cfg.Prefix + "limits" }
+
+// Limits returns the limits in force, with the configured defaults where no operator
+// has set a value.
+func (l *Ledger) Limits(ctx context.Context) (Limits, error) {
+	h, err := l.rdb.HGetAll(ctx, l.limitsKey()).Result()
+	if err != nil {
+		return Limits{}, fmt.Errorf("read limits: %w", err)
+	}
+	out := Limits{Global: l.cfg.GlobalLimit, TenantDefault: l.cfg.TenantLimit, Tenants: map[string]TenantLimits{}}
+	for k, v := range h {
+		n, _ := strconv.ParseFloat(v, 64)
+		switch {
+		case k == "global":
+			out.Global = int(n)
+		case k == "tenant_default":
+			out.TenantDefault = int(n)
+		case k == "paused":
+			out.Paused = v == "1"
+		case strings.HasPrefix(k, "tenant:"):
+			t := out.Tenants[k[len("tenant:"):]]
+			i := int(n)
+			t.Limit = &i
+			out.Tenants[k[len("tenant:"):]] = t
+		case strings.HasPrefix(k, "weight:"):
+			t := out.Tenants[k[len("weight:"):]]
+			t.Weight = &n
+			out.Tenants[k[len("weight:"):]] = t
+		}
+	}
+	return out, nil
+}
+
+// SetLimits applies an update atomically after checking every value.
+func (l *Ledger) SetLimits(ctx context.Context, u LimitsUpdate) (Limits, error) {
+	fields := map[string]any{}
+	if u.Global != nil {
+		if *u.Global < 0 || *u.Global > 1_000_000 {
+			return Limits{}, fmt.Errorf("%w: global must be between 0 and 1000000, got %d", ErrInvalidLimits, *u.Global)
+		}
+		fields["global"] = *u.Global
+	}
+	if u.TenantDefault != nil {
+		if *u.TenantDefault < 0 {
+			return Limits{}, fmt.Errorf("%w: tenant_default must be 0 (none) or more, got %d", ErrInvalidLimits, *u.TenantDefault)
+		}
+		fields["tenant_default"] = *u.TenantDefault
+	}
+	for name, t := range u.Tenants {
+		if err := ValidateTenant(name); err != nil {
+			return Limits{}, fmt.Errorf("%w: %v", ErrInvalidLimits, err)
+		}
+		if t.Limit != nil {
+			if *t.Limit < 0 {
+				return Limits{}, fmt.Errorf("%w: limit of tenant %s must be 0 (none) or more", ErrInvalidLimits, name)
+			}
+			fields["tenant:"+name] = *t.Limit
+		}
+		if t.Weight != nil {
+			if !(*t.Weight > 0 && *t.Weight <= 1000) {
+				return Limits{}, fmt.Errorf("%w: weight of tenant %s must be above 0 and at most 1000", ErrInvalidLimits, name)
+			}
+			fields["weight:"+name] = *t.Weight
+		}
+	}
+	if len(fields) > 0 {
+		if err := l.rdb.HSet(ctx, l.limitsKey(), fields).Err(); err != nil {
+			return Limits{}, fmt.Errorf("set limits: %w", err)
+		}
+	}
+	return l.Limits(ctx)
+}
+
+// SetPaused stops (true) or restarts (false) admissions. Queued tickets keep their place.
+func (l *Ledger) SetPaused(ctx context.Context, paused bool) error {
+	v := "0"
+	if paused {
+		v = "1"
+	}
+	if err := l.rdb.HSet(ctx, l.limitsKey(), "paused", v).Err(); err != nil {
+		return fmt.Errorf("set paused: %w", err)
+	}
+	return nil
+}
+
+// ValidateTenant checks a tenant name: it is used in Redis keys and NATS subjects.
+func ValidateTenant(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("tenant name must be 1 to 64 characters, got %q", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return fmt.Errorf("tenant name %q may only hold a-z, 0-9, '-' and '_'", name)
+		}
+	}
+	return nil
+}
+
+// TenantStats is one tenant's part of the picture.
+type TenantStats struct {
+	Queued int64   `json:"queued"`
+	InUse  int64   `json:"in_use"`
+	Limit  int64   `json:"limit"` // 0 = no own limit
+	Weight float64 `json:"weight"`
+}
+
+// Stats is a consistent snapshot of admission.
+type Stats struct {
+	Paused     bool                   `json:"paused"`
+	Limit      int64                  `json:"global_limit"`
+	InUse      int64                  `json:"slots_in_use"`
+	Backlog    int64                  `json:"backlog"`
+	Admissible int64                  `json:"admissible_backlog"` // what more workers could admit now
+	Rate       float64                `json:"completions_per_second"`
+	Tenants    map[string]TenantStats `json:"tenants"`
+}
+
+// Stats reads the snapshot in one script, so its numbers agree with each other.
+func (l *Ledger) Stats(ctx context.Context) (Stats, error) {
+	vals, err := l.run(ctx, statsScript, l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.RateWindow.Milliseconds()).Slice()
+	if err != nil {
+		return Stats{}, fmt.Errorf("read admission stats: %w", err)
+	}
+	num := func(v any) int64 { n, _ := v.(int64); return n }
+	s := Stats{Paused: num(vals[0]) == 1, Limit: num(vals[1]), InUse: num(vals[2]), Tenants: map[string]TenantStats{}}
+	if count, span := num(vals[3]), num(vals[4]); count >= minCompletions && span >= 1000 {
+		s.Rate = float64(count) / (time.Duration(span) * time.Millisecond).Seconds()
+	}
+	rows, _ := vals[5].([]any)
+	free := max(s.Limit-s.InUse, 0)
+	var admissible int64
+	for _, r := range rows {
+		f, _ := r.([]any)
+		name, _ := f[0].(string)
+		w, _ := strconv.ParseFloat(fmt.Sprint(f[4]), 64)
+		ts := TenantStats{Queued: num(f[1]), InUse: num(f[2]), Limit: num(f[3]), Weight: w}
+		s.Tenants[name] = ts
+		s.Backlog += ts.Queued
+		can := ts.Queued
+		if ts.Limit > 0 {
+			can = min(can, max(ts.Limit-ts.InUse, 0))
+		}
+		admissible += can
+	}
+	if !s.Paused {
+		s.Admissible = min(admissible, free)
+	}
+	return s, nil
+}
