@@ -1,0 +1,57 @@
+package apikeys_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/sluice-dl/sluice/shared/apikeys"
+	"github.com/sluice-dl/sluice/shared/testenv"
+)
+
+func TestKeys(t *testing.T) {
+	rdb := testenv.StartRedis(t).Client(t)
+	ctx := t.Context()
+	boot := apikeys.Generate()
+	s := apikeys.New(rdb, "", boot)
+
+	k, secret, err := s.Create(ctx, apikeys.ScopePublisher, "acme", "ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Check(ctx, secret)
+	if err != nil || got.ID != k.ID || got.Scope != apikeys.ScopePublisher || got.Tenant != "acme" {
+		t.Fatalf("check: %+v %v", got, err)
+	}
+	// Only the hash is stored: the secret appears nowhere in Redis.
+	h, _ := rdb.HGetAll(ctx, "sluice:keys:"+k.ID).Result()
+	for field, v := range h {
+		if strings.Contains(v, secret[len("slk_12345678_"):]) {
+			t.Fatalf("the secret is stored in clear in field %s", field)
+		}
+	}
+	for _, bad := range []string{"", "slk_", secret + "x", secret[:len(secret)-1] + "a", "slk_aaaaaaaa_" + secret[13:], "Bearer " + secret} {
+		if _, err := s.Check(ctx, bad); !errors.Is(err, apikeys.ErrInvalidKey) {
+			t.Errorf("key %q: %v, want ErrInvalidKey", bad, err)
+		}
+	}
+	if op, err := s.Check(ctx, boot); err != nil || op.Scope != apikeys.ScopeOperator {
+		t.Fatalf("bootstrap key: %+v %v", op, err)
+	}
+	list, _ := s.List(ctx)
+	if len(list) != 1 || list[0].ID != k.ID {
+		t.Fatalf("list: %+v", list)
+	}
+	if err := s.Revoke(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Check(ctx, secret); !errors.Is(err, apikeys.ErrInvalidKey) {
+		t.Fatal("a revoked key still works")
+	}
+	if err := s.Revoke(ctx, k.ID); !errors.Is(err, apikeys.ErrNotFound) {
+		t.Fatalf("revoke twice: %v", err)
+	}
+	if !apikeys.ScopeOperator.Allows(apikeys.ScopeClient) || apikeys.ScopeClient.Allows(apikeys.ScopePublisher) {
+		t.Fatal("scope order is wrong")
+	}
+}
