@@ -7,6 +7,7 @@ package testenv
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,3 +124,32 @@ func (p *Process) Stop() {
 }
 
 func describe(p *Process) string { return fmt.Sprintf("%s (pid %d)", p.Addr, p.Cmd.Process.Pid) }
+
+// Start runs bin with args and env as a test's child process (logging into dir), killed
+// at cleanup.
+func Start(tb testing.TB, dir, bin string, env []string, args ...string) *Process {
+	tb.Helper()
+	return startProcess(tb, dir, bin, env, args...)
+}
+
+// WaitHTTP waits until url answers 200, failing the test (with the log) otherwise.
+func WaitHTTP(tb testing.TB, url string, within time.Duration, logFile string) {
+	tb.Helper()
+	deadline := time.Now().Add(within)
+	client := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, _ := os.ReadFile(logFile)
+	tb.Fatalf("%s did not answer 200 within %s; log:\n%s", url, within, out)
+}
+
+// Signal sends sig to the process (SIGKILL, SIGSTOP, SIGCONT, SIGTERM in tests).
+func (p *Process) Signal(sig os.Signal) error { return p.Cmd.Process.Signal(sig) }

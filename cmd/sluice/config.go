@@ -1,0 +1,115 @@
+package main
+
+import (
+	"flag"
+	"time"
+)
+
+// serverConfig is every setting of the server roles. Each is a flag, and through ff an
+// environment variable SLUICE_<FLAG>.
+type serverConfig struct {
+	IngressAddr   string
+	EdgeAddr      string
+	PublicEdgeURL string
+	DataDir       string
+	LogFormat     string
+	LogLevel      string
+
+	NATSURL      string
+	NATSReplicas int
+	MaxTickets   int64
+	AckWait      time.Duration
+
+	RedisURL string
+
+	S3Endpoint  string
+	S3Bucket    string
+	S3AccessKey string
+	S3SecretKey string
+	S3UseSSL    bool
+	S3Region    string
+
+	SigningKeys string
+
+	AdminKey         string
+	RequireClientKey bool
+
+	GlobalLimit  int
+	TenantLimit  int
+	TokenTTL     time.Duration
+	StreamLease  time.Duration
+	ResumeGrace  time.Duration
+	AbandonAfter time.Duration
+	MaxConns     int
+	Demo         bool
+	ShutdownWait time.Duration
+}
+
+func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
+	c := &serverConfig{}
+	if r == roleServe || r == roleIngress {
+		fs.StringVar(&c.IngressAddr, "ingress-addr", ":8080", "listen address of the public API")
+	}
+	if r == roleServe || r == roleEdge {
+		fs.StringVar(&c.EdgeAddr, "edge-addr", ":8081", "listen address of the streaming edge")
+	}
+	if r == roleServe || r == roleWorker {
+		fs.StringVar(&c.PublicEdgeURL, "public-edge-url", "http://localhost:8081", "what download links start with: the edge as clients reach it")
+	}
+	fs.StringVar(&c.DataDir, "data-dir", "./var", "directory for local state: objects/ (local store), nats/ (embedded JetStream), signing.key")
+	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: text, json, or auto (text for serve, json for the roles)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+
+	natsHelp := "NATS server URL(s), comma-separated"
+	if r == roleServe {
+		natsHelp += "; empty embeds a NATS server with JetStream in <data-dir>/nats"
+	}
+	if r != roleEdge {
+		fs.StringVar(&c.NATSURL, "nats-url", "", natsHelp)
+		fs.IntVar(&c.NATSReplicas, "nats-replicas", 1, "replicas of the JetStream streams (3 in a cluster)")
+		fs.Int64Var(&c.MaxTickets, "max-tickets", 1_000_000, "bound of the ticket queue; past it new tickets get 503")
+		fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "JetStream AckWait of the ticket consumer: a crashed worker's tickets move to others after it")
+	}
+	redisHelp := "Redis URL (redis://, rediss://, or redis-sentinel style via go-redis universal options)"
+	if r == roleServe {
+		redisHelp += "; empty embeds an in-process Redis-protocol server"
+	}
+	fs.StringVar(&c.RedisURL, "redis-url", "", redisHelp)
+
+	if r != roleWorker {
+		fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty serves objects from <data-dir>/objects")
+		fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects")
+		fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
+		fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
+		fs.BoolVar(&c.S3UseSSL, "s3-use-ssl", false, "use HTTPS to reach S3")
+		fs.StringVar(&c.S3Region, "s3-region", "", "S3 region (optional)")
+	}
+	if r != roleIngress {
+		keysHelp := "token signing keys 'kid:base64key,...' (first signs, all verify: rotate by prepending)"
+		if r == roleServe {
+			keysHelp += "; empty uses <data-dir>/signing.key, generated on first start"
+		}
+		fs.StringVar(&c.SigningKeys, "signing-keys", "", keysHelp)
+	}
+
+	if r == roleServe || r == roleIngress {
+		adminHelp := "bootstrap operator API key (creates the other keys)"
+		if r == roleServe {
+			adminHelp += "; empty generates one and prints it at start"
+		}
+		fs.StringVar(&c.AdminKey, "admin-key", "", adminHelp)
+		fs.BoolVar(&c.RequireClientKey, "require-client-key", false, "refuse downloads without a client API key (otherwise they run as tenant 'public')")
+	}
+	fs.IntVar(&c.GlobalLimit, "global-limit", 10, "downloads admitted at once across the whole system (until an operator changes it at runtime)")
+	fs.IntVar(&c.TenantLimit, "tenant-limit", 0, "default downloads admitted at once per tenant, 0 for none")
+	fs.DurationVar(&c.TokenTTL, "token-ttl", 2*time.Minute, "how long a download link accepts new connections; an unused link's slot comes back after it")
+	fs.DurationVar(&c.StreamLease, "stream-lease", 30*time.Second, "lease of a streaming slot, renewed while bytes flow; a crashed edge's slots come back after it")
+	fs.DurationVar(&c.ResumeGrace, "resume-grace", 30*time.Second, "how long a slot waits for a client to resume an interrupted download")
+	fs.DurationVar(&c.AbandonAfter, "abandon-after", 5*time.Minute, "queued tickets not polled for this long are dropped (0: never)")
+	fs.IntVar(&c.MaxConns, "max-conns-per-token", 8, "concurrent connections one download link may open (parallel ranges)")
+	if r == roleServe {
+		fs.BoolVar(&c.Demo, "demo", true, "store demo objects under demo/ in the local object store at start")
+	}
+	fs.DurationVar(&c.ShutdownWait, "shutdown-wait", 15*time.Second, "how long running work may take to finish on SIGTERM")
+	return c
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/signer"
+)
+
+// deps is the object graph of one process, built in one place and closed in reverse.
+type deps struct {
+	log     *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	tickets jetstream.Consumer
+	rdb     redis.UniversalClient
+	store   objstore.Store
+	local   *objstore.Local // set when objects are on local disk
+	ledger  *admission.Ledger
+	keyring *signer.Keyring
+	closers []func()
+}
+
+func (d *deps) onClose(f func()) { d.closers = append(d.closers, f) }
+
+func (d *deps) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+}
+
+func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger) (_ *deps, err error) {
+	d := &deps{log: log}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	if r != roleEdge {
+		if err := d.connectNATS(ctx, r, c); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.connectRedis(ctx, r, c); err != nil {
+		return nil, err
+	}
+	d.ledger = admission.New(d.rdb, admission.Config{
+		GlobalLimit:  c.GlobalLimit,
+		TenantLimit:  c.TenantLimit,
+		StreamLease:  c.StreamLease,
+		ResumeGrace:  c.ResumeGrace,
+		AbandonAfter: c.AbandonAfter,
+		MaxConns:     c.MaxConns,
+		AdmitLease:   15 * time.Second,
+	})
+	if r != roleWorker {
+		if err := d.openStore(ctx, r, c); err != nil {
+			return nil, err
+		}
+	}
+	if r != roleIngress {
+		if err := d.loadKeyring(r, c); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func (d *deps) connectNATS(ctx context.Context, r role, c *serverConfig) error {
+	var extra []nats.Option
+	url := c.NATSURL
+	if url == "" {
+		if r != roleServe {
+			return errors.New("--nats-url (SLUICE_NATS_URL) is required for the " + r.String() + " role")
+		}
+		ns, err := server.NewServer(&server.Options{
+			ServerName: "sluice-embedded",
+			DontListen: true,
+			JetStream:  true,
+			StoreDir:   filepath.Join(c.DataDir, "nats"),
+			SyncAlways: true, // acknowledged tickets survive a power loss
+			NoSigs:     true,
+			NoLog:      true,
+		})
+		if err != nil {
+			return fmt.Errorf("embedded nats: %w", err)
+		}
+		ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			return errors.New("embedded nats did not start within 10s")
+		}
+		d.onClose(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		extra = append(extra, nats.InProcessServer(ns))
+		d.log.Info("single-machine mode: embedded NATS JetStream", "store", filepath.Join(c.DataDir, "nats"), "sync", "always")
+	}
+	nc, err := queue.Connect(url, "sluice-"+r.String(), d.log, extra...)
+	if err != nil {
+		return err
+	}
+	d.onClose(func() { _ = nc.Drain() })
+	d.nc = nc
+	if d.js, err = jetstream.New(nc); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	d.tickets, err = queue.EnsureTickets(setup, d.js, queue.StreamConfig{Replicas: c.NATSReplicas, MaxTickets: c.MaxTickets, AckWait: c.AckWait})
+	if err != nil {
+		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, url)
+	}
+	return nil
+}
+
+func (d *deps) connectRedis(ctx context.Context, r role, c *serverConfig) error {
+	addr := c.RedisURL
+	if addr == "" {
+		if r != roleServe {
+			return errors.New("--redis-url (SLUICE_REDIS_URL) is required for the " + r.String() + " role")
+		}
+		m := miniredis.NewMiniRedis()
+		if err := m.StartAddr("127.0.0.1:0"); err != nil {
+			return fmt.Errorf("embedded redis: %w", err)
+		}
+		d.onClose(m.Close)
+		addr = "redis://" + m.Addr()
+		d.log.Info("single-machine mode: embedded Redis-protocol server (in memory; tickets are rebuilt from JetStream after a restart)", "addr", m.Addr())
+	}
+	opts, err := redis.ParseURL(addr)
+	if err != nil {
+		return fmt.Errorf("--redis-url: %w", err)
+	}
+	// Scripts are made idempotent where it matters, but a blind client-side retry of a
+	// timed-out script call is never what we want: callers retry on their own terms.
+	opts.MaxRetries = -1
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
+	opts.ContextTimeoutEnabled = true
+	rdb := redis.NewClient(opts)
+	d.onClose(func() { _ = rdb.Close() })
+	d.rdb = rdb
+	ping, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ping).Err(); err != nil {
+		d.log.Warn("redis is not answering yet; requests will fail until it does", "addr", opts.Addr, "err", err)
+	}
+	return nil
+}
+
+func (d *deps) openStore(ctx context.Context, r role, c *serverConfig) error {
+	var inner objstore.Store
+	if c.S3Endpoint == "" {
+		dir := filepath.Join(c.DataDir, "objects")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("object directory: %w", err)
+		}
+		local, err := objstore.NewLocal(dir)
+		if err != nil {
+			return err
+		}
+		d.local, inner = local, local
+		d.log.Info("objects on local disk", "dir", dir)
+	} else {
+		s3, err := objstore.NewS3(objstore.S3Config{
+			Endpoint: c.S3Endpoint, Bucket: c.S3Bucket, AccessKey: c.S3AccessKey,
+			SecretKey: c.S3SecretKey, UseSSL: c.S3UseSSL, Region: c.S3Region,
+		})
+		if err != nil {
+			return err
+		}
+		if r == roleServe {
+			setup, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := s3.EnsureBucket(setup); err != nil {
+				return err
+			}
+		}
+		inner = s3
+	}
+	d.store = objstore.NewBreaker(inner, "objects", objstore.BreakerOptions{})
+	return nil
+}
+
+func (d *deps) loadKeyring(r role, c *serverConfig) error {
+	spec := c.SigningKeys
+	if spec == "" {
+		if r != roleServe {
+			return errors.New("--signing-keys (SLUICE_SIGNING_KEYS) is required for the " + r.String() + " role; every worker and edge needs the same keys")
+		}
+		path := filepath.Join(c.DataDir, "signing.key")
+		b, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			spec = "k1:" + base64.StdEncoding.EncodeToString(signer.GenerateKey())
+			if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(path, []byte(spec+"\n"), 0o600); err != nil {
+				return fmt.Errorf("store signing key: %w", err)
+			}
+			d.log.Info("generated a token signing key", "file", path)
+		} else if err != nil {
+			return fmt.Errorf("read signing key: %w", err)
+		} else {
+			spec = strings.TrimSpace(string(b))
+		}
+	}
+	kr, err := signer.ParseKeyring(spec)
+	if err != nil {
+		return fmt.Errorf("--signing-keys: %w", err)
+	}
+	d.keyring = kr
+	return nil
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluice-dl/sluice/ingress"
+	"github.com/sluice-dl/sluice/shared/apikeys"
+	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/signer"
+	"github.com/sluice-dl/sluice/workers"
+)
+
+func newLogger(r role, c *serverConfig) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	format := c.LogFormat
+	if format == "auto" {
+		format = "json"
+		if r == roleServe {
+			format = "text"
+		}
+	}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)).With("role", r.String()), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)).With("role", r.String()), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text, json or auto, not %q", c.LogFormat)
+}
+
+// httpServer is bounded: slow headers, idle connections and huge headers cannot hold it.
+// No write timeout: downloads are long; the edge watches each write itself.
+func httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+type listener struct {
+	name string
+	srv  *http.Server
+	ln   net.Listener
+}
+
+func listen(name, addr string, h http.Handler) (*listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+	}
+	return &listener{name: name, srv: httpServer(h), ln: ln}, nil
+}
+
+// runServer runs one role (or all of them) until ctx ends, then shuts down in reverse
+// dependency order: readiness goes false, the API stops, workers hand back their
+// tickets, the edge lets running streams finish within the shutdown wait.
+func runServer(ctx context.Context, r role, c *serverConfig) error {
+	log, err := newLogger(r, c)
+	if err != nil {
+		return err
+	}
+	d, err := buildDeps(ctx, r, c, log)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+
+	var (
+		api, edge         *listener
+		ingressSrv        *ingress.Server
+		workerWG          sync.WaitGroup
+		serveErrs         = make(chan error, 2)
+		workCtx, stopWork = context.WithCancel(context.WithoutCancel(ctx))
+	)
+	defer stopWork()
+
+	if r == roleServe || r == roleIngress {
+		adminKey := c.AdminKey
+		if adminKey == "" && r == roleServe {
+			adminKey = apikeys.Generate()
+			// Printed once for the person at the terminal, never into the log stream.
+			fmt.Fprintf(os.Stdout, "\n  operator API key for this run: %s\n  (set SLUICE_ADMIN_KEY to choose your own)\n\n", adminKey)
+		} else if adminKey == "" {
+			log.Warn("no SLUICE_ADMIN_KEY: only keys already stored in Redis can use the admin API")
+		}
+		ingressSrv = ingress.New(ingress.Config{
+			Keys:             apikeys.New(d.rdb, "", adminKey),
+			RequireClientKey: c.RequireClientKey,
+			Objects:          d.store,
+			Ledger:           d.ledger,
+			Publisher:        queue.NewPublisher(d.nc, d.js, 5*time.Second),
+			Checks: []ingress.Check{
+				{Name: "nats", Ping: func(ctx context.Context) error { return queue.Ping(ctx, d.js) }},
+				{Name: "redis", Ping: d.ledger.Ping},
+				{Name: "storage", Ping: d.store.Ping},
+			},
+			Logger: log,
+		})
+		if api, err = listen("ingress", c.IngressAddr, ingressSrv.Handler()); err != nil {
+			return err
+		}
+	}
+	if r == roleServe || r == roleEdge {
+		e := signer.NewEdge(signer.EdgeConfig{
+			Keyring: d.keyring,
+			Store:   d.store,
+			Slots:   d.ledger,
+			Logger:  log,
+			// Renew three times per lease; stop streaming on a ledger outage before the
+			// lease could lapse and the slot be granted to someone else.
+			RenewEvery: c.StreamLease / 3,
+			RenewGrace: c.StreamLease * 2 / 3,
+		})
+		mux := http.NewServeMux()
+		mux.Handle("/", e.Handler())
+		mux.HandleFunc("GET /readyz", readiness(map[string]func(context.Context) error{
+			"redis": d.ledger.Ping, "storage": d.store.Ping,
+		}))
+		if edge, err = listen("edge", c.EdgeAddr, mux); err != nil {
+			return err
+		}
+	}
+	if r == roleServe || r == roleWorker {
+		adm := workers.NewAdmission(workers.AdmissionConfig{
+			Consumer:      d.tickets,
+			Ledger:        d.ledger,
+			Tokens:        d.keyring,
+			PublicEdgeURL: strings.TrimRight(c.PublicEdgeURL, "/"),
+			TokenTTL:      c.TokenTTL,
+			AckWait:       c.AckWait,
+			Logger:        log,
+		})
+		workerWG.Go(func() {
+			if err := adm.Run(workCtx); err != nil {
+				serveErrs <- fmt.Errorf("admission worker: %w", err)
+			}
+		})
+	}
+	if r == roleServe && c.Demo && d.local != nil {
+		if err := seedDemo(ctx, d.local, log); err != nil {
+			log.Warn("could not store the demo objects", "err", err)
+		}
+	}
+	for _, l := range []*listener{api, edge} {
+		if l == nil {
+			continue
+		}
+		go func() {
+			if err := l.srv.Serve(l.ln); !errors.Is(err, http.ErrServerClosed) {
+				serveErrs <- fmt.Errorf("%s: %w", l.name, err)
+			}
+		}()
+		log.Info("listening", "server", l.name, "addr", l.ln.Addr().String())
+	}
+	if r == roleServe {
+		log.Info("sluice is ready; try: curl -si -X POST localhost" + portOf(api) + "/api/v1/downloads -d '{\"object\":\"demo/hello.txt\"}'")
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "wait", c.ShutdownWait)
+	case err = <-serveErrs:
+		log.Error("stopping after a fatal error", "err", err)
+	}
+	deadline, cancel := context.WithTimeout(context.Background(), c.ShutdownWait)
+	defer cancel()
+	if ingressSrv != nil {
+		ingressSrv.Drain()
+		_ = api.srv.Shutdown(deadline)
+	}
+	stopWork()
+	workerWG.Wait()
+	if edge != nil {
+		if err := edge.srv.Shutdown(deadline); err != nil {
+			log.Warn("streams still running at the shutdown deadline were cut", "err", err)
+			_ = edge.srv.Close()
+		}
+	}
+	return err
+}
+
+func portOf(l *listener) string {
+	if l == nil {
+		return ""
+	}
+	_, port, _ := net.SplitHostPort(l.ln.Addr().String())
+	return ":" + port
+}
+
+func readiness(checks map[string]func(context.Context) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "application/json")
+		for name, check := range checks {
+			if err := check(ctx); err != nil {
+				w.Header().Set("Retry-After", "5")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "{\"status\":\"unavailable\",\"failed\":%q}\n", name)
+				return
+			}
+		}
+		fmt.Fprintln(w, `{"status":"ready"}`)
+	}
+}

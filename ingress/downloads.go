@@ -1,0 +1,141 @@
+package ingress
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/queue"
+)
+
+const publicTenant = "public"
+
+var ticketEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// newTicketID returns an unguessable ticket id: 128 random bits.
+func newTicketID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "t" + strings.ToLower(ticketEncoding.EncodeToString(b[:]))
+}
+
+var ticketIDPattern = regexp.MustCompile(`^t[a-z2-7]{26}$`)
+
+type downloadRequest struct {
+	Object string `json:"object"`
+}
+
+// createDownload accepts a ticket. The answer is 202 only after JetStream has stored
+// the ticket's message, so an accepted ticket is never lost.
+func (s *Server) createDownload(c *gin.Context) {
+	var req downloadRequest
+	if !bindDownloadRequest(c, &req) {
+		return
+	}
+	idemKey := c.GetHeader("Idempotency-Key")
+	if err := validateIdempotencyKey(idemKey); err != nil {
+		c.Error(err)
+		return
+	}
+	if err := objstore.ValidateKey(req.Object); err != nil {
+		c.Error(err)
+		return
+	}
+	ctx := c.Request.Context()
+	info, err := s.cfg.Objects.Stat(ctx, req.Object)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	tenant := principal(c).Tenant
+	id := newTicketID()
+	if idemKey != "" {
+		prev, err := s.cfg.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, id, s.cfg.IdempotencyTTL)
+		if err != nil {
+			c.Error(&apiError{Status: http.StatusServiceUnavailable, Code: "ledger_unavailable",
+				Message: "cannot record the Idempotency-Key right now", Hint: "retry after the indicated delay", RetryAfter: 2, cause: err})
+			return
+		}
+		if prev != id {
+			// A retry of an earlier request: the same ticket, published again in case
+			// the first attempt never reached JetStream (the message id dedups it).
+			id = prev
+		}
+	}
+	msg := queue.Ticket{
+		ID: id, Object: info.Key, ETag: info.ETag, Size: info.Size, ContentType: info.ContentType,
+		Tenant: tenant, Created: s.cfg.Now().UTC(),
+	}
+	seq, err := s.cfg.Publisher.Publish(ctx, msg)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	// Best effort: if Redis is down the ticket is still safe in JetStream and the worker
+	// that receives it records it.
+	if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{
+		ID: id, Object: msg.Object, ETag: msg.ETag, Size: msg.Size, ContentType: msg.ContentType,
+		Tenant: tenant, Seq: seq, Created: msg.Created,
+	}); err != nil {
+		s.log.Warn("record accepted ticket; a worker will record it", "ticket", id, "err", err)
+	}
+	view := s.viewOrAccepted(c, msg)
+	c.Header("Location", "/api/v1/tickets/"+id)
+	c.Header("Retry-After", "1")
+	c.JSON(http.StatusAccepted, view)
+}
+
+// bindDownloadRequest reads the body. encoding/json would quietly turn invalid UTF-8
+// into U+FFFD, so the raw bytes are checked first.
+func bindDownloadRequest(c *gin.Context, req *downloadRequest) bool {
+	raw, err := io.ReadAll(c.Request.Body)
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		c.Error(&apiError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large",
+			Message: "request body too large", Hint: `send {"object": "<key>"}`})
+		return false
+	case err != nil:
+		c.Error(badRequest("invalid_body", "could not read the body: "+err.Error(), ""))
+		return false
+	case !utf8.Valid(raw):
+		c.Error(badRequest("invalid_body", "the body is not valid UTF-8", "object keys are UTF-8 text"))
+		return false
+	}
+	if err := json.Unmarshal(raw, req); err != nil {
+		c.Error(badRequest("invalid_body", "the body is not valid JSON: "+err.Error(), `send {"object": "<key>"} with Content-Type: application/json`))
+		return false
+	}
+	return true
+}
+
+func validateIdempotencyKey(k string) error {
+	if k == "" {
+		return nil
+	}
+	if len(k) > 128 || !utf8.ValidString(k) || strings.ContainsFunc(k, func(r rune) bool { return r < 0x21 || r == 0x7f }) {
+		return badRequest("invalid_idempotency_key", "the Idempotency-Key header must be 1 to 128 printable characters without spaces",
+			"use a UUID or another unique token per logical request")
+	}
+	return nil
+}
+
+// viewOrAccepted reads the new ticket for the answer; when the ledger cannot be read
+// it describes the accepted ticket from the message.
+func (s *Server) viewOrAccepted(c *gin.Context, msg queue.Ticket) ticketView {
+	p, err := s.cfg.Ledger.Poll(c.Request.Context(), msg.ID)
+	if err == nil {
+		return s.view(p)
+	}
+	return ticketView{ID: msg.ID, Object: msg.Object, Status: admission.StatusQueued, Size: msg.Size, CreatedAt: msg.Created}
+}

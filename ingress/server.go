@@ -1,0 +1,151 @@
+// Package ingress is sluice's public HTTP API (Gin): clients create tickets, poll them
+// and are redirected to their download; operators and release tooling use it too.
+// It is stateless: tickets live in JetStream (durably) and in the admission ledger.
+package ingress
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/apikeys"
+	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/queue"
+)
+
+// Objects is the part of the object store the ingress uses.
+type Objects interface {
+	Stat(ctx context.Context, key string) (objstore.Info, error)
+}
+
+// Publisher stores accepted tickets durably.
+type Publisher interface {
+	Publish(ctx context.Context, t queue.Ticket) (uint64, error)
+}
+
+// Check is one dependency that readiness depends on.
+type Check struct {
+	Name string
+	Ping func(ctx context.Context) error
+}
+
+// Config wires the ingress to its dependencies.
+type Config struct {
+	Objects   Objects
+	Ledger    *admission.Ledger
+	Publisher Publisher
+	Keys      *apikeys.Store
+	Checks    []Check
+	// RequireClientKey refuses downloads without a client key (otherwise they run
+	// under the tenant "public").
+	RequireClientKey bool
+	Logger           *slog.Logger
+	Now              func() time.Time
+	// IdempotencyTTL is how long an Idempotency-Key keeps answering with its ticket.
+	IdempotencyTTL time.Duration
+}
+
+// Server is the ingress.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	draining atomic.Bool
+}
+
+// New returns an ingress server; Handler serves it.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.IdempotencyTTL == 0 {
+		cfg.IdempotencyTTL = 24 * time.Hour
+	}
+	return &Server{cfg: cfg, log: cfg.Logger.With("component", "ingress")}
+}
+
+// Drain makes readiness fail so load balancers stop sending requests before shutdown.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// Handler returns the HTTP handler of the API.
+func (s *Server) Handler() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.ContextWithFallback = true
+	r.Use(recovery(s.log), s.accessLog(), errorsToJSON(s.log), limitBody(64<<10))
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", s.ready)
+
+	api := r.Group("/api/v1")
+	client := s.requireScope(apikeys.ScopeClient)
+	api.POST("/downloads", client, s.createDownload)
+	api.GET("/tickets/:id", s.getTicket)
+	api.GET("/tickets/:id/download", s.followTicket)
+	api.DELETE("/tickets/:id", s.cancelTicket)
+	s.routeAdmin(api)
+
+	r.NoRoute(func(c *gin.Context) {
+		writeError(c, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such endpoint",
+			Hint: "see the API in README.md; downloads start with POST /api/v1/downloads"})
+	})
+	return r
+}
+
+func limitBody(n int64) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, n)
+		c.Next()
+	}
+}
+
+func (s *Server) accessLog() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		if c.Request.URL.Path == "/healthz" || c.Request.URL.Path == "/readyz" {
+			return
+		}
+		s.log.Info("request", "method", c.Request.Method, "route", c.FullPath(),
+			"status", c.Writer.Status(), "duration", time.Since(start).Round(time.Microsecond))
+	}
+}
+
+func (s *Server) ready(c *gin.Context) {
+	if s.draining.Load() {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "draining"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	type result struct {
+		name string
+		err  error
+	}
+	results := make(chan result, len(s.cfg.Checks))
+	for _, ch := range s.cfg.Checks {
+		go func() { results <- result{ch.Name, ch.Ping(ctx)} }()
+	}
+	checks, ok := gin.H{}, true
+	for range s.cfg.Checks {
+		r := <-results
+		if r.err != nil {
+			ok = false
+			checks[r.name] = r.err.Error()
+		} else {
+			checks[r.name] = "ok"
+		}
+	}
+	if !ok {
+		c.Header("Retry-After", "5")
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "checks": checks})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "checks": checks})
+}

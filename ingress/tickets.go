@@ -1,0 +1,123 @@
+package ingress
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+)
+
+// ticketView is the public JSON form of a ticket.
+type ticketView struct {
+	ID          string           `json:"id"`
+	Object      string           `json:"object"`
+	Status      admission.Status `json:"status"`
+	Position    int64            `json:"position"`
+	ETASeconds  int64            `json:"eta_seconds"`
+	ETAKnown    bool             `json:"eta_known"`
+	DownloadURL string           `json:"download_url,omitempty"`
+	ExpiresAt   *time.Time       `json:"expires_at,omitempty"`
+	BytesSent   int64            `json:"bytes_sent"`
+	Size        int64            `json:"size"`
+	Error       string           `json:"error,omitempty"`
+	CreatedAt   time.Time        `json:"created_at"`
+}
+
+func (s *Server) view(p admission.Position) ticketView {
+	v := ticketView{
+		ID: p.ID, Object: p.Object, Status: p.Status, BytesSent: p.BytesSent, Size: p.Size,
+		Error: p.Error, CreatedAt: p.Created.UTC(),
+	}
+	if p.Status == admission.StatusAdmitting {
+		v.Status = admission.StatusQueued // the link is being issued
+	}
+	if v.Status == admission.StatusQueued {
+		v.Position = p.Ahead
+		v.ETASeconds, v.ETAKnown = int64((p.ETA+time.Second/2)/time.Second), p.ETAKnown
+	}
+	if p.Status == admission.StatusReady || p.Status == admission.StatusStreaming {
+		v.DownloadURL = p.DownloadURL
+		exp := p.Expires.UTC()
+		v.ExpiresAt = &exp
+	}
+	return v
+}
+
+// ticketParam reads the :id parameter; malformed ids are simply unknown tickets.
+func ticketParam(c *gin.Context) (string, bool) {
+	id := c.Param("id")
+	if !ticketIDPattern.MatchString(id) {
+		c.Error(admission.ErrNotFound)
+		return "", false
+	}
+	return id, true
+}
+
+func (s *Server) poll(c *gin.Context) (admission.Position, bool) {
+	id, ok := ticketParam(c)
+	if !ok {
+		return admission.Position{}, false
+	}
+	p, err := s.cfg.Ledger.Poll(c.Request.Context(), id)
+	if err != nil {
+		c.Error(err)
+		return admission.Position{}, false
+	}
+	if p.Status == admission.StatusQueued || p.Status == admission.StatusAdmitting {
+		c.Header("Retry-After", strconv.Itoa(int(p.PollAfter()/time.Second)))
+	}
+	return p, true
+}
+
+func (s *Server) getTicket(c *gin.Context) {
+	if p, ok := s.poll(c); ok {
+		c.JSON(http.StatusOK, s.view(p))
+	}
+}
+
+// followTicket is what a plain client polls: 303 to the link once ready.
+func (s *Server) followTicket(c *gin.Context) {
+	p, ok := s.poll(c)
+	if !ok {
+		return
+	}
+	switch p.Status {
+	case admission.StatusReady, admission.StatusStreaming:
+		c.Redirect(http.StatusSeeOther, p.DownloadURL)
+	case admission.StatusQueued, admission.StatusAdmitting:
+		c.JSON(http.StatusAccepted, s.view(p))
+	default:
+		msg := "this ticket has ended (" + string(p.Status) + ")"
+		if p.Error != "" {
+			msg += ": " + p.Error
+		}
+		c.Error(&apiError{Status: http.StatusGone, Code: "ticket_" + string(p.Status), Message: msg,
+			Hint: "request a new ticket with POST /api/v1/downloads"})
+	}
+}
+
+func (s *Server) cancelTicket(c *gin.Context) {
+	id, ok := ticketParam(c)
+	if !ok {
+		return
+	}
+	prev, err := s.cfg.Ledger.Cancel(c.Request.Context(), id)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	if prev.Terminal() && prev != admission.StatusCanceled {
+		c.Error(&apiError{Status: http.StatusConflict, Code: "ticket_ended",
+			Message: "the ticket has already ended (" + string(prev) + ")", Hint: "nothing to cancel"})
+		return
+	}
+	p, err := s.cfg.Ledger.Get(c.Request.Context(), id)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, s.view(p))
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs or builds everything `make test` and `make bench` need, or stops with the
+# exact thing that is missing. Safe to run again: it only acts on what is absent.
+#   real services: redis-server (Debian), MinIO (built from source into bin/, ~3 min once)
+#   real clients:  curl, wget, aria2c (Debian); nginx and wrk for benchmarks
+# NATS needs nothing: tests embed the real nats-server/v2 library.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+
+missing_debs=()
+need_deb() { # command package
+  command -v "$1" >/dev/null 2>&1 || missing_debs+=("$2")
+}
+need_deb redis-server redis-server
+need_deb curl curl
+need_deb wget wget
+need_deb aria2c aria2
+if [ "${1:-}" = bench ]; then
+  need_deb nginx nginx-light
+  need_deb wrk wrk
+fi
+
+if [ ${#missing_debs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "deps: installing ${missing_debs[*]} with apt-get"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_debs[@]}" >/dev/null
+  else
+    echo "deps: missing ${missing_debs[*]}; install them with: sudo apt-get install -y ${missing_debs[*]}" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x "$root/bin/minio" ] && [ -z "${SLUICE_MINIO_BIN:-}" ]; then
+  if ! command -v go >/dev/null; then
+    echo "deps: MinIO is built with Go and go is not on PATH; install Go 1.26+ or set SLUICE_MINIO_BIN to a minio binary" >&2
+    exit 1
+  fi
+  echo "deps: building MinIO $MINIO_VERSION into bin/ (about 3 minutes, once)"
+  mkdir -p "$root/bin"
+  GOBIN="$root/bin" go install "github.com/minio/minio@$MINIO_VERSION"
+fi
+echo "deps: ready"
