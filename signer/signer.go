@@ -26,6 +26,16 @@ type Claims struct {
 // SlotKeeper is the part of the admission ledger the edge uses. Each method is
 // fenced by (ticket, slot, epoch): a slot that lapsed or was granted again answers
 // admission.ErrSlotNotHeld, and the edge must stop serving it.
+//
+// The edge tells the ledger's answers apart by one rule: an error that has a method
+// HTTPStatus() int (anywhere in its chain) is a definite answer, sent to the client
+// with that status (ErrSlotNotHeld 410, ErrTooManyConnections 429) and, from
+// RenewStream, ending the stream at once. Any other error means the ledger could not
+// be asked: BeginStream answers 503 with Retry-After, and a running stream keeps going
+// for EdgeConfig.RenewGrace before it stops.
+//
+// The sent arguments are deltas: the bytes sent since the previous call on the same
+// stream, so that their sum over one stream is the bytes it sent.
 type SlotKeeper interface {
 	// BeginStream counts one more open connection on the ticket's slot, moves the
 	// ticket to streaming and extends the slot's lease. Past the per-token cap it

@@ -1,0 +1,237 @@
+package signer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sluice-dl/sluice/shared/objstore"
+)
+
+// EdgeConfig is what an Edge is built from. Keyring, Store and Slots are required.
+type EdgeConfig struct {
+	Keyring *Keyring
+	Store   objstore.Store
+	Slots   SlotKeeper
+	Logger  *slog.Logger     // nil: discard
+	Now     func() time.Time // token expiry and ledger grace; nil: time.Now
+
+	// RenewEvery is how often a running stream renews its slot and reports progress (5s).
+	// Keep it well below the ledger's stream lease.
+	RenewEvery time.Duration
+	// RenewGrace is how long a stream keeps flowing while the ledger cannot be reached,
+	// counted from the last renewal it confirmed (20s). Keep it below the ledger's stream
+	// lease: past the lease the slot may be granted again, and the edge must have stopped.
+	RenewGrace time.Duration
+	// BufferSize is the copy buffer of one stream, pooled (256 KiB).
+	BufferSize int
+	// IdleTimeout ends a stream whose client accepts no data for this long (60s).
+	IdleTimeout time.Duration
+}
+
+const (
+	defaultRenewEvery  = 5 * time.Second
+	defaultRenewGrace  = 20 * time.Second
+	defaultBufferSize  = 256 << 10
+	defaultIdleTimeout = 60 * time.Second
+	// endTimeout bounds EndStream, which runs after the client's context is gone.
+	endTimeout = 5 * time.Second
+	// retryAfter paces clients told 429 or 503.
+	retryAfter = 5 * time.Second
+)
+
+// Edge is the streaming edge: it serves GET and HEAD /d/{token} (and /d/{token}/{name},
+// the name only there for clients that save under the last path segment) from the
+// object store, holding the ticket's slot in the ledger for as long as bytes flow.
+//
+// The http.Server running it should set ReadHeaderTimeout and IdleTimeout but no
+// WriteTimeout, which would cut long downloads: the edge bounds stalled writes itself.
+type Edge struct {
+	keys        *Keyring
+	store       objstore.Store
+	slots       SlotKeeper
+	log         *slog.Logger
+	now         func() time.Time
+	renewEvery  time.Duration
+	renewGrace  time.Duration
+	idleTimeout time.Duration
+	buffers     sync.Pool // *[]byte of BufferSize
+}
+
+// NewEdge builds an Edge. It panics when Keyring, Store or Slots is missing, as
+// http.ServeMux does on a bad pattern: that is a wiring mistake, not a runtime failure.
+func NewEdge(cfg EdgeConfig) *Edge {
+	if cfg.Keyring == nil || cfg.Store == nil || cfg.Slots == nil {
+		panic("signer: NewEdge needs a Keyring, a Store and a SlotKeeper")
+	}
+	e := &Edge{
+		keys:        cfg.Keyring,
+		store:       cfg.Store,
+		slots:       cfg.Slots,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		renewEvery:  orDefault(cfg.RenewEvery, defaultRenewEvery),
+		renewGrace:  orDefault(cfg.RenewGrace, defaultRenewGrace),
+		idleTimeout: orDefault(cfg.IdleTimeout, defaultIdleTimeout),
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.log = e.log.With("component", "edge")
+	if e.now == nil {
+		e.now = time.Now
+	}
+	size := orDefault(cfg.BufferSize, defaultBufferSize)
+	e.buffers.New = func() any {
+		b := make([]byte, size)
+		return &b
+	}
+	return e
+}
+
+// Handler routes the edge's endpoints: GET (and so HEAD) /d/{token},
+// /d/{token}/{filename...} and /healthz.
+func (e *Edge) Handler() http.Handler {
+	mux := http.NewServeMux()
+	download := e.handle(e.serveDownload)
+	mux.Handle("GET /d/{token}", download)
+	mux.Handle("GET /d/{token}/{filename...}", download)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// abortedError is a failure after the status line went out: the only honest thing
+// left is to cut the connection, so the client sees a truncated body.
+type abortedError struct{ err error }
+
+func (e *abortedError) Error() string { return "response aborted: " + e.err.Error() }
+func (e *abortedError) Unwrap() error { return e.err }
+
+// unsatisfiableError answers 416 for an object of size bytes.
+type unsatisfiableError struct{ size int64 }
+
+func (e *unsatisfiableError) Error() string { return errRangeUnsatisfiable.Error() }
+func (e *unsatisfiableError) Unwrap() error { return errRangeUnsatisfiable }
+
+var (
+	errPreconditionFailed = errors.New("precondition failed")
+	errObjectChanged      = errors.New("object changed since the ticket was issued")
+	errLedgerUnavailable  = errors.New("admission ledger unavailable")
+)
+
+// statusError is an error that knows its HTTP status, as the admission ledger's are
+// (see SlotKeeper).
+type statusError interface {
+	error
+	HTTPStatus() int
+}
+
+// problem is an error as the client sees it.
+type problem struct {
+	status     int
+	message    string
+	hint       string
+	retryAfter time.Duration
+}
+
+// handle adapts a handler that returns errors; it is the one place errors become
+// responses.
+func (e *Edge) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil {
+			return
+		}
+		if _, ok := errors.AsType[*abortedError](err); ok {
+			// Cutting the connection is how net/http tells a client that the body is
+			// incomplete; ErrAbortHandler does it without logging a stack trace.
+			panic(http.ErrAbortHandler)
+		}
+		if r.Context().Err() != nil {
+			return // the client is gone; nobody reads an answer
+		}
+		p := problemFor(err)
+		if p.status >= 500 {
+			e.log.Warn("download refused", "status", p.status, "err", err)
+		} else {
+			e.log.Debug("download refused", "status", p.status, "err", err)
+		}
+		hdr := w.Header()
+		for _, k := range []string{"Content-Length", "Content-Range", "Content-Disposition", "Accept-Ranges"} {
+			hdr.Del(k)
+		}
+		if u, ok := errors.AsType[*unsatisfiableError](err); ok {
+			hdr.Set("Content-Range", "bytes */"+strconv.FormatInt(u.size, 10))
+		}
+		if p.retryAfter > 0 {
+			hdr.Set("Retry-After", strconv.Itoa(int(p.retryAfter/time.Second)))
+		}
+		hdr.Set("Content-Type", "application/json; charset=utf-8")
+		hdr.Set("Cache-Control", "no-store")
+		hdr.Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(p.status)
+		_ = json.NewEncoder(w).Encode(struct {
+			Error string `json:"error"`
+			Hint  string `json:"hint"`
+		}{p.message, p.hint})
+	})
+}
+
+// problemFor maps an error to its status, message and hint.
+func problemFor(err error) problem {
+	const newTicket = "request a new ticket for this file"
+	switch {
+	case errors.Is(err, ErrTokenInvalid):
+		return problem{http.StatusForbidden, "invalid download link", "use the download_url of your ticket exactly as given, or " + newTicket, 0}
+	case errors.Is(err, ErrTokenExpired):
+		return problem{http.StatusGone, "download link expired", newTicket, 0}
+	case errors.Is(err, errObjectChanged), errors.Is(err, objstore.ErrChanged):
+		return problem{http.StatusGone, errObjectChanged.Error(), newTicket + " to get the current version", 0}
+	case errors.Is(err, objstore.ErrNotFound):
+		return problem{http.StatusNotFound, "object not found", "the file has been removed; check the catalog", 0}
+	case errors.Is(err, objstore.ErrUnavailable):
+		return problem{http.StatusServiceUnavailable, "storage unavailable", "retry after the Retry-After delay", retryAfter}
+	case errors.Is(err, errPreconditionFailed):
+		return problem{http.StatusPreconditionFailed, "precondition failed", "the file no longer matches If-Match or If-Unmodified-Since; download it again from the start", 0}
+	case errors.Is(err, errRangeUnsatisfiable):
+		return problem{http.StatusRequestedRangeNotSatisfiable, "range not satisfiable", "request a range within the file's size (see Content-Range), or the whole file", 0}
+	case errors.Is(err, errLedgerUnavailable):
+		return problem{http.StatusServiceUnavailable, "admission ledger unavailable", "retry after the Retry-After delay", retryAfter}
+	}
+	if st, ok := errors.AsType[statusError](err); ok {
+		p := problem{status: st.HTTPStatus(), message: st.Error()}
+		switch p.status {
+		case http.StatusGone:
+			p.hint = newTicket
+		case http.StatusTooManyRequests:
+			p.hint = "close another download on this link, then retry"
+			p.retryAfter = retryAfter
+		case http.StatusServiceUnavailable:
+			p.hint = "retry after the Retry-After delay"
+			p.retryAfter = retryAfter
+		}
+		return p
+	}
+	return problem{http.StatusInternalServerError, "internal error", "retry later", 0}
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// cleanupContext is for calls that must run even when ctx is canceled (the client
+// left), bounded by their own timeout.
+func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
+}

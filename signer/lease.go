@@ -1,0 +1,94 @@
+package signer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// errSlotLost: the ledger says the ticket no longer holds its slot; the stream stops.
+var errSlotLost = errors.New("slot lost while streaming")
+
+// slotHold keeps a ticket's slot for one streaming response. Its goroutine renews the
+// lease every RenewEvery with the bytes sent since the last report; release stops it
+// and ends the stream with the rest, so each BeginStream has exactly one EndStream and
+// the bytes reported add up to the bytes sent.
+//
+// The ledger's answer decides what a failed renewal means. A definite refusal (an
+// error with an HTTP status, such as admission.ErrSlotNotHeld) stops the stream at
+// once: the slot may already be someone else's. Any other failure means the ledger
+// could not be asked; the stream keeps going, as running downloads should through a
+// short outage, until RenewGrace has passed since the last confirmed renewal.
+type slotHold struct {
+	e      *Edge
+	claims Claims
+	abort  func(error)
+	sent   atomic.Int64 // bytes the client accepted, added by the copy loop
+	// reported is what the ledger has been told: the renewer's until it stops, then release's.
+	reported int64
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// holdSlot starts renewing the slot BeginStream took. abort is called, once at most,
+// when the stream must stop.
+func (e *Edge) holdSlot(ctx context.Context, claims Claims, abort func(error)) *slotHold {
+	h := &slotHold{e: e, claims: claims, abort: abort, stop: make(chan struct{}), done: make(chan struct{})}
+	go h.renew(ctx)
+	return h
+}
+
+func (h *slotHold) renew(ctx context.Context) {
+	defer close(h.done)
+	tick := time.NewTicker(h.e.renewEvery)
+	defer tick.Stop()
+	lastOK := h.e.now()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		sent := h.sent.Load()
+		// Not canceled with the stream: a renewal cut halfway leaves the ledger's count
+		// unknown, and the bytes would be reported twice.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.e.renewEvery)
+		err := h.e.slots.RenewStream(rctx, h.claims.Ticket, h.claims.Slot, h.claims.Epoch, sent-h.reported)
+		cancel()
+		if err == nil {
+			h.reported, lastOK = sent, h.e.now()
+			continue
+		}
+		if _, ok := errors.AsType[statusError](err); ok {
+			h.abort(fmt.Errorf("%w: %w", errSlotLost, err))
+			return
+		}
+		if down := h.e.now().Sub(lastOK); down >= h.e.renewGrace {
+			h.abort(fmt.Errorf("renew stream: %w for %s: %w", errLedgerUnavailable, down.Round(time.Millisecond), err))
+			return
+		}
+		h.e.log.Warn("renew stream failed, still streaming", "ticket", h.claims.Ticket, "err", err)
+	}
+}
+
+// release stops renewing and ends the stream, reporting the bytes not yet reported.
+// It returns the bytes sent in all.
+func (h *slotHold) release(ctx context.Context) int64 {
+	close(h.stop)
+	<-h.done
+	sent := h.sent.Load()
+	ctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	err := h.e.slots.EndStream(ctx, h.claims.Ticket, h.claims.Slot, h.claims.Epoch, sent-h.reported)
+	if _, refused := errors.AsType[statusError](err); refused {
+		// The slot lapsed or was taken back: nothing is left to release.
+		h.e.log.Debug("end stream refused", "ticket", h.claims.Ticket, "sent", sent, "err", err)
+	} else if err != nil {
+		h.e.log.Warn("end stream failed", "ticket", h.claims.Ticket, "sent", sent, "err", err)
+	}
+	return sent
+}

@@ -1,0 +1,265 @@
+package signer
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// serveDownload answers GET and HEAD /d/{token}: verify the token, check the object is
+// still the version it names, evaluate the request's preconditions and Range, and, for
+// GET, stream the bytes while holding the ticket's slot.
+func (e *Edge) serveDownload(w http.ResponseWriter, r *http.Request) error {
+	claims, err := e.keys.Verify(r.PathValue("token"), e.now())
+	if err != nil {
+		return err
+	}
+	info, err := e.store.Stat(r.Context(), claims.Object)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", claims.Object, err)
+	}
+	if info.ETag != claims.ETag {
+		return fmt.Errorf("ticket %s has version %s, store has %s: %w", claims.Ticket, claims.ETag, info.ETag, errObjectChanged)
+	}
+
+	v := validators{etag: `"` + info.ETag + `"`, modTime: info.ModTime}
+	h := w.Header()
+	h.Set("Cache-Control", "private, no-store") // the URL is one ticket's, never to be reused
+	h.Set("ETag", v.etag)
+	if !info.ModTime.IsZero() {
+		h.Set("Last-Modified", info.ModTime.UTC().Format(http.TimeFormat))
+	}
+	switch v.evaluate(r.Header) {
+	case preconditionFailed:
+		return errPreconditionFailed
+	case notModified:
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+
+	var ranges []byteRange
+	if rh := r.Header.Values("Range"); len(rh) == 1 && v.rangeApplies(r.Header) {
+		if ranges, err = parseRange(rh[0], info.Size); err != nil {
+			return &unsatisfiableError{size: info.Size}
+		}
+	}
+	contentType := info.ContentType
+	if contentType == "" {
+		contentType = "application/octet-stream"
+	}
+	var boundary string
+	if len(ranges) > 1 {
+		boundary = rand.Text()
+	}
+	b := planBody(info.Size, contentType, ranges, boundary)
+	if r.Method == http.MethodHead {
+		// HEAD takes no slot: it costs the origin nothing.
+		setBodyHeaders(h, b, claims.Object)
+		w.WriteHeader(b.status)
+		return nil
+	}
+	return e.stream(w, r, claims, b)
+}
+
+// stream sends b for claims' object while the ticket's slot is held.
+func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b body) (err error) {
+	if err := e.slots.BeginStream(r.Context(), claims.Ticket, claims.Slot, claims.Epoch); err != nil {
+		if _, ok := errors.AsType[statusError](err); ok {
+			return fmt.Errorf("begin stream: %w", err)
+		}
+		return fmt.Errorf("begin stream: %w: %w", errLedgerUnavailable, err)
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	rc := http.NewResponseController(w)
+	l := e.holdSlot(ctx, claims, func(cause error) {
+		cancel(cause)
+		// Unblock a write in progress; the copy loop sees ctx canceled before the next.
+		_ = rc.SetWriteDeadline(time.Now())
+	})
+	log := e.log.With("ticket", claims.Ticket, "object", claims.Object)
+	defer func() {
+		sent := l.release(ctx)
+		if err != nil {
+			log.Info("stream ended early", "status", b.status, "sent", sent, "err", err)
+		} else {
+			log.Debug("stream completed", "status", b.status, "sent", sent)
+		}
+	}()
+
+	// The first part is opened before the status goes out, so that a version change or
+	// an outage is still answered with an error status rather than a cut body.
+	first, err := e.open(ctx, claims, b.parts[0].span)
+	if err != nil {
+		return withCause(ctx, err)
+	}
+	setBodyHeaders(w.Header(), b, claims.Object)
+	w.WriteHeader(b.status)
+	err = e.writeBody(ctx, w, rc, first, b, claims, &l.sent)
+	if err == nil {
+		// Out of net/http's buffers while the idle deadline still holds, before the
+		// slot is released.
+		err = rc.Flush()
+	}
+	if err != nil {
+		return &abortedError{withCause(ctx, err)}
+	}
+	return nil
+}
+
+// withCause adds to err why ctx was canceled, if it was: "context canceled" alone
+// would hide that the slot was lost.
+func withCause(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w (%w)", cause, err)
+	}
+	return err
+}
+
+// writeBody sends every part of b, first being the open reader of the first part.
+func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first io.ReadCloser, b body, claims Claims, sent *atomic.Int64) error {
+	for i, part := range b.parts {
+		src := first
+		if i > 0 {
+			var err error
+			if src, err = e.open(ctx, claims, part.span); err != nil {
+				return err
+			}
+		}
+		if part.header != "" {
+			if _, err := e.write(ctx, w, rc, []byte(part.header)); err != nil {
+				src.Close()
+				return err
+			}
+		}
+		err := e.copyBody(ctx, w, rc, src, part.span.length, sent)
+		src.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if b.closing != "" {
+		if _, err := e.write(ctx, w, rc, []byte(b.closing)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// open opens exactly span of the object, at the version the token names.
+func (e *Edge) open(ctx context.Context, claims Claims, span byteRange) (io.ReadCloser, error) {
+	if span.length == 0 {
+		return io.NopCloser(strings.NewReader("")), nil // an empty object: nothing to fetch
+	}
+	rd, err := e.store.Open(ctx, claims.Object, span.start, span.length, claims.ETag)
+	if err != nil {
+		return nil, fmt.Errorf("open %s at %d+%d: %w", claims.Object, span.start, span.length, err)
+	}
+	return rd, nil
+}
+
+// copyBody copies exactly n bytes of src to w, adding each byte the client accepted to
+// sent. Buffers come from the edge's pool, so a stream holds one buffer whatever the
+// object's size, and every chunk is written under a fresh deadline of IdleTimeout.
+//
+// It is the one loop object bytes leave the edge through: bandwidth limits belong
+// here, and so does a sendfile path for stores that hand out files.
+func (e *Edge) copyBody(ctx context.Context, w io.Writer, rc *http.ResponseController, src io.Reader, n int64, sent *atomic.Int64) error {
+	bufp := e.buffers.Get().(*[]byte)
+	defer e.buffers.Put(bufp)
+	buf := *bufp
+	for n > 0 {
+		chunk := buf[:min(int64(len(buf)), n)]
+		if _, err := io.ReadFull(src, chunk); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // the store sent less than it was asked for
+			}
+			return fmt.Errorf("read object: %w", err)
+		}
+		written, err := e.write(ctx, w, rc, chunk)
+		sent.Add(int64(written))
+		if err != nil {
+			return err
+		}
+		n -= int64(written)
+	}
+	return nil
+}
+
+// write writes p to the client unless the stream has been stopped, giving up when the
+// client accepts nothing for IdleTimeout.
+func (e *Edge) write(ctx context.Context, w io.Writer, rc *http.ResponseController, p []byte) (int, error) {
+	// A writer without deadlines (a test recorder, a wrapping middleware) just goes
+	// without the idle bound.
+	_ = rc.SetWriteDeadline(time.Now().Add(e.idleTimeout))
+	// Checked after setting the deadline: an abort sets its own deadline after
+	// canceling ctx, so either this check sees it or the write fails at once.
+	if ctx.Err() != nil {
+		return 0, context.Cause(ctx)
+	}
+	n, err := w.Write(p)
+	if err != nil {
+		return n, fmt.Errorf("write to client: %w", err)
+	}
+	return n, nil
+}
+
+// setBodyHeaders describes b: its length, type and range, and the file name to save
+// it under.
+func setBodyHeaders(h http.Header, b body, object string) {
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Length", strconv.FormatInt(b.length, 10))
+	h.Set("Content-Type", b.contentType)
+	if b.contentRange != "" {
+		h.Set("Content-Range", b.contentRange)
+	}
+	h.Set("Content-Disposition", contentDisposition(path.Base(object)))
+	h.Set("X-Content-Type-Options", "nosniff")
+}
+
+// contentDisposition is "attachment" with the file name as an ASCII fallback and, when
+// that had to change it, the exact name in RFC 8187 encoding (RFC 6266 §4.3).
+func contentDisposition(name string) string {
+	var fallback strings.Builder
+	for _, c := range []byte(name) {
+		switch {
+		case c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '%':
+			fallback.WriteByte(c)
+		case c < 0x80 || c >= 0xc0: // one '_' per character, not per UTF-8 byte
+			fallback.WriteByte('_')
+		}
+	}
+	v := `attachment; filename="` + fallback.String() + `"`
+	if fallback.String() == name {
+		return v
+	}
+	var enc strings.Builder
+	const hex = "0123456789ABCDEF"
+	for _, c := range []byte(name) {
+		if isAttrChar(c) {
+			enc.WriteByte(c)
+		} else {
+			enc.WriteByte('%')
+			enc.WriteByte(hex[c>>4])
+			enc.WriteByte(hex[c&0xf])
+		}
+	}
+	return v + "; filename*=UTF-8''" + enc.String()
+}
+
+// isAttrChar is RFC 8187's attr-char: what may appear unencoded in a filename* value.
+func isAttrChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$&+-.^_`|~", c) >= 0
+}
