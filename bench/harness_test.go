@@ -1,0 +1,92 @@
+// Package bench measures sluice against real services and, in the same run, against a
+// peer doing the same work without sluice, so the figures are ratios that survive a
+// noisy machine. Run with `make bench`.
+package bench
+
+import (
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sluice-dl/sluice/shared/testenv"
+)
+
+var sluiceBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sluice-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	sluiceBin = filepath.Join(dir, "sluice")
+	if out, err := exec.Command("go", "build", "-o", sluiceBin, "../cmd/sluice").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// server is one `sluice serve` process against real Redis and NATS (and MinIO when
+// asked), with objects on local disk otherwise.
+type server struct {
+	ingress, edge string
+	dataDir       string
+	minio         *testenv.MinIO
+	bucket        string
+	proc          *testenv.Process
+}
+
+func startServer(b *testing.B, withMinIO bool, env ...string) *server {
+	b.Helper()
+	s := &server{dataDir: b.TempDir()}
+	redis := testenv.StartRedis(b)
+	nats := testenv.StartNATS(b)
+	ip, ep := testenv.FreePort(b), testenv.FreePort(b)
+	s.ingress = "http://127.0.0.1:" + strconv.Itoa(ip)
+	s.edge = "http://127.0.0.1:" + strconv.Itoa(ep)
+	key := base64.StdEncoding.EncodeToString([]byte("bench-signing-key-0123456789abcdef"))
+	env = append([]string{
+		"SLUICE_NATS_URL=" + nats.URL,
+		"SLUICE_REDIS_URL=" + redis.URL,
+		"SLUICE_DATA_DIR=" + s.dataDir,
+		"SLUICE_SIGNING_KEYS=k1:" + key,
+		"SLUICE_INGRESS_ADDR=127.0.0.1:" + strconv.Itoa(ip),
+		"SLUICE_EDGE_ADDR=127.0.0.1:" + strconv.Itoa(ep),
+		"SLUICE_PUBLIC_EDGE_URL=" + s.edge,
+		"SLUICE_DEMO=false",
+		"SLUICE_LOG_LEVEL=warn",
+		"SLUICE_GLOBAL_LIMIT=1000",
+	}, env...)
+	if withMinIO {
+		s.minio = testenv.StartMinIO(b)
+		s.bucket = "bench"
+		s.minio.Bucket(b, s.bucket)
+		env = append(env, "SLUICE_S3_ENDPOINT="+s.minio.Endpoint, "SLUICE_S3_BUCKET="+s.bucket,
+			"SLUICE_S3_ACCESS_KEY="+s.minio.AccessKey, "SLUICE_S3_SECRET_KEY="+s.minio.SecretKey)
+	}
+	s.proc = testenv.Start(b, b.TempDir(), sluiceBin, env, "serve")
+	testenv.WaitHTTP(b, s.ingress+"/readyz", 30*time.Second, s.proc.Log)
+	return s
+}
+
+// percentile returns the p-th percentile (0..100) of sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p / 100)
+	return sorted[i]
+}
+
+func sortDurations(d []time.Duration) { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }) }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
