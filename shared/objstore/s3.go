@@ -1,0 +1,297 @@
+package objstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+const (
+	// s3PartSize is the multipart part size: big enough that a 1 GiB upload is 64
+	// requests, small enough that an upload of unknown size buffers little.
+	s3PartSize = 16 << 20
+	// s3MaxRetries caps minio-go's attempts (10 by default, several seconds of
+	// backoff against a dead endpoint): one retry rides out a blip, and an outage is
+	// reported within about half a second so the breaker decides what happens next.
+	s3MaxRetries = 2
+	// s3HeaderTimeout bounds the wait for response headers of a hung server on calls
+	// that carry no deadline (Open and Put stream for long and cannot have one).
+	s3HeaderTimeout = 15 * time.Second
+	s3DialTimeout   = 5 * time.Second
+)
+
+// S3Config locates one bucket of an S3-compatible service.
+type S3Config struct {
+	Endpoint  string // host:port, or a URL whose scheme sets UseSSL
+	AccessKey string
+	SecretKey string
+	Bucket    string
+	UseSSL    bool
+	Region    string // empty: let the client discover it (MinIO: us-east-1)
+}
+
+// S3 is a Store over one bucket of MinIO or AWS S3.
+type S3 struct {
+	core   minio.Core
+	bucket string
+	region string
+}
+
+var _ Store = (*S3)(nil)
+
+// NewS3 returns a store for cfg. It does not contact the service: use Ping or
+// EnsureBucket for that.
+func NewS3(cfg S3Config) (*S3, error) {
+	endpoint, secure := cfg.Endpoint, cfg.UseSSL
+	if u, err := url.Parse(cfg.Endpoint); err == nil && u.Host != "" {
+		endpoint, secure = u.Host, u.Scheme == "https"
+	}
+	if endpoint == "" || cfg.Bucket == "" {
+		return nil, errors.New("s3 store: endpoint and bucket are required")
+	}
+	tr, err := minio.DefaultTransport(secure)
+	if err != nil {
+		return nil, fmt.Errorf("s3 store: %w", err)
+	}
+	tr.DialContext = (&net.Dialer{Timeout: s3DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	tr.ResponseHeaderTimeout = s3HeaderTimeout
+	client, err := minio.New(endpoint, &minio.Options{
+		Creds:      credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:     secure,
+		Region:     cfg.Region,
+		Transport:  tr,
+		MaxRetries: s3MaxRetries,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 store %s: %w", endpoint, err)
+	}
+	return &S3{core: minio.Core{Client: client}, bucket: cfg.Bucket, region: cfg.Region}, nil
+}
+
+// EnsureBucket creates the bucket unless it exists.
+func (s *S3) EnsureBucket(ctx context.Context) error {
+	ok, err := s.core.BucketExists(ctx, s.bucket)
+	if err != nil {
+		return s3Error("find bucket", s.bucket, err)
+	}
+	if ok {
+		return nil
+	}
+	err = s.core.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: s.region})
+	if err != nil && minio.ToErrorResponse(err).Code != minio.BucketAlreadyOwnedByYou {
+		return s3Error("create bucket", s.bucket, err)
+	}
+	return nil
+}
+
+// Stat returns the current version of key.
+func (s *S3) Stat(ctx context.Context, key string) (Info, error) {
+	if err := ValidateKey(key); err != nil {
+		return Info{}, err
+	}
+	oi, err := s.core.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return Info{}, s3Error("stat", key, err)
+	}
+	return s3Info(key, oi), nil
+}
+
+// Open fetches exactly the requested section in one request, which fails at once
+// (not on the first Read) when the object is missing or has changed.
+func (s *S3) Open(ctx context.Context, key string, offset, length int64, etag string) (io.ReadCloser, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	if offset < 0 {
+		return nil, fmt.Errorf("open %q: %w", key, checkRange(offset, length, 0))
+	}
+	if length == 0 {
+		// No Range header can ask for zero bytes: check the version and bounds only.
+		return s.openEmpty(ctx, key, offset, etag)
+	}
+	var opts minio.GetObjectOptions
+	if etag != "" {
+		if err := opts.SetMatchETag(etag); err != nil {
+			return nil, fmt.Errorf("open %q: %w", key, err)
+		}
+	}
+	switch {
+	case length > 0:
+		err := opts.SetRange(offset, offset+length-1)
+		if err != nil {
+			return nil, fmt.Errorf("open %q: %w", key, err)
+		}
+	case offset > 0:
+		// SetRange(offset, 0) means "offset to the end"; SetRange(0, 0) would be the
+		// first byte only, so a whole-object read sends no Range at all.
+		if err := opts.SetRange(offset, 0); err != nil {
+			return nil, fmt.Errorf("open %q: %w", key, err)
+		}
+	}
+	body, oi, _, err := s.core.GetObject(ctx, s.bucket, key, opts)
+	if err != nil {
+		return nil, s3Error("open", key, err)
+	}
+	// A range running past the end comes back short rather than failing; Open
+	// promises exactly the section asked for.
+	if length > 0 && oi.Size != length {
+		body.Close()
+		return nil, fmt.Errorf("open %q: %w: %d bytes at offset %d, server has %d", key, errRange, length, offset, oi.Size)
+	}
+	return body, nil
+}
+
+func (s *S3) openEmpty(ctx context.Context, key string, offset int64, etag string) (io.ReadCloser, error) {
+	info, err := s.Stat(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if etag != "" && etag != info.ETag {
+		return nil, fmt.Errorf("open %q: has ETag %s, want %s: %w", key, info.ETag, etag, ErrChanged)
+	}
+	if err := checkRange(offset, 0, info.Size); err != nil {
+		return nil, fmt.Errorf("open %q: %w", key, err)
+	}
+	return http.NoBody, nil
+}
+
+// Put uploads r, in 16 MiB parts when it is large or of unknown size (minio-go
+// aborts the multipart upload on failure, so no partial object appears).
+func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) (Info, error) {
+	if err := ValidateKey(key); err != nil {
+		return Info{}, err
+	}
+	if contentType == "" {
+		contentType = defaultContentType(key)
+	}
+	src, body := newSource(r, size)
+	_, err := s.core.Client.PutObject(ctx, s.bucket, key, body, size, minio.PutObjectOptions{
+		ContentType: contentType,
+		PartSize:    s3PartSize,
+	})
+	if err != nil {
+		if srcErr := src.failure(); srcErr != nil {
+			// The body broke (a client went away): nothing to do with the store.
+			return Info{}, fmt.Errorf("put %q: read body: %w", key, srcErr)
+		}
+		return Info{}, s3Error("put", key, err)
+	}
+	// The upload's answer has no Last-Modified; the stored version's metadata is
+	// one HEAD away.
+	return s.Stat(ctx, key)
+}
+
+// Ping checks that the service answers and the bucket exists.
+func (s *S3) Ping(ctx context.Context) error {
+	ok, err := s.core.BucketExists(ctx, s.bucket)
+	if err != nil {
+		return s3Error("ping bucket", s.bucket, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: bucket %q does not exist", ErrUnavailable, s.bucket)
+	}
+	return nil
+}
+
+func s3Info(key string, oi minio.ObjectInfo) Info {
+	ct := oi.ContentType
+	if ct == "" {
+		ct = defaultContentType(key)
+	}
+	return Info{Key: key, Size: oi.Size, ETag: oi.ETag, ContentType: ct, ModTime: oi.LastModified}
+}
+
+// s3Error maps minio-go errors onto the package's sentinels. What the server said
+// about the object keeps its meaning; a server that cannot serve (5xx, throttling,
+// missing bucket) or cannot be reached is ErrUnavailable. A context that ended is
+// left as it is: only the caller knows whether that was its own doing.
+func s3Error(op, name string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s %q: %w", op, name, err)
+	}
+	var resp minio.ErrorResponse
+	if !errors.As(err, &resp) {
+		// No S3 answer at all: refused, reset, timed out, DNS.
+		return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, name, err)
+	}
+	switch {
+	case resp.Code == minio.NoSuchKey:
+		return fmt.Errorf("%s %q: %w", op, name, ErrNotFound)
+	case resp.Code == minio.PreconditionFailed || resp.StatusCode == http.StatusPreconditionFailed:
+		return fmt.Errorf("%s %q: %w", op, name, ErrChanged)
+	case resp.Code == minio.InvalidRange || resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
+		return fmt.Errorf("%s %q: %w", op, name, errRange)
+	case resp.Code == minio.NoSuchBucket,
+		resp.StatusCode >= 500,
+		resp.StatusCode == http.StatusTooManyRequests,
+		resp.StatusCode == http.StatusRequestTimeout:
+		return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, name, err)
+	}
+	return fmt.Errorf("%s %q: %w", op, name, err)
+}
+
+// source watches a Put's body, so that a body that fails or ends early is reported
+// as such, and not as the store failing (minio-go surfaces both as request errors).
+type source struct {
+	r    io.Reader
+	size int64 // -1: unknown
+	pos  int64
+
+	mu  sync.Mutex // err is read by Put while the HTTP transport may still be reading
+	err error
+}
+
+// seekableSource keeps a seekable body seekable, which lets minio-go retry a PUT.
+type seekableSource struct{ *source }
+
+// newSource returns the watcher and the reader to hand to minio-go.
+func newSource(r io.Reader, size int64) (*source, io.Reader) {
+	s := &source{r: r, size: size}
+	if _, ok := r.(io.Seeker); ok {
+		return s, seekableSource{s}
+	}
+	return s, s
+}
+
+func (s *source) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.pos += int64(n)
+	switch {
+	case errors.Is(err, io.EOF) && s.size >= 0 && s.pos < s.size:
+		s.setErr(fmt.Errorf("body ended after %d of %d bytes: %w", s.pos, s.size, io.ErrUnexpectedEOF))
+	case err != nil && !errors.Is(err, io.EOF):
+		s.setErr(err)
+	}
+	return n, err
+}
+
+func (s seekableSource) Seek(offset int64, whence int) (int64, error) {
+	pos, err := s.r.(io.Seeker).Seek(offset, whence)
+	if err == nil {
+		s.pos = pos
+		s.setErr(nil)
+	}
+	return pos, err
+}
+
+func (s *source) setErr(err error) {
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
+}
+
+// failure returns what went wrong with the body, if anything.
+func (s *source) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
