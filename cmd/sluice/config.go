@@ -20,7 +20,10 @@ type serverConfig struct {
 	MaxTickets   int64
 	AckWait      time.Duration
 
-	RedisURL string
+	RedisURL        string
+	RedisAddrs      string
+	RedisMasterName string
+	RedisPassword   string
 
 	S3Endpoint  string
 	S3Bucket    string
@@ -70,11 +73,14 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.Int64Var(&c.MaxTickets, "max-tickets", 1_000_000, "bound of the ticket queue; past it new tickets get 503")
 		fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "JetStream AckWait of the ticket consumer: a crashed worker's tickets move to others after it")
 	}
-	redisHelp := "Redis URL (redis://, rediss://, or redis-sentinel style via go-redis universal options)"
+	redisHelp := "Redis URL, redis:// or rediss:// (Redis must run with maxmemory-policy noeviction)"
 	if r == roleServe {
 		redisHelp += "; empty embeds an in-process Redis-protocol server"
 	}
 	fs.StringVar(&c.RedisURL, "redis-url", "", redisHelp)
+	fs.StringVar(&c.RedisAddrs, "redis-addrs", "", "Redis Sentinel or Cluster addresses host:port,... (instead of --redis-url)")
+	fs.StringVar(&c.RedisMasterName, "redis-master-name", "", "Sentinel master name; with --redis-addrs selects Sentinel")
+	fs.StringVar(&c.RedisPassword, "redis-password", "", "password for --redis-addrs")
 
 	if r != roleWorker {
 		fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty serves objects from <data-dir>/objects")

@@ -128,37 +128,61 @@ func (d *deps) connectNATS(ctx context.Context, r role, c *serverConfig) error {
 }
 
 func (d *deps) connectRedis(ctx context.Context, r role, c *serverConfig) error {
-	addr := c.RedisURL
-	if addr == "" {
+	opts, err := redisOptions(c)
+	if err != nil {
+		return err
+	}
+	if len(opts.Addrs) == 0 {
 		if r != roleServe {
-			return errors.New("--redis-url (SLUICE_REDIS_URL) is required for the " + r.String() + " role")
+			return errors.New("--redis-url (SLUICE_REDIS_URL) or --redis-addrs is required for the " + r.String() + " role")
 		}
 		m := miniredis.NewMiniRedis()
 		if err := m.StartAddr("127.0.0.1:0"); err != nil {
 			return fmt.Errorf("embedded redis: %w", err)
 		}
 		d.onClose(m.Close)
-		addr = "redis://" + m.Addr()
+		opts.Addrs = []string{m.Addr()}
 		d.log.Info("single-machine mode: embedded Redis-protocol server (in memory; tickets are rebuilt from JetStream after a restart)", "addr", m.Addr())
-	}
-	opts, err := redis.ParseURL(addr)
-	if err != nil {
-		return fmt.Errorf("--redis-url: %w", err)
 	}
 	// Scripts are made idempotent where it matters, but a blind client-side retry of a
 	// timed-out script call is never what we want: callers retry on their own terms.
 	opts.MaxRetries = -1
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
 	opts.ContextTimeoutEnabled = true
-	rdb := redis.NewClient(opts)
+	rdb := redis.NewUniversalClient(opts)
 	d.onClose(func() { _ = rdb.Close() })
 	d.rdb = rdb
 	ping, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(ping).Err(); err != nil {
-		d.log.Warn("redis is not answering yet; requests will fail until it does", "addr", opts.Addr, "err", err)
+		d.log.Warn("redis is not answering yet; requests will fail until it does", "addrs", opts.Addrs, "err", err)
 	}
 	return nil
+}
+
+// redisOptions reads one Redis URL, or a list of addresses that go-redis' universal
+// client turns into a Sentinel client (with a master name) or a Cluster client (with
+// several addresses). Every ledger key shares one hash tag, so the Lua scripts run in
+// one cluster slot.
+func redisOptions(c *serverConfig) (*redis.UniversalOptions, error) {
+	if c.RedisURL != "" && c.RedisAddrs != "" {
+		return nil, errors.New("set either --redis-url or --redis-addrs, not both")
+	}
+	if c.RedisURL != "" {
+		o, err := redis.ParseURL(c.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-url: %w", err)
+		}
+		return &redis.UniversalOptions{Addrs: []string{o.Addr}, DB: o.DB, Username: o.Username,
+			Password: o.Password, TLSConfig: o.TLSConfig}, nil
+	}
+	opts := &redis.UniversalOptions{MasterName: c.RedisMasterName, Password: c.RedisPassword}
+	for _, a := range strings.Split(c.RedisAddrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			opts.Addrs = append(opts.Addrs, a)
+		}
+	}
+	return opts, nil
 }
 
 func (d *deps) openStore(ctx context.Context, r role, c *serverConfig) error {
