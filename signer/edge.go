@@ -6,8 +6,10 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/objstore"
@@ -32,6 +34,17 @@ type EdgeConfig struct {
 	BufferSize int
 	// IdleTimeout ends a stream whose client accepts no data for this long (60s).
 	IdleTimeout time.Duration
+	// MinRate ends a stream whose client, once MinRateWindow has passed, reads slower
+	// than this many bytes per second over the last MinRateWindow while the edge waits
+	// on it (see pace.go); 0 turns the rule off. MinRateWindow defaults to 60s.
+	MinRate       int64
+	MinRateWindow time.Duration
+	// DownloadRate caps each download, all its connections on this edge together, in
+	// bytes per second, unless its token carries its own rate; 0: no cap.
+	DownloadRate int64
+	// EgressRate caps what this edge sends in all, shared equally by the downloads it
+	// serves, in bytes per second; 0: no cap.
+	EgressRate int64
 }
 
 const (
@@ -39,6 +52,7 @@ const (
 	defaultRenewGrace  = 20 * time.Second
 	defaultBufferSize  = 256 << 10
 	defaultIdleTimeout = 60 * time.Second
+	defaultRateWindow  = 60 * time.Second
 	// endTimeout bounds EndStream, which runs after the client's context is gone.
 	endTimeout = 5 * time.Second
 	// retryAfter paces clients told 429 or 503.
@@ -60,7 +74,39 @@ type Edge struct {
 	renewEvery  time.Duration
 	renewGrace  time.Duration
 	idleTimeout time.Duration
-	buffers     sync.Pool // *[]byte of BufferSize
+	minRate     int64
+	// minRateWindow is the span the minimum rate is measured over.
+	minRateWindow time.Duration
+	throttle      *throttle
+	buffers       sync.Pool // *[]byte of BufferSize
+	stats         edgeStats
+}
+
+// edgeStats are the edge's running counters.
+type edgeStats struct {
+	streams       atomic.Int64
+	bytesSent     atomic.Int64
+	zeroCopyBytes atomic.Int64
+}
+
+// Stats is a snapshot of what the edge is doing.
+type Stats struct {
+	Streams       int64 `json:"streams"`         // responses streaming object bytes now
+	Downloads     int   `json:"downloads"`       // distinct downloads among them
+	BytesSent     int64 `json:"bytes_sent"`      // object bytes sent since start
+	ZeroCopyBytes int64 `json:"zero_copy_bytes"` // of which with sendfile(2)
+	Goroutines    int   `json:"goroutines"`      // of the whole process
+}
+
+// Stats returns the edge's counters now.
+func (e *Edge) Stats() Stats {
+	return Stats{
+		Streams:       e.stats.streams.Load(),
+		Downloads:     e.throttle.active(),
+		BytesSent:     e.stats.bytesSent.Load(),
+		ZeroCopyBytes: e.stats.zeroCopyBytes.Load(),
+		Goroutines:    runtime.NumGoroutine(),
+	}
 }
 
 // NewEdge builds an Edge. It panics when Keyring, Store or Slots is missing, as
@@ -70,14 +116,17 @@ func NewEdge(cfg EdgeConfig) *Edge {
 		panic("signer: NewEdge needs a Keyring, a Store and a SlotKeeper")
 	}
 	e := &Edge{
-		keys:        cfg.Keyring,
-		store:       cfg.Store,
-		slots:       cfg.Slots,
-		log:         cfg.Logger,
-		now:         cfg.Now,
-		renewEvery:  orDefault(cfg.RenewEvery, defaultRenewEvery),
-		renewGrace:  orDefault(cfg.RenewGrace, defaultRenewGrace),
-		idleTimeout: orDefault(cfg.IdleTimeout, defaultIdleTimeout),
+		keys:          cfg.Keyring,
+		store:         cfg.Store,
+		slots:         cfg.Slots,
+		log:           cfg.Logger,
+		now:           cfg.Now,
+		renewEvery:    orDefault(cfg.RenewEvery, defaultRenewEvery),
+		renewGrace:    orDefault(cfg.RenewGrace, defaultRenewGrace),
+		idleTimeout:   orDefault(cfg.IdleTimeout, defaultIdleTimeout),
+		minRate:       max(cfg.MinRate, 0),
+		minRateWindow: orDefault(cfg.MinRateWindow, defaultRateWindow),
+		throttle:      newThrottle(cfg.DownloadRate, cfg.EgressRate),
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -95,7 +144,7 @@ func NewEdge(cfg EdgeConfig) *Edge {
 }
 
 // Handler routes the edge's endpoints: GET (and so HEAD) /d/{token},
-// /d/{token}/{filename...} and /healthz.
+// /d/{token}/{filename...}, /healthz and /debug/edge (Stats as JSON: counts only).
 func (e *Edge) Handler() http.Handler {
 	mux := http.NewServeMux()
 	download := e.handle(e.serveDownload)
@@ -104,6 +153,11 @@ func (e *Edge) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /debug/edge", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(e.Stats())
 	})
 	return mux
 }

@@ -306,6 +306,7 @@ type harness struct {
 	clock  *testClock
 	srv    *httptest.Server
 	client *http.Client
+	edge   *Edge
 }
 
 func newHarness(t testing.TB, configure ...func(*EdgeConfig)) *harness {
@@ -319,7 +320,8 @@ func newHarness(t testing.TB, configure ...func(*EdgeConfig)) *harness {
 	for _, c := range configure {
 		c(&cfg)
 	}
-	h.srv = httptest.NewServer(NewEdge(cfg).Handler())
+	h.edge = NewEdge(cfg)
+	h.srv = httptest.NewServer(h.edge.Handler())
 	transport := &http.Transport{DisableCompression: true}
 	h.client = &http.Client{Transport: transport}
 	t.Cleanup(func() {

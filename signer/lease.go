@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 )
 
@@ -22,10 +21,10 @@ var errSlotLost = errors.New("slot lost while streaming")
 // could not be asked; the stream keeps going, as running downloads should through a
 // short outage, until RenewGrace has passed since the last confirmed renewal.
 type slotHold struct {
-	e      *Edge
-	claims Claims
-	abort  func(error)
-	sent   atomic.Int64 // bytes the client accepted, added by the copy loop
+	e        *Edge
+	claims   Claims
+	abort    func(error)
+	progress // what the copy loop has sent and how long it waited on the client
 	// reported is what the ledger has been told: the renewer's until it stops, then release's.
 	reported int64
 	stop     chan struct{}
@@ -44,6 +43,16 @@ func (h *slotHold) renew(ctx context.Context) {
 	defer close(h.done)
 	tick := time.NewTicker(h.e.renewEvery)
 	defer tick.Stop()
+	// The minimum-rate rule (pace.go) is checked on its own, faster tick.
+	var watchC <-chan time.Time
+	var watch *rateWatch
+	if h.e.minRate > 0 {
+		watch = &rateWatch{minRate: float64(h.e.minRate), window: h.e.minRateWindow}
+		wt := time.NewTicker(max(h.e.minRateWindow/10, 10*time.Millisecond))
+		defer wt.Stop()
+		watchC = wt.C
+		_ = watch.sample(h.e.now(), &h.progress)
+	}
 	lastOK := h.e.now()
 	for {
 		select {
@@ -51,6 +60,12 @@ func (h *slotHold) renew(ctx context.Context) {
 			return
 		case <-ctx.Done():
 			return
+		case <-watchC:
+			if err := watch.sample(h.e.now(), &h.progress); err != nil {
+				h.abort(err)
+				return
+			}
+			continue
 		case <-tick.C:
 		}
 		sent := h.sent.Load()

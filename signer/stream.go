@@ -10,7 +10,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -79,6 +78,10 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
+	flow := e.throttle.open(claims)
+	defer flow.close()
+	e.stats.streams.Add(1)
+	defer e.stats.streams.Add(-1)
 	rc := http.NewResponseController(w)
 	l := e.holdSlot(ctx, claims, func(cause error) {
 		cancel(cause)
@@ -103,7 +106,7 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	}
 	setBodyHeaders(w.Header(), b, claims.Object)
 	w.WriteHeader(b.status)
-	err = e.writeBody(ctx, w, rc, first, b, claims, &l.sent)
+	err = e.writeBody(ctx, w, rc, first, b, claims, &l.progress, flow)
 	if err == nil {
 		// Out of net/http's buffers while the idle deadline still holds, before the
 		// slot is released.
@@ -125,7 +128,7 @@ func withCause(ctx context.Context, err error) error {
 }
 
 // writeBody sends every part of b, first being the open reader of the first part.
-func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first io.ReadCloser, b body, claims Claims, sent *atomic.Int64) error {
+func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first io.ReadCloser, b body, claims Claims, p *progress, f *flow) error {
 	for i, part := range b.parts {
 		src := first
 		if i > 0 {
@@ -140,7 +143,7 @@ func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.Re
 				return err
 			}
 		}
-		err := e.copyBody(ctx, w, rc, src, part.span.length, sent)
+		err := e.copyBody(ctx, w, rc, src, part.span.length, p, f)
 		src.Close()
 		if err != nil {
 			return err
@@ -166,42 +169,86 @@ func (e *Edge) open(ctx context.Context, claims Claims, span byteRange) (io.Read
 	return rd, nil
 }
 
-// copyBody copies exactly n bytes of src to w, adding each byte the client accepted to
-// sent. Buffers come from the edge's pool, so a stream holds one buffer whatever the
-// object's size, and every chunk is written under a fresh deadline of IdleTimeout.
+// copyBody copies exactly n bytes of src to w, recording each byte the client
+// accepted in p. It is the one loop object bytes leave the edge through, in chunks
+// sized by a pacer (see pace.go): each chunk first waits on the bandwidth limits of f,
+// then is written under a fresh idle deadline.
 //
-// It is the one loop object bytes leave the edge through: bandwidth limits belong
-// here, and so does a sendfile path for stores that hand out files.
-func (e *Edge) copyBody(ctx context.Context, w io.Writer, rc *http.ResponseController, src io.Reader, n int64, sent *atomic.Int64) error {
+// A section of a local file (objstore.LocalReader) goes out with sendfile(2): each
+// chunk is an *io.LimitedReader over the *os.File handed to the response's ReadFrom,
+// which net/http passes to the TCP connection's zero-copy path. Anything else is
+// copied through one pooled buffer, so a stream holds one buffer whatever the
+// object's size.
+func (e *Edge) copyBody(ctx context.Context, w io.Writer, rc *http.ResponseController, src io.Reader, n int64, p *progress, f *flow) error {
+	pace := newPacer(f)
+	if sec, ok := src.(fileSection); ok {
+		if rf, ok := w.(io.ReaderFrom); ok {
+			file := sec.Section()
+			return pace.run(ctx, n, func(size int) (int64, error) {
+				chunk := &io.LimitedReader{R: file.R, N: int64(size)}
+				written, err := e.timedWrite(ctx, rc, p, func() (int64, error) { return rf.ReadFrom(chunk) })
+				file.N -= written
+				e.stats.zeroCopyBytes.Add(written)
+				if err == nil && written < int64(size) {
+					err = fmt.Errorf("read object: %w", io.ErrUnexpectedEOF) // the file shrank
+				}
+				return written, err
+			})
+		}
+	}
 	bufp := e.buffers.Get().(*[]byte)
 	defer e.buffers.Put(bufp)
 	buf := *bufp
-	for n > 0 {
-		chunk := buf[:min(int64(len(buf)), n)]
+	pace.limit(len(buf))
+	return pace.run(ctx, n, func(size int) (int64, error) {
+		chunk := buf[:size]
 		if _, err := io.ReadFull(src, chunk); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF // the store sent less than it was asked for
 			}
-			return fmt.Errorf("read object: %w", err)
+			return 0, fmt.Errorf("read object: %w", err)
 		}
-		written, err := e.write(ctx, w, rc, chunk)
-		sent.Add(int64(written))
-		if err != nil {
-			return err
-		}
-		n -= int64(written)
-	}
-	return nil
+		return e.timedWrite(ctx, rc, p, func() (int64, error) {
+			n, err := w.Write(chunk)
+			return int64(n), err
+		})
+	})
 }
 
-// write writes p to the client unless the stream has been stopped, giving up when the
-// client accepts nothing for IdleTimeout.
-func (e *Edge) write(ctx context.Context, w io.Writer, rc *http.ResponseController, p []byte) (int, error) {
+// fileSection is what objstore.LocalReader offers for zero-copy sending.
+type fileSection interface {
+	Section() *io.LimitedReader
+}
+
+// timedWrite runs one write to the client under the idle deadline, recording in p how
+// long the edge waited on the client and what it accepted.
+func (e *Edge) timedWrite(ctx context.Context, rc *http.ResponseController, p *progress, write func() (int64, error)) (int64, error) {
 	// A writer without deadlines (a test recorder, a wrapping middleware) just goes
 	// without the idle bound.
 	_ = rc.SetWriteDeadline(time.Now().Add(e.idleTimeout))
 	// Checked after setting the deadline: an abort sets its own deadline after
 	// canceling ctx, so either this check sees it or the write fails at once.
+	if ctx.Err() != nil {
+		return 0, context.Cause(ctx)
+	}
+	start := e.now()
+	p.writing.Store(start.UnixNano())
+	n, err := write()
+	p.writing.Store(0)
+	p.blocked.Add(int64(e.now().Sub(start)))
+	p.sent.Add(n)
+	e.stats.bytesSent.Add(n)
+	if err != nil {
+		return n, fmt.Errorf("write to client: %w", err)
+	}
+	return n, nil
+}
+
+// write writes p to the client unless the stream has been stopped, giving up when the
+// client accepts nothing for IdleTimeout. It is for the bytes around object data
+// (multipart headers), which count as neither object bytes nor client time.
+func (e *Edge) write(ctx context.Context, w io.Writer, rc *http.ResponseController, p []byte) (int, error) {
+	_ = rc.SetWriteDeadline(time.Now().Add(e.idleTimeout))
 	if ctx.Err() != nil {
 		return 0, context.Cause(ctx)
 	}
