@@ -4,7 +4,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short deps bench vet clean
+.PHONY: all build run test test-short deps bench vet clean docs
 
 all: build
 
@@ -24,6 +24,9 @@ test: deps ## the whole suite, against real redis-server, NATS JetStream and Min
 bench: ## benchmarks against real services; prints a report
 	./scripts/deps.sh bench
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./bench/
+
+docs: ## regenerate docs/CONFIG.md from the flags (a test fails when it is stale)
+	$(GO) run ./cmd/sluice config-reference > docs/CONFIG.md
 
 clean:
 	rm -rf $(BIN)/sluice

@@ -18,6 +18,9 @@ var version = "dev"
 
 // Run parses args and runs one sluice command until ctx ends.
 func Run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "config-reference" { // hidden: writes docs/CONFIG.md (make docs)
+		return runConfigReference(os.Stdout, args[1:])
+	}
 	root := &ffcli.Command{
 		Name:       "sluice",
 		ShortUsage: "sluice <command> [flags]",
