@@ -3,7 +3,8 @@
 # exact thing that is missing. Safe to run again: it only acts on what is absent.
 #   real services: redis-server (Debian), MinIO (built from source into bin/, ~3 min once)
 #   real clients:  curl, wget, aria2c (Debian); nginx and wrk for benchmarks
-# NATS needs nothing: tests embed the real nats-server/v2 library.
+# NATS: most tests embed the real nats-server/v2 library; the cluster test runs
+# bin/nats-server (built below from go.mod's version) as separate processes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
@@ -47,5 +48,17 @@ if [ ! -x "$root/bin/minio" ] && [ -z "${SLUICE_MINIO_BIN:-}" ]; then
   fi
   mkdir -p "$root/bin"
   cp "$cache/minio" "$root/bin/minio"
+fi
+# nats-server: the cluster test runs three real server processes. Built, into bin/, at
+# the version go.mod pins for the library the all-in-one embeds; rebuilt when it moves.
+nats_version=$(awk '$1 == "github.com/nats-io/nats-server/v2" {print $2}' "$root/go.mod")
+if [ -z "${SLUICE_NATS_SERVER_BIN:-}" ] && [ -n "$nats_version" ] &&
+  ! "$root/bin/nats-server" --version 2>/dev/null | grep -qF "$nats_version"; then
+  if ! command -v go >/dev/null; then
+    echo "deps: nats-server is built with Go and go is not on PATH; install Go 1.26+ or set SLUICE_NATS_SERVER_BIN" >&2
+    exit 1
+  fi
+  echo "deps: building nats-server $nats_version into bin/"
+  GOBIN="$root/bin" go install "github.com/nats-io/nats-server/v2@$nats_version"
 fi
 echo "deps: ready"

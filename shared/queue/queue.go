@@ -103,6 +103,9 @@ func EnsureTickets(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", TicketStream, err)
 	}
+	if err := waitStreamLeader(ctx, js, TicketStream); err != nil {
+		return nil, err
+	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, TicketStream, jetstream.ConsumerConfig{
 		Durable:     AdmissionConsumer,
 		Description: "workers admitting download tickets",
@@ -119,6 +122,24 @@ func EnsureTickets(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		return nil, fmt.Errorf("create consumer %s: %w", AdmissionConsumer, err)
 	}
 	return cons, nil
+}
+
+// waitStreamLeader returns once a replicated stream has elected its leader: until then
+// a publish finds no responder. A single-replica stream has one at once.
+func waitStreamLeader(ctx context.Context, js jetstream.JetStream, name string) error {
+	for {
+		s, err := js.Stream(ctx, name)
+		if err == nil {
+			if c := s.CachedInfo().Cluster; c == nil || c.Leader != "" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stream %s has no leader yet: %w", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Ticket is the message that carries an accepted ticket: everything needed to rebuild
