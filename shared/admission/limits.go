@@ -25,6 +25,9 @@ var ErrInvalidLimits = errors.New("invalid limits")
 type TenantLimits struct {
 	Limit  *int     `json:"limit,omitempty"`  // slots the tenant may hold at once, 0 = no own limit
 	Weight *float64 `json:"weight,omitempty"` // share of slots when tenants compete (default 1)
+	// RateBps caps each of the tenant's downloads, in bytes per second, 0 = the edge's
+	// default. It is written into the tokens of tickets admitted after the change.
+	RateBps *int64 `json:"rate_bps,omitempty"`
 }
 
 // Limits are the admission limits in force. They live in Redis, so a change takes
@@ -67,6 +70,11 @@ func (l *Ledger) Limits(ctx context.Context) (Limits, error) {
 			i := int(n)
 			t.Limit = &i
 			out.Tenants[k[len("tenant:"):]] = t
+		case strings.HasPrefix(k, "rate:"):
+			t := out.Tenants[k[len("rate:"):]]
+			r := int64(n)
+			t.RateBps = &r
+			out.Tenants[k[len("rate:"):]] = t
 		case strings.HasPrefix(k, "weight:"):
 			t := out.Tenants[k[len("weight:"):]]
 			t.Weight = &n
@@ -100,6 +108,12 @@ func (l *Ledger) SetLimits(ctx context.Context, u LimitsUpdate) (Limits, error) 
 				return Limits{}, fmt.Errorf("%w: limit of tenant %s must be 0 (none) or more", ErrInvalidLimits, name)
 			}
 			fields["tenant:"+name] = *t.Limit
+		}
+		if t.RateBps != nil {
+			if *t.RateBps < 0 {
+				return Limits{}, fmt.Errorf("%w: rate_bps of tenant %s must be 0 (the default) or more bytes per second", ErrInvalidLimits, name)
+			}
+			fields["rate:"+name] = *t.RateBps
 		}
 		if t.Weight != nil {
 			if !(*t.Weight > 0 && *t.Weight <= 1000) {
@@ -158,6 +172,12 @@ type Stats struct {
 	Admissible int64                  `json:"admissible_backlog"` // what more workers could admit now
 	Rate       float64                `json:"completions_per_second"`
 	Tenants    map[string]TenantStats `json:"tenants"`
+	// Tickets counts live tickets by status: queued (the backlog) and those holding a
+	// slot (admitting, ready, streaming).
+	Tickets map[Status]int64 `json:"tickets"`
+	// Ended counts the tickets that ever ended, by status (done, expired, failed,
+	// canceled): counters for metrics, kept as long as Redis keeps its data.
+	Ended map[Status]int64 `json:"ended"`
 }
 
 // Stats reads the snapshot in one script, so its numbers agree with each other.
@@ -189,6 +209,19 @@ func (l *Ledger) Stats(ctx context.Context) (Stats, error) {
 	}
 	if !s.Paused {
 		s.Admissible = min(admissible, free)
+	}
+	s.Tickets = map[Status]int64{StatusQueued: s.Backlog, StatusAdmitting: 0, StatusReady: 0, StatusStreaming: 0}
+	s.Ended = map[Status]int64{StatusDone: 0, StatusExpired: 0, StatusFailed: 0, StatusCanceled: 0}
+	for i, dst := range []map[Status]int64{s.Tickets, s.Ended} {
+		if len(vals) <= 6+i {
+			break
+		}
+		flat, _ := vals[6+i].([]any)
+		for j := 0; j+1 < len(flat); j += 2 {
+			st, _ := flat[j].(string)
+			n, _ := strconv.ParseInt(fmt.Sprint(flat[j+1]), 10, 64)
+			dst[Status(st)] = n
+		}
 	}
 	return s, nil
 }

@@ -15,6 +15,7 @@
 --   epoch          string fencing epoch, incremented for every grant
 --   limits         hash   global, tenant_default, tenant:<t>, weight:<t>, paused
 --   done           zset   recently completed ticket ids -> completion time, ms
+--   ended          hash   status -> tickets that ended in it, ever (metrics counters)
 --
 -- Time is always Redis TIME, never the client's clock.
 local P = KEYS[1]
@@ -28,6 +29,7 @@ local VT = P .. 'vt'
 local VCLOCK = P .. 'vclock'
 local LIMITS = P .. 'limits'
 local DONE = P .. 'done'
+local ENDED = P .. 'ended'
 
 local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end
@@ -74,6 +76,7 @@ local function finish(id, status, reason)
   local k = tkey(id)
   redis.call('HSET', k, 'status', status, 'error', reason or '', 'ended_ms', NOW, 'conns', 0)
   redis.call('PEXPIRE', k, RETAIN_MS)
+  redis.call('HINCRBY', ENDED, status, 1)
   if status == 'done' then redis.call('ZADD', DONE, NOW, id) end
 end
 

@@ -1,7 +1,9 @@
 -- A consistent snapshot of admission for operators and autoscalers.
 -- ARGV: 2 default global limit, 3 default per-tenant limit, 4 rate window ms
 -- Returns { paused, global limit, slots in use, completions in window, window span ms,
---           { tenant, queued, in use, limit, weight, ... } }
+--           { tenant, queued, in use, limit, weight, ... },
+--           { status, count, ... } of the tickets holding slots,
+--           { status, count, ... } of the tickets that ever ended (HGETALL ended) }
 reclaim()
 local global = limit('global', tonumber(ARGV[2]))
 local tenant_default = limit('tenant_default', tonumber(ARGV[3]))
@@ -21,4 +23,15 @@ redis.call('ZREMRANGEBYSCORE', DONE, '-inf', NOW - tonumber(ARGV[4]))
 local first = redis.call('ZRANGE', DONE, 0, 0, 'WITHSCORES')[2]
 local span = 0
 if first then span = NOW - tonumber(first) end
-return { limit('paused', 0), global, redis.call('ZCARD', SLOTS), redis.call('ZCARD', DONE), span, tenants }
+-- Tickets holding a slot, by status: bounded by the global limit.
+local holding, by_status = {}, {}
+for _, id in ipairs(redis.call('ZRANGE', SLOTS, 0, -1)) do
+  local st = redis.call('HGET', tkey(id), 'status')
+  if st then by_status[st] = (by_status[st] or 0) + 1 end
+end
+for st, n in pairs(by_status) do
+  holding[#holding + 1] = st
+  holding[#holding + 1] = n
+end
+return { limit('paused', 0), global, redis.call('ZCARD', SLOTS), redis.call('ZCARD', DONE), span, tenants,
+  holding, redis.call('HGETALL', ENDED) }

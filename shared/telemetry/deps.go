@@ -1,0 +1,94 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/objstore"
+)
+
+// RedisHook times every Redis command (a pipeline counts as one "pipeline" call) into
+// sluice_redis_command_duration_seconds; add it with rdb.AddHook.
+func (m *Metrics) RedisHook() redis.Hook { return redisHook{m} }
+
+type redisHook struct{ m *Metrics }
+
+func (h redisHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmd)
+		h.observe(cmd.Name(), start, err)
+		return err
+	}
+}
+
+func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmds)
+		h.observe("pipeline", start, err)
+		return err
+	}
+}
+
+func (h redisHook) observe(name string, start time.Time, err error) {
+	h.m.RedisDuration.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	// A nil answer and a missing script (go-redis falls back to EVAL) are answers, not failures.
+	if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		h.m.RedisErrors.WithLabelValues(name).Inc()
+	}
+}
+
+// InstrumentStore times the calls to inner into sluice_storage_operation_duration_seconds.
+// Open's readers are returned as they are (a local file keeps its sendfile path).
+func (m *Metrics) InstrumentStore(inner objstore.Store) objstore.Store {
+	return &timedStore{inner: inner, m: m}
+}
+
+type timedStore struct {
+	inner objstore.Store
+	m     *Metrics
+}
+
+func (s *timedStore) observe(op string, start time.Time, err error) {
+	s.m.StorageDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	var ne net.Error
+	if errors.Is(err, objstore.ErrUnavailable) || errors.As(err, &ne) {
+		s.m.StorageErrors.WithLabelValues(op).Inc()
+	}
+}
+
+func (s *timedStore) Stat(ctx context.Context, key string) (objstore.Info, error) {
+	start := time.Now()
+	info, err := s.inner.Stat(ctx, key)
+	s.observe("stat", start, err)
+	return info, err
+}
+
+func (s *timedStore) Open(ctx context.Context, key string, offset, length int64, etag string) (io.ReadCloser, error) {
+	start := time.Now()
+	rc, err := s.inner.Open(ctx, key, offset, length, etag)
+	s.observe("open", start, err)
+	return rc, err
+}
+
+func (s *timedStore) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) (objstore.Info, error) {
+	start := time.Now()
+	info, err := s.inner.Put(ctx, key, r, size, contentType)
+	s.observe("put", start, err)
+	return info, err
+}
+
+func (s *timedStore) Ping(ctx context.Context) error {
+	start := time.Now()
+	err := s.inner.Ping(ctx)
+	s.observe("ping", start, err)
+	return err
+}
