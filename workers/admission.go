@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net/url"
-	"path"
 	"sync"
 	"time"
 
@@ -30,6 +28,7 @@ type AdmissionConfig struct {
 	Ledger        *admission.Ledger
 	Tokens        TokenIssuer
 	PublicEdgeURL string        // download links start with this
+	Direct        Presigner     // non-nil: links are presigned storage URLs (direct mode, links.go)
 	TokenTTL      time.Duration // how long a link accepts new connections (2m)
 	AdmitEvery    time.Duration // how often the worker looks for free slots (100ms)
 	SweepEvery    time.Duration // how often held messages are checked and kept alive (2s)
@@ -185,15 +184,11 @@ func (a *Admission) issue(ctx context.Context, g admission.Grant) {
 		return // the grant lapses and the ticket is admitted again
 	}
 	expires := a.cfg.Now().Add(a.cfg.TokenTTL)
-	token, err := a.cfg.Tokens.Issue(signer.Claims{
-		Ticket: t.ID, Object: t.Object, ETag: t.ETag, Slot: t.ID, Epoch: g.Epoch,
-		Tenant: t.Tenant, Expires: expires,
-	})
+	link, err := a.link(ctx, t.Ticket, g, expires)
 	if err != nil {
-		a.log.Error("issue token", "ticket", t.ID, "err", err)
-		return
+		a.log.Error("make download link", "ticket", t.ID, "err", err)
+		return // the grant lapses and the ticket is admitted again
 	}
-	link := a.cfg.PublicEdgeURL + "/d/" + token + "/" + url.PathEscape(path.Base(t.Object))
 	switch err := a.cfg.Ledger.MarkReady(ctx, g, link, expires); {
 	case errors.Is(err, admission.ErrFenced):
 		a.log.Warn("admission grant lapsed before the link was issued; the ticket was requeued", "ticket", t.ID, "epoch", g.Epoch)

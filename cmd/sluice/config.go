@@ -46,6 +46,15 @@ type serverConfig struct {
 	MaxConns     int
 	Demo         bool
 	ShutdownWait time.Duration
+
+	// The streaming edge (issue 4).
+	DownloadRate    int64
+	EgressRate      int64
+	IdleTimeout     time.Duration
+	MinRate         int64
+	MinRateWindow   time.Duration
+	DirectDownloads bool
+	FilesWait       time.Duration
 }
 
 func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
@@ -82,7 +91,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.RedisMasterName, "redis-master-name", "", "Sentinel master name; with --redis-addrs selects Sentinel")
 	fs.StringVar(&c.RedisPassword, "redis-password", "", "password for --redis-addrs")
 
-	if r != roleWorker {
+	{ // workers use S3 only with --direct-downloads
 		fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty serves objects from <data-dir>/objects")
 		fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects")
 		fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
@@ -113,6 +122,19 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.DurationVar(&c.ResumeGrace, "resume-grace", 30*time.Second, "how long a slot waits for a client to resume an interrupted download")
 	fs.DurationVar(&c.AbandonAfter, "abandon-after", 5*time.Minute, "queued tickets not polled for this long are dropped (0: never)")
 	fs.IntVar(&c.MaxConns, "max-conns-per-token", 8, "concurrent connections one download link may open (parallel ranges)")
+	if r == roleServe || r == roleEdge {
+		fs.Int64Var(&c.DownloadRate, "download-rate", 0, "bytes/s per download, all its connections together, unless its tenant has its own rate (admin limits rate_bps); 0: no limit")
+		fs.Int64Var(&c.EgressRate, "egress-rate", 0, "bytes/s this edge sends in all, shared equally by its downloads; 0: no limit")
+		fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "a download whose client accepts nothing for this long is ended")
+		fs.Int64Var(&c.MinRate, "min-rate", 1024, "bytes/s a client must read at, over --min-rate-window, while the edge waits on it; 0: no minimum")
+		fs.DurationVar(&c.MinRateWindow, "min-rate-window", 60*time.Second, "the span --min-rate is measured over (and the warm-up before it applies)")
+	}
+	if r == roleServe || r == roleWorker {
+		fs.BoolVar(&c.DirectDownloads, "direct-downloads", false, "links are presigned S3/MinIO URLs instead of edge links: storage serves the bytes, with no throttling, and a slot lapses only at --token-ttl")
+	}
+	if r == roleServe || r == roleIngress {
+		fs.DurationVar(&c.FilesWait, "files-wait", 10*time.Second, "how long GET /api/v1/files/{key} waits for admission before answering with a waiting page or a redirect to wait again")
+	}
 	if r == roleServe {
 		fs.BoolVar(&c.Demo, "demo", true, "store demo objects under demo/ in the local object store at start")
 	}

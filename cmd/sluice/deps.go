@@ -32,6 +32,7 @@ type deps struct {
 	rdb     redis.UniversalClient
 	store   objstore.Store
 	local   *objstore.Local // set when objects are on local disk
+	s3      *objstore.S3    // set when objects are in S3/MinIO
 	ledger  *admission.Ledger
 	keyring *signer.Keyring
 	closers []func()
@@ -69,7 +70,7 @@ func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger) (
 		MaxConns:     c.MaxConns,
 		AdmitLease:   15 * time.Second,
 	})
-	if r != roleWorker {
+	if r != roleWorker || c.DirectDownloads {
 		if err := d.openStore(ctx, r, c); err != nil {
 			return nil, err
 		}
@@ -213,7 +214,7 @@ func (d *deps) openStore(ctx context.Context, r role, c *serverConfig) error {
 				return err
 			}
 		}
-		inner = s3
+		d.s3, inner = s3, s3
 	}
 	d.store = objstore.NewBreaker(inner, "objects", objstore.BreakerOptions{})
 	return nil

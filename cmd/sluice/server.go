@@ -123,8 +123,13 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			Logger:  log,
 			// Renew three times per lease; stop streaming on a ledger outage before the
 			// lease could lapse and the slot be granted to someone else.
-			RenewEvery: c.StreamLease / 3,
-			RenewGrace: c.StreamLease * 2 / 3,
+			RenewEvery:    c.StreamLease / 3,
+			RenewGrace:    c.StreamLease * 2 / 3,
+			IdleTimeout:   c.IdleTimeout,
+			MinRate:       c.MinRate,
+			MinRateWindow: c.MinRateWindow,
+			DownloadRate:  c.DownloadRate,
+			EgressRate:    c.EgressRate,
 		})
 		mux := http.NewServeMux()
 		mux.Handle("/", e.Handler())
@@ -136,7 +141,16 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		}
 	}
 	if r == roleServe || r == roleWorker {
+		var direct workers.Presigner
+		if c.DirectDownloads {
+			if d.s3 == nil {
+				return errors.New("--direct-downloads needs objects in S3/MinIO: set --s3-endpoint and its credentials")
+			}
+			direct = d.s3
+			log.Info("direct mode: links are presigned storage URLs; no throttling, slots lapse at the link's expiry")
+		}
 		adm := workers.NewAdmission(workers.AdmissionConfig{
+			Direct:        direct,
 			Consumer:      d.tickets,
 			Ledger:        d.ledger,
 			Tokens:        d.keyring,

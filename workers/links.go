@@ -1,0 +1,46 @@
+package workers
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path"
+	"time"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/signer"
+)
+
+// Presigner makes links that fetch an object straight from storage (objstore.S3).
+type Presigner interface {
+	Presign(ctx context.Context, key string, ttl time.Duration, filename string) (string, error)
+}
+
+// link makes the download link of an admitted ticket: a signed edge link carrying the
+// tenant's bandwidth cap, or in direct mode a presigned storage URL.
+//
+// A tenant's rate is read at each admission, so a change applies to tickets admitted
+// after it. When the ledger cannot tell, the link goes out with the edge's default
+// rather than hold the admission up.
+func (a *Admission) link(ctx context.Context, t admission.Ticket, g admission.Grant, expires time.Time) (string, error) {
+	name := path.Base(t.Object)
+	if a.cfg.Direct != nil {
+		u, err := a.cfg.Direct.Presign(ctx, t.Object, expires.Sub(a.cfg.Now()), name)
+		if err != nil {
+			return "", fmt.Errorf("presign: %w", err)
+		}
+		return u, nil
+	}
+	rate, err := a.cfg.Ledger.TenantRate(ctx, t.Tenant)
+	if err != nil {
+		a.log.Warn("read tenant rate; the edge's default applies", "ticket", t.ID, "tenant", t.Tenant, "err", err)
+	}
+	token, err := a.cfg.Tokens.Issue(signer.Claims{
+		Ticket: t.ID, Object: t.Object, ETag: t.ETag, Slot: t.ID, Epoch: g.Epoch,
+		Tenant: t.Tenant, RateBps: rate, Expires: expires,
+	})
+	if err != nil {
+		return "", fmt.Errorf("issue token: %w", err)
+	}
+	return a.cfg.PublicEdgeURL + "/d/" + token + "/" + url.PathEscape(name), nil
+}
