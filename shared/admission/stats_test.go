@@ -1,0 +1,57 @@
+package admission_test
+
+import (
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+)
+
+// TestStatsCountTicketsByState: the snapshot operators and metrics read says how many
+// tickets are in each live state and how many ever ended in each final one.
+func TestStatsCountTicketsByState(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := admission.New(rdb, admission.Config{GlobalLimit: 3})
+		var seq uint64
+		ids := enqueue(t, l, "acme", 5, &seq)
+		grants, err := l.Admit(ctx, 10)
+		if err != nil || len(grants) != 3 {
+			t.Fatalf("admit: %v %v", grants, err)
+		}
+		// one ready, one streaming, one still admitting; then one done and one canceled
+		for _, g := range grants[:2] {
+			if err := l.MarkReady(ctx, g, "u", time.Now().Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := l.BeginStream(ctx, grants[1].TicketID, "", grants[1].Epoch); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Cancel(ctx, ids[4]); err != nil {
+			t.Fatal(err)
+		}
+		st, err := l.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[admission.Status]int64{"queued": 1, "admitting": 1, "ready": 1, "streaming": 1}
+		if !maps.Equal(st.Tickets, want) {
+			t.Errorf("tickets by state = %v, want %v", st.Tickets, want)
+		}
+		if err := l.EndStream(ctx, grants[1].TicketID, "", grants[1].Epoch, 10); err != nil {
+			t.Fatal(err)
+		}
+		st, _ = l.Stats(ctx)
+		wantEnded := map[admission.Status]int64{"done": 1, "canceled": 1, "expired": 0, "failed": 0}
+		if !maps.Equal(st.Ended, wantEnded) {
+			t.Errorf("ended = %v, want %v", st.Ended, wantEnded)
+		}
+		if st.Tickets["streaming"] != 0 || st.Tickets["ready"] != 1 {
+			t.Errorf("after the download ended: %v", st.Tickets)
+		}
+	})
+}
