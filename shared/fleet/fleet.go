@@ -1,0 +1,301 @@
+// Package fleet is the registry of running sluice processes: every worker, edge and
+// ingress beats into Redis once a second with its role, version, address and in-flight
+// work, and is forgotten a TTL after its last beat. The beats also carry what the node
+// did since the previous one (admissions, their wait times, bytes sent), summed per
+// second in a rolling window, from which the admin stats compute rates and wait
+// percentiles for the whole fleet without any process keeping state of its own.
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/telemetry"
+)
+
+var (
+	//go:embed lua/beat.lua
+	beatLua string
+	//go:embed lua/nodes.lua
+	nodesLua string
+	//go:embed lua/window.lua
+	windowLua string
+
+	beatScript   = redis.NewScript(beatLua)
+	nodesScript  = redis.NewScript(nodesLua)
+	windowScript = redis.NewScript(windowLua)
+)
+
+// Config holds the registry's keys and timings; zero values take the defaults.
+type Config struct {
+	Prefix     string        // key prefix with a hash tag ("sluice:{fleet}:")
+	TTL        time.Duration // a node is forgotten this long after its last beat (10s)
+	WindowKeep time.Duration // how long per-second figures are kept (10m)
+}
+
+// Registry reads and writes the fleet's entries.
+type Registry struct {
+	rdb redis.UniversalClient
+	cfg Config
+}
+
+// New returns a registry over rdb.
+func New(rdb redis.UniversalClient, cfg Config) *Registry {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "sluice:{fleet}:"
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 10 * time.Second
+	}
+	if cfg.WindowKeep <= 0 {
+		cfg.WindowKeep = 10 * time.Minute
+	}
+	return &Registry{rdb: rdb, cfg: cfg}
+}
+
+// Node is one process part (a worker, an edge, an ingress) as it last reported.
+type Node struct {
+	ID       string    `json:"id"`
+	Role     string    `json:"role"`
+	Version  string    `json:"version"`
+	Address  string    `json:"address"`
+	InFlight int64     `json:"in_flight"` // worker: tickets held; edge: streams running
+	Started  time.Time `json:"started_at"`
+	LastBeat time.Time `json:"last_beat"`
+}
+
+// Activity is what a node did between two beats.
+type Activity struct {
+	Admissions int64
+	Bytes      int64
+	// Waits counts admissions by wait time, bucket i holding waits up to
+	// telemetry.WaitBuckets[i] and the last one those above.
+	Waits []int64
+}
+
+// Beat records n as alive now, with what it did since its previous beat.
+func (r *Registry) Beat(ctx context.Context, n Node, a Activity) error {
+	argv := []any{n.ID, n.Role, n.Version, n.Address, n.InFlight, n.Started.UnixMilli(),
+		r.cfg.TTL.Milliseconds(), r.cfg.WindowKeep.Milliseconds(), a.Admissions, a.Bytes}
+	for _, w := range a.Waits {
+		argv = append(argv, w)
+	}
+	if err := beatScript.Run(ctx, r.rdb, []string{r.cfg.Prefix}, argv...).Err(); err != nil {
+		return fmt.Errorf("heartbeat of %s: %w", n.ID, err)
+	}
+	return nil
+}
+
+// Leave removes a node at once (on a clean shutdown).
+func (r *Registry) Leave(ctx context.Context, id string) error {
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.cfg.Prefix+"node:"+id)
+		p.ZRem(ctx, r.cfg.Prefix+"nodes", id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("leave the fleet: %w", err)
+	}
+	return nil
+}
+
+// Nodes lists the nodes that beat within the TTL, by role then id.
+func (r *Registry) Nodes(ctx context.Context) ([]Node, error) {
+	vals, err := nodesScript.Run(ctx, r.rdb, []string{r.cfg.Prefix}, r.cfg.TTL.Milliseconds()).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("list the fleet: %w", err)
+	}
+	rows, _ := vals[1].([]any)
+	nodes := make([]Node, 0, len(rows))
+	for _, row := range rows {
+		h := pairs(row)
+		num := func(k string) int64 { n, _ := strconv.ParseInt(h[k], 10, 64); return n }
+		nodes = append(nodes, Node{ID: h["id"], Role: h["role"], Version: h["version"], Address: h["address"],
+			InFlight: num("in_flight"), Started: time.UnixMilli(num("started_ms")).UTC(), LastBeat: time.UnixMilli(num("last_beat_ms")).UTC()})
+	}
+	slices.SortFunc(nodes, func(a, b Node) int {
+		if a.Role != b.Role {
+			return compare(a.Role, b.Role)
+		}
+		return compare(a.ID, b.ID)
+	})
+	return nodes, nil
+}
+
+func compare(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func pairs(v any) map[string]string {
+	flat, _ := v.([]any)
+	h := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		h[k] = fmt.Sprint(flat[i+1])
+	}
+	return h
+}
+
+// Second is the fleet's activity in one second of Redis time.
+type Second struct {
+	At time.Time
+	Activity
+}
+
+// Window returns the last n complete seconds, oldest first.
+func (r *Registry) Window(ctx context.Context, n int) ([]Second, error) {
+	vals, err := windowScript.Run(ctx, r.rdb, []string{r.cfg.Prefix}, n).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("read the activity window: %w", err)
+	}
+	first, _ := vals[0].(int64)
+	rows, _ := vals[1].([]any)
+	out := make([]Second, len(rows))
+	for i, row := range rows {
+		h := pairs(row)
+		s := Second{At: time.Unix(first+int64(i), 0).UTC()}
+		s.Admissions, _ = strconv.ParseInt(h["admissions"], 10, 64)
+		s.Bytes, _ = strconv.ParseInt(h["bytes"], 10, 64)
+		s.Waits = make([]int64, len(telemetry.WaitBuckets)+1)
+		for b := range s.Waits {
+			s.Waits[b], _ = strconv.ParseInt(h["w"+strconv.Itoa(b)], 10, 64)
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// MemberConfig describes the node a Member beats for.
+type MemberConfig struct {
+	Role     string
+	Version  string
+	Address  string       // where operators reach it (its HTTP listener)
+	InFlight func() int64 // its in-flight work now; nil: 0
+	// BytesSent is the node's running total of bytes sent (an edge); nil: none.
+	BytesSent func() int64
+	Every     time.Duration // beat interval (1s)
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Member keeps one node registered while it runs.
+type Member struct {
+	reg  *Registry
+	cfg  MemberConfig
+	node Node
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	pending   Activity
+	lastBytes int64
+}
+
+// Join returns a Member for a node of cfg.Role with a fresh id; Run beats.
+func (r *Registry) Join(cfg MemberConfig) *Member {
+	if cfg.Every <= 0 {
+		cfg.Every = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	host, _ := os.Hostname()
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	id := fmt.Sprintf("%s-%s-%s", host, cfg.Role, hex.EncodeToString(b))
+	m := &Member{reg: r, cfg: cfg, log: cfg.Logger.With("component", "fleet", "node", id),
+		node: Node{ID: id, Role: cfg.Role, Version: cfg.Version, Address: cfg.Address, Started: cfg.Now()}}
+	m.pending.Waits = make([]int64, len(telemetry.WaitBuckets)+1)
+	return m
+}
+
+// ID is the node's id in the registry.
+func (m *Member) ID() string { return m.node.ID }
+
+// Admitted records one admission that waited wait, reported with the next beat.
+func (m *Member) Admitted(wait time.Duration) {
+	i, _ := slices.BinarySearch(telemetry.WaitBuckets, wait.Seconds())
+	m.mu.Lock()
+	m.pending.Admissions++
+	m.pending.Waits[i]++
+	m.mu.Unlock()
+}
+
+// Run beats every interval until ctx ends, then leaves the registry.
+func (m *Member) Run(ctx context.Context) {
+	t := time.NewTicker(m.cfg.Every)
+	defer t.Stop()
+	failing := false
+	for {
+		err := m.beat(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			m.log.Warn("heartbeat failed; operators will not see this node until it works again", "err", err)
+			failing = true
+		case err == nil && failing:
+			m.log.Info("heartbeat works again")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			leave, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if err := m.reg.Leave(leave, m.node.ID); err != nil {
+				m.log.Debug("leave", "err", err)
+			}
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Member) beat(ctx context.Context) error {
+	n := m.node
+	if m.cfg.InFlight != nil {
+		n.InFlight = m.cfg.InFlight()
+	}
+	m.mu.Lock()
+	a := m.pending
+	m.pending = Activity{Waits: make([]int64, len(a.Waits))}
+	var bytesNow int64
+	if m.cfg.BytesSent != nil {
+		bytesNow = m.cfg.BytesSent()
+		a.Bytes = bytesNow - m.lastBytes
+	}
+	m.mu.Unlock()
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.Every)
+	defer cancel()
+	if err := m.reg.Beat(bctx, n, a); err != nil {
+		// Keep what was not reported for the next beat.
+		m.mu.Lock()
+		m.pending.Admissions += a.Admissions
+		for i, w := range a.Waits {
+			m.pending.Waits[i] += w
+		}
+		m.mu.Unlock()
+		return err
+	}
+	m.mu.Lock()
+	m.lastBytes = bytesNow
+	m.mu.Unlock()
+	return nil
+}
