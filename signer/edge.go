@@ -45,6 +45,8 @@ type EdgeConfig struct {
 	// EgressRate caps what this edge sends in all, shared equally by the downloads it
 	// serves, in bytes per second; 0: no cap.
 	EgressRate int64
+	// Observer is told about refusals and streams (metrics, traces, logs); nil: none.
+	Observer EdgeObserver
 }
 
 const (
@@ -80,6 +82,7 @@ type Edge struct {
 	throttle      *throttle
 	buffers       sync.Pool // *[]byte of BufferSize
 	stats         edgeStats
+	observer      EdgeObserver
 }
 
 // edgeStats are the edge's running counters.
@@ -127,6 +130,10 @@ func NewEdge(cfg EdgeConfig) *Edge {
 		minRate:       max(cfg.MinRate, 0),
 		minRateWindow: orDefault(cfg.MinRateWindow, defaultRateWindow),
 		throttle:      newThrottle(cfg.DownloadRate, cfg.EgressRate),
+		observer:      cfg.Observer,
+	}
+	if e.observer == nil {
+		e.observer = nopObserver{}
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -213,6 +220,7 @@ func (e *Edge) handle(h func(http.ResponseWriter, *http.Request) error) http.Han
 			return // the client is gone; nobody reads an answer
 		}
 		p := problemFor(err)
+		e.observer.Refused(r.Context(), RefusalReason(err))
 		if p.status >= 500 {
 			e.log.Warn("download refused", "status", p.status, "err", err)
 		} else {

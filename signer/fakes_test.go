@@ -321,7 +321,9 @@ func newHarness(t testing.TB, configure ...func(*EdgeConfig)) *harness {
 		c(&cfg)
 	}
 	h.edge = NewEdge(cfg)
-	h.srv = httptest.NewServer(h.edge.Handler())
+	h.srv = httptest.NewUnstartedServer(h.edge.Handler())
+	h.srv.Config.ConnContext = h.edge.ConnContext
+	h.srv.Start()
 	transport := &http.Transport{DisableCompression: true}
 	h.client = &http.Client{Transport: transport}
 	t.Cleanup(func() {

@@ -17,6 +17,11 @@ import (
 // writes small chunks and is never mistaken for a stalled one: only a client slower
 // than minChunk per IdleTimeout (16 KiB per minute by default) meets the idle rule.
 //
+// The kernel's socket buffers hide a client's pace until they are full: the chunk has
+// grown by then, and a client slower than that chunk per IdleTimeout (256 KiB per
+// minute, about 4.4 KB/s, by default) is cut at that moment as idle. Links slower
+// than that need a longer --idle-timeout.
+//
 // The idle rule alone would let a client that reads a byte now and then hold its slot
 // for ever. The minimum-rate rule bounds it: once a stream is MinRateWindow old, the
 // edge looks at the last MinRateWindow; if it spent at least half of it waiting on the
@@ -27,7 +32,7 @@ import (
 
 const (
 	minChunk    = 16 << 10
-	maxChunk    = 1 << 20
+	maxChunk    = 256 << 10
 	chunkTarget = time.Second
 )
 
@@ -59,7 +64,9 @@ type pacer struct {
 }
 
 func newPacer(f *flow) *pacer {
-	return &pacer{f: f, chunk: 256 << 10, max: maxChunk}
+	// Small at first: the first chunk that meets a slow client must still go through
+	// within the idle timeout. Fast clients double it on every write.
+	return &pacer{f: f, chunk: minChunk, max: maxChunk}
 }
 
 // limit caps the chunk size (the copy buffer's length).

@@ -21,6 +21,7 @@ type Claims struct {
 	Tenant  string    `json:"n,omitempty"`
 	RateBps int64     `json:"r,omitempty"` // per-download bandwidth cap, 0 = none
 	Expires time.Time `json:"x"`           // no new connection is accepted after this instant
+	Trace   string    `json:"p,omitempty"` // W3C traceparent of the admission, so the stream joins the ticket's trace
 }
 
 // SlotKeeper is the part of the admission ledger the edge uses. Each method is

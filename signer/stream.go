@@ -70,6 +70,9 @@ func (e *Edge) serveDownload(w http.ResponseWriter, r *http.Request) error {
 
 // stream sends b for claims' object while the ticket's slot is held.
 func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b body) (err error) {
+	observed, end := e.observer.Streaming(r.Context(), claims)
+	defer func() { end(err) }()
+	r = r.WithContext(observed)
 	if err := e.slots.BeginStream(r.Context(), claims.Ticket, claims.Slot, claims.Epoch); err != nil {
 		if _, ok := errors.AsType[statusError](err); ok {
 			return fmt.Errorf("begin stream: %w", err)

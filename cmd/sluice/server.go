@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-dl/sluice/ingress"
@@ -56,6 +57,7 @@ type listener struct {
 	name string
 	srv  *http.Server
 	ln   net.Listener
+	reqs *requestTracker
 }
 
 func listen(name, addr string, h http.Handler) (*listener, error) {
@@ -63,7 +65,8 @@ func listen(name, addr string, h http.Handler) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 	}
-	return &listener{name: name, srv: httpServer(h), ln: ln}, nil
+	reqs := &requestTracker{}
+	return &listener{name: name, srv: httpServer(reqs.handler(h)), ln: ln, reqs: reqs}, nil
 }
 
 // runServer runs one role (or all of them) until ctx ends, then shuts down in reverse
@@ -86,6 +89,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		workerWG          sync.WaitGroup
 		serveErrs         = make(chan error, 2)
 		workCtx, stopWork = context.WithCancel(context.WithoutCancel(ctx))
+		draining          atomic.Bool // the edge's readiness; the ingress keeps its own
 	)
 	defer stopWork()
 
@@ -133,12 +137,13 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		})
 		mux := http.NewServeMux()
 		mux.Handle("/", e.Handler())
-		mux.HandleFunc("GET /readyz", readiness(map[string]func(context.Context) error{
+		mux.HandleFunc("GET /readyz", readiness(&draining, map[string]func(context.Context) error{
 			"redis": d.ledger.Ping, "storage": d.store.Ping,
 		}))
 		if edge, err = listen("edge", c.EdgeAddr, mux); err != nil {
 			return err
 		}
+		edge.srv.ConnContext = e.ConnContext
 	}
 	if r == roleServe || r == roleWorker {
 		var direct workers.Presigner
@@ -187,24 +192,31 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down", "wait", c.ShutdownWait)
+		log.Info("shutting down", "drain_delay", c.DrainDelay, "wait", c.ShutdownWait)
 	case err = <-serveErrs:
 		log.Error("stopping after a fatal error", "err", err)
 	}
-	deadline, cancel := context.WithTimeout(context.Background(), c.ShutdownWait)
-	defer cancel()
+	// The sequence is described in lifecycle.go.
+	stopping := time.Now()
+	draining.Store(true)
 	if ingressSrv != nil {
 		ingressSrv.Drain()
-		_ = api.srv.Shutdown(deadline)
+	}
+	if err == nil {
+		err = drainPause(c.DrainDelay, log, serveErrs)
+	}
+	deadline, cancel := context.WithTimeout(context.Background(), c.ShutdownWait)
+	defer cancel()
+	var servers sync.WaitGroup
+	for _, l := range []*listener{api, edge} {
+		if l != nil {
+			servers.Go(func() { stopListener(deadline, l, log) })
+		}
 	}
 	stopWork()
 	workerWG.Wait()
-	if edge != nil {
-		if err := edge.srv.Shutdown(deadline); err != nil {
-			log.Warn("streams still running at the shutdown deadline were cut", "err", err)
-			_ = edge.srv.Close()
-		}
-	}
+	servers.Wait()
+	log.Info("stopped", "took", time.Since(stopping).Round(time.Millisecond))
 	return err
 }
 
@@ -216,11 +228,16 @@ func portOf(l *listener) string {
 	return ":" + port
 }
 
-func readiness(checks map[string]func(context.Context) error) http.HandlerFunc {
+func readiness(draining *atomic.Bool, checks map[string]func(context.Context) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		w.Header().Set("Content-Type", "application/json")
+		if draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, `{"status":"draining"}`)
+			return
+		}
 		for name, check := range checks {
 			if err := check(ctx); err != nil {
 				w.Header().Set("Retry-After", "5")
