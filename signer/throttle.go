@@ -36,7 +36,7 @@ const nodeQuantum = 128 << 10
 type throttle struct {
 	defaultBps int64
 	node       *rate.Limiter // nil: no node cap
-	nodeChunk  int // the node quantum
+	nodeChunk  int           // the node quantum
 
 	mu        sync.Mutex
 	downloads map[string]*downloadFlow
