@@ -46,6 +46,7 @@ type serverConfig struct {
 	MaxConns     int
 	Demo         bool
 	ShutdownWait time.Duration
+	DrainDelay   time.Duration
 
 	// The streaming edge (issue 4).
 	DownloadRate    int64
@@ -139,5 +140,14 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.BoolVar(&c.Demo, "demo", true, "store demo objects under demo/ in the local object store at start")
 	}
 	fs.DurationVar(&c.ShutdownWait, "shutdown-wait", 15*time.Second, "how long running work may take to finish on SIGTERM")
+	if r != roleWorker {
+		// Unready first, then this long still serving: load balancers notice the 503 on
+		// /readyz before the listener closes. At a terminal (serve) nobody balances.
+		drain := 5 * time.Second
+		if r == roleServe {
+			drain = 0
+		}
+		fs.DurationVar(&c.DrainDelay, "drain-delay", drain, "on SIGTERM, how long /readyz answers 503 while requests are still served, before the listener closes and --shutdown-wait starts")
+	}
 	return c
 }

@@ -114,7 +114,7 @@ func (d *deps) connectNATS(ctx context.Context, r role, c *serverConfig) error {
 	if err != nil {
 		return err
 	}
-	d.onClose(func() { _ = nc.Drain() })
+	d.onClose(func() { drainNATS(nc) })
 	d.nc = nc
 	if d.js, err = jetstream.New(nc); err != nil {
 		return fmt.Errorf("jetstream: %w", err)

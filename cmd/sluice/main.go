@@ -15,6 +15,8 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal starts a graceful shutdown; a second one ends the process at once.
+	go func() { <-ctx.Done(); stop() }()
 	err := Run(ctx, os.Args[1:])
 	stop()
 	os.Exit(exitCode(err))
