@@ -26,7 +26,7 @@ bench: ## benchmarks against real services; prints a report
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./bench/
 
 docs: ## regenerate docs/CONFIG.md from the flags (a test fails when it is stale)
-	$(GO) run ./cmd/sluice config-reference > docs/CONFIG.md
+	$(GO) run ./cmd/sluice config-reference > docs/CONFIG.md.tmp && mv docs/CONFIG.md.tmp docs/CONFIG.md || { rm -f docs/CONFIG.md.tmp; exit 1; }
 
 clean:
 	rm -rf $(BIN)/sluice
