@@ -122,7 +122,11 @@ func (a *Admission) loop(ctx context.Context, every time.Duration, fn func(conte
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			fn(ctx)
+			// A round that started finishes even if shutdown begins: a grant cut off
+			// before its link is published would hold its ticket for an admit lease.
+			round, cancel := context.WithTimeout(context.WithoutCancel(ctx), every+5*time.Second)
+			fn(round)
+			cancel()
 		}
 	}
 }
