@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/telemetry"
 	"github.com/sluice-dl/sluice/signer"
 )
 
@@ -37,7 +38,7 @@ func (a *Admission) link(ctx context.Context, t admission.Ticket, g admission.Gr
 	}
 	token, err := a.cfg.Tokens.Issue(signer.Claims{
 		Ticket: t.ID, Object: t.Object, ETag: t.ETag, Slot: t.ID, Epoch: g.Epoch,
-		Tenant: t.Tenant, RateBps: rate, Expires: expires,
+		Tenant: t.Tenant, RateBps: rate, Expires: expires, Trace: telemetry.TraceParent(ctx),
 	})
 	if err != nil {
 		return "", fmt.Errorf("issue token: %w", err)

@@ -120,7 +120,7 @@ func (l *Ledger) run(ctx context.Context, s *redis.Script, args ...any) *redis.C
 // this call created the ticket.
 func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
 	res, err := l.run(ctx, enqueueScript, t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq,
-		t.Created.UnixMilli(), t.ContentType).Text()
+		t.Created.UnixMilli(), t.ContentType, t.TraceParent).Text()
 	if err != nil {
 		return false, fmt.Errorf("enqueue ticket %s: %w", t.ID, err)
 	}

@@ -40,6 +40,9 @@ type Ticket struct {
 	Tenant      string
 	Seq         uint64 // JetStream sequence of the ticket's message: FIFO order
 	Created     time.Time
+	// TraceParent is the W3C trace context of the request that created the ticket, so
+	// whichever worker admits it continues the same trace; empty when not traced.
+	TraceParent string
 
 	Status      Status
 	Epoch       int64
@@ -85,6 +88,7 @@ func ticketFromHash(h map[string]string) Ticket {
 		Tenant:      h["tenant"],
 		Seq:         uint64(num("seq")),
 		Created:     ms("created_ms"),
+		TraceParent: h["traceparent"],
 		Status:      Status(h["status"]),
 		Epoch:       num("epoch"),
 		DownloadURL: h["download_url"],

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // Errors callers branch on.
@@ -178,7 +179,10 @@ func (p *Publisher) Publish(ctx context.Context, t Ticket) (uint64, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	ack, err := p.js.Publish(ctx, TicketSubjectBase+t.Tenant, data, jetstream.WithMsgID("ticket:"+t.ID))
+	msg := &nats.Msg{Subject: TicketSubjectBase + t.Tenant, Data: data, Header: nats.Header{}}
+	// The ticket's trace goes on in the worker that receives the message.
+	propagation.TraceContext{}.Inject(ctx, HeaderCarrier(msg.Header))
+	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID("ticket:"+t.ID))
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(10077) {
