@@ -52,7 +52,7 @@ func (s *Server) createDownload(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	info, err := s.cfg.Objects.Stat(ctx, req.Object)
+	info, err := s.statPublished(ctx, req.Object) // catalog check and channel aliases (releases.go)
 	if err != nil {
 		c.Error(err)
 		return

@@ -23,7 +23,9 @@ type apiError struct {
 	Message    string
 	Hint       string
 	RetryAfter int // seconds; 0 = no header
-	cause      error
+	// Fields are added to the JSON body (for example the counts of a partly stored batch).
+	Fields map[string]any
+	cause  error
 }
 
 func (e *apiError) Error() string { return e.Message }
@@ -89,6 +91,9 @@ func writeError(c *gin.Context, ae *apiError) {
 	body := gin.H{"error": ae.Message, "code": ae.Code}
 	if ae.Hint != "" {
 		body["hint"] = ae.Hint
+	}
+	for k, v := range ae.Fields {
+		body[k] = v
 	}
 	c.AbortWithStatusJSON(ae.Status, body)
 }

@@ -48,6 +48,8 @@ type Config struct {
 	Now              func() time.Time
 	// IdempotencyTTL is how long an Idempotency-Key keeps answering with its ticket.
 	IdempotencyTTL time.Duration
+	// Releases wires the release API and the catalog check of downloads (releases.go).
+	Releases ReleasesConfig
 }
 
 // Server is the ingress.
@@ -79,7 +81,8 @@ func (s *Server) Handler() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.ContextWithFallback = true
-	r.Use(recovery(s.log), s.accessLog(), errorsToJSON(s.log), limitBody(64<<10))
+	r.Use(recovery(s.log), s.accessLog(), errorsToJSON(s.log),
+		limitBody(64<<10, map[string]int64{"/api/v1/releases": maxReleaseBody}))
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", s.ready)
 
@@ -90,6 +93,7 @@ func (s *Server) Handler() http.Handler {
 	api.GET("/tickets/:id/download", s.followTicket)
 	api.DELETE("/tickets/:id", s.cancelTicket)
 	s.routeAdmin(api)
+	s.routeReleases(api)
 
 	r.NoRoute(func(c *gin.Context) {
 		writeError(c, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such endpoint",
@@ -98,9 +102,14 @@ func (s *Server) Handler() http.Handler {
 	return r
 }
 
-func limitBody(n int64) gin.HandlerFunc {
+// limitBody bounds request bodies to n bytes, or to a route's own limit.
+func limitBody(n int64, perRoute map[string]int64) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, n)
+		limit := n
+		if l, ok := perRoute[c.FullPath()]; ok {
+			limit = l
+		}
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, limit)
 		c.Next()
 	}
 }

@@ -56,6 +56,8 @@ type serverConfig struct {
 	MinRateWindow   time.Duration
 	DirectDownloads bool
 	FilesWait       time.Duration
+
+	Releases releaseConfig // the release pipeline (releases.go)
 }
 
 func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
@@ -139,6 +141,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	if r == roleServe {
 		fs.BoolVar(&c.Demo, "demo", true, "store demo objects under demo/ in the local object store at start")
 	}
+	registerReleaseFlags(fs, r, &c.Releases)
 	fs.DurationVar(&c.ShutdownWait, "shutdown-wait", 15*time.Second, "how long running work may take to finish on SIGTERM")
 	if r != roleWorker {
 		// Unready first, then this long still serving: load balancers notice the 503 on

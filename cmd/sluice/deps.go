@@ -70,7 +70,7 @@ func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger) (
 		MaxConns:     c.MaxConns,
 		AdmitLease:   15 * time.Second,
 	})
-	if r != roleWorker || c.DirectDownloads {
+	{ // workers verify release artifacts against the store
 		if err := d.openStore(ctx, r, c); err != nil {
 			return nil, err
 		}

@@ -82,6 +82,10 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		return err
 	}
 	defer d.close()
+	rel, err := buildReleases(ctx, r, d, c) // the release pipeline (releases.go)
+	if err != nil {
+		return err
+	}
 
 	var (
 		api, edge         *listener
@@ -114,6 +118,8 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 				{Name: "storage", Ping: d.store.Ping},
 			},
 			Logger: log,
+			// The publish API, the catalog and the catalog check of downloads.
+			Releases: rel.ingressConfig(),
 		})
 		if api, err = listen("ingress", c.IngressAddr, ingressSrv.Handler()); err != nil {
 			return err
@@ -169,6 +175,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 				serveErrs <- fmt.Errorf("admission worker: %w", err)
 			}
 		})
+		rel.startWorker(workCtx, &workerWG, d, c, serveErrs, log) // verifies release events
 	}
 	if r == roleServe && c.Demo && d.local != nil {
 		if err := seedDemo(ctx, d.local, log); err != nil {

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dl/sluice/ingress"
+	"github.com/sluice-dl/sluice/shared/catalog"
+	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/workers"
+)
+
+// releaseConfig is the settings of the release pipeline (issue 5).
+type releaseConfig struct {
+	RequirePublished bool
+	MaxEvents        int64
+	Parallel         int
+	Attempts         int
+}
+
+func registerReleaseFlags(fs *flag.FlagSet, r role, c *releaseConfig) {
+	if r == roleServe || r == roleIngress {
+		fs.BoolVar(&c.RequirePublished, "require-published", false, "serve only objects published and verified in the release catalog (objects the catalog rejected are refused whatever this says)")
+	}
+	if r != roleEdge {
+		fs.Int64Var(&c.MaxEvents, "max-release-events", 1_000_000, "bound of the release-event queue; past it POST /api/v1/releases answers 503 + Retry-After")
+	}
+	if r == roleServe || r == roleWorker {
+		fs.IntVar(&c.Parallel, "release-workers", 16, "release events a worker verifies at once")
+		fs.IntVar(&c.Attempts, "release-attempts", 5, "deliveries of a failing release event before it is dead-lettered")
+	}
+}
+
+// releases is the release pipeline's part of the object graph.
+type releases struct {
+	consumer jetstream.Consumer
+	catalog  *catalog.Catalog
+	dead     *queue.DeadLetters
+	queue    *queue.ReleasePublisher
+	cfg      releaseConfig
+	bucket   string
+}
+
+// buildReleases sets up the release streams, the catalog and the publisher. The edge
+// has no part in it.
+func buildReleases(ctx context.Context, r role, d *deps, c *serverConfig) (*releases, error) {
+	if r == roleEdge {
+		return nil, nil
+	}
+	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cons, err := queue.EnsureReleases(setup, d.js, queue.ReleaseStreamConfig{
+		Replicas: c.NATSReplicas, MaxEvents: c.Releases.MaxEvents, AckWait: c.AckWait,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pub, err := queue.NewReleasePublisher(d.nc, 1024, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	rel := &releases{consumer: cons, catalog: catalog.New(d.rdb, catalog.Config{}),
+		dead: queue.NewDeadLetters(d.js), queue: pub, cfg: c.Releases}
+	if d.s3 != nil {
+		rel.bucket = c.S3Bucket
+	}
+	return rel, nil
+}
+
+func (rel *releases) ingressConfig() ingress.ReleasesConfig {
+	if rel == nil {
+		return ingress.ReleasesConfig{}
+	}
+	return ingress.ReleasesConfig{Queue: rel.queue, Catalog: rel.catalog, DeadLetters: rel.dead,
+		RequirePublished: rel.cfg.RequirePublished}
+}
+
+// startWorker runs the release worker until ctx ends.
+func (rel *releases) startWorker(ctx context.Context, wg *sync.WaitGroup, d *deps, c *serverConfig, errs chan<- error, log *slog.Logger) {
+	w := workers.NewReleases(workers.ReleasesConfig{
+		Consumer: rel.consumer, Store: d.store, Catalog: rel.catalog, Dead: rel.dead,
+		Bucket: rel.bucket, Parallel: rel.cfg.Parallel, MaxAttempts: rel.cfg.Attempts,
+		AckWait: c.AckWait, Logger: log,
+	})
+	wg.Go(func() {
+		if err := w.Run(ctx); err != nil {
+			errs <- fmt.Errorf("release worker: %w", err)
+		}
+	})
+}
