@@ -86,6 +86,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"SLUICE_ACK_WAIT=3s",
 		"SLUICE_PUBLIC_EDGE_URL=" + s.edgeURL,
 		"SLUICE_LOG_LEVEL=debug",
+		// Several workers on one machine: each one's /metrics on a free port (the
+		// fleet registry, GET /api/v1/admin/workers, tells which).
+		"SLUICE_METRICS_ADDR=127.0.0.1:0",
 	}
 	if o.S3 {
 		s.minio = testenv.StartMinIO(t)
