@@ -48,6 +48,8 @@ type Config struct {
 	Now              func() time.Time
 	// IdempotencyTTL is how long an Idempotency-Key keeps answering with its ticket.
 	IdempotencyTTL time.Duration
+	// FilesWait is how long GET /api/v1/files/{key} waits for admission (files.go).
+	FilesWait time.Duration
 	// Releases wires the release API and the catalog check of downloads (releases.go).
 	Releases ReleasesConfig
 }
@@ -92,6 +94,7 @@ func (s *Server) Handler() http.Handler {
 	api.GET("/tickets/:id", s.getTicket)
 	api.GET("/tickets/:id/download", s.followTicket)
 	api.DELETE("/tickets/:id", s.cancelTicket)
+	api.GET("/files/*key", client, s.getFile)
 	s.routeAdmin(api)
 	s.routeReleases(api)
 

@@ -2,7 +2,7 @@
 # Installs or builds everything `make test` and `make bench` need, or stops with the
 # exact thing that is missing. Safe to run again: it only acts on what is absent.
 #   real services: redis-server (Debian), MinIO (built from source into bin/, ~3 min once)
-#   real clients:  curl, wget, aria2c (Debian); nginx and wrk for benchmarks
+#   real clients:  curl, wget, aria2c, chromium (Debian); nginx and wrk for benchmarks
 # NATS: most tests embed the real nats-server/v2 library; the cluster test runs
 # bin/nats-server (built below from go.mod's version) as separate processes.
 set -euo pipefail
@@ -17,6 +17,7 @@ need_deb redis-server redis-server
 need_deb curl curl
 need_deb wget wget
 need_deb aria2c aria2
+need_deb chromium chromium # the browser test of GET /api/v1/files
 if [ "${1:-}" = bench ]; then
   need_deb nginx nginx-light
   need_deb wrk wrk

@@ -109,6 +109,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		ingressSrv = ingress.New(ingress.Config{
 			Keys:             apikeys.New(d.rdb, "", adminKey),
 			RequireClientKey: c.RequireClientKey,
+			FilesWait:        c.FilesWait,
 			Objects:          d.store,
 			Ledger:           d.ledger,
 			Publisher:        queue.NewPublisher(d.nc, d.js, 5*time.Second),

@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/chromedp"
+)
+
+// filesStack is a stack with one slot and a short wait on /api/v1/files, and a ticket
+// holding the slot: whoever asks next waits until hold() is released.
+func filesStack(t *testing.T, data []byte) (s *stack, release func()) {
+	s = newStack(t, stackOptions{GlobalLimit: 1, Env: []string{"SLUICE_FILES_WAIT=1s"}})
+	s.dumpLogsOnFailure()
+	s.putObject("dist/sluice-1.0.tar.gz", data)
+	s.putObject("holder.bin", []byte("holds the slot"))
+	s.startAll(1)
+	holder, _ := s.link("holder.bin") // admitted, never downloaded: holds the one slot
+	return s, func() {
+		req, _ := http.NewRequest(http.MethodDelete, s.ingressURL+"/api/v1/tickets/"+holder, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("cancel the holder: %v %v", err, resp)
+		}
+		resp.Body.Close()
+	}
+}
+
+func ticketCount(t *testing.T, s *stack) int {
+	keys, err := s.redis.Client(t).Keys(t.Context(), "sluice:{adm}:t:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(keys)
+}
+
+// wget and curl -L get the file from one URL, through the queue, with no API calls.
+func TestFilesURLPlainClients(t *testing.T) {
+	data := randomBytes(3<<20+5, 71)
+	s, release := filesStack(t, data)
+	url := s.ingressURL + "/api/v1/files/dist/sluice-1.0.tar.gz"
+	dir := t.TempDir()
+	before := ticketCount(t, s)
+
+	done := make(chan struct{})
+	var code int
+	var log string
+	go func() {
+		defer close(done)
+		code, log = runClient(t, 60*time.Second, "wget", "-q", "-O", filepath.Join(dir, "wget.tgz"), url)
+	}()
+	time.Sleep(3500 * time.Millisecond) // wget waits through several redirect hops
+	select {
+	case <-done:
+		t.Fatalf("wget finished (exit %d) while the slot was held: %s", code, log)
+	default:
+	}
+	if n := ticketCount(t, s) - before; n != 1 {
+		t.Errorf("wait hops created %d tickets, want 1", n)
+	}
+	release()
+	<-done
+	if code != 0 {
+		t.Fatalf("wget exit %d: %s", code, log)
+	}
+	if sum, _ := fileSHA(t, filepath.Join(dir, "wget.tgz")); sum != sha(data) {
+		t.Fatal("wget's file does not match")
+	}
+
+	// curl -L --retry, with the slot free now: straight to the stream.
+	if code, log := runClient(t, 60*time.Second, "curl", "-sSfL", "--retry", "5", "-o", filepath.Join(dir, "curl.tgz"), url); code != 0 {
+		t.Fatalf("curl exit %d: %s", code, log)
+	}
+	if sum, _ := fileSHA(t, filepath.Join(dir, "curl.tgz")); sum != sha(data) {
+		t.Fatal("curl's file does not match")
+	}
+
+	// Bad input: a clear 4xx, nothing queued.
+	n := ticketCount(t, s)
+	for path, want := range map[string]int{
+		"/api/v1/files/../etc/passwd":                      http.StatusBadRequest,
+		"/api/v1/files/missing.bin":                        http.StatusNotFound,
+		"/api/v1/files/dist/sluice-1.0.tar.gz?ticket=nope": http.StatusBadRequest,
+	} {
+		if st, _ := getStatus(t, s.ingressURL+path); st != want {
+			t.Errorf("GET %s: %d, want %d", path, st, want)
+		}
+	}
+	if ticketCount(t, s) != n {
+		t.Error("bad requests created tickets")
+	}
+}
+
+// A real browser: the page shows it is waiting, then the download starts by itself
+// when the slot frees, and the saved file is the object.
+func TestFilesURLInBrowser(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is not installed: run scripts/deps.sh (or apt-get install -y chromium)")
+	}
+	data := randomBytes(2<<20+3, 72)
+	s, release := filesStack(t, data)
+	dir := t.TempDir()
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.UserDataDir(filepath.Join(dir, "profile")),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
+	defer cancelAlloc()
+	ctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+
+	downloads := filepath.Join(dir, "downloads")
+	if err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		eventsOn := true
+		_, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+			Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads, EventsEnabled: &eventsOn,
+		})
+		return err
+	})); err != nil {
+		t.Fatalf("chromium: set the download directory: %v", err)
+	}
+	progress := chromedp.BrowserEvents(ctx, browser.DownloadProgress)
+	if err := chromedp.Do(ctx, chromedp.Navigate(s.ingressURL+"/api/v1/files/dist/sluice-1.0.tar.gz")); err != nil {
+		t.Fatalf("chromium: open the file URL: %v", err)
+	}
+	heading, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS("#waiting")))
+	if err != nil {
+		t.Fatalf("chromium: read the page: %v", err)
+	}
+	if !strings.Contains(heading, "queued") {
+		t.Fatalf("the page says %q, want the waiting page", heading)
+	}
+	before := ticketCount(t, s)
+	time.Sleep(2500 * time.Millisecond) // the page refreshes: still waiting, still one ticket
+	if n := ticketCount(t, s); n != before {
+		t.Errorf("the waiting page's refreshes created %d more tickets", n-before)
+	}
+	release()
+	for ev, err := range progress {
+		if err != nil {
+			t.Fatalf("the browser's download did not complete after the slot was freed: %v", err)
+		}
+		if ev.State == browser.DownloadProgressStateCompleted {
+			break
+		}
+		if ev.State == browser.DownloadProgressStateCanceled {
+			t.Fatal("the browser's download was canceled")
+		}
+	}
+	got, err := os.ReadFile(filepath.Join(downloads, "sluice-1.0.tar.gz"))
+	if err != nil {
+		entries, _ := os.ReadDir(downloads)
+		t.Fatalf("downloaded file: %v (directory holds %v)", err, entries)
+	}
+	if sha(got) != sha(data) {
+		t.Fatalf("the browser saved %d bytes that do not match the object", len(got))
+	}
+}

@@ -1,0 +1,217 @@
+package ingress
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/queue"
+)
+
+// GET /api/v1/files/{key...}: one URL for plain clients and browsers.
+//
+// The request takes a ticket (or finds the caller's, below) and waits up to
+// FilesWait for admission, then answers 303 to the download link. A ticket still
+// queued after that is answered according to the client:
+//
+//   - a browser (Accept names text/html) gets a small waiting page, 202 with
+//     Retry-After, that refreshes itself to ?ticket=<id>, so a refresh never takes a
+//     second ticket;
+//   - any other client (wget, curl -L) is sent 303 to ?ticket=<id>&wait=<n>, where it
+//     waits again: a redirect loop that plain clients follow by default (wget up to
+//     20 hops, curl -L up to 50). After filesMaxHops hops the answer is 503 with
+//     Retry-After, which `curl --retry` retries.
+//
+// Which ticket: ?ticket=<id> when given and still alive; else the Idempotency-Key
+// header as for POST /api/v1/downloads; else a key derived from the client (tenant,
+// address, User-Agent) and the object, bound for filesKeyTTL, because `curl --retry`
+// starts over from the original URL and must find its ticket again. Two people behind
+// one address with the same client share a ticket (and its connection cap) for a while:
+// the price of working without cookies.
+const (
+	filesMaxHops = 15
+	filesKeyTTL  = 10 * time.Minute
+	filesPoll    = 100 * time.Millisecond
+)
+
+func (s *Server) getFile(c *gin.Context) {
+	key := strings.TrimPrefix(c.Param("key"), "/")
+	if err := objstore.ValidateKey(key); err != nil {
+		c.Error(err)
+		return
+	}
+	ctx := c.Request.Context()
+	tenant := principal(c).Tenant
+	id, err := s.fileTicket(c, tenant, key)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	p, err := s.awaitAdmission(ctx, id, s.cfg.FilesWait)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	switch p.Status {
+	case admission.StatusReady, admission.StatusStreaming:
+		c.Redirect(http.StatusSeeOther, p.DownloadURL)
+		return
+	case admission.StatusQueued, admission.StatusAdmitting:
+	default:
+		c.Error(&apiError{Status: http.StatusGone, Code: "ticket_" + string(p.Status),
+			Message: "the download ended (" + string(p.Status) + ") before it started", Hint: "request the file again"})
+		return
+	}
+	retry := int(max(p.PollAfter(), time.Second) / time.Second)
+	c.Header("Retry-After", strconv.Itoa(retry))
+	hop, _ := strconv.Atoi(c.Query("wait"))
+	next := "/api/v1/files/" + escapeKey(key) + "?ticket=" + id
+	switch {
+	case strings.Contains(c.GetHeader("Accept"), "text/html"):
+		s.waitingPage(c, key, next, retry, s.view(p))
+	case hop >= filesMaxHops:
+		c.Header("Location", next)
+		writeError(c, &apiError{Status: http.StatusServiceUnavailable, Code: "still_queued", RetryAfter: retry,
+			Message: "your download is still queued (position " + strconv.FormatInt(p.Ahead+1, 10) + ")",
+			Hint:    "retry " + next + " after the Retry-After delay; it keeps your place"})
+	default:
+		c.Redirect(http.StatusSeeOther, next+"&wait="+strconv.Itoa(hop+1))
+	}
+}
+
+// fileTicket finds the caller's ticket for key or creates one.
+func (s *Server) fileTicket(c *gin.Context, tenant, key string) (string, error) {
+	ctx := c.Request.Context()
+	if id := c.Query("ticket"); id != "" {
+		if !ticketIDPattern.MatchString(id) {
+			return "", badRequest("invalid_ticket", "the ticket parameter is not a ticket id", "open /api/v1/files/"+key+" without it")
+		}
+		p, err := s.cfg.Ledger.Get(ctx, id)
+		switch {
+		case err == nil && p.Object != key:
+			return "", badRequest("ticket_mismatch", "this ticket is for another file", "open /api/v1/files/"+key+" without ?ticket")
+		case err == nil && !p.Status.Terminal():
+			return id, nil
+		case err != nil && !errors.Is(err, admission.ErrNotFound):
+			return "", err
+		}
+		// Ended or forgotten: start again, as the page was reloaded.
+	}
+	idemKey := c.GetHeader("Idempotency-Key")
+	if err := validateIdempotencyKey(idemKey); err != nil {
+		return "", err
+	}
+	if idemKey == "" {
+		h := sha256.Sum256([]byte(c.ClientIP() + "\x00" + c.GetHeader("User-Agent") + "\x00" + key))
+		idemKey = "files:" + hex.EncodeToString(h[:16])
+	}
+	id := newTicketID()
+	prev, err := s.cfg.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, id, filesKeyTTL)
+	if err != nil {
+		return "", &apiError{Status: http.StatusServiceUnavailable, Code: "ledger_unavailable",
+			Message: "cannot look up your download right now", Hint: "retry after the indicated delay", RetryAfter: 2, cause: err}
+	}
+	if prev != id {
+		p, err := s.cfg.Ledger.Get(ctx, prev)
+		if err == nil && !p.Status.Terminal() && p.Object == key {
+			return prev, nil
+		}
+		// The earlier ticket ended: this request starts a new one.
+		if err := s.cfg.Ledger.RebindIdempotencyKey(ctx, tenant, idemKey, id, filesKeyTTL); err != nil {
+			return "", err
+		}
+	}
+	return id, s.acceptFile(ctx, tenant, key, id)
+}
+
+// acceptFile publishes a new ticket for key, as POST /api/v1/downloads does: only
+// JetStream's acknowledgement makes it accepted.
+func (s *Server) acceptFile(ctx context.Context, tenant, key, id string) error {
+	info, err := s.cfg.Objects.Stat(ctx, key)
+	if err != nil {
+		return err
+	}
+	msg := queue.Ticket{ID: id, Object: info.Key, ETag: info.ETag, Size: info.Size, ContentType: info.ContentType,
+		Tenant: tenant, Created: s.cfg.Now().UTC()}
+	seq, err := s.cfg.Publisher.Publish(ctx, msg)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{ID: id, Object: msg.Object, ETag: msg.ETag,
+		Size: msg.Size, ContentType: msg.ContentType, Tenant: tenant, Seq: seq, Created: msg.Created}); err != nil {
+		s.log.Warn("record accepted ticket; a worker will record it", "ticket", id, "err", err)
+	}
+	return nil
+}
+
+// awaitAdmission polls the ticket (as its owner: it stays alive) until it is ready or
+// has ended, for at most wait.
+func (s *Server) awaitAdmission(ctx context.Context, id string, wait time.Duration) (admission.Position, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		p, err := s.cfg.Ledger.Poll(ctx, id)
+		if err != nil && !errors.Is(err, admission.ErrNotFound) {
+			return p, err
+		}
+		// Not found yet: the ledger records a ticket just after its publish.
+		if err == nil && p.Status != admission.StatusQueued && p.Status != admission.StatusAdmitting {
+			return p, nil
+		}
+		if !time.Now().Add(filesPoll).Before(deadline) {
+			if err != nil {
+				return p, err
+			}
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			return p, ctx.Err()
+		case <-time.After(filesPoll):
+		}
+	}
+}
+
+func escapeKey(key string) string {
+	parts := strings.Split(key, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
+}
+
+var waitingTemplate = template.Must(template.New("waiting").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{{.Refresh}};url={{.Next}}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Waiting for {{.Name}}</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}</style>
+</head><body>
+<h1 id="waiting">Your download of {{.Name}} is queued</h1>
+<p>Position in the queue: <strong id="position">{{.Position}}</strong>.
+{{if .ETAKnown}}Estimated wait: about {{.ETA}}.{{else}}The wait cannot be estimated yet.{{end}}</p>
+<p>This page refreshes by itself and the download starts as soon as a slot is free.
+Keep it open; reloading keeps your place. <a href="{{.Next}}">Check now</a>.</p>
+</body></html>
+`))
+
+func (s *Server) waitingPage(c *gin.Context, key, next string, retry int, v ticketView) {
+	eta := time.Duration(v.ETASeconds) * time.Second
+	c.Header("Cache-Control", "no-store")
+	c.Header("Content-Type", "text/html; charset=utf-8")
+	c.Status(http.StatusAccepted)
+	_ = waitingTemplate.Execute(c.Writer, map[string]any{
+		"Name": key[strings.LastIndexByte(key, '/')+1:], "Next": next, "Refresh": min(retry, 5),
+		"Position": v.Position + 1, "ETAKnown": v.ETAKnown, "ETA": eta.Round(time.Second).String(),
+	})
+}
