@@ -21,6 +21,7 @@ func (s *Server) routeAdmin(api *gin.RouterGroup) {
 	admin.POST("/pause", s.setPaused(true))
 	admin.POST("/resume", s.setPaused(false))
 	admin.GET("/stats", s.stats)
+	admin.GET("/workers", s.listNodes)
 }
 
 // bindStrict decodes a JSON body, refusing unknown fields so that typos are not
@@ -137,5 +138,5 @@ func (s *Server) stats(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	c.JSON(http.StatusOK, st)
+	c.JSON(http.StatusOK, s.withActivity(c.Request.Context(), st))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
 const publicTenant = "public"
@@ -85,10 +86,11 @@ func (s *Server) createDownload(c *gin.Context) {
 	// that receives it records it.
 	if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{
 		ID: id, Object: msg.Object, ETag: msg.ETag, Size: msg.Size, ContentType: msg.ContentType,
-		Tenant: tenant, Seq: seq, Created: msg.Created,
+		Tenant: tenant, Seq: seq, Created: msg.Created, TraceParent: telemetry.TraceParent(ctx),
 	}); err != nil {
-		s.log.Warn("record accepted ticket; a worker will record it", "ticket", id, "err", err)
+		s.log.WarnContext(ctx, "record accepted ticket; a worker will record it", "ticket", id, "err", err)
 	}
+	s.log.InfoContext(ctx, "ticket accepted", "ticket", id, "tenant", tenant, "seq", seq)
 	view := s.viewOrAccepted(c, msg)
 	c.Header("Location", "/api/v1/tickets/"+id)
 	c.Header("Retry-After", "1")

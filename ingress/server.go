@@ -52,6 +52,8 @@ type Config struct {
 	FilesWait time.Duration
 	// Releases wires the release API and the catalog check of downloads (releases.go).
 	Releases ReleasesConfig
+	// Ops wires metrics, tracing, the fleet registry and the dashboard (ops.go).
+	Ops *Ops
 }
 
 // Server is the ingress.
@@ -83,6 +85,7 @@ func (s *Server) Handler() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.ContextWithFallback = true
+	r.Use(s.observe()...)
 	r.Use(recovery(s.log), s.accessLog(), errorsToJSON(s.log),
 		limitBody(64<<10, map[string]int64{"/api/v1/releases": maxReleaseBody}))
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
@@ -97,6 +100,7 @@ func (s *Server) Handler() http.Handler {
 	api.GET("/files/*key", client, s.getFile)
 	s.routeAdmin(api)
 	s.routeReleases(api)
+	s.routeOps(r)
 
 	r.NoRoute(func(c *gin.Context) {
 		writeError(c, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such endpoint",
@@ -124,7 +128,7 @@ func (s *Server) accessLog() gin.HandlerFunc {
 		if c.Request.URL.Path == "/healthz" || c.Request.URL.Path == "/readyz" {
 			return
 		}
-		s.log.Info("request", "method", c.Request.Method, "route", c.FullPath(),
+		s.log.InfoContext(c.Request.Context(), "request", "method", c.Request.Method, "route", c.FullPath(),
 			"status", c.Writer.Status(), "duration", time.Since(start).Round(time.Microsecond))
 	}
 }

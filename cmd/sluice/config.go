@@ -46,6 +46,9 @@ type serverConfig struct {
 	MaxConns     int
 	Demo         bool
 	ShutdownWait time.Duration
+	// Operations (shared/telemetry, shared/fleet).
+	OTLPEndpoint string
+	MetricsAddr  string
 	DrainDelay   time.Duration
 
 	// The streaming edge (issue 4).
@@ -74,6 +77,10 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.DataDir, "data-dir", "./var", "directory for local state: objects/ (local store), nats/ (embedded JetStream), signing.key")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: text, json, or auto (text for serve, json for the roles)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry collector for traces, OTLP over HTTP (http://collector:4318); empty: no traces exported")
+	if r == roleWorker {
+		fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9090", "listen address of the worker's /metrics (Prometheus); empty: none")
+	}
 
 	natsHelp := "NATS server URL(s), comma-separated"
 	if r == roleServe {

@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/shared/telemetry"
 	"github.com/sluice-dl/sluice/signer"
 	"github.com/sluice-dl/sluice/workers"
 )
@@ -35,9 +36,9 @@ func newLogger(r role, c *serverConfig) (*slog.Logger, error) {
 	}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)).With("role", r.String()), nil
+		return slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, opts))).With("role", r.String()), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)).With("role", r.String()), nil
+		return slog.New(telemetry.LogHandler(slog.NewJSONHandler(os.Stderr, opts))).With("role", r.String()), nil
 	}
 	return nil, fmt.Errorf("--log-format must be text, json or auto, not %q", c.LogFormat)
 }
@@ -82,6 +83,11 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		return err
 	}
 	defer d.close()
+	o, err := startOps(ctx, r, c, d, log) // metrics, traces, fleet registry (ops.go)
+	if err != nil {
+		return err
+	}
+	defer o.close()
 	rel, err := buildReleases(ctx, r, d, c) // the release pipeline (releases.go)
 	if err != nil {
 		return err
@@ -112,19 +118,21 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			FilesWait:        c.FilesWait,
 			Objects:          d.store,
 			Ledger:           d.ledger,
-			Publisher:        queue.NewPublisher(d.nc, d.js, 5*time.Second),
+			Publisher:        o.publisher(queue.NewPublisher(d.nc, d.js, 5*time.Second)),
 			Checks: []ingress.Check{
 				{Name: "nats", Ping: func(ctx context.Context) error { return queue.Ping(ctx, d.js) }},
 				{Name: "redis", Ping: d.ledger.Ping},
 				{Name: "storage", Ping: d.store.Ping},
 			},
 			Logger: log,
+			Ops:    o.ingress(),
 			// The publish API, the catalog and the catalog check of downloads.
 			Releases: rel.ingressConfig(),
 		})
 		if api, err = listen("ingress", c.IngressAddr, ingressSrv.Handler()); err != nil {
 			return err
 		}
+		o.joinIngress(api)
 	}
 	if r == roleServe || r == roleEdge {
 		e := signer.NewEdge(signer.EdgeConfig{
@@ -141,15 +149,18 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			MinRateWindow: c.MinRateWindow,
 			DownloadRate:  c.DownloadRate,
 			EgressRate:    c.EgressRate,
+			Observer:      o.edgeObserver(),
 		})
 		mux := http.NewServeMux()
 		mux.Handle("/", e.Handler())
+		mux.Handle("GET /metrics", o.metrics.Handler())
 		mux.HandleFunc("GET /readyz", readiness(&draining, map[string]func(context.Context) error{
 			"redis": d.ledger.Ping, "storage": d.store.Ping,
 		}))
-		if edge, err = listen("edge", c.EdgeAddr, mux); err != nil {
+		if edge, err = listen("edge", c.EdgeAddr, o.edgeHTTP(mux)); err != nil {
 			return err
 		}
+		o.joinEdge(e, edge)
 		edge.srv.ConnContext = e.ConnContext
 	}
 	if r == roleServe || r == roleWorker {
@@ -170,7 +181,12 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			TokenTTL:      c.TokenTTL,
 			AckWait:       c.AckWait,
 			Logger:        log,
+			Tracer:        o.tracer("workers"),
+			OnAdmitted:    o.admitted,
 		})
+		if err := o.joinWorker(adm, api); err != nil {
+			return err
+		}
 		workerWG.Go(func() {
 			if err := adm.Run(workCtx); err != nil {
 				serveErrs <- fmt.Errorf("admission worker: %w", err)

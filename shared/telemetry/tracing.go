@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -24,7 +25,8 @@ type Tracing struct {
 }
 
 // NewTracing builds the tracer provider of a process running role. endpoint is the
-// OTLP/HTTP collector ("http://collector:4318", or host:port for plain HTTP); empty
+// OTLP/HTTP collector ("http://collector:4318", or host:port for plain HTTP; spans
+// go to /v1/traces unless the URL has a path of its own); empty
 // turns exporting off. The exporter's environment (OTEL_EXPORTER_OTLP_HEADERS,
 // OTEL_BSP_SCHEDULE_DELAY, ...) applies as usual.
 func NewTracing(ctx context.Context, endpoint, role, version string) (*Tracing, error) {
@@ -33,6 +35,15 @@ func NewTracing(ctx context.Context, endpoint, role, version string) (*Tracing, 
 	}
 	if !strings.Contains(endpoint, "://") {
 		endpoint = "http://" + endpoint
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("--otlp-endpoint %s: %w", endpoint, err)
+	}
+	if u.Path == "" || u.Path == "/" {
+		// A collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT would be.
+		u.Path = "/v1/traces"
+		endpoint = u.String()
 	}
 	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
 	if err != nil {

@@ -1,0 +1,142 @@
+package ingress
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/contrib/instrumentation/github.com/gin-gonic/gin/otelgin"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/fleet"
+	"github.com/sluice-dl/sluice/shared/telemetry"
+)
+
+// Ops is what the ingress offers operators besides the admin API: Prometheus metrics
+// at /metrics, request traces, the fleet's registry and the dashboard. Any nil field
+// turns its part off.
+type Ops struct {
+	Metrics *telemetry.Metrics
+	Tracing *telemetry.Tracing
+	Fleet   Fleet
+}
+
+// Fleet is the part of the fleet registry the ingress reads.
+type Fleet interface {
+	Nodes(ctx context.Context) ([]fleet.Node, error)
+	Window(ctx context.Context, seconds int) ([]fleet.Second, error)
+}
+
+// observe is the outermost middleware: a trace span per request (continuing the
+// client's traceparent, if any) and the request metrics, which see the final status.
+func (s *Server) observe() []gin.HandlerFunc {
+	o := s.cfg.Ops
+	if o == nil {
+		return nil
+	}
+	var hs []gin.HandlerFunc
+	if o.Metrics != nil {
+		m := o.Metrics
+		hs = append(hs, func(c *gin.Context) {
+			start := time.Now()
+			c.Next()
+			m.ObserveRequest("ingress", c.FullPath(), c.Writer.Status(), time.Since(start))
+		})
+	}
+	if o.Tracing != nil {
+		hs = append(hs, otelgin.Middleware("sluice-ingress",
+			otelgin.WithTracerProvider(o.Tracing.Provider()),
+			otelgin.WithPropagators(telemetry.Propagator()),
+			otelgin.WithFilter(func(r *http.Request) bool {
+				switch r.URL.Path {
+				case "/healthz", "/readyz", "/metrics":
+					return false
+				}
+				return true
+			})))
+	}
+	return hs
+}
+
+// routeOps adds /metrics and the dashboard.
+func (s *Server) routeOps(r *gin.Engine) {
+	if o := s.cfg.Ops; o != nil && o.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(o.Metrics.Handler()))
+	}
+	s.routeDashboard(r)
+}
+
+// listNodes answers GET /api/v1/admin/workers: every worker, edge and ingress that
+// beat within the registry's TTL.
+func (s *Server) listNodes(c *gin.Context) {
+	f := s.fleet()
+	if f == nil {
+		c.JSON(http.StatusOK, gin.H{"nodes": []fleet.Node{}})
+		return
+	}
+	nodes, err := f.Nodes(c.Request.Context())
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	now := time.Now()
+	type nodeView struct {
+		fleet.Node
+		AgeSeconds float64 `json:"last_beat_age_seconds"`
+	}
+	out := make([]nodeView, len(nodes))
+	for i, n := range nodes {
+		out[i] = nodeView{n, max(now.Sub(n.LastBeat), 0).Round(time.Millisecond).Seconds()}
+	}
+	c.JSON(http.StatusOK, gin.H{"nodes": out})
+}
+
+func (s *Server) fleet() Fleet {
+	if s.cfg.Ops == nil {
+		return nil
+	}
+	return s.cfg.Ops.Fleet
+}
+
+// statsWindow is how many seconds of fleet activity the stats summarize (wait
+// percentiles); rates are over the last statsRateSeconds of it.
+const (
+	statsWindow      = 60
+	statsRateSeconds = 5
+)
+
+// statsView is the admin stats: the ledger's snapshot, the fleet's recent activity
+// (rates, wait percentiles) and who is running.
+type statsView struct {
+	admission.Stats
+	Activity *fleet.Summary `json:"activity,omitempty"`
+	// Nodes counts live nodes by role; Streams sums the edges' running streams.
+	Nodes   map[string]int `json:"nodes"`
+	Streams int64          `json:"edge_streams"`
+	At      time.Time      `json:"at"`
+}
+
+func (s *Server) withActivity(ctx context.Context, st admission.Stats) statsView {
+	v := statsView{Stats: st, Nodes: map[string]int{}, At: time.Now().UTC()}
+	f := s.fleet()
+	if f == nil {
+		return v
+	}
+	// The ledger figures are what matters; the fleet's are best effort.
+	if secs, err := f.Window(ctx, statsWindow); err == nil {
+		sum := fleet.Summarize(secs, statsRateSeconds)
+		v.Activity = &sum
+	} else {
+		s.log.WarnContext(ctx, "read fleet activity", "err", err)
+	}
+	if nodes, err := f.Nodes(ctx); err == nil {
+		for _, n := range nodes {
+			v.Nodes[n.Role]++
+			if n.Role == "edge" {
+				v.Streams += n.InFlight
+			}
+		}
+	}
+	return v
+}
