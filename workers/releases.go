@@ -32,6 +32,7 @@ type ReleaseStore interface {
 // ReleaseCatalog is the part of the catalog a release worker writes.
 type ReleaseCatalog interface {
 	Processed(ctx context.Context, identity string) (string, error)
+	NoteDuplicate(ctx context.Context) error
 	Record(ctx context.Context, r catalog.Result) (string, bool, error)
 	Verified(ctx context.Context, key, etag string) (catalog.Verification, bool, error)
 	StoreVerification(ctx context.Context, key, etag string, v catalog.Verification) error
@@ -181,6 +182,7 @@ func (r *Releases) process(ctx context.Context, m jetstream.Msg) {
 		return
 	} else if outcome != "" {
 		r.duplicates.Add(1)
+		_ = r.cfg.Catalog.NoteDuplicate(ctx) // a counter only: best effort
 		_ = m.Ack()
 		return
 	}

@@ -162,6 +162,11 @@ func (c *Catalog) Processed(ctx context.Context, identity string) (string, error
 	return v, nil
 }
 
+// NoteDuplicate counts a delivery of an event that had been processed before.
+func (c *Catalog) NoteDuplicate(ctx context.Context) error {
+	return c.rdb.HIncrBy(ctx, c.cfg.Prefix+"stats", "duplicate_deliveries", 1).Err()
+}
+
 // MarkPending shows the objects of accepted events as pending, unless the catalog
 // already has an entry for them.
 func (c *Catalog) MarkPending(ctx context.Context, ps []Pending) error {

@@ -24,6 +24,8 @@ type MinIO struct {
 	AccessKey string
 	SecretKey string
 	Dir       string // the drive; survives Stop and Start
+	// Env is extra environment of the server (minio_notify.go), kept across restarts.
+	Env []string
 
 	bin         string
 	consoleAddr string
@@ -75,6 +77,7 @@ func (m *MinIO) Start(tb testing.TB) {
 		"MINIO_UPDATE=off",
 		"MINIO_BROWSER=off",
 	}
+	env = append(env, m.Env...)
 	p := startProcess(cleanupOn{TB: tb, owner: m.owner}, m.logDir, m.bin, env,
 		"server", m.Dir, "--address", m.Endpoint, "--console-address", m.consoleAddr, "--quiet")
 	p.Addr = m.Endpoint

@@ -1,0 +1,60 @@
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7/pkg/notification"
+)
+
+// MinIONATSTarget is the id of the NATS notification target StartMinIONotifying
+// configures; its ARN is arn:minio:sqs::SLUICE:nats.
+const MinIONATSTarget = "SLUICE"
+
+// StartMinIONotifying starts MinIO (as StartMinIO) with a NATS notification target
+// that publishes, through JetStream, to subject on the NATS server at natsURL. The
+// JetStream stream for subject must exist before objects are written.
+func StartMinIONotifying(tb testing.TB, natsURL, subject string) *MinIO {
+	tb.Helper()
+	addr := strings.TrimPrefix(natsURL, "nats://")
+	m := &MinIO{
+		Endpoint:    "127.0.0.1:" + strconv.Itoa(FreePort(tb)),
+		consoleAddr: "127.0.0.1:" + strconv.Itoa(FreePort(tb)),
+		AccessKey:   "sluice-" + rand.Text()[:10],
+		SecretKey:   rand.Text(),
+		Dir:         tb.TempDir(),
+		logDir:      tb.TempDir(),
+		bin:         Binary(tb, "minio", "SLUICE_MINIO_BIN", "make deps  (builds MinIO into bin/)"),
+		owner:       tb,
+		Env: []string{
+			"MINIO_NOTIFY_NATS_ENABLE_" + MinIONATSTarget + "=on",
+			"MINIO_NOTIFY_NATS_ADDRESS_" + MinIONATSTarget + "=" + addr,
+			"MINIO_NOTIFY_NATS_SUBJECT_" + MinIONATSTarget + "=" + subject,
+			"MINIO_NOTIFY_NATS_JETSTREAM_" + MinIONATSTarget + "=on",
+		},
+	}
+	m.Start(tb)
+	return m
+}
+
+// NotifyBucket creates the bucket and has MinIO announce every object created in it
+// to the NATS target.
+func (m *MinIO) NotifyBucket(tb testing.TB, name string) MinIOBucket {
+	tb.Helper()
+	b := m.Bucket(tb, name)
+	arn := notification.NewArn("minio", "sqs", "", MinIONATSTarget, "nats")
+	q := notification.NewConfig(arn)
+	q.AddEvents(notification.ObjectCreatedAll)
+	cfg := notification.Configuration{}
+	cfg.AddQueue(q)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Client(tb).SetBucketNotification(ctx, name, cfg); err != nil {
+		tb.Fatalf("set the notification of bucket %q on minio %s: %v", name, describe(m.Process), err)
+	}
+	return b
+}
