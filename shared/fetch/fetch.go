@@ -1,0 +1,331 @@
+// Package fetch downloads one URL into a partial file with parallel HTTP range
+// requests, and resumes it: a small state file next to the partial file records which
+// byte ranges of which version (ETag) are already there. A version change is caught
+// (ETag, If-Range) and starts the file over rather than mixing two versions. Too many
+// connections (429) make it use fewer.
+package fetch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Errors callers branch on.
+var (
+	// ErrGone means the link no longer works (410): expired, or its ticket ended.
+	// What is in the partial file stays valid; a new link continues it.
+	ErrGone = errors.New("download link no longer valid")
+	// ErrChanged means the object changed during the download; the partial file will
+	// start over with the next attempt.
+	ErrChanged = errors.New("the object changed during the download")
+)
+
+// HTTPError is a refusal from the server that serves the bytes.
+type HTTPError struct {
+	Status     int
+	Message    string
+	Hint       string
+	RetryAfter time.Duration
+	sentinel   error
+}
+
+func (e *HTTPError) Error() string {
+	s := fmt.Sprintf("download link answered %d %s", e.Status, e.Message)
+	if e.Hint != "" {
+		s += " (" + e.Hint + ")"
+	}
+	return s
+}
+
+func (e *HTTPError) Unwrap() error { return e.sentinel }
+
+// Options describe one download.
+type Options struct {
+	URL string
+	// Part is the partial file; its state is kept in StatePath(Part).
+	Part string
+	// Object names what is downloaded; a state recorded for another object is ignored.
+	Object string
+	// Connections is how many range requests run at once (default 4); fewer are used
+	// when the server answers 429.
+	Connections int
+	// ChunkSize is the largest range one request asks for; 0 picks one from the size.
+	ChunkSize int64
+	// MaxRate caps all connections together, in bytes per second; 0 is no cap.
+	MaxRate int64
+	// StallTimeout ends a request that received nothing for this long (it is retried);
+	// default 60s.
+	StallTimeout time.Duration
+	// SaveEvery is how often the state file is written while bytes flow (default 1s).
+	SaveEvery time.Duration
+	HTTP      *http.Client
+	Log       *slog.Logger
+}
+
+// Result says what a finished download did.
+type Result struct {
+	Size        int64
+	ETag        string
+	Resumed     int64 // bytes already in the partial file at the start
+	Fetched     int64 // bytes received by this run
+	Connections int   // the most requests that streamed at once
+	// Restarted is why an existing partial file was discarded ("" if it was not).
+	Restarted string
+}
+
+// Download is one download in progress; Progress may be read while Run runs.
+type Download struct {
+	o    Options
+	log  *slog.Logger
+	done atomic.Int64 // bytes in the partial file (resumed + fetched)
+	size atomic.Int64
+	conn atomic.Int32 // requests streaming now
+}
+
+// New prepares a download.
+func New(o Options) *Download {
+	if o.Connections <= 0 {
+		o.Connections = 4
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 60 * time.Second
+	}
+	if o.SaveEvery <= 0 {
+		o.SaveEvery = time.Second
+	}
+	if o.HTTP == nil {
+		o.HTTP = &http.Client{}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	d := &Download{o: o, log: o.Log.With("component", "fetch")}
+	d.size.Store(-1)
+	return d
+}
+
+// Progress returns the bytes in the partial file, the object's size (-1 until known)
+// and the connections streaming now.
+func (d *Download) Progress() (done, size int64, conns int) {
+	return d.done.Load(), d.size.Load(), int(d.conn.Load())
+}
+
+// Run downloads until the partial file is complete, ctx ends or an error that
+// retrying cannot fix. The state file is saved on every exit, so what arrived is kept.
+func (d *Download) Run(ctx context.Context) (Result, error) {
+	head, err := d.head(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	d.size.Store(head.size)
+	res := Result{Size: head.size, ETag: head.etag}
+
+	st, err := loadState(d.o.Part)
+	if err != nil {
+		return res, err
+	}
+	_, partErr := os.Stat(d.o.Part)
+	switch {
+	case st == nil && partErr == nil:
+		res.Restarted = "the partial file has no state file"
+	case st == nil:
+	case st.ETag != head.etag || st.Size != head.size:
+		res.Restarted = fmt.Sprintf("the object changed since the partial download (version %s, now %s)", st.ETag, head.etag)
+	case st.Object != d.o.Object:
+		res.Restarted = fmt.Sprintf("the partial file holds %q", st.Object)
+	case partErr != nil:
+		res.Restarted = "the partial file is gone"
+	}
+	if st == nil || res.Restarted != "" || !head.ranges {
+		st = &state{Version: stateVersion, Object: d.o.Object, Size: head.size, ETag: head.etag}
+		if err := RemoveState(d.o.Part); err != nil {
+			return res, fmt.Errorf("discard partial file: %w", err)
+		}
+	}
+	if res.Restarted != "" {
+		d.log.Info("starting over", "reason", res.Restarted)
+	}
+	f, err := os.OpenFile(d.o.Part, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return res, fmt.Errorf("open partial file: %w", err)
+	}
+	defer f.Close()
+	if err := f.Truncate(head.size); err != nil {
+		return res, fmt.Errorf("size partial file: %w", err)
+	}
+	res.Resumed = total(st.Done)
+	d.done.Store(res.Resumed)
+
+	t := &tracker{st: st, file: f, part: d.o.Part, inflight: map[*chunk]struct{}{}}
+	if err := t.save(); err != nil {
+		return res, err
+	}
+	var limiter *rate.Limiter
+	if d.o.MaxRate > 0 {
+		limiter = rate.NewLimiter(rate.Limit(d.o.MaxRate), int(min(max(d.o.MaxRate/8, 16<<10), 256<<10)))
+	}
+	r := &run{d: d, t: t, limiter: limiter, etag: head.etag, ranges: head.ranges}
+	err = r.all(ctx)
+	if serr := t.save(); serr != nil && err == nil {
+		err = serr
+	}
+	res.Fetched = d.done.Load() - res.Resumed
+	res.Connections = int(r.peak.Load())
+	if err != nil {
+		return res, err
+	}
+	if got := total(t.st.Done); got != head.size {
+		return res, fmt.Errorf("download incomplete: %d of %d bytes", got, head.size)
+	}
+	return res, nil
+}
+
+type headInfo struct {
+	size   int64
+	etag   string
+	ranges bool
+}
+
+// head learns the size, version and range support. HEAD takes no slot on sluice's edge.
+func (d *Download) head(ctx context.Context) (headInfo, error) {
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodHead, d.o.URL, nil)
+		if err != nil {
+			return headInfo{}, fmt.Errorf("download link: %w", err)
+		}
+		resp, err := d.o.HTTP.Do(req)
+		if err != nil {
+			if ctx.Err() != nil || attempt >= 4 {
+				return headInfo{}, fmt.Errorf("reach download link: %w", err)
+			}
+			sleep(ctx, backoff(attempt))
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			herr := httpError(resp, nil)
+			if temporary(resp.StatusCode) && attempt < 4 {
+				sleep(ctx, max(herr.RetryAfter, backoff(attempt)))
+				continue
+			}
+			return headInfo{}, herr
+		}
+		if resp.ContentLength < 0 {
+			return headInfo{}, errors.New("download link gives no Content-Length; cannot download in ranges")
+		}
+		etag := resp.Header.Get("ETag")
+		return headInfo{
+			size:   resp.ContentLength,
+			etag:   etag,
+			ranges: resp.Header.Get("Accept-Ranges") == "bytes" && etag != "" && !strings.HasPrefix(etag, "W/"),
+		}, nil
+	}
+}
+
+// httpError reads the server's JSON {error, hint} if it sent one.
+func httpError(resp *http.Response, body io.Reader) *HTTPError {
+	e := &HTTPError{Status: resp.StatusCode, Message: http.StatusText(resp.StatusCode)}
+	if s := resp.Header.Get("Retry-After"); s != "" {
+		if n, err := strconv.Atoi(s); err == nil {
+			e.RetryAfter = time.Duration(n) * time.Second
+		}
+	}
+	if body != nil {
+		var j struct {
+			Error string `json:"error"`
+			Hint  string `json:"hint"`
+		}
+		if json.NewDecoder(io.LimitReader(body, 64<<10)).Decode(&j) == nil && j.Error != "" {
+			e.Message, e.Hint = j.Error, j.Hint
+		}
+	}
+	if resp.StatusCode == http.StatusGone {
+		e.sentinel = ErrGone
+	}
+	return e
+}
+
+func temporary(status int) bool {
+	return status == http.StatusServiceUnavailable || status == http.StatusBadGateway ||
+		status == http.StatusGatewayTimeout || status == http.StatusInternalServerError ||
+		status == http.StatusTooManyRequests
+}
+
+func backoff(attempt int) time.Duration {
+	return min(250*time.Millisecond<<min(attempt, 5), 5*time.Second)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// tracker knows which bytes are in the partial file and writes the state file.
+type tracker struct {
+	mu       sync.Mutex
+	st       *state
+	inflight map[*chunk]struct{}
+	file     *os.File
+	part     string
+	saveMu   sync.Mutex
+}
+
+// chunk is one range being fetched; written bytes from Start are in the file.
+type chunk struct {
+	span
+	written atomic.Int64
+}
+
+func (t *tracker) begin(c *chunk) {
+	t.mu.Lock()
+	t.inflight[c] = struct{}{}
+	t.mu.Unlock()
+}
+
+// end records what c wrote as done and forgets c.
+func (t *tracker) end(c *chunk) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.inflight, c)
+	if w := c.written.Load(); w > 0 {
+		t.st.Done = merge(append(t.st.Done, span{c.Start, c.Start + w}))
+	}
+}
+
+// save makes the written bytes durable (fsync), then records them in the state file,
+// so the state never claims bytes the file does not hold.
+func (t *tracker) save() error {
+	t.saveMu.Lock()
+	defer t.saveMu.Unlock()
+	t.mu.Lock()
+	snap := *t.st
+	snap.Done = append([]span(nil), t.st.Done...)
+	for c := range t.inflight {
+		if w := c.written.Load(); w > 0 {
+			snap.Done = append(snap.Done, span{c.Start, c.Start + w})
+		}
+	}
+	t.mu.Unlock()
+	snap.Done = merge(snap.Done)
+	if err := t.file.Sync(); err != nil {
+		return fmt.Errorf("sync partial file: %w", err)
+	}
+	return saveState(t.part, &snap)
+}
