@@ -56,8 +56,9 @@ func TestRealClients(t *testing.T) {
 			t.Fatal("the resumed file does not match the object")
 		}
 		done := s.waitStatus(id, "done", 10*time.Second)
-		if done.BytesSent != int64(len(data)) {
-			t.Errorf("ticket counts %d bytes sent over both attempts, want %d (the resume sent only the rest)", done.BytesSent, len(data))
+		// What the edge sent counts, bytes lost in socket buffers when curl died included.
+		if done.BytesSent < int64(len(data)) || done.BytesSent > int64(len(data))+int64(len(data))/2 {
+			t.Errorf("ticket counts %d bytes sent over both attempts, want %d and a little more (the resume sent only the rest)", done.BytesSent, len(data))
 		}
 	})
 
