@@ -287,10 +287,18 @@ type tracker struct {
 	saveMu   sync.Mutex
 }
 
-// chunk is one range being fetched; written bytes from Start are in the file.
+// chunk is one range being fetched: written bytes from start are in the file. Its end
+// may move down while it is fetched, when an idle connection takes over its tail.
 type chunk struct {
-	span
+	start   int64
+	end     atomic.Int64
 	written atomic.Int64
+}
+
+func newChunk(s span) *chunk {
+	c := &chunk{start: s.Start}
+	c.end.Store(s.End)
+	return c
 }
 
 func (t *tracker) begin(c *chunk) {
@@ -305,7 +313,7 @@ func (t *tracker) end(c *chunk) {
 	defer t.mu.Unlock()
 	delete(t.inflight, c)
 	if w := c.written.Load(); w > 0 {
-		t.st.Done = merge(append(t.st.Done, span{c.Start, c.Start + w}))
+		t.st.Done = merge(append(t.st.Done, span{c.start, c.start + w}))
 	}
 }
 
@@ -319,7 +327,7 @@ func (t *tracker) save() error {
 	snap.Done = append([]span(nil), t.st.Done...)
 	for c := range t.inflight {
 		if w := c.written.Load(); w > 0 {
-			snap.Done = append(snap.Done, span{c.Start, c.Start + w})
+			snap.Done = append(snap.Done, span{c.start, c.start + w})
 		}
 	}
 	t.mu.Unlock()

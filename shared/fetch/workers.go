@@ -30,7 +30,7 @@ type run struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	queue    []span
-	busy     int   // chunks being fetched
+	active   map[*chunk]struct{} // chunks being fetched
 	workers  int   // workers alive
 	failures int   // consecutive failed requests
 	err      error // first fatal error
@@ -40,6 +40,7 @@ type run struct {
 // all fetches every missing range, with up to Connections requests at once.
 func (r *run) all(ctx context.Context) error {
 	r.cond = sync.NewCond(&r.mu)
+	r.active = map[*chunk]struct{}{}
 	size := r.t.st.Size
 	todo := missing(r.t.st.Done, size)
 	if !r.ranges {
@@ -52,9 +53,12 @@ func (r *run) all(ctx context.Context) error {
 	if !r.ranges {
 		conns = 1
 	}
+	// One long request per connection by default: a link may stop accepting new
+	// connections after a while (sluice's token TTL), and an idle connection takes
+	// over half of the biggest remaining range anyway (next).
 	chunkSize := r.d.o.ChunkSize
 	if chunkSize <= 0 {
-		chunkSize = min(max(total(todo)/int64(conns*4), 512<<10), 16<<20)
+		chunkSize = max((total(todo)+int64(conns)-1)/int64(conns), minSteal)
 	}
 	for _, s := range todo {
 		if !r.ranges {
@@ -91,7 +95,10 @@ func (r *run) all(ctx context.Context) error {
 			}
 		}
 	}()
-	n := min(conns, len(r.queue))
+	n := conns // with ranges, connections without a queued range split busy ones
+	if !r.ranges {
+		n = 1
+	}
 	r.workers = n
 	for i := range n {
 		wg.Go(func() { r.worker(ctx, i) })
@@ -119,35 +126,58 @@ func (r *run) fail(err error) {
 	r.mu.Unlock()
 }
 
-// next takes a range to fetch; false when there is nothing left or the run is over.
-func (r *run) next(ctx context.Context) (span, bool) {
+// minSteal is the smallest remaining range an idle connection splits in two.
+const minSteal = 1 << 20
+
+// next takes a range to fetch: a queued one, or the second half of the biggest range
+// still being fetched. False when there is nothing left or the run is over.
+func (r *run) next(ctx context.Context) (*chunk, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for {
 		if r.err != nil || ctx.Err() != nil {
-			return span{}, false
+			return nil, false
 		}
 		if len(r.queue) > 0 {
-			s := r.queue[0]
+			c := newChunk(r.queue[0])
 			r.queue = r.queue[1:]
-			r.busy++
-			return s, true
+			r.active[c] = struct{}{}
+			return c, true
 		}
-		if r.busy == 0 {
-			return span{}, false
+		if len(r.active) == 0 {
+			return nil, false
+		}
+		if r.ranges {
+			var big *chunk
+			var left int64
+			for c := range r.active {
+				if l := c.end.Load() - c.start - c.written.Load(); l > left {
+					big, left = c, l
+				}
+			}
+			if left >= 2*minSteal {
+				end := big.end.Load()
+				mid := end - left/2
+				big.end.Store(mid) // its fetch stops at mid
+				c := newChunk(span{mid, end})
+				r.active[c] = struct{}{}
+				return c, true
+			}
 		}
 		r.cond.Wait() // a busy range may come back
 	}
 }
 
-// finish settles a range: what is left of it goes back to the queue.
-func (r *run) finish(rest span, progressed bool) {
+// finish settles a chunk: what is left of it goes back to the queue.
+func (r *run) finish(c *chunk) {
+	w := c.written.Load()
+	rest := span{c.start + w, c.end.Load()}
 	r.mu.Lock()
-	r.busy--
+	delete(r.active, c)
 	if rest.len() > 0 {
 		r.queue = append([]span{rest}, r.queue...)
 	}
-	if progressed {
+	if w > 0 {
 		r.failures = 0
 	}
 	r.cond.Broadcast()
@@ -165,16 +195,14 @@ func (r *run) worker(ctx context.Context, id int) {
 		r.mu.Unlock()
 	}()
 	for {
-		s, ok := r.next(ctx)
+		c, ok := r.next(ctx)
 		if !ok {
 			return
 		}
-		c := &chunk{span: s}
 		r.t.begin(c)
 		err := r.fetch(ctx, c)
 		r.t.end(c)
-		w := c.written.Load()
-		r.finish(span{s.Start + w, s.End}, w > 0)
+		r.finish(c)
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
@@ -231,9 +259,10 @@ func (r *run) fetch(ctx context.Context, c *chunk) error {
 	if err != nil {
 		return err
 	}
-	whole := c.Start == 0 && c.End == r.t.st.Size
+	want := span{c.start, c.end.Load()}
+	whole := want.Start == 0 && want.End == r.t.st.Size
 	if r.ranges {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", c.Start, c.End-1))
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", want.Start, want.End-1))
 		req.Header.Set("If-Range", r.etag) // a changed object answers 200, never mixed bytes
 	}
 	resp, err := r.d.o.HTTP.Do(req)
@@ -246,7 +275,7 @@ func (r *run) fetch(ctx context.Context, c *chunk) error {
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && r.ranges:
-		if err := checkContentRange(resp.Header.Get("Content-Range"), c.span, r.t.st.Size); err != nil {
+		if err := checkContentRange(resp.Header.Get("Content-Range"), want, r.t.st.Size); err != nil {
 			return err
 		}
 	case resp.StatusCode == http.StatusOK && (whole || !r.ranges):
@@ -271,12 +300,18 @@ func (r *run) fetch(ctx context.Context, c *chunk) error {
 	if r.limiter != nil {
 		buf = buf[:min(len(buf), r.limiter.Burst())]
 	}
-	off := c.Start
-	for off < c.End {
-		want := min(int64(len(buf)), c.End-off)
-		k, rerr := resp.Body.Read(buf[:want])
+	off := want.Start
+	for {
+		end := c.end.Load() // moves down when another connection takes the tail
+		if off >= end {
+			return nil
+		}
+		k, rerr := resp.Body.Read(buf[:min(int64(len(buf)), end-off)])
 		if k > 0 {
 			stall.Reset(r.d.o.StallTimeout)
+			// The tail may have been taken while this read ran; those bytes are the
+			// other connection's to write.
+			k = int(min(int64(k), max(c.end.Load()-off, 0)))
 			if _, werr := r.t.file.WriteAt(buf[:k], off); werr != nil {
 				err := fmt.Errorf("write partial file: %w", werr)
 				r.fail(err)
@@ -292,7 +327,10 @@ func (r *run) fetch(ctx context.Context, c *chunk) error {
 			}
 		}
 		if rerr == io.EOF {
-			break
+			if off < c.end.Load() {
+				return fmt.Errorf("connection closed after %d of %d bytes: %w", off-want.Start, want.len(), io.ErrUnexpectedEOF)
+			}
+			return nil
 		}
 		if rerr != nil {
 			if cause := context.Cause(ctx); cause != nil {
@@ -301,10 +339,6 @@ func (r *run) fetch(ctx context.Context, c *chunk) error {
 			return rerr
 		}
 	}
-	if off < c.End {
-		return fmt.Errorf("connection closed after %d of %d bytes: %w", off-c.Start, c.len(), io.ErrUnexpectedEOF)
-	}
-	return nil
 }
 
 // checkContentRange makes sure a 206 carries exactly the range asked for.
