@@ -31,9 +31,9 @@ type run struct {
 	cond     *sync.Cond
 	queue    []span
 	active   map[*chunk]struct{} // chunks being fetched
-	workers  int   // workers alive
-	failures int   // consecutive failed requests
-	err      error // first fatal error
+	workers  int                 // workers alive
+	failures int                 // consecutive failed requests
+	err      error               // first fatal error
 	peak     atomic.Int32
 }
 
