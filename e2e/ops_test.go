@@ -168,6 +168,18 @@ func TestOpsMetricsRegistryAndStats(t *testing.T) {
 		t.Errorf("workers report %v admissions and %v waits, want 1 and 1", admissions, waits)
 	}
 
+	// A release event is counted by its outcome where it was verified.
+	s.opsCall(http.MethodPost, "/api/v1/releases", map[string]any{"object": object, "sha256": sha(data),
+		"size": len(data), "event_id": "ci-build-42"}, http.StatusAccepted, nil)
+	opsWait(t, 10*time.Second, "the release event counted as verified", func() bool {
+		var verified float64
+		for _, w := range byRole["worker"] {
+			m, _ := scrape(t, "http://"+w.Address+"/metrics")
+			verified += m[`sluice_release_events_total{outcome="verified"}`]
+		}
+		return verified == 1
+	})
+
 	// The ingress: the ledger's figures and the API's.
 	var ingress map[string]float64
 	var ingressText string

@@ -64,6 +64,9 @@ type ReleasesConfig struct {
 	RetryDelay time.Duration
 	AckWait    time.Duration // the consumer's AckWait, to pace in-progress signals (30s)
 	Logger     *slog.Logger
+	// OnOutcome is told how each event ended: the catalog's outcome (verified,
+	// rejected, superseded), "duplicate" or "dead_lettered" (metrics); nil: nothing.
+	OnOutcome func(outcome string)
 }
 
 // Releases verifies release events against the store and records them in the
@@ -92,6 +95,9 @@ func NewReleases(cfg ReleasesConfig) *Releases {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.OnOutcome == nil {
+		cfg.OnOutcome = func(string) {}
 	}
 	return &Releases{cfg: cfg, log: cfg.Logger.With("component", "releases"), owner: rand.Text()}
 }
@@ -182,6 +188,7 @@ func (r *Releases) process(ctx context.Context, m jetstream.Msg) {
 		return
 	} else if outcome != "" {
 		r.duplicates.Add(1)
+		r.cfg.OnOutcome("duplicate")
 		_ = r.cfg.Catalog.NoteDuplicate(ctx) // a counter only: best effort
 		_ = m.Ack()
 		return
@@ -206,6 +213,7 @@ func (r *Releases) process(ctx context.Context, m jetstream.Msg) {
 	}
 	if recorded {
 		r.processed.Add(1)
+		r.cfg.OnOutcome(outcome)
 		if outcome == catalog.OutcomeRejected {
 			log.Warn("release rejected", "reason", res.Reason)
 		} else {
@@ -213,6 +221,7 @@ func (r *Releases) process(ctx context.Context, m jetstream.Msg) {
 		}
 	} else {
 		r.duplicates.Add(1)
+		r.cfg.OnOutcome("duplicate")
 	}
 	if err := m.Ack(); err != nil {
 		// Recorded already: a redelivery finds the event processed and acknowledges it.
@@ -366,6 +375,7 @@ func (r *Releases) deadLetter(ctx context.Context, m jetstream.Msg, reason strin
 		return
 	}
 	r.dead.Add(1)
+	r.cfg.OnOutcome("dead_lettered")
 	r.log.Warn("release event dead-lettered", "subject", m.Subject(), "reason", reason, "attempts", attempts)
 	_ = m.TermWithReason(reason)
 }

@@ -160,6 +160,11 @@ func (p *timedPublisher) Publish(ctx context.Context, t queue.Ticket) (uint64, e
 	return seq, err
 }
 
+// releaseOutcome counts one release event's outcome.
+func (o *ops) releaseOutcome(outcome string) {
+	o.metrics.ReleaseEvents.WithLabelValues(outcome).Inc()
+}
+
 // tracer is a component's tracer.
 func (o *ops) tracer(component string) trace.Tracer { return o.tracing.Tracer(component) }
 

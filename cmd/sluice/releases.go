@@ -45,6 +45,8 @@ type releases struct {
 	queue    *queue.ReleasePublisher
 	cfg      releaseConfig
 	bucket   string
+	// onOutcome counts each release event's outcome (set by ops, see server.go).
+	onOutcome func(outcome string)
 }
 
 // buildReleases sets up the release streams, the catalog and the publisher. The edge
@@ -86,7 +88,7 @@ func (rel *releases) startWorker(ctx context.Context, wg *sync.WaitGroup, d *dep
 	w := workers.NewReleases(workers.ReleasesConfig{
 		Consumer: rel.consumer, Store: d.store, Catalog: rel.catalog, Dead: rel.dead,
 		Bucket: rel.bucket, Parallel: rel.cfg.Parallel, MaxAttempts: rel.cfg.Attempts,
-		AckWait: c.AckWait, Logger: log,
+		AckWait: c.AckWait, Logger: log, OnOutcome: rel.onOutcome,
 	})
 	wg.Go(func() {
 		if err := w.Run(ctx); err != nil {

@@ -192,6 +192,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 				serveErrs <- fmt.Errorf("admission worker: %w", err)
 			}
 		})
+		rel.onOutcome = o.releaseOutcome
 		rel.startWorker(workCtx, &workerWG, d, c, serveErrs, log) // verifies release events
 	}
 	if r == roleServe && c.Demo && d.local != nil {

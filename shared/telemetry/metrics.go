@@ -37,8 +37,8 @@ type Metrics struct {
 
 	Admissions prometheus.Counter
 	TicketWait prometheus.Histogram
-	// ReleaseEvents counts release events by outcome (ReleaseAccepted, ...). The release
-	// worker (workers/releases.go) calls ReleaseEvents.WithLabelValues(outcome).Inc().
+	// ReleaseEvents counts release events by outcome (Release* constants), as the
+	// release worker reports them (workers.ReleasesConfig.OnOutcome, wired in cmd).
 	ReleaseEvents *prometheus.CounterVec
 
 	TokenRejections *prometheus.CounterVec // {reason}: Reject* constants
@@ -86,7 +86,7 @@ func NewMetrics(role, version string) *Metrics {
 			Name: NameTicketWait, Help: "Time from a ticket's creation to its download link being ready.", Buckets: WaitBuckets,
 		}),
 		ReleaseEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: NameReleaseEvents, Help: "Release events processed, by outcome (accepted, duplicate, rejected, failed).",
+			Name: NameReleaseEvents, Help: "Release events processed, by outcome (verified, rejected, superseded, duplicate, dead_lettered).",
 		}, []string{"outcome"}),
 		TokenRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameTokenRejections, Help: "Download requests refused at the edge, by reason (invalid, expired, slot_not_held, too_many, object_changed).",
@@ -109,7 +109,7 @@ func NewMetrics(role, version string) *Metrics {
 	for _, r := range []string{RejectInvalid, RejectExpired, RejectSlotNotHeld, RejectTooMany, RejectObjectChanged} {
 		m.TokenRejections.WithLabelValues(r)
 	}
-	for _, o := range []string{ReleaseAccepted, ReleaseDuplicate, ReleaseRejected, ReleaseFailed} {
+	for _, o := range []string{ReleaseVerified, ReleaseRejected, ReleaseSuperseded, ReleaseDuplicate, ReleaseDeadLettered} {
 		m.ReleaseEvents.WithLabelValues(o)
 	}
 	return m

@@ -61,12 +61,14 @@ const (
 	RejectObjectChanged = "object_changed" // the object changed since the ticket (410)
 )
 
-// Release event outcomes (label values of NameReleaseEvents), for workers/releases.go.
+// Release event outcomes (label values of NameReleaseEvents), reported by the release
+// worker (workers/releases.go, ReleasesConfig.OnOutcome).
 const (
-	ReleaseAccepted  = "accepted"  // verified and catalogued
-	ReleaseDuplicate = "duplicate" // already seen (same event id or object version)
-	ReleaseRejected  = "rejected"  // failed verification (size or SHA-256), or malformed
-	ReleaseFailed    = "failed"    // a dependency failed; the event will be retried
+	ReleaseVerified     = "verified"      // size and SHA-256 match: catalogued
+	ReleaseRejected     = "rejected"      // they do not: catalogued as rejected, never served
+	ReleaseSuperseded   = "superseded"    // a newer event for the object was recorded first
+	ReleaseDuplicate    = "duplicate"     // this event was processed before
+	ReleaseDeadLettered = "dead_lettered" // malformed, or kept failing: moved to the dead-letter stream
 )
 
 // MetricNames lists every metric family sluice can export, across all roles.
