@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
@@ -225,9 +226,11 @@ func (s *Server) publishReleases(c *gin.Context) {
 			Fields: gin.H{"accepted": 0, "duplicates": 0, "rejected": rejected}})
 		return
 	}
+	// One microsecond apart: a later line of the batch is a newer release, which is
+	// what a channel alias follows.
 	now := s.cfg.Now().UTC()
 	for i := range events {
-		events[i].AcceptedAt = now
+		events[i].AcceptedAt = now.Add(time.Duration(i) * time.Microsecond)
 	}
 	ctx := c.Request.Context()
 	res, err := rel.Queue.PublishBatch(ctx, events)

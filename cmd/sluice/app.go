@@ -32,6 +32,7 @@ func Run(ctx context.Context, args []string) error {
 			serverCommand("ingress", "run the public HTTP API", roleIngress),
 			serverCommand("worker", "run an admission worker", roleWorker),
 			serverCommand("edge", "run the streaming edge that serves /d/{token}", roleEdge),
+			publishCommand(),
 			versionCommand(),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },

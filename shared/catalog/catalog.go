@@ -138,7 +138,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Catalog {
 func (c *Catalog) Record(ctx context.Context, r Result) (outcome string, recorded bool, err error) {
 	vals, err := recordScript.Run(ctx, c.rdb, []string{c.cfg.Prefix},
 		r.Identity, int64(c.cfg.EventTTL.Seconds()), r.Object, r.Size, r.SHA256, r.ETag,
-		r.ContentType, r.PublishedAt.UnixMilli(), r.Channel, r.State, r.Reason).Slice()
+		r.ContentType, r.PublishedAt.UnixMicro(), r.Channel, r.State, r.Reason).Slice()
 	if err != nil {
 		return "", false, fmt.Errorf("record event %s: %w", r.Identity, err)
 	}
@@ -175,7 +175,7 @@ func (c *Catalog) MarkPending(ctx context.Context, ps []Pending) error {
 	for start := 0; start < len(ps); start += chunk {
 		args := make([]any, 0, 5*chunk)
 		for _, p := range ps[start:min(start+chunk, len(ps))] {
-			args = append(args, p.Object, p.Size, p.SHA256, p.PublishedAt.UnixMilli(), p.Channel)
+			args = append(args, p.Object, p.Size, p.SHA256, p.PublishedAt.UnixMicro(), p.Channel)
 		}
 		// EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT, and the script is small.
 		pendingScript.Eval(ctx, pipe, []string{c.cfg.Prefix}, args...)
@@ -196,10 +196,10 @@ func (c *Catalog) Lookup(ctx context.Context, key string) (Entry, error) {
 		return Entry{}, fmt.Errorf("%q: %w", key, ErrNotFound)
 	}
 	size, _ := strconv.ParseInt(m["size"], 10, 64)
-	pub, _ := strconv.ParseInt(m["published_ms"], 10, 64)
+	pub, _ := strconv.ParseInt(m["published_us"], 10, 64)
 	return Entry{
 		Object: m["object"], Size: size, SHA256: m["sha256"], ETag: m["etag"],
-		ContentType: m["content_type"], PublishedAt: time.UnixMilli(pub).UTC(),
+		ContentType: m["content_type"], PublishedAt: time.UnixMicro(pub).UTC(),
 		Channel: m["channel"], State: m["state"], Reason: m["reason"],
 	}, nil
 }

@@ -51,10 +51,19 @@ func (m *MinIO) NotifyBucket(tb testing.TB, name string) MinIOBucket {
 	q.AddEvents(notification.ObjectCreatedAll)
 	cfg := notification.Configuration{}
 	cfg.AddQueue(q)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := m.Client(tb).SetBucketNotification(ctx, name, cfg); err != nil {
-		tb.Fatalf("set the notification of bucket %q on minio %s: %v", name, describe(m.Process), err)
+	// MinIO brings its notification targets up in the background after it is live:
+	// until then the target's ARN is unknown.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := m.Client(tb).SetBucketNotification(ctx, name, cfg)
+		cancel()
+		if err == nil {
+			return b
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("set the notification of bucket %q on minio %s: %v", name, describe(m.Process), err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return b
 }

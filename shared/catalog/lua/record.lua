@@ -8,7 +8,7 @@
 -- ARGV[5]  sha256 (hex)
 -- ARGV[6]  etag of the verified object version
 -- ARGV[7]  content type
--- ARGV[8]  published_ms: when the event was accepted (orders versions and channels)
+-- ARGV[8]  published_us: when the event was accepted (orders versions and channels)
 -- ARGV[9]  channel ("" for none)
 -- ARGV[10] state: verified | rejected
 -- ARGV[11] reason ("" when verified)
@@ -16,7 +16,7 @@
 -- Keys (under the prefix):
 --   ev:<identity>  string  outcome of a processed event ("verified" | "rejected" | "superseded")
 --   obj:<key>      hash    the catalog entry (see catalog.go)
---   ch:<channel>   zset    verified objects of a channel -> published_ms (newest = alias target)
+--   ch:<channel>   zset    verified objects of a channel -> published_us (newest = alias target)
 --   stats          hash    counters
 --
 -- Returns {1, outcome} when this call recorded the event, {0, outcome} when the event
@@ -34,7 +34,7 @@ end
 
 local object, published, channel, state = ARGV[3], tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local cur_state = redis.call('HGET', OBJ, 'state')
-local cur_pub = tonumber(redis.call('HGET', OBJ, 'published_ms') or '0')
+local cur_pub = tonumber(redis.call('HGET', OBJ, 'published_us') or '0')
 local outcome = state
 
 -- An older event processed after a newer one (parallel workers) does not overwrite
@@ -47,11 +47,11 @@ else
     redis.call('ZREM', P .. 'ch:' .. old_channel, object)
   end
   redis.call('HSET', OBJ, 'object', object, 'size', ARGV[4], 'sha256', ARGV[5], 'etag', ARGV[6],
-    'content_type', ARGV[7], 'published_ms', ARGV[8], 'channel', channel, 'state', state,
+    'content_type', ARGV[7], 'published_us', ARGV[8], 'channel', channel, 'state', state,
     'reason', ARGV[11], 'event', ARGV[1])
   if channel ~= '' then
     if state == 'verified' then
-      redis.call('ZADD', P .. 'ch:' .. channel, published, object)
+      redis.call('ZADD', P .. 'ch:' .. channel, ARGV[8], object)
       redis.call('SADD', P .. 'channels', channel)
     else
       redis.call('ZREM', P .. 'ch:' .. channel, object)

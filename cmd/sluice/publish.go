@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/peterbourgon/ff/v3"
+	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/sluice-dl/sluice/shared/catalog"
+	"github.com/sluice-dl/sluice/shared/objstore"
+)
+
+// publishConfig is the settings of `sluice publish`.
+type publishConfig struct {
+	Server   string
+	APIKey   string
+	Channel  string
+	Prefix   string
+	DataDir  string
+	Wait     time.Duration
+	Progress string
+
+	S3Endpoint, S3Bucket, S3AccessKey, S3SecretKey, S3Region string
+	S3UseSSL                                                 bool
+}
+
+func publishCommand() *ffcli.Command {
+	fs := flag.NewFlagSet("sluice publish", flag.ContinueOnError)
+	c := &publishConfig{}
+	fs.StringVar(&c.Server, "server", "http://localhost:8080", "the sluice API")
+	fs.StringVar(&c.APIKey, "api-key", "", "an API key with publisher scope (SLUICE_API_KEY)")
+	fs.StringVar(&c.Channel, "channel", "", "release channel, like stable: '<channel>/latest' then names the newest verified file")
+	fs.StringVar(&c.Prefix, "prefix", "", "object key prefix, like releases/v1.2/ (the key is prefix + file name)")
+	fs.StringVar(&c.DataDir, "data-dir", "./var", "the server's data directory, when objects are on local disk (<data-dir>/objects)")
+	fs.DurationVar(&c.Wait, "wait", 2*time.Minute, "wait this long for the server to verify the files (0: do not wait)")
+	fs.StringVar(&c.Progress, "progress", "auto", "progress display: bar, plain, or auto (a bar on a terminal)")
+	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty writes to <data-dir>/objects")
+	fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects")
+	fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
+	fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
+	fs.BoolVar(&c.S3UseSSL, "s3-use-ssl", false, "use HTTPS to reach S3")
+	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region (optional)")
+	return &ffcli.Command{
+		Name:       "publish",
+		ShortUsage: "sluice publish [flags] FILE...",
+		ShortHelp:  "upload release files to the store and announce them (SHA-256 computed while uploading)",
+		LongHelp: "Uploads each FILE to the object store (multipart for big files), computing its SHA-256 on the way,\n" +
+			"then publishes one release event per file to POST /api/v1/releases and waits until the server has\n" +
+			"verified them. Publishing the same file again is recognised as a duplicate.",
+		FlagSet: fs,
+		Options: []ff.Option{ff.WithEnvVarPrefix("SLUICE")},
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) == 0 {
+				return errors.New("publish: name at least one FILE")
+			}
+			return runPublish(ctx, c, args, os.Stderr)
+		},
+	}
+}
+
+// uploaded is one file in the store with what the release event says about it.
+type uploaded struct {
+	Object  string `json:"object"`
+	SHA256  string `json:"sha256"`
+	Size    int64  `json:"size"`
+	Channel string `json:"channel,omitempty"`
+}
+
+func runPublish(ctx context.Context, c *publishConfig, files []string, out io.Writer) error {
+	if c.APIKey == "" {
+		return errors.New("publish: set SLUICE_API_KEY (or --api-key) to an API key with publisher scope")
+	}
+	if c.Channel != "" {
+		if err := catalog.ValidateChannel(c.Channel); err != nil {
+			return fmt.Errorf("--channel: %w", err)
+		}
+	}
+	up, err := newUploader(c)
+	if err != nil {
+		return err
+	}
+	bar := c.Progress == "bar" || (c.Progress == "auto" && isTerminal(out))
+	var events []uploaded
+	for _, f := range files {
+		ev, err := uploadOne(ctx, up, c, f, out, bar)
+		if err != nil {
+			return err
+		}
+		events = append(events, ev)
+	}
+	if err := announce(ctx, c, events, out); err != nil {
+		return err
+	}
+	if c.Wait <= 0 {
+		return nil
+	}
+	return waitVerified(ctx, c, events, out)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// uploader puts one file into the store and returns the stored size.
+type uploader func(ctx context.Context, key string, r io.Reader, size int64, contentType, channel string) error
+
+func newUploader(c *publishConfig) (uploader, error) {
+	if c.S3Endpoint == "" {
+		dir := filepath.Join(c.DataDir, "objects")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("object directory: %w", err)
+		}
+		local, err := objstore.NewLocal(dir)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context, key string, r io.Reader, size int64, ct, _ string) error {
+			_, err := local.Put(ctx, key, r, size, ct)
+			return err
+		}, nil
+	}
+	client, err := minio.New(c.S3Endpoint, &minio.Options{
+		Creds: credentials.NewStaticV4(c.S3AccessKey, c.S3SecretKey, ""), Secure: c.S3UseSSL, Region: c.S3Region,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 %s: %w", c.S3Endpoint, err)
+	}
+	return func(ctx context.Context, key string, r io.Reader, size int64, ct, channel string) error {
+		meta := map[string]string{}
+		if channel != "" {
+			meta["Sluice-Channel"] = channel // read from MinIO notifications
+		}
+		// minio-go uploads in parts (16 MiB here) past one part's size.
+		_, err := client.PutObject(ctx, c.S3Bucket, key, r, size, minio.PutObjectOptions{
+			ContentType: ct, UserMetadata: meta, PartSize: 16 << 20,
+		})
+		if err != nil {
+			return fmt.Errorf("upload to s3://%s/%s: %w", c.S3Bucket, key, err)
+		}
+		return nil
+	}, nil
+}
+
+// uploadOne uploads a file, hashing the bytes as they go to the store.
+func uploadOne(ctx context.Context, up uploader, c *publishConfig, file string, out io.Writer, bar bool) (uploaded, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return uploaded{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return uploaded{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return uploaded{}, fmt.Errorf("%s is not a regular file", file)
+	}
+	key := c.Prefix + filepath.Base(file)
+	if err := objstore.ValidateKey(key); err != nil {
+		return uploaded{}, fmt.Errorf("--prefix %q with %s: %w", c.Prefix, file, err)
+	}
+	ct := mime.TypeByExtension(path.Ext(key))
+	h := sha256.New()
+	var r io.Reader = io.TeeReader(f, h)
+	start := time.Now()
+	if bar {
+		pb := progressbar.NewOptions64(st.Size(),
+			progressbar.OptionSetWriter(out), progressbar.OptionSetDescription(key),
+			progressbar.OptionShowBytes(true), progressbar.OptionShowTotalBytes(true),
+			progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionShowCount(), progressbar.OptionOnCompletion(func() { fmt.Fprintln(out) }),
+			progressbar.OptionFullWidth())
+		defer pb.Close()
+		r = io.TeeReader(r, pb)
+	} else {
+		fmt.Fprintf(out, "uploading %s (%d bytes)\n", key, st.Size())
+	}
+	if err := up(ctx, key, r, st.Size(), ct, c.Channel); err != nil {
+		return uploaded{}, err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if !bar {
+		fmt.Fprintf(out, "uploaded  %s in %s, sha256 %s\n", key, time.Since(start).Round(time.Millisecond), sum)
+	}
+	return uploaded{Object: key, SHA256: sum, Size: st.Size(), Channel: c.Channel}, nil
+}
+
+// announce publishes the events, sending a batch again after Retry-After when the
+// server's queue is full (what was stored already comes back as a duplicate).
+func announce(ctx context.Context, c *publishConfig, events []uploaded, out io.Writer) error {
+	var body bytes.Buffer
+	for _, ev := range events {
+		j, _ := json.Marshal(ev)
+		body.Write(j)
+		body.WriteByte('\n')
+	}
+	for attempt := 1; ; attempt++ {
+		status, header, raw, err := apiCall(ctx, c, http.MethodPost, "/api/v1/releases", "application/x-ndjson", body.Bytes())
+		if err != nil {
+			return err
+		}
+		var a struct {
+			Accepted, Duplicates int
+			Rejected             []struct {
+				Line  int
+				Error string
+			}
+			Error, Hint string
+		}
+		_ = json.Unmarshal(raw, &a)
+		switch {
+		case status == http.StatusAccepted:
+			for _, r := range a.Rejected {
+				return fmt.Errorf("the server refused %s: %s", events[r.Line-1].Object, r.Error)
+			}
+			fmt.Fprintf(out, "published %d release events (%d new, %d already known)\n", len(events), a.Accepted, a.Duplicates)
+			return nil
+		case status == http.StatusServiceUnavailable && attempt < 10:
+			wait, _ := strconv.Atoi(header.Get("Retry-After"))
+			wait = max(wait, 1)
+			fmt.Fprintf(out, "the server's release queue is busy (%s); retrying in %ds\n", a.Error, wait)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(wait) * time.Second):
+			}
+		default:
+			return fmt.Errorf("publish: %d %s (%s)", status, a.Error, a.Hint)
+		}
+	}
+}
+
+// waitVerified polls the catalog until every file is verified; a rejection fails.
+func waitVerified(ctx context.Context, c *publishConfig, events []uploaded, out io.Writer) error {
+	deadline := time.Now().Add(c.Wait)
+	pending := map[string]uploaded{}
+	for _, ev := range events {
+		pending[ev.Object] = ev
+	}
+	for len(pending) > 0 {
+		for key, ev := range pending {
+			status, _, raw, err := apiCall(ctx, c, http.MethodGet, "/api/v1/objects/"+escapeKey(key), "", nil)
+			if err != nil {
+				return err
+			}
+			var e catalog.Entry
+			if status != http.StatusOK || json.Unmarshal(raw, &e) != nil {
+				continue // not recorded yet
+			}
+			switch {
+			case e.State == catalog.StateRejected && e.SHA256 == ev.SHA256:
+				return fmt.Errorf("the server rejected %s: %s", key, e.Reason)
+			case e.State == catalog.StateVerified && e.SHA256 == ev.SHA256:
+				fmt.Fprintf(out, "verified  %s\n", key)
+				delete(pending, key)
+			}
+		}
+		if len(pending) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d file(s) not verified within --wait %s; see GET /api/v1/objects/<key>", len(pending), c.Wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if c.Channel != "" {
+		fmt.Fprintf(out, "%s/latest now names the newest verified release of channel %s\n", c.Channel, c.Channel)
+	}
+	return nil
+}
+
+func escapeKey(key string) string {
+	parts := strings.Split(key, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
+}
+
+// apiCall is one request to the sluice API with the publisher key.
+func apiCall(ctx context.Context, c *publishConfig, method, p, contentType string, body []byte) (int, http.Header, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Server, "/")+p, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("reach the sluice API at %s (--server): %w", c.Server, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return resp.StatusCode, resp.Header, raw, err
+}
