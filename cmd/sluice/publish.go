@@ -100,7 +100,7 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out io.Wr
 	if err != nil {
 		return err
 	}
-	bar := c.Progress == "bar" || (c.Progress == "auto" && isTerminal(out))
+	bar := c.Progress == "bar" || (c.Progress == "auto" && uploadsToTerminal(out))
 	var events []uploaded
 	for _, f := range files {
 		ev, err := uploadOne(ctx, up, c, f, out, bar)
@@ -118,7 +118,7 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out io.Wr
 	return waitVerified(ctx, c, events, out)
 }
 
-func isTerminal(w io.Writer) bool {
+func uploadsToTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
