@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Helpers for the admission tests (admission_*_test.go): API keys, the admin API,
+// and reading the ledger as an operator would.
+
+const admOperatorKey = "slk_e2e_admission_operator_key"
+
+// newAdmissionStack is a stack whose ingress accepts admOperatorKey as the bootstrap
+// operator key (SLUICE_ADMIN_KEY).
+func newAdmissionStack(t *testing.T, o stackOptions) *stack {
+	t.Helper()
+	o.Env = append([]string{"SLUICE_ADMIN_KEY=" + admOperatorKey}, o.Env...)
+	s := newStack(t, o)
+	s.dumpLogsOnFailure()
+	return s
+}
+
+var apiClient = &http.Client{Timeout: 10 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// call sends one request with an API key (empty: none) and a JSON body (nil: none)
+// and returns the status, the headers and the body.
+func call(t testing.TB, method, url, key string, body any) (int, http.Header, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := apiClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, raw
+}
+
+// operator calls the admin API of the stack's (last started) ingress with the
+// bootstrap key, expects a 2xx answer and decodes it into out (if not nil).
+func (s *stack) operator(method, path string, body, out any) {
+	s.t.Helper()
+	code, _, raw := call(s.t, method, s.ingressURL+path, admOperatorKey, body)
+	if code/100 != 2 {
+		s.t.Fatalf("%s %s: %d %s", method, path, code, raw)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			s.t.Fatalf("%s %s: %v: %s", method, path, err, raw)
+		}
+	}
+}
+
+// createKey creates an API key and returns its id and secret.
+func (s *stack) createKey(scope, tenant string) (id, key string) {
+	s.t.Helper()
+	var out struct{ ID, Key string }
+	s.operator(http.MethodPost, "/api/v1/admin/keys", map[string]string{"scope": scope, "tenant": tenant}, &out)
+	if out.ID == "" || out.Key == "" {
+		s.t.Fatalf("created key without id or secret: %+v", out)
+	}
+	return out.ID, out.Key
+}
+
+// requestAs creates a ticket with a client key.
+func (s *stack) requestAs(key, object string) ticketJSON {
+	s.t.Helper()
+	return s.request(object, "Authorization", "Bearer "+key)
+}
+
+type statsJSON struct {
+	Paused     bool  `json:"paused"`
+	Limit      int64 `json:"global_limit"`
+	InUse      int64 `json:"slots_in_use"`
+	Backlog    int64 `json:"backlog"`
+	Admissible int64 `json:"admissible_backlog"`
+	Tenants    map[string]struct {
+		Queued int64 `json:"queued"`
+		InUse  int64 `json:"in_use"`
+	} `json:"tenants"`
+}
+
+func (s *stack) admissionStats() statsJSON {
+	s.t.Helper()
+	var st statsJSON
+	s.operator(http.MethodGet, "/api/v1/admin/stats", nil, &st)
+	return st
+}
+
+// ledgerTicket reads fields of a ticket straight from the ledger (an operator's view).
+func ledgerTicket(t testing.TB, rdb *redis.Client, id string) map[string]string {
+	t.Helper()
+	h, err := rdb.HGetAll(t.Context(), "sluice:{adm}:t:"+id).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// slotsHeld counts live slots (lease not lapsed) and every slot entry.
+func slotsHeld(t testing.TB, rdb *redis.Client) (live, all int64) {
+	t.Helper()
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	live, err := rdb.ZCount(t.Context(), "sluice:{adm}:slots", now, "+inf").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, _ = rdb.ZCard(t.Context(), "sluice:{adm}:slots").Result()
+	return live, all
+}
+
+// statuses reads many tickets' status from the ledger.
+func statuses(t testing.TB, rdb *redis.Client, ids []string) map[string]string {
+	t.Helper()
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGet(t.Context(), "sluice:{adm}:t:"+id, "status")
+	}
+	_, _ = pipe.Exec(t.Context())
+	out := make(map[string]string, len(ids))
+	for i, c := range cmds {
+		out[ids[i]] = c.Val()
+	}
+	return out
+}
+
+func epochOf(t testing.TB, rdb *redis.Client, id string) int64 {
+	t.Helper()
+	n, _ := strconv.ParseInt(ledgerTicket(t, rdb, id)["epoch"], 10, 64)
+	return n
+}
