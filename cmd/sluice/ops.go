@@ -177,8 +177,9 @@ func (o *ops) admitted(wait time.Duration) {
 }
 
 // joinWorker registers the admission worker; a worker process on its own also gets a
-// small HTTP listener for /metrics (--metrics-addr). Call it before adm runs.
-func (o *ops) joinWorker(adm *workers.Admission, api *listener) error {
+// small HTTP listener for /metrics (--metrics-addr), with /healthz and /readyz (ready)
+// for its probes. Call it before adm runs.
+func (o *ops) joinWorker(adm *workers.Admission, api *listener, ready http.HandlerFunc) error {
 	o.metrics.Registry.MustRegister(telemetry.NewHeldTickets(adm.Held))
 	addr := ""
 	if api != nil {
@@ -188,6 +189,7 @@ func (o *ops) joinWorker(adm *workers.Admission, api *listener) error {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", o.metrics.Handler())
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		mux.Handle("GET /readyz", ready)
 		ln, err := net.Listen("tcp", o.cfg.MetricsAddr)
 		if err != nil {
 			return fmt.Errorf("metrics: listen on %s: %w", o.cfg.MetricsAddr, err)

@@ -184,7 +184,10 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			Tracer:        o.tracer("workers"),
 			OnAdmitted:    o.admitted,
 		})
-		if err := o.joinWorker(adm, api); err != nil {
+		workerReady := readiness(&draining, map[string]func(context.Context) error{
+			"nats": func(ctx context.Context) error { return queue.Ping(ctx, d.js) }, "redis": d.ledger.Ping,
+		})
+		if err := o.joinWorker(adm, api, workerReady); err != nil {
 			return err
 		}
 		workerWG.Go(func() {
