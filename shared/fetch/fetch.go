@@ -117,8 +117,9 @@ func New(o Options) *Download {
 	return d
 }
 
-// Progress returns the bytes in the partial file, the object's size (-1 until known)
-// and the connections streaming now.
+// Progress returns the bytes in the partial file, the object's size (-1 until known;
+// once known, done includes the bytes resumed from an earlier run) and the
+// connections streaming now.
 func (d *Download) Progress() (done, size int64, conns int) {
 	return d.done.Load(), d.size.Load(), int(d.conn.Load())
 }
@@ -130,7 +131,6 @@ func (d *Download) Run(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	d.size.Store(head.size)
 	res := Result{Size: head.size, ETag: head.etag}
 
 	st, err := loadState(d.o.Part)
@@ -168,6 +168,7 @@ func (d *Download) Run(ctx context.Context) (Result, error) {
 	}
 	res.Resumed = total(st.Done)
 	d.done.Store(res.Resumed)
+	d.size.Store(head.size) // after done: a known size means done counts the resumed bytes
 
 	t := &tracker{st: st, file: f, part: d.o.Part, inflight: map[*chunk]struct{}{}}
 	if err := t.save(); err != nil {

@@ -1,0 +1,528 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/peterbourgon/ff/v3"
+	"github.com/peterbourgon/ff/v3/ffcli"
+	"golang.org/x/term"
+
+	"github.com/sluice-dl/sluice/shared/apiclient"
+	"github.com/sluice-dl/sluice/shared/fetch"
+)
+
+// Exit codes of the client commands (documented in README.md).
+const (
+	exitOK           = 0
+	exitFailure      = 1 // anything else: local files, unexpected answers
+	exitUsage        = 2
+	exitNotFound     = 3 // no such object
+	exitRejected     = 4 // the catalog rejected the object; it is not served
+	exitVerify       = 5 // the downloaded bytes do not match the catalog
+	exitQueueTimeout = 6 // --wait-max passed while queued
+	exitServer       = 7 // the server failed or could not be reached
+	exitAuth         = 8 // API key missing, invalid or without the scope
+	exitInterrupted  = 130
+)
+
+// clientConfig is what every client command reads: where the server is and the key.
+type clientConfig struct {
+	Server     string
+	APIKeyFile string
+	Timeout    time.Duration
+}
+
+func registerClientFlags(fs *flag.FlagSet, c *clientConfig) {
+	fs.StringVar(&c.Server, "server", "http://localhost:8080", "sluice API (ingress) URL")
+	fs.StringVar(&c.APIKeyFile, "api-key-file", "", "file holding the API key (otherwise $SLUICE_API_KEY, if set)")
+	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "timeout of each API call")
+}
+
+// client builds the API client; the key comes from --api-key-file or $SLUICE_API_KEY
+// (never a flag: command lines are visible to every user of the machine).
+func (c *clientConfig) client(getenv func(string) string) (*apiclient.Client, error) {
+	key := strings.TrimSpace(getenv("SLUICE_API_KEY"))
+	if c.APIKeyFile != "" {
+		raw, err := os.ReadFile(c.APIKeyFile)
+		if err != nil {
+			return nil, &exitError{exitUsage, fmt.Errorf("read --api-key-file: %w", err)}
+		}
+		key = strings.TrimSpace(string(raw))
+	}
+	cl, err := apiclient.New(c.Server, apiclient.Options{APIKey: key, Timeout: c.Timeout, UserAgent: "sluice/" + version})
+	if err != nil {
+		return nil, &exitError{exitUsage, fmt.Errorf("--server: %w", err)}
+	}
+	return cl, nil
+}
+
+// getConfig is the settings of sluice get.
+type getConfig struct {
+	clientConfig
+	Output       string
+	Connections  int
+	Quiet        bool
+	JSON         bool
+	WaitMax      time.Duration
+	StallTimeout time.Duration
+	LimitRate    string
+	Verify       string
+	Force        bool
+	Interval     time.Duration
+}
+
+func getCommand() *ffcli.Command {
+	fs := flag.NewFlagSet("sluice get", flag.ContinueOnError)
+	c := &getConfig{}
+	registerClientFlags(fs, &c.clientConfig)
+	fs.StringVar(&c.Output, "o", "", "write to this file (default: the object's file name in the current directory)")
+	fs.StringVar(&c.Output, "output", "", "same as -o")
+	fs.IntVar(&c.Connections, "connections", 4, "parallel range requests (fewer if the link allows fewer)")
+	fs.BoolVar(&c.Quiet, "quiet", false, "print nothing but errors")
+	fs.BoolVar(&c.JSON, "json", false, "print one JSON event per line on stdout (queued, position, ready, progress, done, error)")
+	fs.DurationVar(&c.WaitMax, "wait-max", 0, "give up (exit 6) if not admitted within this long; 0 waits as long as it takes")
+	fs.DurationVar(&c.StallTimeout, "stall-timeout", 60*time.Second, "retry a connection that received nothing for this long")
+	fs.StringVar(&c.LimitRate, "limit-rate", "", "cap the download rate, e.g. 500k, 2M, 1MiB (per second); empty: no cap")
+	fs.StringVar(&c.Verify, "verify", "auto", "SHA-256 check against the release catalog: auto (when published), require (fail if it cannot be checked), off")
+	fs.BoolVar(&c.Force, "force", false, "replace the output file if it exists")
+	fs.DurationVar(&c.Interval, "progress-interval", 5*time.Second, "how often progress is printed when not on a terminal (and with --json)")
+	return &ffcli.Command{
+		Name:       "get",
+		ShortUsage: "sluice get [flags] KEY",
+		ShortHelp:  "download an object: wait in line, download in parallel ranges, resume, verify",
+		LongHelp: "Requests a ticket for KEY, shows the queue position and estimated wait, downloads\n" +
+			"into FILE.part (resumable: run the same command again), checks the SHA-256 against\n" +
+			"the release catalog, then renames it to FILE. Ctrl-C cancels the ticket and keeps\n" +
+			"the partial file.\n\nExit codes: 0 done, 1 other error, 2 usage, 3 not found, 4 rejected by\n" +
+			"the catalog, 5 verification failed, 6 timed out in the queue (--wait-max), 7 server\n" +
+			"error, 8 API key refused, 130 interrupted.",
+		FlagSet: fs,
+		Options: []ff.Option{ff.WithEnvVarPrefix("SLUICE")},
+		Exec: func(ctx context.Context, args []string) error {
+			args, err := parseInterspersed(fs, args)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			if len(args) != 1 {
+				return &exitError{exitUsage, fmt.Errorf("get takes one object key, got %d arguments (sluice get -h)", len(args))}
+			}
+			return runGet(ctx, c, args[0], os.Stdout, os.Stderr, os.Getenv)
+		},
+	}
+}
+
+// parseInterspersed lets flags follow the arguments (sluice get KEY -o FILE): the
+// flag package stops at the first argument, so the rest is parsed again.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for len(args) > 0 {
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		if !strings.HasPrefix(args[0], "-") || args[0] == "-" {
+			pos = append(pos, args[0])
+			args = args[1:]
+			continue
+		}
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+	}
+	return pos, nil
+}
+
+// getter runs one sluice get.
+type getter struct {
+	cfg     *getConfig
+	api     *apiclient.Client
+	rep     reporter
+	log     *slog.Logger
+	maxRate int64
+	idem    string
+	start   time.Time
+}
+
+func runGet(ctx context.Context, c *getConfig, key string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if c.Connections < 1 || c.Connections > 64 {
+		return &exitError{exitUsage, fmt.Errorf("--connections must be 1 to 64, got %d", c.Connections)}
+	}
+	switch c.Verify {
+	case "auto", "require", "off":
+	default:
+		return &exitError{exitUsage, fmt.Errorf("--verify must be auto, require or off, got %q", c.Verify)}
+	}
+	if c.Quiet && c.JSON {
+		return &exitError{exitUsage, errors.New("--quiet and --json exclude each other")}
+	}
+	var maxRate int64
+	if c.LimitRate != "" {
+		n, err := humanize.ParseBytes(c.LimitRate)
+		if err != nil || n == 0 {
+			return &exitError{exitUsage, fmt.Errorf("--limit-rate %q: want bytes per second like 500k or 2M", c.LimitRate)}
+		}
+		maxRate = int64(n)
+	}
+	api, err := c.client(getenv)
+	if err != nil {
+		return err
+	}
+	g := &getter{cfg: c, api: api, maxRate: maxRate, idem: rand.Text(), start: time.Now(),
+		log: slog.New(slog.DiscardHandler)}
+	g.rep = newReporter(c, stdout, stderr, isTerminal(stderr))
+	err = g.run(ctx, key)
+	if err != nil {
+		code := exitFailure
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		g.rep.failed(code, err)
+	}
+	return err
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (g *getter) run(ctx context.Context, key string) error {
+	dest := g.cfg.Output
+	if dest != "" {
+		if err := g.checkDest(dest); err != nil {
+			return err
+		}
+	}
+	tk, err := g.admitted(ctx, key)
+	if err != nil {
+		return err
+	}
+	if dest == "" {
+		dest = path.Base(tk.Object)
+		if err := g.checkDest(dest); err != nil {
+			g.cancel(tk.ID)
+			return err
+		}
+	}
+	entry, err := g.catalogEntry(ctx, tk.Object)
+	if err != nil {
+		g.cancel(tk.ID)
+		return err
+	}
+	part := dest + ".part"
+	res, tk, err := g.download(ctx, key, tk, part)
+	if err != nil {
+		return err
+	}
+	return g.finish(tk, res, entry, part, dest)
+}
+
+// checkDest refuses to replace an existing file unless --force.
+func (g *getter) checkDest(dest string) error {
+	if g.cfg.Force {
+		return nil
+	}
+	if fi, err := os.Stat(dest); err == nil && !fi.IsDir() {
+		return &exitError{exitFailure, fmt.Errorf("%s already exists; use --force to replace it, or -o to write elsewhere", dest)}
+	} else if err == nil {
+		return &exitError{exitUsage, fmt.Errorf("%s is a directory; give a file name with -o", dest)}
+	}
+	return nil
+}
+
+// admitted creates a ticket and waits in line until it has a download link.
+func (g *getter) admitted(ctx context.Context, key string) (apiclient.Ticket, error) {
+	var deadline time.Time
+	if g.cfg.WaitMax > 0 {
+		deadline = time.Now().Add(g.cfg.WaitMax)
+	}
+	var p apiclient.Poll
+	err := g.retry(ctx, deadline, func() (err error) {
+		p, err = g.api.CreateDownload(ctx, key, g.idem)
+		return err
+	})
+	if err != nil {
+		return apiclient.Ticket{}, err
+	}
+	g.idem = rand.Text() // a later ticket (new link) is a new request
+	g.rep.queued(p.Ticket)
+	for !p.Ready() {
+		if p.Ended() {
+			msg := "ticket " + p.ID + " ended while waiting (" + p.Status + ")"
+			if p.Error != "" {
+				msg += ": " + p.Error
+			}
+			return apiclient.Ticket{}, &exitError{exitServer, errors.New(msg + "; run the command again")}
+		}
+		wait := min(max(p.RetryAfter, 250*time.Millisecond), 30*time.Second)
+		if p.RetryAfter == 0 {
+			wait = time.Second
+		}
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				g.cancel(p.ID)
+				return apiclient.Ticket{}, &exitError{exitQueueTimeout, fmt.Errorf("not admitted within --wait-max %s (position %d); the ticket was canceled", g.cfg.WaitMax, p.Position)}
+			}
+			wait = min(wait, left)
+		}
+		if !sleepCtx(ctx, wait) {
+			g.cancel(p.ID)
+			return apiclient.Ticket{}, g.interrupted(p.ID, "")
+		}
+		prev := p
+		err := g.retry(ctx, time.Time{}, func() (err error) {
+			p, err = g.api.Ticket(ctx, prev.ID)
+			return err
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				g.cancel(prev.ID)
+				return apiclient.Ticket{}, g.interrupted(prev.ID, "")
+			}
+			return apiclient.Ticket{}, err
+		}
+		if p.Ready() {
+			break
+		}
+		if p.Status != prev.Status || p.Position != prev.Position || p.ETAKnown != prev.ETAKnown ||
+			(p.ETAKnown && p.ETASeconds != prev.ETASeconds) {
+			g.rep.position(p.Ticket)
+		}
+	}
+	g.rep.ready(p.Ticket)
+	return p.Ticket, nil
+}
+
+// retry calls f until it succeeds, fails for good, or deadline passes, honouring the
+// server's Retry-After on temporary refusals (503, 429, an object still being
+// verified). It maps the final error to an exit code.
+func (g *getter) retry(ctx context.Context, deadline time.Time, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return g.interrupted("", "")
+		}
+		ae, isAPI := errors.AsType[*apiclient.Error](err)
+		retryable := attempt < 10 && (!isAPI || ae.Temporary() || ae.Code == "object_pending")
+		if !retryable {
+			return apiExit(err)
+		}
+		wait := min(250*time.Millisecond<<min(attempt, 4), 5*time.Second)
+		if isAPI && ae.RetryAfter > 0 {
+			wait = min(ae.RetryAfter, 30*time.Second)
+		}
+		if !deadline.IsZero() && time.Now().Add(wait).After(deadline) {
+			return apiExit(err)
+		}
+		g.rep.note(fmt.Sprintf("%v; retrying in %s", err, wait))
+		if !sleepCtx(ctx, wait) {
+			return g.interrupted("", "")
+		}
+	}
+}
+
+// apiExit gives an API error the exit code that says what went wrong.
+func apiExit(err error) error {
+	ae, ok := errors.AsType[*apiclient.Error](err)
+	if !ok {
+		return &exitError{exitServer, fmt.Errorf("cannot reach the sluice server: %w", err)}
+	}
+	switch {
+	case ae.Code == "object_rejected":
+		return &exitError{exitRejected, err}
+	case ae.Status == http.StatusNotFound:
+		return &exitError{exitNotFound, err}
+	case ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden:
+		return &exitError{exitAuth, err}
+	case ae.Status == http.StatusBadRequest:
+		return &exitError{exitUsage, err}
+	case ae.Status >= 500 || ae.Temporary():
+		return &exitError{exitServer, err}
+	}
+	return &exitError{exitFailure, err}
+}
+
+// catalogEntry reads what the catalog says the object must be; nil when it cannot say.
+func (g *getter) catalogEntry(ctx context.Context, object string) (*apiclient.CatalogEntry, error) {
+	if g.cfg.Verify == "off" {
+		return nil, nil
+	}
+	var e apiclient.CatalogEntry
+	err := g.retry(ctx, time.Time{}, func() (err error) {
+		e, err = g.api.Object(ctx, object)
+		if apiclient.StatusOf(err) == http.StatusNotFound {
+			return nil
+		}
+		return err
+	})
+	switch {
+	case err != nil && apiclient.CodeOf(err) == "catalog_disabled":
+		e = apiclient.CatalogEntry{}
+	case err != nil:
+		return nil, err
+	}
+	if e.Object == "" {
+		if g.cfg.Verify == "require" {
+			return nil, &exitError{exitVerify, fmt.Errorf("%s is not in the release catalog, so it cannot be verified (--verify=require)", object)}
+		}
+		g.rep.note(object + " is not in the release catalog; its SHA-256 will not be verified")
+		return nil, nil
+	}
+	switch e.State {
+	case apiclient.StateRejected:
+		return nil, &exitError{exitRejected, fmt.Errorf("the release catalog rejected %s: %s", object, e.Reason)}
+	case apiclient.StateVerified:
+		return &e, nil
+	}
+	if g.cfg.Verify == "require" {
+		return nil, &exitError{exitVerify, fmt.Errorf("%s is %s in the release catalog, not verified (--verify=require)", object, e.State)}
+	}
+	g.rep.note(fmt.Sprintf("%s is %s in the release catalog; its SHA-256 will not be verified", object, e.State))
+	return nil, nil
+}
+
+// download fetches the link into part. A link that stops working (expired, or the
+// object changed) is replaced by a new ticket; what arrived is kept.
+func (g *getter) download(ctx context.Context, key string, tk apiclient.Ticket, part string) (fetch.Result, apiclient.Ticket, error) {
+	for attempt := 0; ; attempt++ {
+		d := fetch.New(fetch.Options{
+			URL: tk.DownloadURL, Part: part, Object: tk.Object, Connections: g.cfg.Connections,
+			MaxRate: g.maxRate, StallTimeout: g.cfg.StallTimeout, Log: g.log,
+			HTTP: &http.Client{Transport: &http.Transport{
+				Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: g.cfg.Connections,
+				ResponseHeaderTimeout: g.cfg.StallTimeout, DisableCompression: true,
+			}},
+		})
+		stop := g.rep.downloading(tk, d)
+		res, err := d.Run(ctx)
+		stop(err == nil)
+		if res.Restarted != "" {
+			g.rep.note("starting over: " + res.Restarted)
+		}
+		if err == nil {
+			return res, tk, nil
+		}
+		if ctx.Err() != nil {
+			g.cancel(tk.ID)
+			return res, tk, g.interrupted(tk.ID, part)
+		}
+		if (errors.Is(err, fetch.ErrGone) || errors.Is(err, fetch.ErrChanged)) && attempt < 3 {
+			g.rep.note(fmt.Sprintf("%v; asking for a new ticket to continue", err))
+			g.cancel(tk.ID)
+			if tk, err = g.admitted(ctx, key); err != nil {
+				return res, tk, err
+			}
+			continue
+		}
+		g.cancel(tk.ID)
+		if he, ok := errors.AsType[*fetch.HTTPError](err); ok {
+			code := exitServer
+			if he.Status == http.StatusNotFound {
+				code = exitNotFound
+			}
+			return res, tk, &exitError{code, fmt.Errorf("%w; the partial file %s is kept for a later resume", err, part)}
+		}
+		return res, tk, &exitError{exitFailure, fmt.Errorf("%w; the partial file %s is kept for a later resume", err, part)}
+	}
+}
+
+// finish verifies the complete partial file and moves it into place.
+func (g *getter) finish(tk apiclient.Ticket, res fetch.Result, entry *apiclient.CatalogEntry, part, dest string) error {
+	if res.Fetched < res.Size {
+		// A resumed download never sends every byte on this ticket, so the edge keeps
+		// its slot for a resume; give it back now.
+		g.cancel(tk.ID)
+	}
+	g.rep.verifying()
+	sum, err := fileSHA256(part)
+	if err != nil {
+		return &exitError{exitFailure, err}
+	}
+	verified := "not_published"
+	if g.cfg.Verify == "off" {
+		verified = "off"
+	}
+	if entry != nil {
+		if entry.Size != res.Size || !strings.EqualFold(entry.SHA256, sum) {
+			_ = fetch.RemoveState(part)
+			return &exitError{exitVerify, fmt.Errorf("verification failed: %s has %d bytes with SHA-256 %s, the release catalog says %d bytes with SHA-256 %s; the download was deleted (report it to the operators)",
+				tk.Object, res.Size, sum, entry.Size, entry.SHA256)}
+		}
+		verified = "verified"
+	}
+	if err := os.Rename(part, dest); err != nil {
+		return &exitError{exitFailure, fmt.Errorf("move the download into place: %w", err)}
+	}
+	if err := os.Remove(fetch.StatePath(part)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		g.rep.note("could not remove the download state: " + err.Error())
+	}
+	g.rep.done(doneEvent{Path: dest, Object: tk.Object, Ticket: tk.ID, Size: res.Size, SHA256: sum,
+		Verification: verified, Resumed: res.Resumed, Fetched: res.Fetched, Connections: res.Connections,
+		Seconds: time.Since(g.start).Seconds()})
+	return nil
+}
+
+// cancel gives a ticket back, even while the command is being interrupted.
+func (g *getter) cancel(id string) {
+	if id == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = g.api.Cancel(ctx, id)
+}
+
+func (g *getter) interrupted(ticket, part string) error {
+	msg := "interrupted"
+	if ticket != "" {
+		msg += "; ticket " + ticket + " canceled"
+	}
+	if part != "" {
+		msg += "; the partial download is kept in " + part + ": run the same command again to resume"
+	}
+	return &exitError{exitInterrupted, errors.New(msg)}
+}
+
+func fileSHA256(name string) (string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return "", fmt.Errorf("verify: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("verify: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
