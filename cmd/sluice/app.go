@@ -33,6 +33,8 @@ func Run(ctx context.Context, args []string) error {
 			serverCommand("worker", "run an admission worker", roleWorker),
 			serverCommand("edge", "run the streaming edge that serves /d/{token}", roleEdge),
 			publishCommand(),
+			getCommand(),
+			adminCommand(),
 			versionCommand(),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },

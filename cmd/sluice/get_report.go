@@ -199,7 +199,9 @@ type lineReporter struct {
 	every time.Duration
 }
 
-func (r *lineReporter) printf(format string, a ...any) { fmt.Fprintf(r.w, "sluice: "+format+"\n", a...) }
+func (r *lineReporter) printf(format string, a ...any) {
+	fmt.Fprintf(r.w, "sluice: "+format+"\n", a...)
+}
 
 func (r *lineReporter) queued(t apiclient.Ticket) {
 	r.printf("ticket %s for %s: queued, %s", t.ID, t.Object, waitText(t))
@@ -319,6 +321,6 @@ func (quietReporter) note(string)               {}
 func (quietReporter) downloading(apiclient.Ticket, *fetch.Download) func(bool) {
 	return func(bool) {}
 }
-func (quietReporter) verifying()         {}
-func (quietReporter) done(doneEvent)     {}
+func (quietReporter) verifying()        {}
+func (quietReporter) done(doneEvent)    {}
 func (quietReporter) failed(int, error) {}
