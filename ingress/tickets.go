@@ -18,6 +18,7 @@ type ticketView struct {
 	Position    int64            `json:"position"`
 	ETASeconds  int64            `json:"eta_seconds"`
 	ETAKnown    bool             `json:"eta_known"`
+	Paused      bool             `json:"paused,omitempty"` // admission paused by an operator: no estimate
 	DownloadURL string           `json:"download_url,omitempty"`
 	ExpiresAt   *time.Time       `json:"expires_at,omitempty"`
 	BytesSent   int64            `json:"bytes_sent"`
@@ -37,6 +38,7 @@ func (s *Server) view(p admission.Position) ticketView {
 	if v.Status == admission.StatusQueued {
 		v.Position = p.Ahead
 		v.ETASeconds, v.ETAKnown = int64((p.ETA+time.Second/2)/time.Second), p.ETAKnown
+		v.Paused = p.Paused
 	}
 	if p.Status == admission.StatusReady || p.Status == admission.StatusStreaming {
 		v.DownloadURL = p.DownloadURL

@@ -239,6 +239,10 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, err
 	eta, _ := vals[5].(int64)
 	known, _ := vals[6].(int64)
 	p.ETA, p.ETAKnown = time.Duration(eta)*time.Millisecond, known == 1
+	if len(vals) > 7 {
+		paused, _ := vals[7].(int64)
+		p.Paused = paused == 1
+	}
 	return p, nil
 }
 

@@ -69,6 +69,8 @@ type Position struct {
 	// downloads have finished to measure the rate.
 	ETA      time.Duration
 	ETAKnown bool
+	// Paused: admission is paused by an operator; nothing is admitted until resumed.
+	Paused bool
 }
 
 func ticketFromHash(h map[string]string) Ticket {

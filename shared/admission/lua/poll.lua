@@ -5,9 +5,12 @@
 -- free up, at the completion rate measured over the window. The estimate is smoothed
 -- against the previous one (carried forward by the time since), so that it does not
 -- jump around between polls.
+-- While admission is paused no estimate is honest (nothing moves until an operator
+-- resumes): the estimate is unknown and the previous one is forgotten, so that after
+-- the resume a fresh one is not dragged down by the time spent paused.
 -- ARGV: 2 id, 3 touch (1/0), 4 rate window ms, 5 completions needed for an estimate
 -- Returns: { flat ticket hash, position, completions in window, window span ms,
---            now ms, eta ms, eta known (1/0) }
+--            now ms, eta ms, eta known (1/0), paused (1/0) }
 reclaim()
 local id = ARGV[2]
 local k = tkey(id)
@@ -44,8 +47,12 @@ local count = redis.call('ZCARD', DONE)
 local first = tonumber(redis.call('ZRANGE', DONE, 0, 0, 'WITHSCORES')[2] or NOW)
 local span = NOW - first
 local eta, known = 0, 1
+local paused = limit('paused', 0)
 if status == 'queued' then
-  if count >= tonumber(ARGV[5]) and span >= 1000 then
+  if paused == 1 then
+    known = 0
+    if ARGV[3] == '1' then redis.call('HDEL', k, 'eta_ms', 'eta_at_ms') end
+  elseif count >= tonumber(ARGV[5]) and span >= 1000 then
     local raw = (position + 1) * span / count
     eta = raw
     local prev = redis.call('HMGET', k, 'eta_ms', 'eta_at_ms')
@@ -60,4 +67,4 @@ if status == 'queued' then
     known = 0
   end
 end
-return { fields, position, count, span, NOW, eta, known }
+return { fields, position, count, span, NOW, eta, known, paused }
