@@ -341,7 +341,7 @@ func (l *load) finish(s *stack) {
 			l.t.Errorf("accepted ticket %s is %q, want done (%s)", id, tk.Status, tk.Error)
 		}
 	}
-	l.t.Logf("load: %d tickets accepted, %d downloaded and done, %d requests refused while roles restarted",
+	l.t.Logf("load: %d tickets accepted, %d downloaded and done, %d ticket requests refused (503 or no connection) along the way",
 		len(l.accepted), len(l.finished), l.refused)
 }
 
