@@ -18,6 +18,7 @@ need_deb curl curl
 need_deb wget wget
 need_deb aria2c aria2
 need_deb chromium chromium # the browser test of GET /api/v1/files
+need_deb tmux tmux         # sluice get's progress bar checked in a terminal
 if [ "${1:-}" = bench ]; then
   need_deb nginx nginx-light
   need_deb wrk wrk
