@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -148,4 +149,16 @@ func epochOf(t testing.TB, rdb *redis.Client, id string) int64 {
 	t.Helper()
 	n, _ := strconv.ParseInt(ledgerTicket(t, rdb, id)["epoch"], 10, 64)
 	return n
+}
+
+// decodeJSON decodes a 200 answer's JSON body.
+func decodeJSON(resp *http.Response, v any) error {
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %d %s", resp.Request.URL.Path, resp.StatusCode, raw)
+	}
+	return json.Unmarshal(raw, v)
 }

@@ -2,8 +2,8 @@ package admission
 
 import "time"
 
-// minCompletions is how many finished downloads the rate needs before a wait estimate
-// is offered as known.
+// minCompletions is how many slots must have been given back (downloads that ended
+// holding one) before the mean hold is trusted and a wait estimate offered as known.
 const minCompletions = 3
 
 // PollAfter paces a waiting client: often near the front, rarely far back.

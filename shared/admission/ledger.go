@@ -217,7 +217,8 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, err
 	if touch {
 		flag = "1"
 	}
-	vals, err := l.run(ctx, pollScript, id, flag, l.cfg.RateWindow.Milliseconds(), minCompletions).Slice()
+	vals, err := l.run(ctx, pollScript, id, flag, l.cfg.RateWindow.Milliseconds(), minCompletions,
+		l.cfg.GlobalLimit, l.cfg.TenantLimit).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Position{}, ErrNotFound
 	}

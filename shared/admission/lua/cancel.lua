@@ -7,6 +7,7 @@ local status, tenant = f[1], f[2]
 if not status then return false end
 if status == 'queued' or status == 'admitting' or status == 'ready' or status == 'streaming' then
   redis.call('ZREM', wkey(tenant), ARGV[2])
+  if status ~= 'queued' then record_hold(ARGV[2]) end
   release(ARGV[2], tenant)
   finish(ARGV[2], 'canceled', 'canceled by the client')
 end

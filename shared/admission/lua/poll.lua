@@ -1,14 +1,19 @@
 -- Read a ticket for its owner: marks it polled (so it is not dropped as abandoned) and
 -- computes its position: how many tickets, across all tenants, are admitted before it
 -- under the fair order that admit.lua follows.
--- It also estimates the wait: the tickets ahead and this one need that many slots to
--- free up, at the completion rate measured over the window. The estimate is smoothed
--- against the previous one (carried forward by the time since), so that it does not
--- jump around between polls.
+-- It also estimates the wait, from how long a slot is held (the running mean of
+-- admission to release, kept by record_hold in the prelude) and how long the current
+-- holders have held theirs: with L slots, the ticket is admitted at the (position+1)-th
+-- release from now; the first L releases are the current holders' (each at its
+-- admission + mean hold; free slots at once), then every slot frees once per mean
+-- hold. A tenant limit is a second, smaller set of slots the ticket also needs one of;
+-- the later of the two is the estimate. It is smoothed against the previous one
+-- (carried forward by the time since), so that it does not jump around between polls.
 -- While admission is paused no estimate is honest (nothing moves until an operator
 -- resumes): the estimate is unknown and the previous one is forgotten, so that after
 -- the resume a fresh one is not dragged down by the time spent paused.
--- ARGV: 2 id, 3 touch (1/0), 4 rate window ms, 5 completions needed for an estimate
+-- ARGV: 2 id, 3 touch (1/0), 4 rate window ms, 5 slot releases needed for an estimate,
+--       6 default global limit, 7 default per-tenant limit
 -- Returns: { flat ticket hash, position, completions in window, window span ms,
 --            now ms, eta ms, eta known (1/0), paused (1/0) }
 reclaim()
@@ -20,13 +25,14 @@ local status = redis.call('HGET', k, 'status')
 if ARGV[3] == '1' and (status == 'queued' or status == 'admitting' or status == 'ready') then
   redis.call('HSET', k, 'last_poll_ms', NOW)
 end
-local position = 0
+local position, own_rank = 0, 0
 if status == 'queued' then
   local tenant = redis.call('HGET', k, 'tenant')
   local rank = redis.call('ZRANK', wkey(tenant), id) or 0
   local myvt = tonumber(redis.call('ZSCORE', TENANTS, tenant) or '0')
   local turn = myvt + rank / weight(tenant)
   position = rank
+  own_rank = rank
   local order = redis.call('ZRANGE', TENANTS, 0, -1, 'WITHSCORES')
   for i = 1, #order, 2 do
     local u = order[i]
@@ -46,23 +52,62 @@ redis.call('ZREMRANGEBYSCORE', DONE, '-inf', NOW - tonumber(ARGV[4]))
 local count = redis.call('ZCARD', DONE)
 local first = tonumber(redis.call('ZRANGE', DONE, 0, 0, 'WITHSCORES')[2] or NOW)
 local span = NOW - first
+-- When the nth (0-based) admission comes with `slots` slots held by `holders`, each
+-- slot freeing once per mean hold: sorted residuals, then whole rounds. Holders past
+-- the mean are taken to be about to finish; while more are held than the limit (it
+-- was lowered), the first releases admit nobody.
+local function nth_admission(holders, slots, nth, hold)
+  if slots <= 0 then return nil end
+  local left = {}
+  for _, h in ipairs(holders) do
+    local admitted = tonumber(redis.call('HGET', tkey(h), 'admitted_ms') or '') or NOW
+    local r = admitted + hold - NOW
+    if r < 0 then r = 0 end
+    left[#left + 1] = r
+  end
+  for _ = #left + 1, slots do left[#left + 1] = 0 end -- free slots
+  table.sort(left)
+  local skip = #left - slots
+  return left[skip + (nth % slots) + 1] + math.floor(nth / slots) * hold
+end
+
 local eta, known = 0, 1
 local paused = limit('paused', 0)
 if status == 'queued' then
+  local h = redis.call('HMGET', HOLDS, 'avg_ms', 'n')
+  local hold, releases = tonumber(h[1] or '0'), tonumber(h[2] or '0')
   if paused == 1 then
     known = 0
     if ARGV[3] == '1' then redis.call('HDEL', k, 'eta_ms', 'eta_at_ms') end
-  elseif count >= tonumber(ARGV[5]) and span >= 1000 then
-    local raw = (position + 1) * span / count
-    eta = raw
-    local prev = redis.call('HMGET', k, 'eta_ms', 'eta_at_ms')
-    if prev[1] and prev[2] then
-      local carried = tonumber(prev[1]) - (NOW - tonumber(prev[2]))
-      if carried < 0 then carried = 0 end
-      eta = carried + 0.3 * (raw - carried)
+  elseif releases >= tonumber(ARGV[5]) then
+    local tenant = redis.call('HGET', k, 'tenant')
+    local global = limit('global', tonumber(ARGV[6]))
+    local raw
+    local held = redis.call('ZRANGE', SLOTS, 0, 1023)
+    if #held < 1024 then
+      raw = nth_admission(held, global, position, hold)
+    elseif global > 0 then -- too many holders to look at each: whole rounds only
+      raw = (position + 1) * hold / global
     end
-    eta = math.floor(eta)
-    if ARGV[3] == '1' then redis.call('HSET', k, 'eta_ms', eta, 'eta_at_ms', NOW) end
+    local cap = limit('tenant:' .. tenant, limit('tenant_default', tonumber(ARGV[7])))
+    if raw and cap > 0 then
+      local mine = redis.call('ZRANGE', skey(tenant), 0, 1023)
+      local t = nth_admission(mine, cap, own_rank, hold)
+      if t and t > raw then raw = t end
+    end
+    if raw then
+      eta = raw
+      local prev = redis.call('HMGET', k, 'eta_ms', 'eta_at_ms')
+      if prev[1] and prev[2] then
+        local carried = tonumber(prev[1]) - (NOW - tonumber(prev[2]))
+        if carried < 0 then carried = 0 end
+        eta = carried + 0.3 * (raw - carried)
+      end
+      eta = math.floor(eta)
+      if ARGV[3] == '1' then redis.call('HSET', k, 'eta_ms', eta, 'eta_at_ms', NOW) end
+    else
+      known = 0 -- a global limit of 0: nothing is admitted until an operator raises it
+    end
   else
     known = 0
   end

@@ -15,6 +15,8 @@
 --   epoch          string fencing epoch, incremented for every grant
 --   limits         hash   global, tenant_default, tenant:<t>, weight:<t>, paused
 --   done           zset   recently completed ticket ids -> completion time, ms
+--   holds          hash   avg_ms: running mean of how long a slot is held, admission to
+--                         release, over tickets that ended holding one; n: how many
 --   ended          hash   status -> tickets that ended in it, ever (metrics counters)
 --
 -- Time is always Redis TIME, never the client's clock.
@@ -30,6 +32,7 @@ local VCLOCK = P .. 'vclock'
 local LIMITS = P .. 'limits'
 local DONE = P .. 'done'
 local ENDED = P .. 'ended'
+local HOLDS = P .. 'holds'
 
 local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end
@@ -72,6 +75,21 @@ local function activate(tenant)
   redis.call('ZADD', TENANTS, vt, tenant)
 end
 
+-- A ticket that held a slot ended: fold how long it held it into the running mean
+-- that wait estimates are made from (poll.lua). A plain mean for the first ten, then
+-- an exponential one that follows changes within about ten releases.
+local function record_hold(id)
+  local admitted = tonumber(redis.call('HGET', tkey(id), 'admitted_ms') or '')
+  if not admitted then return end
+  local held = NOW - admitted
+  if held < 0 then held = 0 end
+  local n = redis.call('HINCRBY', HOLDS, 'n', 1)
+  local avg = tonumber(redis.call('HGET', HOLDS, 'avg_ms') or '0')
+  local alpha = 1 / n
+  if alpha < 0.1 then alpha = 0.1 end
+  redis.call('HSET', HOLDS, 'avg_ms', tostring(avg + alpha * (held - avg)))
+end
+
 local function finish(id, status, reason)
   local k = tkey(id)
   redis.call('HSET', k, 'status', status, 'error', reason or '', 'ended_ms', NOW, 'conns', 0)
@@ -96,8 +114,10 @@ local function reclaim()
         redis.call('ZADD', wkey(tenant), f[3], id)
         activate(tenant)
       elseif status == 'ready' then
+        record_hold(id)
         finish(id, 'expired', 'the download link was not used before it expired; request a new ticket')
       elseif status == 'streaming' then
+        record_hold(id)
         if tonumber(f[4] or '0') >= tonumber(f[5] or '0') then
           finish(id, 'done')
         else

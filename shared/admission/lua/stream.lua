@@ -27,6 +27,7 @@ else
   if conns <= 0 then
     redis.call('HSET', k, 'conns', 0)
     if sent >= tonumber(f[4]) then
+      record_hold(id)
       release(id, tenant)
       finish(id, 'done')
     else

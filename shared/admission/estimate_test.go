@@ -1,0 +1,64 @@
+package admission_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+)
+
+// The wait estimate: unknown until three slots were given back; then made from how
+// long slots are held, honouring a tenant's own limit (a tenant limited to one slot
+// waits for its own tickets one after the other, whatever the free global slots);
+// unknown again while admission is paused.
+func TestWaitEstimate(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := admission.New(rdb, admission.Config{GlobalLimit: 4})
+		var seq uint64
+		const hold = 200 * time.Millisecond
+		warm := enqueue(t, l, "w", 3, &seq)
+		grants, err := l.Admit(ctx, 3)
+		if err != nil || len(grants) != 3 {
+			t.Fatalf("admit: %v %v", grants, err)
+		}
+		started := time.Now()
+		x := enqueue(t, l, "x", 3, &seq)
+		if p, _ := l.Poll(ctx, x[2]); p.ETAKnown {
+			t.Fatalf("estimate known before any slot was given back: %+v", p)
+		}
+		time.Sleep(hold)
+		for _, id := range warm {
+			if _, err := l.Cancel(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		held := time.Since(started) // what the mean hold is, at most
+
+		one := 1
+		if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Tenants: map[string]admission.TenantLimits{"x": {Limit: &one}}}); err != nil {
+			t.Fatal(err)
+		}
+		if g, err := l.Admit(ctx, 4); err != nil || len(g) != 1 {
+			t.Fatalf("tenant limited to 1: admitted %v %v", g, err)
+		}
+		// x[2] is 1st in line with 3 global slots free, but x's one slot must serve
+		// x[0] (just admitted) and then x[1] first: about two holds.
+		p, err := l.Poll(ctx, x[2])
+		if err != nil || !p.ETAKnown || p.Ahead != 1 {
+			t.Fatalf("poll: %+v %v", p, err)
+		}
+		if p.ETA < hold*3/2 || p.ETA > 2*held+50*time.Millisecond {
+			t.Errorf("estimate %s with the tenant's one slot held for about %s each, want about two holds", p.ETA, hold)
+		}
+
+		if err := l.SetPaused(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := l.Poll(ctx, x[2]); p.ETAKnown || !p.Paused || p.Ahead != 1 {
+			t.Errorf("paused: %+v, want the place kept and no estimate", p)
+		}
+	})
+}
