@@ -68,7 +68,8 @@ func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger) (
 		ResumeGrace:  c.ResumeGrace,
 		AbandonAfter: c.AbandonAfter,
 		MaxConns:     c.MaxConns,
-		AdmitLease:   15 * time.Second,
+		// A grant whose worker died lapses within the same period as a dead edge's stream.
+		AdmitLease: min(15*time.Second, c.StreamLease),
 	})
 	{ // workers verify release artifacts against the store
 		if err := d.openStore(ctx, r, c); err != nil {
