@@ -92,12 +92,17 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 		_ = rc.SetWriteDeadline(time.Now())
 	})
 	log := e.log.With("ticket", claims.Ticket, "object", claims.Object)
+	// "stream started" and the end line's "stopped" bound the span in which this
+	// stream's bytes were sent and its slot surely held: an audit trail of how many
+	// downloads were in flight at once (e2e/admission_load_test.go merges the edges').
+	log.Debug("stream started", "epoch", claims.Epoch)
 	defer func() {
+		stopped := e.now()
 		sent := l.release(ctx)
 		if err != nil {
-			log.Info("stream ended early", "status", b.status, "sent", sent, "err", err)
+			log.Info("stream ended early", "status", b.status, "sent", sent, "stopped", stopped, "err", err)
 		} else {
-			log.Debug("stream completed", "status", b.status, "sent", sent)
+			log.Debug("stream completed", "status", b.status, "sent", sent, "stopped", stopped)
 		}
 	}()
 
