@@ -64,6 +64,10 @@ func TestReleasesPublishVerifyAndServe(t *testing.T) {
 	if status, body := s.downloadStatus("rel/bad.bin"); status != http.StatusConflict || !strings.Contains(body, "object_rejected") || !strings.Contains(body, "sha256 mismatch") {
 		t.Fatalf("download of a rejected object: %d %s, want 409 object_rejected with the reason", status, body)
 	}
+	// Nor through the one-URL endpoint for plain clients.
+	if status, raw := s.call(http.MethodGet, "/api/v1/files/rel/bad.bin", "", "", nil); status != http.StatusConflict || !strings.Contains(string(raw), "object_rejected") {
+		t.Fatalf("/api/v1/files of a rejected object: %d %s, want 409 object_rejected", status, raw)
+	}
 	// Unpublished objects are served by default (SLUICE_REQUIRE_PUBLISHED=false).
 	s.putObject("rel/unpublished.txt", []byte("hello"))
 	if status, body := s.downloadStatus("rel/unpublished.txt"); status != http.StatusAccepted {
@@ -93,6 +97,10 @@ func TestReleasesPublishVerifyAndServe(t *testing.T) {
 	sum, n, _ := download(t, s.follow(tk.ID, 15*time.Second))
 	if sum != sha(v11) || n != int64(len(v11)) {
 		t.Fatalf("stable/latest downloaded %d bytes with another checksum", n)
+	}
+	// /api/v1/files follows the alias too (the client follows its 303 to the stream).
+	if status, raw := s.call(http.MethodGet, "/api/v1/files/stable/latest", "", "", nil); status != http.StatusOK || sha(raw) != sha(v11) {
+		t.Fatalf("/api/v1/files/stable/latest: %d, %d bytes, want 200 with the bytes of 1.1", status, len(raw))
 	}
 
 	// Publishing the same batch again changes nothing: every event is a duplicate.

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/json"
@@ -73,17 +74,30 @@ func (s *Server) createDownload(c *gin.Context) {
 			id = prev
 		}
 	}
+	msg, err := s.accept(ctx, tenant, id, info)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	view := s.viewOrAccepted(c, msg)
+	c.Header("Location", "/api/v1/tickets/"+id)
+	c.Header("Retry-After", "1")
+	c.JSON(http.StatusAccepted, view)
+}
+
+// accept publishes a ticket for the object and records it in the ledger. Only
+// JetStream's acknowledgement makes a ticket accepted: the ledger entry is best
+// effort, because if Redis is down the ticket is still safe in JetStream and the
+// worker that receives it records it.
+func (s *Server) accept(ctx context.Context, tenant, id string, info objstore.Info) (queue.Ticket, error) {
 	msg := queue.Ticket{
 		ID: id, Object: info.Key, ETag: info.ETag, Size: info.Size, ContentType: info.ContentType,
 		Tenant: tenant, Created: s.cfg.Now().UTC(),
 	}
 	seq, err := s.cfg.Publisher.Publish(ctx, msg)
 	if err != nil {
-		c.Error(err)
-		return
+		return msg, err
 	}
-	// Best effort: if Redis is down the ticket is still safe in JetStream and the worker
-	// that receives it records it.
 	if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{
 		ID: id, Object: msg.Object, ETag: msg.ETag, Size: msg.Size, ContentType: msg.ContentType,
 		Tenant: tenant, Seq: seq, Created: msg.Created, TraceParent: telemetry.TraceParent(ctx),
@@ -91,10 +105,7 @@ func (s *Server) createDownload(c *gin.Context) {
 		s.log.WarnContext(ctx, "record accepted ticket; a worker will record it", "ticket", id, "err", err)
 	}
 	s.log.InfoContext(ctx, "ticket accepted", "ticket", id, "tenant", tenant, "seq", seq)
-	view := s.viewOrAccepted(c, msg)
-	c.Header("Location", "/api/v1/tickets/"+id)
-	c.Header("Retry-After", "1")
-	c.JSON(http.StatusAccepted, view)
+	return msg, nil
 }
 
 // bindDownloadRequest reads the body. encoding/json would quietly turn invalid UTF-8

@@ -16,7 +16,6 @@ import (
 
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
-	"github.com/sluice-dl/sluice/shared/queue"
 )
 
 // GET /api/v1/files/{key...}: one URL for plain clients and browsers.
@@ -52,8 +51,15 @@ func (s *Server) getFile(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
+	// The same catalog check as POST /api/v1/downloads: rejected or unpublished
+	// artifacts are refused here too, and a channel alias names its current artifact.
+	info, err := s.statPublished(ctx, key)
+	if err != nil {
+		c.Error(err)
+		return
+	}
 	tenant := principal(c).Tenant
-	id, err := s.fileTicket(c, tenant, key)
+	id, err := s.fileTicket(c, tenant, key, info)
 	if err != nil {
 		c.Error(err)
 		return
@@ -90,8 +96,9 @@ func (s *Server) getFile(c *gin.Context) {
 	}
 }
 
-// fileTicket finds the caller's ticket for key or creates one.
-func (s *Server) fileTicket(c *gin.Context, tenant, key string) (string, error) {
+// fileTicket finds the caller's ticket for the object (named key in the URL, which
+// may be an alias of info.Key) or creates one.
+func (s *Server) fileTicket(c *gin.Context, tenant, key string, info objstore.Info) (string, error) {
 	ctx := c.Request.Context()
 	if id := c.Query("ticket"); id != "" {
 		if !ticketIDPattern.MatchString(id) {
@@ -99,7 +106,7 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key string) (string, error) 
 		}
 		p, err := s.cfg.Ledger.Get(ctx, id)
 		switch {
-		case err == nil && p.Object != key:
+		case err == nil && p.Object != info.Key:
 			return "", badRequest("ticket_mismatch", "this ticket is for another file", "open /api/v1/files/"+key+" without ?ticket")
 		case err == nil && !p.Status.Terminal():
 			return id, nil
@@ -124,7 +131,7 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key string) (string, error) 
 	}
 	if prev != id {
 		p, err := s.cfg.Ledger.Get(ctx, prev)
-		if err == nil && !p.Status.Terminal() && p.Object == key {
+		if err == nil && !p.Status.Terminal() && p.Object == info.Key {
 			return prev, nil
 		}
 		// The earlier ticket ended: this request starts a new one.
@@ -132,27 +139,8 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key string) (string, error) 
 			return "", err
 		}
 	}
-	return id, s.acceptFile(ctx, tenant, key, id)
-}
-
-// acceptFile publishes a new ticket for key, as POST /api/v1/downloads does: only
-// JetStream's acknowledgement makes it accepted.
-func (s *Server) acceptFile(ctx context.Context, tenant, key, id string) error {
-	info, err := s.cfg.Objects.Stat(ctx, key)
-	if err != nil {
-		return err
-	}
-	msg := queue.Ticket{ID: id, Object: info.Key, ETag: info.ETag, Size: info.Size, ContentType: info.ContentType,
-		Tenant: tenant, Created: s.cfg.Now().UTC()}
-	seq, err := s.cfg.Publisher.Publish(ctx, msg)
-	if err != nil {
-		return err
-	}
-	if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{ID: id, Object: msg.Object, ETag: msg.ETag,
-		Size: msg.Size, ContentType: msg.ContentType, Tenant: tenant, Seq: seq, Created: msg.Created}); err != nil {
-		s.log.Warn("record accepted ticket; a worker will record it", "ticket", id, "err", err)
-	}
-	return nil
+	_, err = s.accept(ctx, tenant, id, info)
+	return id, err
 }
 
 // awaitAdmission polls the ticket (as its owner: it stays alive) until it is ready or
