@@ -122,7 +122,7 @@ func (d *deps) connectNATS(ctx context.Context, r role, c *serverConfig) error {
 	}
 	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	d.tickets, err = queue.EnsureTickets(setup, d.js, queue.StreamConfig{Replicas: c.NATSReplicas, MaxTickets: c.MaxTickets, AckWait: c.AckWait})
+	d.tickets, err = queue.EnsureTickets(setup, d.js, queue.StreamConfig{Replicas: c.NATSReplicas, MaxMsgs: c.MaxTickets, AckWait: c.AckWait})
 	if err != nil {
 		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, url)
 	}

@@ -58,7 +58,7 @@ func buildReleases(ctx context.Context, r role, d *deps, c *serverConfig) (*rele
 	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cons, err := queue.EnsureReleases(setup, d.js, queue.ReleaseStreamConfig{
-		Replicas: c.NATSReplicas, MaxEvents: c.Releases.MaxEvents, AckWait: c.AckWait,
+		StreamConfig: queue.StreamConfig{Replicas: c.NATSReplicas, MaxMsgs: c.Releases.MaxEvents, AckWait: c.AckWait},
 	})
 	if err != nil {
 		return nil, err

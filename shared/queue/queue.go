@@ -38,7 +38,7 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 	opts := append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectBufSize(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -55,21 +55,22 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 	return nc, nil
 }
 
-// StreamConfig bounds the ticket stream.
+// StreamConfig bounds a work-queue stream: the ticket stream, and the release stream
+// (ReleaseStreamConfig). Zero fields take the defaults.
 type StreamConfig struct {
 	Replicas    int           // 1 on one machine, 3 in a cluster
-	MaxTickets  int64         // backlog bound: publishing past it answers ErrFull
-	MaxBytes    int64         // size bound of the stream
+	MaxMsgs     int64         // backlog bound: publishing past it answers ErrFull
+	MaxBytes    int64         // size bound of the backlog
 	DedupWindow time.Duration // how long a Nats-Msg-Id is remembered
-	AckWait     time.Duration // a worker that stops heart-beating loses its tickets after this
+	AckWait     time.Duration // a worker that stops heart-beating loses its messages after this
 }
 
 func (c *StreamConfig) setDefaults() {
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
-	if c.MaxTickets == 0 {
-		c.MaxTickets = 1_000_000
+	if c.MaxMsgs == 0 {
+		c.MaxMsgs = 1_000_000
 	}
 	if c.MaxBytes == 0 {
 		c.MaxBytes = 1 << 30
@@ -82,25 +83,34 @@ func (c *StreamConfig) setDefaults() {
 	}
 }
 
+// workQueue is the stream both kinds of work live in: a message stays until a worker
+// acknowledges it, so the stream's size is the unprocessed backlog, and past the bound
+// a publish is refused (DiscardNew answers ErrFull) rather than anything already
+// accepted dropped.
+func (c *StreamConfig) workQueue(name, description, subjects string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: description,
+		Subjects:    []string{subjects},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		MaxMsgs:     c.MaxMsgs,
+		MaxBytes:    c.MaxBytes,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  c.DedupWindow,
+		MaxAge:      7 * 24 * time.Hour,
+	}
+}
+
 // EnsureTickets creates or updates the ticket stream and the admission consumer.
 // The stream is a work queue: a ticket's message stays until a worker acknowledges it,
 // which happens only once the ticket has ended, so state lost from Redis is rebuilt
 // from the message.
 func EnsureTickets(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Consumer, error) {
 	cfg.setDefaults()
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        TicketStream,
-		Description: "accepted download tickets, one message per ticket",
-		Subjects:    []string{TicketSubjectBase + ">"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		MaxMsgs:     cfg.MaxTickets,
-		MaxBytes:    cfg.MaxBytes,
-		Discard:     jetstream.DiscardNew,
-		Duplicates:  cfg.DedupWindow,
-		MaxAge:      7 * 24 * time.Hour,
-	})
+	_, err := js.CreateOrUpdateStream(ctx, cfg.workQueue(TicketStream,
+		"accepted download tickets, one message per ticket", TicketSubjectBase+">"))
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", TicketStream, err)
 	}
@@ -114,7 +124,7 @@ func EnsureTickets(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		AckWait:     cfg.AckWait,
 		// Waiting happens in Redis, with the message kept in progress: a worker holds
 		// every ticket it has enqueued, so the pending bound must cover the backlog.
-		MaxAckPending: int(min(cfg.MaxTickets, 1_000_000)),
+		MaxAckPending: int(min(cfg.MaxMsgs, 1_000_000)),
 		// Redeliveries happen only when a worker died or shut down holding tickets.
 		MaxDeliver: 100,
 		Replicas:   cfg.Replicas,
@@ -184,13 +194,19 @@ func (p *Publisher) Publish(ctx context.Context, t Ticket) (uint64, error) {
 	propagation.TraceContext{}.Inject(ctx, HeaderCarrier(msg.Header))
 	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID("ticket:"+t.ID))
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(10077) {
-			return 0, fmt.Errorf("publish ticket: %v: %w", apiErr.Description, ErrFull)
-		}
-		return 0, fmt.Errorf("publish ticket: %v: %w", err, ErrUnavailable)
+		return 0, publishError("publish ticket", err)
 	}
 	return ack.Sequence, nil
+}
+
+// publishError maps a publish failure onto ErrFull (the stream is at its bound) or
+// ErrUnavailable (anything else: the publish may be retried later).
+func publishError(what string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(10077) {
+		return fmt.Errorf("%s: %v: %w", what, apiErr.Description, ErrFull)
+	}
+	return fmt.Errorf("%s: %v: %w", what, err, ErrUnavailable)
 }
 
 // Ping checks that JetStream answers.

@@ -33,32 +33,14 @@ const (
 	HeaderDeadAttempts = "Sluice-Dead-Attempts"
 )
 
-// ReleaseStreamConfig bounds the release stream.
+// ReleaseStreamConfig bounds the release stream and its dead letters.
 type ReleaseStreamConfig struct {
-	Replicas    int           // 1 on one machine, 3 in a cluster
-	MaxEvents   int64         // backlog bound: publishing past it answers ErrFull
-	MaxBytes    int64         // size bound of the backlog
-	DedupWindow time.Duration // how long a Nats-Msg-Id is remembered
-	AckWait     time.Duration // a worker that stops heart-beating loses its events after this
-	MaxDead     int64         // dead letters kept (oldest dropped first)
+	StreamConfig
+	MaxDead int64 // dead letters kept (oldest dropped first)
 }
 
 func (c *ReleaseStreamConfig) setDefaults() {
-	if c.Replicas == 0 {
-		c.Replicas = 1
-	}
-	if c.MaxEvents == 0 {
-		c.MaxEvents = 1_000_000
-	}
-	if c.MaxBytes == 0 {
-		c.MaxBytes = 1 << 30
-	}
-	if c.DedupWindow == 0 {
-		c.DedupWindow = 10 * time.Minute
-	}
-	if c.AckWait == 0 {
-		c.AckWait = 30 * time.Second
-	}
+	c.StreamConfig.setDefaults()
 	if c.MaxDead == 0 {
 		c.MaxDead = 100_000
 	}
@@ -66,23 +48,12 @@ func (c *ReleaseStreamConfig) setDefaults() {
 
 // EnsureReleases creates or updates the release stream, its dead-letter stream and the
 // consumer every worker shares. The release stream is a work queue bounded by
-// MaxEvents/MaxBytes with DiscardNew: its size is the unprocessed backlog, and past the
+// MaxMsgs/MaxBytes with DiscardNew: its size is the unprocessed backlog, and past the
 // bound a publish is refused (ErrFull) rather than anything already accepted dropped.
 func EnsureReleases(ctx context.Context, js jetstream.JetStream, cfg ReleaseStreamConfig) (jetstream.Consumer, error) {
 	cfg.setDefaults()
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        ReleaseStream,
-		Description: "release events waiting to be verified and catalogued",
-		Subjects:    []string{ReleaseSubjectBase + ">"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		MaxMsgs:     cfg.MaxEvents,
-		MaxBytes:    cfg.MaxBytes,
-		Discard:     jetstream.DiscardNew,
-		Duplicates:  cfg.DedupWindow,
-		MaxAge:      7 * 24 * time.Hour,
-	})
+	_, err := js.CreateOrUpdateStream(ctx, cfg.workQueue(ReleaseStream,
+		"release events waiting to be verified and catalogued", ReleaseSubjectBase+">"))
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", ReleaseStream, err)
 	}
@@ -208,7 +179,7 @@ func (p *ReleasePublisher) PublishBatch(ctx context.Context, events []ReleaseEve
 			}
 		case err := <-f.fut.Err():
 			if firstErr == nil {
-				firstErr = publishError(err)
+				firstErr = publishError("publish release event", err)
 			}
 		case <-ctx.Done():
 			if firstErr == nil {
@@ -229,7 +200,7 @@ func (p *ReleasePublisher) PublishBatch(ctx context.Context, events []ReleaseEve
 		m.Header.Set(jetstream.MsgIDHeader, MsgID(ev.Identity))
 		fut, err := p.js.PublishMsgAsync(m, jetstream.WithStallWait(p.timeout))
 		if err != nil {
-			firstErr = publishError(err)
+			firstErr = publishError("publish release event", err)
 			break
 		}
 		queue = append(queue, inflight{i, fut})
@@ -247,15 +218,6 @@ func (p *ReleasePublisher) PublishBatch(ctx context.Context, events []ReleaseEve
 		}
 	}
 	return res, firstErr
-}
-
-// publishError maps a publish failure onto ErrFull or ErrUnavailable.
-func publishError(err error) error {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(10077) {
-		return fmt.Errorf("publish release event: %v: %w", apiErr.Description, ErrFull)
-	}
-	return fmt.Errorf("publish release event: %v: %w", err, ErrUnavailable)
 }
 
 // DeadLetter is one dead-lettered release event.
@@ -287,7 +249,7 @@ func (d *DeadLetters) Add(ctx context.Context, subject string, data []byte, reas
 	m.Header.Set(HeaderDeadSubject, subject)
 	m.Header.Set(HeaderDeadAttempts, fmt.Sprint(attempts))
 	if _, err := d.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("dead-letter release event: %w", publishError(err))
+		return publishError("dead-letter release event", err)
 	}
 	return nil
 }
@@ -349,7 +311,7 @@ func (d *DeadLetters) Replay(ctx context.Context, id uint64) (DeadLetter, error)
 	m.Data = raw.Data
 	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("replay:%d:%d", id, raw.Time.UnixNano()))
 	if _, err := d.js.PublishMsg(ctx, m); err != nil {
-		return DeadLetter{}, publishError(err)
+		return DeadLetter{}, publishError("replay dead letter", err)
 	}
 	if err := s.DeleteMsg(ctx, id); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return DeadLetter{}, fmt.Errorf("remove replayed dead letter %d: %v: %w", id, err, ErrUnavailable)
