@@ -1,12 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,47 +13,6 @@ import (
 )
 
 const objectSize = 512 << 20
-
-// downloadThroughEdge takes a ticket for key, follows it to the link and downloads it,
-// returning the bytes per second of the download itself.
-func downloadThroughEdge(b *testing.B, s *server, key string) float64 {
-	b.Helper()
-	resp, err := http.Post(s.ingress+"/api/v1/downloads", "application/json", bytes.NewReader([]byte(`{"object":"`+key+`"}`)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var tk struct{ ID string }
-	json.NewDecoder(resp.Body).Decode(&tk)
-	resp.Body.Close()
-	var link string
-	for deadline := time.Now().Add(30 * time.Second); link == "" && time.Now().Before(deadline); {
-		r, err := http.Get(s.ingress + "/api/v1/tickets/" + tk.ID)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var t struct {
-			DownloadURL string `json:"download_url"`
-		}
-		json.NewDecoder(r.Body).Decode(&t)
-		r.Body.Close()
-		link = t.DownloadURL
-		time.Sleep(20 * time.Millisecond)
-	}
-	if link == "" {
-		b.Fatal("ticket not admitted within 30s")
-	}
-	start := time.Now()
-	r, err := http.Get(link)
-	if err != nil {
-		b.Fatal(err)
-	}
-	n, err := io.Copy(io.Discard, r.Body)
-	r.Body.Close()
-	if err != nil || n != objectSize {
-		b.Fatalf("downloaded %d bytes (%v), want %d", n, err, objectSize)
-	}
-	return float64(n) / time.Since(start).Seconds()
-}
 
 func reportThroughput(b *testing.B, name string, edge, direct float64) {
 	b.ReportMetric(edge/1e6, "edge-MB/s")
@@ -76,7 +32,7 @@ func BenchmarkThroughputLocal(b *testing.B) {
 	io.CopyN(f, rand.Reader, objectSize)
 	f.Close()
 	for b.Loop() {
-		edge := downloadThroughEdge(b, s, "bench/big.bin")
+		edge := getAll(b, edgeLink(b, s, "bench/big.bin"), objectSize)
 		start := time.Now()
 		f, _ := os.Open(path)
 		n, _ := io.CopyBuffer(io.Discard, f, make([]byte, 256<<10))
@@ -95,7 +51,7 @@ func BenchmarkThroughputMinIO(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		edge := downloadThroughEdge(b, s, "big.bin")
+		edge := getAll(b, edgeLink(b, s, "big.bin"), objectSize)
 		start := time.Now()
 		obj, err := mc.GetObject(b.Context(), s.bucket, "big.bin", minio.GetObjectOptions{})
 		if err != nil {

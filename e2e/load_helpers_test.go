@@ -348,15 +348,8 @@ func (l *load) finish(s *stack) {
 // consumerInfo reads the ticket consumer's counters through the test's NATS server.
 func consumerInfo(ctx context.Context, t *testing.T, natsURL string) *jetstream.ConsumerInfo {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatalf("connect to nats: %v", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, done := connectJetStream(t, natsURL)
+	defer done()
 	c, err := js.Consumer(ctx, queue.TicketStream, queue.AdmissionConsumer)
 	if err != nil {
 		t.Fatalf("ticket consumer: %v", err)
@@ -366,4 +359,19 @@ func consumerInfo(ctx context.Context, t *testing.T, natsURL string) *jetstream.
 		t.Fatalf("ticket consumer info: %v", err)
 	}
 	return info
+}
+
+// connectJetStream connects to the NATS servers at urls; done closes the connection.
+func connectJetStream(t *testing.T, urls string) (js jetstream.JetStream, done func()) {
+	t.Helper()
+	nc, err := nats.Connect(urls)
+	if err != nil {
+		t.Fatalf("connect to nats: %v", err)
+	}
+	js, err = jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		t.Fatal(err)
+	}
+	return js, nc.Close
 }

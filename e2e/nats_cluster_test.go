@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/testenv"
 )
@@ -74,15 +71,8 @@ func TestNATSClusterNodeKilledUnderLoad(t *testing.T) {
 // streamReplicas reads the ticket stream's replica count through the cluster.
 func streamReplicas(t *testing.T, urls string) int {
 	t.Helper()
-	nc, err := nats.Connect(urls)
-	if err != nil {
-		t.Fatalf("connect to the cluster: %v", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, done := connectJetStream(t, urls)
+	defer done()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, queue.TicketStream)

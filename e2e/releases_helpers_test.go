@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/shared/catalog"
 )
 
 const releaseAdminKey = "slk_releasesadmin_e2e0123456789"
@@ -112,26 +114,14 @@ func (s *releaseStack) publish(body []byte) (int, string, publishAnswer) {
 	return status, h.Get("Retry-After"), a
 }
 
-type catalogEntry struct {
-	Object      string    `json:"object"`
-	Size        int64     `json:"size"`
-	SHA256      string    `json:"sha256"`
-	ETag        string    `json:"etag"`
-	ContentType string    `json:"content_type"`
-	PublishedAt time.Time `json:"published_at"`
-	Channel     string    `json:"channel"`
-	State       string    `json:"state"`
-	Reason      string    `json:"reason"`
-}
-
 // entry reads GET /api/v1/objects/{key}; ok is false on 404.
-func (s *releaseStack) entry(key string) (catalogEntry, bool) {
+func (s *releaseStack) entry(key string) (catalog.Entry, bool) {
 	s.t.Helper()
 	status, raw := s.call(http.MethodGet, "/api/v1/objects/"+key, "", "", nil)
 	if status == http.StatusNotFound {
-		return catalogEntry{}, false
+		return catalog.Entry{}, false
 	}
-	var e catalogEntry
+	var e catalog.Entry
 	if status != http.StatusOK || json.Unmarshal(raw, &e) != nil {
 		s.t.Fatalf("GET /api/v1/objects/%s: %d %s", key, status, raw)
 	}
@@ -139,7 +129,7 @@ func (s *releaseStack) entry(key string) (catalogEntry, bool) {
 }
 
 // waitEntry polls the catalog until the object's entry has the state.
-func (s *releaseStack) waitEntry(key, state string, within time.Duration) catalogEntry {
+func (s *releaseStack) waitEntry(key, state string, within time.Duration) catalog.Entry {
 	s.t.Helper()
 	deadline := time.Now().Add(within)
 	for {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/sluice-dl/sluice/shared/admission"
 )
 
 // TenantStats is one tenant's share of admission.
@@ -43,27 +45,13 @@ type Stats struct {
 	At          time.Time              `json:"at"`
 }
 
-// TenantLimits are one tenant's overrides; nil fields are unset.
-type TenantLimits struct {
-	Limit   *int     `json:"limit,omitempty"`
-	Weight  *float64 `json:"weight,omitempty"`
-	RateBps *int64   `json:"rate_bps,omitempty"`
-}
-
-// Limits are the admission limits in force (GET /api/v1/admin/limits).
-type Limits struct {
-	Global        int                     `json:"global"`
-	TenantDefault int                     `json:"tenant_default"`
-	Tenants       map[string]TenantLimits `json:"tenants"`
-	Paused        bool                    `json:"paused"`
-}
-
-// LimitsUpdate changes some limits; nil fields stay as they are.
-type LimitsUpdate struct {
-	Global        *int                    `json:"global,omitempty"`
-	TenantDefault *int                    `json:"tenant_default,omitempty"`
-	Tenants       map[string]TenantLimits `json:"tenants,omitempty"`
-}
+// The admission limits (GET and PUT /api/v1/admin/limits) are the server's own types,
+// so the two cannot drift.
+type (
+	TenantLimits = admission.TenantLimits
+	Limits       = admission.Limits
+	LimitsUpdate = admission.LimitsUpdate
+)
 
 // Node is a registered worker, edge or ingress (GET /api/v1/admin/workers).
 type Node struct {

@@ -3,29 +3,20 @@ package apiclient
 import (
 	"context"
 	"net/http"
-	"time"
+
+	"github.com/sluice-dl/sluice/shared/catalog"
 )
 
 // Catalog states of a published object.
 const (
-	StateVerified = "verified"
-	StateRejected = "rejected"
-	StatePending  = "pending"
+	StateVerified = catalog.StateVerified
+	StateRejected = catalog.StateRejected
+	StatePending  = catalog.StatePending
 )
 
 // CatalogEntry is the release catalog's record of a published object
-// (GET /api/v1/objects/{key}).
-type CatalogEntry struct {
-	Object      string    `json:"object"`
-	Size        int64     `json:"size"`
-	SHA256      string    `json:"sha256"`
-	ETag        string    `json:"etag"`
-	ContentType string    `json:"content_type"`
-	PublishedAt time.Time `json:"published_at"`
-	Channel     string    `json:"channel"`
-	State       string    `json:"state"`
-	Reason      string    `json:"reason"`
-}
+// (GET /api/v1/objects/{key}): the server's own type, so the two cannot drift.
+type CatalogEntry = catalog.Entry
 
 // Object reads the catalog entry of key (an object key or a channel alias such as
 // stable/latest). An object that was never published answers 404.

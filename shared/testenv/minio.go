@@ -48,6 +48,12 @@ type MinIOBucket struct {
 // cleanup.
 func StartMinIO(tb testing.TB) *MinIO {
 	tb.Helper()
+	return startMinIO(tb, nil)
+}
+
+// startMinIO starts MinIO with extra environment (its configuration) env.
+func startMinIO(tb testing.TB, env []string) *MinIO {
+	tb.Helper()
 	m := &MinIO{
 		Endpoint:    "127.0.0.1:" + strconv.Itoa(FreePort(tb)),
 		consoleAddr: "127.0.0.1:" + strconv.Itoa(FreePort(tb)),
@@ -58,6 +64,7 @@ func StartMinIO(tb testing.TB) *MinIO {
 		logDir: tb.TempDir(),
 		bin:    Binary(tb, "minio", "SLUICE_MINIO_BIN", "make deps  (builds MinIO into bin/)"),
 		owner:  tb,
+		Env:    env,
 	}
 	m.Start(tb)
 	return m

@@ -2,8 +2,6 @@ package testenv
 
 import (
 	"context"
-	"crypto/rand"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,24 +19,12 @@ const MinIONATSTarget = "SLUICE"
 func StartMinIONotifying(tb testing.TB, natsURL, subject string) *MinIO {
 	tb.Helper()
 	addr := strings.TrimPrefix(natsURL, "nats://")
-	m := &MinIO{
-		Endpoint:    "127.0.0.1:" + strconv.Itoa(FreePort(tb)),
-		consoleAddr: "127.0.0.1:" + strconv.Itoa(FreePort(tb)),
-		AccessKey:   "sluice-" + rand.Text()[:10],
-		SecretKey:   rand.Text(),
-		Dir:         tb.TempDir(),
-		logDir:      tb.TempDir(),
-		bin:         Binary(tb, "minio", "SLUICE_MINIO_BIN", "make deps  (builds MinIO into bin/)"),
-		owner:       tb,
-		Env: []string{
-			"MINIO_NOTIFY_NATS_ENABLE_" + MinIONATSTarget + "=on",
-			"MINIO_NOTIFY_NATS_ADDRESS_" + MinIONATSTarget + "=" + addr,
-			"MINIO_NOTIFY_NATS_SUBJECT_" + MinIONATSTarget + "=" + subject,
-			"MINIO_NOTIFY_NATS_JETSTREAM_" + MinIONATSTarget + "=on",
-		},
-	}
-	m.Start(tb)
-	return m
+	return startMinIO(tb, []string{
+		"MINIO_NOTIFY_NATS_ENABLE_" + MinIONATSTarget + "=on",
+		"MINIO_NOTIFY_NATS_ADDRESS_" + MinIONATSTarget + "=" + addr,
+		"MINIO_NOTIFY_NATS_SUBJECT_" + MinIONATSTarget + "=" + subject,
+		"MINIO_NOTIFY_NATS_JETSTREAM_" + MinIONATSTarget + "=on",
+	})
 }
 
 // NotifyBucket creates the bucket and has MinIO announce every object created in it
