@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-dl/sluice/shared/testenv"
 )
 
 var (
@@ -38,16 +40,8 @@ type setting struct {
 }
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sluice-deployments-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	sluiceBin = filepath.Join(dir, "sluice")
-	if out, err := exec.Command("go", "build", "-o", sluiceBin, "../cmd/sluice").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
-		os.Exit(1)
-	}
+	var remove func()
+	sluiceBin, remove = testenv.BuildSluice("deployments")
 	out, err := exec.Command(sluiceBin, "config-reference", "--format", "json").Output()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sluice config-reference: %v\n", err)
@@ -63,7 +57,7 @@ func TestMain(m *testing.M) {
 		settings[s.Env] = s
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 

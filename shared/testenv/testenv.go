@@ -153,3 +153,22 @@ func WaitHTTP(tb testing.TB, url string, within time.Duration, logFile string) {
 
 // Signal sends sig to the process (SIGKILL, SIGSTOP, SIGCONT, SIGTERM in tests).
 func (p *Process) Signal(sig os.Signal) error { return p.Cmd.Process.Signal(sig) }
+
+// BuildSluice builds the sluice binary for a test package's TestMain (the package
+// lives one folder below the repository root, as e2e/ and bench/ do) and returns its
+// path and a function that removes it. On failure it prints the compiler's output
+// and exits, as there is nothing a test could run without it.
+func BuildSluice(name string) (bin string, remove func()) {
+	dir, err := os.MkdirTemp("", "sluice-"+name+"-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "sluice")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/sluice").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	return bin, func() { os.RemoveAll(dir) }
+}
