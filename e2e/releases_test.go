@@ -209,6 +209,10 @@ func TestReleasesPoisonEventsAreDeadLetteredAndReplayed(t *testing.T) {
 	if missingID == 0 {
 		t.Fatalf("the missing object's event is not dead-lettered: %s", raw)
 	}
+	// Its entry stays pending, and says why, rather than "being verified" forever.
+	if e, ok := s.entry("rel/missing.bin"); !ok || e.State != "pending" || !strings.Contains(e.Reason, "dead-lettered") {
+		t.Fatalf("entry of the dead-lettered event: %+v %v, want pending with the dead letter as the reason", e, ok)
+	}
 	if status, _ := s.call(http.MethodGet, "/api/v1/admin/releases/dead", s.publisherKey, "", nil); status != http.StatusForbidden {
 		t.Fatalf("dead letters with a publisher key: %d, want 403", status)
 	}

@@ -351,6 +351,10 @@ func (s *Server) statPublished(ctx context.Context, name string) (objstore.Info,
 		return info, err
 	}
 	switch {
+	case e.State == catalog.StatePending && e.Reason != "":
+		return objstore.Info{}, &apiError{Status: http.StatusConflict, Code: "object_pending",
+			Message: fmt.Sprintf("%q is not verified: %s", key, e.Reason),
+			Hint:    "ask an operator to fix and replay the event (GET /api/v1/admin/releases/dead), or publish it again"}
 	case e.State == catalog.StatePending:
 		return objstore.Info{}, &apiError{Status: http.StatusConflict, Code: "object_pending",
 			Message: fmt.Sprintf("%q is being verified", key), Hint: "retry after the indicated delay", RetryAfter: 5}

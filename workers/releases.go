@@ -38,6 +38,7 @@ type ReleaseCatalog interface {
 	StoreVerification(ctx context.Context, key, etag string, v catalog.Verification) error
 	LockHashing(ctx context.Context, key, etag, owner string, ttl time.Duration) (bool, error)
 	UnlockHashing(ctx context.Context, key, etag string)
+	NoteDeadLettered(ctx context.Context, object, reason string) error
 }
 
 // DeadLetterer keeps events that could not be processed.
@@ -175,7 +176,7 @@ func (r *Releases) process(ctx context.Context, m jetstream.Msg) {
 	attempts := int(meta.NumDelivered)
 	ev, skip, err := r.decode(m.Subject(), m.Data(), meta.Timestamp)
 	if err != nil {
-		r.deadLetter(ctx, m, "malformed event: "+err.Error(), attempts)
+		r.deadLetter(ctx, m, "", "malformed event: "+err.Error(), attempts)
 		return
 	}
 	if skip {
@@ -184,7 +185,7 @@ func (r *Releases) process(ctx context.Context, m jetstream.Msg) {
 	}
 	log := r.log.With("event", ev.identity, "object", ev.object, "attempt", attempts)
 	if outcome, err := r.cfg.Catalog.Processed(ctx, ev.identity); err != nil {
-		r.retry(ctx, m, attempts, fmt.Errorf("read the processed-event set: %w", err), log)
+		r.retry(ctx, m, ev.object, attempts, fmt.Errorf("read the processed-event set: %w", err), log)
 		return
 	} else if outcome != "" {
 		r.duplicates.Add(1)
@@ -196,19 +197,19 @@ func (r *Releases) process(ctx context.Context, m jetstream.Msg) {
 	res, err := r.verify(ctx, m, ev)
 	switch {
 	case errors.Is(err, errPermanent):
-		r.deadLetter(ctx, m, err.Error(), attempts)
+		r.deadLetter(ctx, m, ev.object, err.Error(), attempts)
 		return
 	case errors.Is(err, errSuperseded):
 		log.Info("the notified version was replaced before it was verified; its own notification follows")
 		_ = m.Ack()
 		return
 	case err != nil:
-		r.retry(ctx, m, attempts, err, log)
+		r.retry(ctx, m, ev.object, attempts, err, log)
 		return
 	}
 	outcome, recorded, err := r.cfg.Catalog.Record(ctx, res)
 	if err != nil {
-		r.retry(ctx, m, attempts, err, log)
+		r.retry(ctx, m, ev.object, attempts, err, log)
 		return
 	}
 	if recorded {
@@ -355,9 +356,9 @@ func (p *progressReader) Read(b []byte) (int, error) {
 
 // retry hands the event back with a growing delay, or dead-letters it once it has
 // used its attempts. Other events keep flowing meanwhile: the delay is the server's.
-func (r *Releases) retry(ctx context.Context, m jetstream.Msg, attempts int, cause error, log *slog.Logger) {
+func (r *Releases) retry(ctx context.Context, m jetstream.Msg, object string, attempts int, cause error, log *slog.Logger) {
 	if attempts >= r.cfg.MaxAttempts {
-		r.deadLetter(ctx, m, fmt.Sprintf("gave up after %d attempts: %v", attempts, cause), attempts)
+		r.deadLetter(ctx, m, object, fmt.Sprintf("gave up after %d attempts: %v", attempts, cause), attempts)
 		return
 	}
 	delay := min(r.cfg.RetryDelay<<(attempts-1), 30*time.Second)
@@ -367,12 +368,18 @@ func (r *Releases) retry(ctx context.Context, m jetstream.Msg, attempts int, cau
 
 // deadLetter moves the event to the dead-letter stream with the reason, then
 // terminates it. If the dead-letter stream cannot take it, the event is handed back
-// and tried again later: it is never dropped.
-func (r *Releases) deadLetter(ctx context.Context, m jetstream.Msg, reason string, attempts int) {
+// and tried again later: it is never dropped. The object's entry, if the event left
+// it pending, says why it stays so (object is "" when the event could not be read).
+func (r *Releases) deadLetter(ctx context.Context, m jetstream.Msg, object, reason string, attempts int) {
 	if err := r.cfg.Dead.Add(ctx, m.Subject(), m.Data(), reason, attempts); err != nil {
 		r.log.Error("dead-letter release event; handing it back", "reason", reason, "err", err)
 		_ = m.NakWithDelay(5 * time.Second)
 		return
+	}
+	if object != "" {
+		if err := r.cfg.Catalog.NoteDeadLettered(ctx, object, reason); err != nil {
+			r.log.Warn("note the dead letter on the pending catalog entry", "object", object, "err", err)
+		}
 	}
 	r.dead.Add(1)
 	r.cfg.OnOutcome("dead_lettered")

@@ -186,6 +186,25 @@ func (c *Catalog) MarkPending(ctx context.Context, ps []Pending) error {
 	return nil
 }
 
+// deadLetteredScript notes on a pending entry that its event was dead-lettered.
+var deadLetteredScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'state') == 'pending' then
+  return redis.call('HSET', KEYS[1], 'reason', ARGV[1])
+end
+return 0`)
+
+// NoteDeadLettered records on a pending entry why it stays pending: its event was
+// dead-lettered, and only an operator's replay (or a new event) moves it on. An entry
+// in another state keeps what it has.
+func (c *Catalog) NoteDeadLettered(ctx context.Context, object, reason string) error {
+	err := deadLetteredScript.Run(ctx, c.rdb, []string{c.cfg.Prefix + "obj:" + object},
+		"its release event was dead-lettered ("+reason+"); an operator can replay it").Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("note dead letter on %q: %w", object, err)
+	}
+	return nil
+}
+
 // Lookup returns the entry of an object key.
 func (c *Catalog) Lookup(ctx context.Context, key string) (Entry, error) {
 	m, err := c.rdb.HGetAll(ctx, c.cfg.Prefix+"obj:"+key).Result()
