@@ -16,6 +16,10 @@ import (
 
 const opsAdminKey = "slk_e2e_ops_operator_key"
 
+// opsMetricsToken is the bearer token scrape sends (a role without
+// SLUICE_METRICS_TOKEN ignores it).
+const opsMetricsToken = "e2e-metrics-token"
+
 // opsCall calls the admin API with the operator key, expects want, and decodes the
 // answer into out (if not nil).
 func (s *stack) opsCall(method, path string, body any, want int, out any) {
@@ -63,7 +67,12 @@ func (s *stack) nodes() []nodeJSON {
 // and returns the raw text too.
 func scrape(t *testing.T, url string) (map[string]float64, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+opsMetricsToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -108,7 +117,8 @@ func equal(n float64) func(float64) bool   { return func(v float64) bool { retur
 // file and refuses a forged link, then checks what an operator sees: each role's
 // /metrics, the fleet registry, the admin stats, and the logs.
 func TestOpsMetricsRegistryAndStats(t *testing.T) {
-	s := newStack(t, stackOptions{GlobalLimit: 3, Env: []string{"SLUICE_ADMIN_KEY=" + opsAdminKey, "SLUICE_LOG_LEVEL=info"}})
+	s := newStack(t, stackOptions{GlobalLimit: 3, Env: []string{"SLUICE_ADMIN_KEY=" + opsAdminKey, "SLUICE_LOG_LEVEL=info",
+		"SLUICE_METRICS_TOKEN=" + opsMetricsToken}})
 	s.dumpLogsOnFailure()
 	const object = "releases/app-1.0.tar.gz"
 	data := randomBytes(3<<20, 9)
@@ -143,6 +153,18 @@ func TestOpsMetricsRegistryAndStats(t *testing.T) {
 	forged := s.edgeURL + "/d/" + token[:len(token)-4] + "AAAA/x"
 	if _, _, resp := download(t, forged); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("forged link: %d", resp.StatusCode)
+	}
+
+	// /metrics wants the token on every role.
+	for _, url := range []string{s.edgeURL, s.ingressURL, "http://" + byRole["worker"][0].Address} {
+		resp, err := http.Get(url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s/metrics without the token: %d, want 401", url, resp.StatusCode)
+		}
 	}
 
 	// The edge: bytes, streams, the refused link by reason, requests by route pattern.

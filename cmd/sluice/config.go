@@ -49,6 +49,7 @@ type serverConfig struct {
 	// Operations (shared/telemetry, shared/fleet).
 	OTLPEndpoint string
 	MetricsAddr  string
+	MetricsToken string
 	DrainDelay   time.Duration
 
 	// The streaming edge (issue 4).
@@ -78,6 +79,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: text, json, or auto (text for serve, json for the roles)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry collector for traces, OTLP over HTTP (http://collector:4318); empty: no traces exported")
+	fs.StringVar(&c.MetricsToken, "metrics-token", "", "bearer token /metrics requires (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port")
 	if r == roleWorker {
 		fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9090", "listen address of the worker's /metrics (Prometheus); empty: none")
 	}

@@ -54,6 +54,7 @@ func startOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.L
 	}
 	o := &ops{role: r, cfg: c, log: log, metrics: telemetry.NewMetrics(r.String(), version), tracing: tracing,
 		fleet: fleet.New(d.rdb, fleet.Config{})}
+	o.metrics.Token = c.MetricsToken
 	o.ctx, o.stop = context.WithCancel(context.WithoutCancel(ctx))
 	d.rdb.AddHook(o.metrics.RedisHook())
 	if d.store != nil {

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"crypto/subtle"
 	"net/http"
 	"strconv"
 	"time"
@@ -42,6 +43,11 @@ type Metrics struct {
 	ReleaseEvents *prometheus.CounterVec
 
 	TokenRejections *prometheus.CounterVec // {reason}: Reject* constants
+
+	// Token, when set, is the bearer token /metrics requires (a Prometheus scrape
+	// config's authorization.credentials); empty: /metrics is open to whoever reaches
+	// the port.
+	Token string
 }
 
 // NewMetrics builds the metrics of one process running role (serve, ingress, worker,
@@ -117,7 +123,19 @@ func NewMetrics(role, version string) *Metrics {
 
 // Handler serves the registry in the Prometheus text (or OpenMetrics) format.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry, Timeout: 10 * time.Second})
+	h := promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry, Timeout: 10 * time.Second})
+	if m.Token == "" {
+		return h
+	}
+	want := []byte("Bearer " + m.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice metrics"`)
+			http.Error(w, "metrics need the bearer token set by SLUICE_METRICS_TOKEN (Authorization: Bearer <token>)", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // ObserveRequest records one answered HTTP request. route must be a pattern (never a
