@@ -45,9 +45,23 @@ func TestAdmissionAbandonedTicketsNeverHoldUpOthers(t *testing.T) {
 	}
 	stopPolling := keepPolling(polled.ID)
 	defer stopPolling()
+	silentAt := time.Now()
 
-	// The unused link lapses after 4 s: its slot comes back, the silent ticket (not
-	// polled for more than 2 s) is dropped at the head, the polled one admitted at once.
+	// The silent ticket (not polled for more than 2 s) leaves the queue while the
+	// unused link still holds the only slot: the polled one moves to the front.
+	time.Sleep(time.Until(silentAt.Add(2500 * time.Millisecond)))
+	if d := ledgerTicket(t, rdb, silent.ID); d["status"] != "expired" { // read from Redis: a GET would count as a poll
+		t.Errorf("2.5 s after its last poll the silent ticket is %q, want expired", d["status"])
+	}
+	if tk := s.ticket(polled.ID); tk.Status != "queued" || tk.Position != 0 {
+		t.Errorf("the ticket behind the abandoned one: %s at position %d, want queued at 0", tk.Status, tk.Position)
+	}
+	if u := ledgerTicket(t, rdb, unused.ID); u["status"] != "ready" {
+		t.Fatalf("the unused link's ticket is %q, want still ready (4 s link): the check above proves nothing", u["status"])
+	}
+
+	// The unused link lapses after 4 s: its slot comes back and the polled ticket is
+	// admitted at once.
 	expired := s.waitStatus(unused.ID, "expired", 8*time.Second)
 	if !strings.Contains(expired.Error, "not used") {
 		t.Errorf("the unused link's ticket should say why it expired: %q", expired.Error)

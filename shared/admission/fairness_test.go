@@ -150,3 +150,43 @@ func TestAbandonedTicketsAreDropped(t *testing.T) {
 		}
 	})
 }
+
+// An abandoned ticket leaves the queue when its grace lapses, not when it reaches the
+// head: with every slot taken, the ticket behind it moves up at once.
+func TestAbandonedTicketsLeaveBeforeTheHead(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := admission.New(rdb, admission.Config{GlobalLimit: 1, AbandonAfter: 300 * time.Millisecond})
+		var seq uint64
+		holder := enqueue(t, l, "public", 1, &seq)
+		if grants, _ := l.Admit(ctx, 1); len(grants) != 1 || grants[0].TicketID != holder[0] {
+			t.Fatalf("admitted %v, want %s", grants, holder[0])
+		}
+		ids := enqueue(t, l, "public", 2, &seq)
+		if p, _ := l.Poll(ctx, ids[1]); p.Ahead != 1 {
+			t.Fatalf("second in line has %d ahead, want 1", p.Ahead)
+		}
+		time.Sleep(400 * time.Millisecond)
+		if _, err := l.Poll(ctx, ids[1]); err != nil { // only the second client is still there
+			t.Fatal(err)
+		}
+		if grants, _ := l.Admit(ctx, 1); len(grants) != 0 {
+			t.Fatalf("admitted %v while the only slot is held", grants)
+		}
+		if p, _ := l.Get(ctx, ids[0]); p.Status != admission.StatusExpired {
+			t.Fatalf("abandoned ticket is %s with the slot still held, want expired", p.Status)
+		}
+		if p, _ := l.Poll(ctx, ids[1]); p.Status != admission.StatusQueued || p.Ahead != 0 {
+			t.Fatalf("the ticket behind the abandoned one: %s with %d ahead, want queued at the front", p.Status, p.Ahead)
+		}
+		// Polling keeps a ticket: past the grace since it was queued, but not since its
+		// last poll, it stays.
+		time.Sleep(200 * time.Millisecond)
+		l.Poll(ctx, ids[1])
+		time.Sleep(200 * time.Millisecond)
+		l.Admit(ctx, 1)
+		if p, _ := l.Get(ctx, ids[1]); p.Status != admission.StatusQueued {
+			t.Fatalf("a polled ticket is %s, want queued", p.Status)
+		}
+	})
+}

@@ -6,6 +6,21 @@
 -- Returns a flat array: id1, epoch1, id2, epoch2, ...
 reclaim()
 local max, admit_lease, abandon = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local ABANDONED = 'dropped from the queue because the ticket was not polled; request a new ticket'
+-- Abandonment, eagerly: a queued ticket not polled for `abandon` leaves its queue now,
+-- not when it reaches the head, so it never counts in the positions of those behind
+-- it. (A tenant left with an empty queue is tidied by the loop below.)
+if abandon > 0 then
+  local gone = redis.call('ZRANGEBYSCORE', POLLS, '-inf', '(' .. (NOW - abandon), 'LIMIT', 0, 512)
+  for _, id in ipairs(gone) do
+    local f = redis.call('HMGET', tkey(id), 'status', 'tenant')
+    redis.call('ZREM', POLLS, id)
+    if f[1] == 'queued' then
+      redis.call('ZREM', wkey(f[2]), id)
+      finish(id, 'expired', ABANDONED)
+    end
+  end
+end
 if limit('paused', 0) == 1 then return {} end
 local global = limit('global', tonumber(ARGV[5]))
 local tenant_default = limit('tenant_default', tonumber(ARGV[6]))
@@ -36,8 +51,10 @@ while granted < max and used < global and budget > 0 do
     local f = redis.call('HMGET', k, 'status', 'last_poll_ms')
     if f[1] == 'queued' then
       if abandon > 0 and tonumber(f[2] or '0') + abandon < NOW then
-        finish(head, 'expired', 'dropped from the queue because the ticket was not polled; request a new ticket')
+        -- not in `polls` (queued before it existed): caught at the head instead
+        finish(head, 'expired', ABANDONED)
       else
+        redis.call('ZREM', POLLS, head)
         local epoch = redis.call('INCR', P .. 'epoch')
         redis.call('HSET', k, 'status', 'admitting', 'epoch', epoch, 'admitted_ms', NOW)
         lease(head, tenant, NOW + admit_lease)

@@ -14,5 +14,6 @@ redis.call('HSET', k, 'id', id, 'object', ARGV[3], 'etag', ARGV[4], 'size', ARGV
   'status', 'queued', 'last_poll_ms', NOW, 'bytes_sent', 0, 'conns', 0)
 if ARGV[10] and ARGV[10] ~= '' then redis.call('HSET', k, 'traceparent', ARGV[10]) end
 redis.call('ZADD', wkey(tenant), ARGV[7], id)
+redis.call('ZADD', POLLS, NOW, id)
 activate(tenant)
 return 'created'

@@ -24,6 +24,7 @@ if #fields == 0 then return false end
 local status = redis.call('HGET', k, 'status')
 if ARGV[3] == '1' and (status == 'queued' or status == 'admitting' or status == 'ready') then
   redis.call('HSET', k, 'last_poll_ms', NOW)
+  if status == 'queued' then redis.call('ZADD', POLLS, 'XX', NOW, id) end
 end
 local position, own_rank = 0, 0
 if status == 'queued' then

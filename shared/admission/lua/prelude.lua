@@ -7,6 +7,7 @@
 -- Keys (all under the prefix):
 --   t:<id>         hash   one ticket (see ticket.go for the fields)
 --   wait:<tenant>  zset   queued ticket ids of a tenant, scored by stream sequence (FIFO)
+--   polls          zset   queued ticket ids -> when their client last polled, ms (abandonment)
 --   tenants        zset   tenants with queued tickets, scored by their virtual time
 --   vt             hash   tenant -> virtual time, kept while the tenant is idle
 --   vclock         string virtual time of the last admission
@@ -33,6 +34,7 @@ local LIMITS = P .. 'limits'
 local DONE = P .. 'done'
 local ENDED = P .. 'ended'
 local HOLDS = P .. 'holds'
+local POLLS = P .. 'polls'
 
 local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end
@@ -94,6 +96,7 @@ local function finish(id, status, reason)
   local k = tkey(id)
   redis.call('HSET', k, 'status', status, 'error', reason or '', 'ended_ms', NOW, 'conns', 0)
   redis.call('PEXPIRE', k, RETAIN_MS)
+  redis.call('ZREM', POLLS, id)
   redis.call('HINCRBY', ENDED, status, 1)
   if status == 'done' then redis.call('ZADD', DONE, NOW, id) end
 end
@@ -112,6 +115,7 @@ local function reclaim()
         -- the worker that was admitting it stopped (crash or pause): back to the front
         redis.call('HSET', k, 'status', 'queued')
         redis.call('ZADD', wkey(tenant), f[3], id)
+        redis.call('ZADD', POLLS, redis.call('HGET', k, 'last_poll_ms') or NOW, id)
         activate(tenant)
       elseif status == 'ready' then
         record_hold(id)
