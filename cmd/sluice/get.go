@@ -407,7 +407,7 @@ func (g *getter) download(ctx context.Context, key string, tk apiclient.Ticket, 
 	for attempt := 0; ; attempt++ {
 		d := fetch.New(fetch.Options{
 			URL: tk.DownloadURL, Part: part, Object: tk.Object, Connections: g.cfg.Connections,
-			MaxRate: g.maxRate, StallTimeout: g.cfg.StallTimeout, Log: g.log,
+			MaxRate: g.maxRate, StallTimeout: g.cfg.StallTimeout, Log: g.log, Hash: true,
 			HTTP: &http.Client{Transport: &http.Transport{
 				Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: g.cfg.Connections,
 				ResponseHeaderTimeout: g.cfg.StallTimeout, DisableCompression: true,
@@ -454,9 +454,12 @@ func (g *getter) finish(tk apiclient.Ticket, res fetch.Result, entry *apiclient.
 		g.cancel(tk.ID)
 	}
 	g.rep.verifying()
-	sum, err := fileSHA256(part)
-	if err != nil {
-		return &exitError{exitFailure, err}
+	sum := res.SHA256 // hashed while it downloaded
+	if sum == "" {
+		var err error
+		if sum, err = fileSHA256(part); err != nil {
+			return &exitError{exitFailure, err}
+		}
 	}
 	verified := "not_published"
 	if g.cfg.Verify == "off" {

@@ -71,8 +71,11 @@ type Options struct {
 	StallTimeout time.Duration
 	// SaveEvery is how often the state file is written while bytes flow (default 1s).
 	SaveEvery time.Duration
-	HTTP      *http.Client
-	Log       *slog.Logger
+	// Hash computes the SHA-256 of the complete file (Result.SHA256) while it
+	// downloads, following the complete prefix of the partial file.
+	Hash bool
+	HTTP *http.Client
+	Log  *slog.Logger
 }
 
 // Result says what a finished download did.
@@ -84,6 +87,9 @@ type Result struct {
 	Connections int   // the most requests that streamed at once
 	// Restarted is why an existing partial file was discarded ("" if it was not).
 	Restarted string
+	// SHA256 is the complete file's digest (hex) with Options.Hash; "" if it could not
+	// be computed (the file is complete all the same: hash it afresh).
+	SHA256 string
 }
 
 // Download is one download in progress; Progress may be read while Run runs.
@@ -179,6 +185,15 @@ func (d *Download) Run(ctx context.Context) (Result, error) {
 		limiter = rate.NewLimiter(rate.Limit(d.o.MaxRate), int(min(max(d.o.MaxRate/8, 16<<10), 256<<10)))
 	}
 	r := &run{d: d, t: t, limiter: limiter, etag: head.etag, ranges: head.ranges}
+	var hasher *prefixHasher
+	stopHashing := context.CancelFunc(func() {})
+	if d.o.Hash {
+		var hctx context.Context
+		hctx, stopHashing = context.WithCancel(ctx)
+		hasher = newPrefixHasher(t, f)
+		go hasher.follow(hctx)
+	}
+	defer stopHashing()
 	err = r.all(ctx)
 	if serr := t.save(); serr != nil && err == nil {
 		err = serr
@@ -190,6 +205,11 @@ func (d *Download) Run(ctx context.Context) (Result, error) {
 	}
 	if got := total(t.st.Done); got != head.size {
 		return res, fmt.Errorf("download incomplete: %d of %d bytes", got, head.size)
+	}
+	if hasher != nil {
+		if res.SHA256, err = hasher.finish(stopHashing, head.size); err != nil {
+			d.log.Warn("hash while downloading", "err", err)
+		}
 	}
 	return res, nil
 }

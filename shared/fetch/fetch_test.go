@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
 	"net/http"
@@ -94,6 +95,8 @@ func randomData(n int) []byte {
 	return b
 }
 
+func hexSHA256(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
+
 func readPart(t *testing.T, part string) []byte {
 	t.Helper()
 	got, err := os.ReadFile(part)
@@ -107,13 +110,16 @@ func TestParallelDownloadIsExact(t *testing.T) {
 	data := randomData(3<<20 + 12345)
 	o := newOrigin(t, data)
 	part := filepath.Join(t.TempDir(), "f.part")
-	d := New(Options{URL: o.srv.URL, Part: part, Object: "x", Connections: 4, ChunkSize: 256 << 10})
+	d := New(Options{URL: o.srv.URL, Part: part, Object: "x", Connections: 4, ChunkSize: 256 << 10, Hash: true})
 	res, err := d.Run(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := readPart(t, part); sha256.Sum256(got) != sha256.Sum256(data) {
 		t.Fatalf("downloaded bytes differ from the object (%d vs %d bytes)", len(got), len(data))
+	}
+	if want := hexSHA256(data); res.SHA256 != want {
+		t.Fatalf("SHA-256 computed while downloading %q, want %q", res.SHA256, want)
 	}
 	if res.Connections < 2 || o.peak.Load() < 2 {
 		t.Fatalf("used %d connections (origin saw %d at once), want parallel ranges", res.Connections, o.peak.Load())
@@ -129,7 +135,7 @@ func TestResumeFetchesOnlyWhatIsMissing(t *testing.T) {
 	part := filepath.Join(t.TempDir(), "f.part")
 	// A first run stopped part way: cancel once about half has arrived.
 	ctx, cancel := context.WithCancel(t.Context())
-	d := New(Options{URL: o.srv.URL, Part: part, Object: "x", Connections: 2, ChunkSize: 512 << 10, MaxRate: 4 << 20})
+	d := New(Options{URL: o.srv.URL, Part: part, Object: "x", Connections: 2, ChunkSize: 512 << 10, MaxRate: 4 << 20, Hash: true})
 	go func() {
 		for {
 			if done, _, _ := d.Progress(); done >= 2<<20 {
@@ -148,12 +154,15 @@ func TestResumeFetchesOnlyWhatIsMissing(t *testing.T) {
 	}
 	kept := total(st.Done)
 	before := o.sent.Load()
-	res, err := New(Options{URL: o.srv.URL, Part: part, Object: "x", Connections: 3}).Run(t.Context())
+	res, err := New(Options{URL: o.srv.URL, Part: part, Object: "x", Connections: 3, Hash: true}).Run(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(readPart(t, part), data) {
 		t.Fatal("resumed file differs from the object")
+	}
+	if want := hexSHA256(data); res.SHA256 != want { // the resumed bytes are hashed too
+		t.Fatalf("SHA-256 of the resumed download %q, want %q", res.SHA256, want)
 	}
 	if res.Resumed != kept || res.Restarted != "" {
 		t.Fatalf("resumed %d bytes (restarted: %q), state said %d", res.Resumed, res.Restarted, kept)
@@ -278,12 +287,15 @@ func TestIdleConnectionsTakeOverTails(t *testing.T) {
 	o := newOrigin(t, data)
 	part := filepath.Join(t.TempDir(), "f.part")
 	// One range for the whole object: only splitting it lets a second connection work.
-	res, err := New(Options{URL: o.srv.URL, Part: part, Object: "x", Connections: 3, ChunkSize: 8 << 20, MaxRate: 16 << 20}).Run(t.Context())
+	res, err := New(Options{URL: o.srv.URL, Part: part, Object: "x", Connections: 3, ChunkSize: 8 << 20, MaxRate: 16 << 20, Hash: true}).Run(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(readPart(t, part), data) {
 		t.Fatal("file differs")
+	}
+	if want := hexSHA256(data); res.SHA256 != want {
+		t.Fatalf("SHA-256 with split tails %q, want %q", res.SHA256, want)
 	}
 	if res.Connections < 2 {
 		t.Fatalf("one range was never split: %d connection(s) at once", res.Connections)
