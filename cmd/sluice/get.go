@@ -453,7 +453,9 @@ func (g *getter) finish(tk apiclient.Ticket, res fetch.Result, entry *apiclient.
 		// its slot for a resume; give it back now.
 		g.cancel(tk.ID)
 	}
-	g.rep.verifying()
+	if entry != nil {
+		g.rep.verifying()
+	}
 	sum := res.SHA256 // hashed while it downloaded
 	if sum == "" {
 		var err error
