@@ -57,9 +57,12 @@ var (
 	recordLua string
 	//go:embed lua/pending.lua
 	pendingLua string
+	//go:embed lua/deadlettered.lua
+	deadLetteredLua string
 
-	recordScript  = redis.NewScript(recordLua)
-	pendingScript = redis.NewScript(pendingLua)
+	recordScript       = redis.NewScript(recordLua)
+	pendingScript      = redis.NewScript(pendingLua)
+	deadLetteredScript = redis.NewScript(deadLetteredLua)
 )
 
 // Entry is what the catalog knows about one object. Its JSON is a public contract
@@ -185,13 +188,6 @@ func (c *Catalog) MarkPending(ctx context.Context, ps []Pending) error {
 	}
 	return nil
 }
-
-// deadLetteredScript notes on a pending entry that its event was dead-lettered.
-var deadLetteredScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'state') == 'pending' then
-  return redis.call('HSET', KEYS[1], 'reason', ARGV[1])
-end
-return 0`)
 
 // NoteDeadLettered records on a pending entry why it stays pending: its event was
 // dead-lettered, and only an operator's replay (or a new event) moves it on. An entry
