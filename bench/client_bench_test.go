@@ -28,20 +28,7 @@ func BenchmarkClientGet(b *testing.B) {
 	curl := testenv.Binary(b, "curl", "SLUICE_CURL_BIN", "apt-get install -y curl")
 	sha256sum := testenv.Binary(b, "sha256sum", "SLUICE_SHA256SUM_BIN", "apt-get install -y coreutils")
 	s := startServer(b, false)
-	path := filepath.Join(s.dataDir, "objects", "bench", "client.bin")
-	os.MkdirAll(filepath.Dir(path), 0o755)
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	block := make([]byte, 1<<20)
-	for i := range block {
-		block[i] = byte(i * 7)
-	}
-	for range clientObjectSize / len(block) {
-		f.Write(block)
-	}
-	f.Close()
+	writeLocalObject(b, s, "bench/client.bin", clientObjectSize)
 	out := b.TempDir()
 
 	// run times one command that writes dest, checks the size, and removes the file.

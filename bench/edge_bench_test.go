@@ -131,20 +131,7 @@ http {
 func BenchmarkEdgeLocal(b *testing.B) {
 	s := startServer(b, false)
 	root := filepath.Join(s.dataDir, "objects")
-	path := filepath.Join(root, "bench", "edge.bin")
-	os.MkdirAll(filepath.Dir(path), 0o755)
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	block := make([]byte, 1<<20)
-	for i := range block {
-		block[i] = byte(i * 31)
-	}
-	for range edgeObjectSize / len(block) {
-		f.Write(block)
-	}
-	f.Close()
+	writeLocalObject(b, s, "bench/edge.bin", edgeObjectSize)
 	nginx := startNginx(b, root)
 	getAll(b, nginx+"/bench/edge.bin", edgeObjectSize) // page cache warm for both
 

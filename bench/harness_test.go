@@ -6,6 +6,7 @@ package bench
 import (
 	"encoding/base64"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"testing"
@@ -65,6 +66,33 @@ func startServer(b *testing.B, withMinIO bool, env ...string) *server {
 	s.proc = testenv.Start(b, b.TempDir(), sluiceBin, env, "serve")
 	testenv.WaitHTTP(b, s.ingress+"/readyz", 30*time.Second, s.proc.Log)
 	return s
+}
+
+// writeLocalObject writes size bytes of a fixed pattern as the local-store object key
+// of s, and returns its path.
+func writeLocalObject(b *testing.B, s *server, key string, size int64) string {
+	b.Helper()
+	path := filepath.Join(s.dataDir, "objects", filepath.FromSlash(key))
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	block := make([]byte, 1<<20)
+	for i := range block {
+		block[i] = byte(i * 31)
+	}
+	for written := int64(0); written < size; written += int64(len(block)) {
+		if _, err := f.Write(block[:min(int64(len(block)), size-written)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return path
 }
 
 // percentile returns the p-th percentile (0..100) of sorted durations.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -26,11 +25,7 @@ func reportThroughput(b *testing.B, name string, edge, direct float64) {
 // reading the same file straight from disk (page cache) in the same run.
 func BenchmarkThroughputLocal(b *testing.B) {
 	s := startServer(b, false)
-	path := filepath.Join(s.dataDir, "objects", "bench", "big.bin")
-	os.MkdirAll(filepath.Dir(path), 0o755)
-	f, _ := os.Create(path)
-	io.CopyN(f, rand.Reader, objectSize)
-	f.Close()
+	path := writeLocalObject(b, s, "bench/big.bin", objectSize)
 	for b.Loop() {
 		edge := getAll(b, edgeLink(b, s, "bench/big.bin"), objectSize)
 		start := time.Now()
