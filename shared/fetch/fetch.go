@@ -186,14 +186,14 @@ func (d *Download) Run(ctx context.Context) (Result, error) {
 	}
 	r := &run{d: d, t: t, limiter: limiter, etag: head.etag, ranges: head.ranges}
 	var hasher *prefixHasher
-	stopHashing := context.CancelFunc(func() {})
+	var stopHashing context.CancelFunc
 	if d.o.Hash {
 		var hctx context.Context
 		hctx, stopHashing = context.WithCancel(ctx)
 		hasher = newPrefixHasher(t, f)
 		go hasher.follow(hctx)
+		defer func() { stopHashing(); <-hasher.done }() // before f is closed
 	}
-	defer stopHashing()
 	err = r.all(ctx)
 	if serr := t.save(); serr != nil && err == nil {
 		err = serr
