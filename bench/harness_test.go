@@ -53,6 +53,7 @@ func startServer(b *testing.B, withMinIO bool, env ...string) *server {
 		"SLUICE_EDGE_ADDR=127.0.0.1:" + strconv.Itoa(ep),
 		"SLUICE_PUBLIC_EDGE_URL=" + s.edge,
 		"SLUICE_DEMO=false",
+		"SLUICE_TICKET_RATE=0", // the accept benchmark is one client taking 20,000 tickets
 		"SLUICE_LOG_LEVEL=warn",
 		"SLUICE_GLOBAL_LIMIT=1000",
 	}, env...)

@@ -78,6 +78,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		// Several workers on one machine: each one's /metrics on a free port (the
 		// fleet registry, GET /api/v1/admin/workers, tells which).
 		"SLUICE_METRICS_ADDR=127.0.0.1:0",
+		// Tests take tickets far faster than a person: the per-client ticket rate is
+		// off unless a test sets it (admission_ratelimit_test.go).
+		"SLUICE_TICKET_RATE=0",
 	}
 	if o.S3 {
 		s.minio = testenv.StartMinIO(t)

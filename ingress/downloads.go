@@ -59,6 +59,10 @@ func (s *Server) createDownload(c *gin.Context) {
 		c.Error(err)
 		return
 	}
+	if err := s.allowTicket(c); err != nil {
+		c.Error(err)
+		return
+	}
 	tenant := principal(c).Tenant
 	id := newTicketID()
 	if idemKey != "" {

@@ -139,6 +139,9 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key string, info objstore.In
 			return "", err
 		}
 	}
+	if err := s.allowTicket(c); err != nil {
+		return "", err
+	}
 	_, err = s.accept(ctx, tenant, id, info)
 	return id, err
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/apikeys"
@@ -50,6 +51,13 @@ type Config struct {
 	IdempotencyTTL time.Duration
 	// FilesWait is how long GET /api/v1/files/{key} waits for admission (files.go).
 	FilesWait time.Duration
+	// TicketRate bounds how fast one client takes new tickets (ratelimit.go); zero, or
+	// a nil TicketLimiter: no bound.
+	TicketRate    redis_rate.Limit
+	TicketLimiter TicketLimiter
+	// TrustedProxies are the addresses (IPs or CIDRs) whose X-Forwarded-For is believed
+	// when telling clients apart; empty: the connection's own address.
+	TrustedProxies []string
 	// Releases wires the release API and the catalog check of downloads (releases.go).
 	Releases ReleasesConfig
 	// Ops wires metrics, tracing, the fleet registry and the dashboard (ops.go).
@@ -85,6 +93,11 @@ func (s *Server) Handler() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.ContextWithFallback = true
+	if err := r.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
+		// Validated in cmd before the server is built.
+		s.log.Error("trusted proxies ignored", "err", err)
+		_ = r.SetTrustedProxies(nil)
+	}
 	r.Use(s.observe()...)
 	r.Use(recovery(s.log), s.accessLog(), errorsToJSON(s.log),
 		limitBody(64<<10, map[string]int64{"/api/v1/releases": maxReleaseBody}))

@@ -2,7 +2,12 @@ package main
 
 import (
 	"flag"
+	"fmt"
+	"net"
+	"strings"
 	"time"
+
+	"github.com/go-redis/redis_rate/v10"
 )
 
 // serverConfig is every setting of the server roles. Each is a flag, and through ff an
@@ -36,6 +41,9 @@ type serverConfig struct {
 
 	AdminKey         string
 	RequireClientKey bool
+	TicketRate       int
+	TicketBurst      int
+	TrustedProxies   string
 
 	GlobalLimit  int
 	TenantLimit  int
@@ -126,6 +134,9 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		}
 		fs.StringVar(&c.AdminKey, "admin-key", "", adminHelp)
 		fs.BoolVar(&c.RequireClientKey, "require-client-key", false, "refuse downloads without a client API key (otherwise they run as tenant 'public')")
+		fs.IntVar(&c.TicketRate, "ticket-rate", 60, "new tickets per minute one client may take (per API key; per address without one), across all ingresses; past it 429 + Retry-After; 0: no limit")
+		fs.IntVar(&c.TicketBurst, "ticket-burst", 20, "new tickets one client may take at once before --ticket-rate paces it")
+		fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated IPs or CIDRs of proxies in front of the ingress whose X-Forwarded-For names the client; empty: the connection's address is the client's")
 	}
 	fs.IntVar(&c.GlobalLimit, "global-limit", 10, "downloads admitted at once across the whole system (until an operator changes it at runtime)")
 	fs.IntVar(&c.TenantLimit, "tenant-limit", 0, "default downloads admitted at once per tenant, 0 for none")
@@ -162,4 +173,26 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.DurationVar(&c.DrainDelay, "drain-delay", drain, "on SIGTERM, how long /readyz answers 503 while requests are still served, before the listener closes and --shutdown-wait starts")
 	}
 	return c
+}
+
+// ticketLimits reads --ticket-rate, --ticket-burst and --trusted-proxies.
+func (c *serverConfig) ticketLimits() (redis_rate.Limit, []string, error) {
+	var limit redis_rate.Limit
+	switch {
+	case c.TicketRate < 0 || c.TicketBurst < 0:
+		return limit, nil, fmt.Errorf("--ticket-rate and --ticket-burst must be 0 or more, not %d and %d", c.TicketRate, c.TicketBurst)
+	case c.TicketRate > 0:
+		limit = redis_rate.Limit{Rate: c.TicketRate, Burst: max(c.TicketBurst, 1), Period: time.Minute}
+	}
+	var proxies []string
+	for p := range strings.SplitSeq(c.TrustedProxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if _, _, err := net.ParseCIDR(p); err != nil && net.ParseIP(p) == nil {
+			return limit, nil, fmt.Errorf("--trusted-proxies: %q is neither an IP address nor a CIDR (like 10.0.0.0/8)", p)
+		}
+		proxies = append(proxies, p)
+	}
+	return limit, proxies, nil
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
+
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/queue"
@@ -78,6 +80,10 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 	if err != nil {
 		return err
 	}
+	ticketRate, trustedProxies, err := c.ticketLimits()
+	if err != nil {
+		return err
+	}
 	d, err := buildDeps(ctx, r, c, log)
 	if err != nil {
 		return err
@@ -116,6 +122,9 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			Keys:             apikeys.New(d.rdb, "", adminKey),
 			RequireClientKey: c.RequireClientKey,
 			FilesWait:        c.FilesWait,
+			TicketRate:       ticketRate,
+			TicketLimiter:    redis_rate.NewLimiter(d.rdb),
+			TrustedProxies:   trustedProxies,
 			Objects:          d.store,
 			Ledger:           d.ledger,
 			Publisher:        o.publisher(queue.NewPublisher(d.nc, d.js, 5*time.Second)),
