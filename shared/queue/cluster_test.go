@@ -59,6 +59,18 @@ func TestReplicatedTicketsSurviveALeaderCrash(t *testing.T) {
 		}
 		return err
 	}
+	// A new stream's subjects reach the other servers' routes a moment after its leader
+	// is elected; until then a publish finds no responder (the ingress answers 503 and
+	// the client retries). Wait for the first acknowledgement as a client would.
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		err := publish("before-first")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, queue.ErrUnavailable) || time.Since(start) > 10*time.Second {
+			t.Fatalf("first publish to the new stream: %v", err)
+		}
+	}
 	for i := range 200 {
 		if err := publish(fmt.Sprintf("before-%d", i)); err != nil {
 			t.Fatalf("publish before the crash: %v", err)
