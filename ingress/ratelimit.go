@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -45,6 +46,7 @@ func (s *Server) allowTicket(c *gin.Context) error {
 	}
 	retry := int(math.Ceil(res.RetryAfter.Seconds()))
 	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: max(retry, 1),
-		Message: "too many new tickets from this client (at most " + s.cfg.TicketRate.String() + ")",
+		Message: fmt.Sprintf("too many new tickets from this client: at most %d per %s after a burst of %d",
+			s.cfg.TicketRate.Rate, s.cfg.TicketRate.Period, s.cfg.TicketRate.Burst),
 		Hint:    "wait for the Retry-After delay; poll the tickets you have instead of asking again"}
 }
