@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/go-redis/redis_rate/v10"
@@ -47,6 +48,18 @@ func (s *Server) allowTicket(c *gin.Context) error {
 	retry := int(math.Ceil(res.RetryAfter.Seconds()))
 	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: max(retry, 1),
 		Message: fmt.Sprintf("too many new tickets from this client: at most %d per %s after a burst of %d",
-			s.cfg.TicketRate.Rate, s.cfg.TicketRate.Period, s.cfg.TicketRate.Burst),
+			s.cfg.TicketRate.Rate, periodName(s.cfg.TicketRate.Period), s.cfg.TicketRate.Burst),
 		Hint:    "wait for the Retry-After delay; poll the tickets you have instead of asking again"}
+}
+
+func periodName(d time.Duration) string {
+	switch d {
+	case time.Second:
+		return "second"
+	case time.Minute:
+		return "minute"
+	case time.Hour:
+		return "hour"
+	}
+	return d.String()
 }
