@@ -49,7 +49,7 @@ func (s *Server) allowTicket(c *gin.Context) error {
 	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: max(retry, 1),
 		Message: fmt.Sprintf("too many new tickets from this client: at most %d per %s after a burst of %d",
 			s.cfg.TicketRate.Rate, periodName(s.cfg.TicketRate.Period), s.cfg.TicketRate.Burst),
-		Hint:    "wait for the Retry-After delay; poll the tickets you have instead of asking again"}
+		Hint: "wait for the Retry-After delay; poll the tickets you have instead of asking again"}
 }
 
 func periodName(d time.Duration) string {
