@@ -36,8 +36,8 @@ func TestAdmissionTicketRateLimitPerClient(t *testing.T) {
 	}
 	queued := s.admissionStats().Backlog
 	code, h, body := post(second, keyA)
-	if code != http.StatusTooManyRequests || !strings.Contains(body, `"code":"rate_limited"`) {
-		t.Fatalf("ticket past the burst: %d %s, want 429 rate_limited", code, body)
+	if code != http.StatusTooManyRequests || !strings.Contains(body, `"code":"rate_limited"`) || !strings.Contains(body, "at most 30 per minute after a burst of 3") {
+		t.Fatalf("ticket past the burst: %d %s, want 429 rate_limited saying the rate", code, body)
 	}
 	retry, err := strconv.Atoi(h.Get("Retry-After"))
 	if err != nil || retry < 1 || retry > 2 {
