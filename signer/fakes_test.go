@@ -210,7 +210,7 @@ type fakeSlots struct {
 
 type slotCall struct {
 	op           string
-	ticket, slot string
+	ticket, conn string
 	epoch, sent  int64
 	failed       bool
 }
@@ -219,21 +219,21 @@ var _ SlotKeeper = (*fakeSlots)(nil)
 
 func newFakeSlots() *fakeSlots { return &fakeSlots{ended: make(chan slotCall, 1024)} }
 
-func (f *fakeSlots) record(op, ticket, slot string, epoch, sent int64, err error) error {
+func (f *fakeSlots) record(op, ticket, conn string, epoch, sent int64, err error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls = append(f.calls, slotCall{op, ticket, slot, epoch, sent, err != nil})
+	f.calls = append(f.calls, slotCall{op, ticket, conn, epoch, sent, err != nil})
 	return err
 }
 
-func (f *fakeSlots) BeginStream(_ context.Context, ticket, slot string, epoch int64) error {
+func (f *fakeSlots) BeginStream(_ context.Context, ticket, conn string, epoch int64) error {
 	f.mu.Lock()
 	err := f.beginErr
 	f.mu.Unlock()
-	return f.record("begin", ticket, slot, epoch, 0, err)
+	return f.record("begin", ticket, conn, epoch, 0, err)
 }
 
-func (f *fakeSlots) RenewStream(_ context.Context, ticket, slot string, epoch, sent int64) error {
+func (f *fakeSlots) RenewStream(_ context.Context, ticket, conn string, epoch, sent int64) error {
 	f.mu.Lock()
 	f.renews++
 	var err error
@@ -241,13 +241,13 @@ func (f *fakeSlots) RenewStream(_ context.Context, ticket, slot string, epoch, s
 		err = f.renewErr(f.renews)
 	}
 	f.mu.Unlock()
-	return f.record("renew", ticket, slot, epoch, sent, err)
+	return f.record("renew", ticket, conn, epoch, sent, err)
 }
 
-func (f *fakeSlots) EndStream(_ context.Context, ticket, slot string, epoch, sent int64) error {
-	err := f.record("end", ticket, slot, epoch, sent, nil)
+func (f *fakeSlots) EndStream(_ context.Context, ticket, conn string, epoch, sent int64) error {
+	err := f.record("end", ticket, conn, epoch, sent, nil)
 	select {
-	case f.ended <- slotCall{"end", ticket, slot, epoch, sent, false}:
+	case f.ended <- slotCall{"end", ticket, conn, epoch, sent, false}:
 	default: // nobody waits for this many; the call is recorded all the same
 	}
 	return err

@@ -37,15 +37,20 @@ type Claims struct {
 //
 // The sent arguments are deltas: the bytes sent since the previous call on the same
 // stream, so that their sum over one stream is the bytes it sent.
+//
+// connID names one streaming connection, unique per stream: the ledger leases each
+// connection as it leases the slot, so the connections of an edge that died stop
+// counting against the per-token cap when their lease lapses.
 type SlotKeeper interface {
-	// BeginStream counts one more open connection on the ticket's slot, moves the
-	// ticket to streaming and extends the slot's lease. Past the per-token cap it
-	// answers admission.ErrTooManyConnections.
-	BeginStream(ctx context.Context, ticketID, slotID string, epoch int64) error
-	// RenewStream adds sent bytes to the ticket's progress and extends the lease.
-	RenewStream(ctx context.Context, ticketID, slotID string, epoch int64, sent int64) error
-	// EndStream closes one connection, adding its last sent bytes. When it was the
-	// last connection the ledger releases the slot (at once when the whole object has
-	// been sent, after the resume grace otherwise).
-	EndStream(ctx context.Context, ticketID, slotID string, epoch int64, sent int64) error
+	// BeginStream opens connection connID on the ticket's slot, moves the ticket to
+	// streaming and extends the slot's lease. Past the per-token cap of live
+	// connections it answers admission.ErrTooManyConnections.
+	BeginStream(ctx context.Context, ticketID, connID string, epoch int64) error
+	// RenewStream adds sent bytes to the ticket's progress and extends the leases of
+	// the slot and of the connection.
+	RenewStream(ctx context.Context, ticketID, connID string, epoch int64, sent int64) error
+	// EndStream closes the connection, adding its last sent bytes. When no live
+	// connection is left the ledger releases the slot (at once when the whole object
+	// has been sent, after the resume grace otherwise).
+	EndStream(ctx context.Context, ticketID, connID string, epoch int64, sent int64) error
 }

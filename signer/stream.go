@@ -73,7 +73,8 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	observed, end := e.observer.Streaming(r.Context(), claims)
 	defer func() { end(err) }()
 	r = r.WithContext(observed)
-	if err := e.slots.BeginStream(r.Context(), claims.Ticket, claims.Slot, claims.Epoch); err != nil {
+	conn := rand.Text() // this connection's name in the ledger
+	if err := e.slots.BeginStream(r.Context(), claims.Ticket, conn, claims.Epoch); err != nil {
 		if _, ok := errors.AsType[statusError](err); ok {
 			return fmt.Errorf("begin stream: %w", err)
 		}
@@ -86,7 +87,7 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	e.stats.streams.Add(1)
 	defer e.stats.streams.Add(-1)
 	rc := http.NewResponseController(w)
-	l := e.holdSlot(ctx, claims, func(cause error) {
+	l := e.holdSlot(ctx, claims, conn, func(cause error) {
 		cancel(cause)
 		// Unblock a write in progress; the copy loop sees ctx canceled before the next.
 		_ = rc.SetWriteDeadline(time.Now())

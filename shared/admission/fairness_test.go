@@ -22,10 +22,10 @@ func admitAndFinish(t *testing.T, l *admission.Ledger) string {
 	if err := l.MarkReady(ctx, g, "u", time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.BeginStream(ctx, g.TicketID, "", g.Epoch); err != nil {
+	if err := l.BeginStream(ctx, g.TicketID, "c1", g.Epoch); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.EndStream(ctx, g.TicketID, "", g.Epoch, 10); err != nil {
+	if err := l.EndStream(ctx, g.TicketID, "c1", g.Epoch, 10); err != nil {
 		t.Fatal(err)
 	}
 	p, _ := l.Get(ctx, g.TicketID)

@@ -163,8 +163,15 @@ func (l *Ledger) MarkReady(ctx context.Context, g Grant, url string, expires tim
 	return nil
 }
 
-func (l *Ledger) stream(ctx context.Context, op, ticketID string, epoch, sent int64, d time.Duration) error {
-	res, err := l.run(ctx, streamScript, op, ticketID, epoch, sent, d.Milliseconds(), l.cfg.MaxConns).Text()
+func (l *Ledger) stream(ctx context.Context, op, ticketID, connID string, epoch, sent int64, d time.Duration) error {
+	if connID == "" {
+		return fmt.Errorf("%s stream of ticket %s: no connection id", op, ticketID)
+	}
+	// A connection's lease is two thirds of the slot's (the edge renews both every
+	// third): when an edge dies, its connections lapse while the slot is still held,
+	// so a client that had every connection there can resume on another edge.
+	res, err := l.run(ctx, streamScript, op, ticketID, epoch, sent, d.Milliseconds(), l.cfg.MaxConns,
+		connID, (l.cfg.StreamLease * 2 / 3).Milliseconds()).Text()
 	if err != nil {
 		return fmt.Errorf("%s stream of ticket %s: %w", op, ticketID, err)
 	}
@@ -178,19 +185,19 @@ func (l *Ledger) stream(ctx context.Context, op, ticketID string, epoch, sent in
 	}
 }
 
-// BeginStream opens one connection on the ticket's slot (see signer.SlotKeeper).
-func (l *Ledger) BeginStream(ctx context.Context, ticketID, _ string, epoch int64) error {
-	return l.stream(ctx, "begin", ticketID, epoch, 0, l.cfg.StreamLease)
+// BeginStream opens connection connID on the ticket's slot (see signer.SlotKeeper).
+func (l *Ledger) BeginStream(ctx context.Context, ticketID, connID string, epoch int64) error {
+	return l.stream(ctx, "begin", ticketID, connID, epoch, 0, l.cfg.StreamLease)
 }
 
-// RenewStream records progress and extends the slot's lease.
-func (l *Ledger) RenewStream(ctx context.Context, ticketID, _ string, epoch int64, sent int64) error {
-	return l.stream(ctx, "renew", ticketID, epoch, sent, l.cfg.StreamLease)
+// RenewStream records progress and extends the leases of the slot and the connection.
+func (l *Ledger) RenewStream(ctx context.Context, ticketID, connID string, epoch int64, sent int64) error {
+	return l.stream(ctx, "renew", ticketID, connID, epoch, sent, l.cfg.StreamLease)
 }
 
-// EndStream closes one connection; the last one releases the slot.
-func (l *Ledger) EndStream(ctx context.Context, ticketID, _ string, epoch int64, sent int64) error {
-	return l.stream(ctx, "end", ticketID, epoch, sent, l.cfg.ResumeGrace)
+// EndStream closes one connection; the last live one releases the slot.
+func (l *Ledger) EndStream(ctx context.Context, ticketID, connID string, epoch int64, sent int64) error {
+	return l.stream(ctx, "end", ticketID, connID, epoch, sent, l.cfg.ResumeGrace)
 }
 
 // Cancel cancels a ticket and frees its slot; it returns the status the ticket had.

@@ -70,16 +70,16 @@ func TestLedgerLifecycle(t *testing.T) {
 		if err := l.MarkReady(ctx, admission.Grant{TicketID: g.TicketID, Epoch: g.Epoch + 100}, "u", time.Now()); err != admission.ErrFenced {
 			t.Fatalf("stale epoch must be fenced, got %v", err)
 		}
-		if err := l.BeginStream(ctx, g.TicketID, "", g.Epoch+1); err != admission.ErrSlotNotHeld {
+		if err := l.BeginStream(ctx, g.TicketID, "c1", g.Epoch+1); err != admission.ErrSlotNotHeld {
 			t.Fatalf("begin with wrong epoch: %v", err)
 		}
-		if err := l.BeginStream(ctx, g.TicketID, "", g.Epoch); err != nil {
+		if err := l.BeginStream(ctx, g.TicketID, "c1", g.Epoch); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.RenewStream(ctx, g.TicketID, "", g.Epoch, 4); err != nil {
+		if err := l.RenewStream(ctx, g.TicketID, "c1", g.Epoch, 4); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.EndStream(ctx, g.TicketID, "", g.Epoch, 6); err != nil {
+		if err := l.EndStream(ctx, g.TicketID, "c1", g.Epoch, 6); err != nil {
 			t.Fatal(err)
 		}
 		p, _ = l.Get(ctx, g.TicketID)
@@ -115,6 +115,70 @@ func TestLedgerReclaimsLapsedGrants(t *testing.T) {
 		again, _ := l.Admit(ctx, 1)
 		if len(again) != 1 || again[0].TicketID != ids[0] || again[0].Epoch <= grants[0].Epoch {
 			t.Fatalf("lapsed ticket not re-admitted first with a new epoch: %v (was %v)", again, grants)
+		}
+	})
+}
+
+// Each connection of a download is a lease: past the per-token cap a new one is
+// refused; the connections of an edge that died (no more renewals) lapse after two
+// thirds of the slot's lease, so the client can resume on another edge before the slot
+// itself lapses, and its new connections keep the slot.
+func TestConnectionsAreLeases(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := admission.New(rdb, admission.Config{GlobalLimit: 1, MaxConns: 2, StreamLease: 600 * time.Millisecond})
+		var seq uint64
+		ids := enqueue(t, l, "public", 2, &seq)
+		grants, _ := l.Admit(ctx, 1)
+		if len(grants) != 1 {
+			t.Fatalf("admitted %v", grants)
+		}
+		g := grants[0]
+		if err := l.MarkReady(ctx, g, "http://edge/d/x", time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for _, c := range []string{"a1", "a2"} {
+			if err := l.BeginStream(ctx, g.TicketID, c, g.Epoch); err != nil {
+				t.Fatalf("begin %s: %v", c, err)
+			}
+		}
+		if err := l.BeginStream(ctx, g.TicketID, "a3", g.Epoch); err != admission.ErrTooManyConnections {
+			t.Fatalf("a third connection with a cap of 2: %v, want ErrTooManyConnections", err)
+		}
+		// The edge holding a1 and a2 dies: nothing renews them. Between their lease
+		// (400 ms) and the slot's (600 ms) the client comes back on another edge.
+		time.Sleep(time.Until(start.Add(480 * time.Millisecond)))
+		if err := l.BeginStream(ctx, g.TicketID, "b1", g.Epoch); err != nil {
+			t.Fatalf("resume after the dead edge's connections lapsed: %v", err)
+		}
+		if err := l.BeginStream(ctx, g.TicketID, "b2", g.Epoch); err != nil {
+			t.Fatalf("second resumed connection: %v", err)
+		}
+		// The new connections keep the slot past the old lease.
+		for range 4 {
+			time.Sleep(150 * time.Millisecond)
+			for _, c := range []string{"b1", "b2"} {
+				if err := l.RenewStream(ctx, g.TicketID, c, g.Epoch, 0); err != nil {
+					t.Fatalf("renew %s: %v", c, err)
+				}
+			}
+		}
+		if p, _ := l.Get(ctx, g.TicketID); p.Status != admission.StatusStreaming || p.Conns != 2 {
+			t.Fatalf("while resumed: %s with %d connections, want streaming with 2", p.Status, p.Conns)
+		}
+		// They end with every byte sent: done, slot back at once.
+		if err := l.EndStream(ctx, g.TicketID, "b1", g.Epoch, 4); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.EndStream(ctx, g.TicketID, "b2", g.Epoch, 6); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := l.Get(ctx, g.TicketID); p.Status != admission.StatusDone || p.Conns != 0 {
+			t.Fatalf("after the last connection: %s with %d connections, want done with 0", p.Status, p.Conns)
+		}
+		if grants, _ := l.Admit(ctx, 1); len(grants) != 1 || grants[0].TicketID != ids[1] {
+			t.Fatalf("the slot did not come back: %v", grants)
 		}
 	})
 }

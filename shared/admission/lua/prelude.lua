@@ -8,6 +8,7 @@
 --   t:<id>         hash   one ticket (see ticket.go for the fields)
 --   wait:<tenant>  zset   queued ticket ids of a tenant, scored by stream sequence (FIFO)
 --   polls          zset   queued ticket ids -> when their client last polled, ms (abandonment)
+--   c:<id>         zset   a ticket's open connections -> lease expiry, ms (stream.lua)
 --   tenants        zset   tenants with queued tickets, scored by their virtual time
 --   vt             hash   tenant -> virtual time, kept while the tenant is idle
 --   vclock         string virtual time of the last admission
@@ -38,6 +39,7 @@ local POLLS = P .. 'polls'
 
 local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end
+local function ckey(id) return P .. 'c:' .. id end
 local function skey(tenant) return P .. 'slots:' .. tenant end
 
 local function limit(field, default)
@@ -97,6 +99,7 @@ local function finish(id, status, reason)
   redis.call('HSET', k, 'status', status, 'error', reason or '', 'ended_ms', NOW, 'conns', 0)
   redis.call('PEXPIRE', k, RETAIN_MS)
   redis.call('ZREM', POLLS, id)
+  redis.call('DEL', ckey(id))
   redis.call('HINCRBY', ENDED, status, 1)
   if status == 'done' then redis.call('ZADD', DONE, NOW, id) end
 end
