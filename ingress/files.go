@@ -51,15 +51,13 @@ func (s *Server) getFile(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	// The same catalog check as POST /api/v1/downloads: rejected or unpublished
-	// artifacts are refused here too, and a channel alias names its current artifact.
-	info, err := s.statPublished(ctx, key)
+	object, err := s.resolveName(ctx, key) // a channel alias names its current artifact
 	if err != nil {
 		c.Error(err)
 		return
 	}
 	tenant := principal(c).Tenant
-	id, err := s.fileTicket(c, tenant, key, info)
+	id, err := s.fileTicket(c, tenant, key, object)
 	if err != nil {
 		c.Error(err)
 		return
@@ -96,9 +94,10 @@ func (s *Server) getFile(c *gin.Context) {
 	}
 }
 
-// fileTicket finds the caller's ticket for the object (named key in the URL, which
-// may be an alias of info.Key) or creates one.
-func (s *Server) fileTicket(c *gin.Context, tenant, key string, info objstore.Info) (string, error) {
+// fileTicket finds the caller's ticket for object (named key in the URL, which may be
+// an alias of it) or creates one. A hop with a live ?ticket costs no look at the
+// catalog or the store, so a client waiting through hops does not depend on storage.
+func (s *Server) fileTicket(c *gin.Context, tenant, key, object string) (string, error) {
 	ctx := c.Request.Context()
 	if id := c.Query("ticket"); id != "" {
 		if !ticketIDPattern.MatchString(id) {
@@ -106,7 +105,7 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key string, info objstore.In
 		}
 		p, err := s.cfg.Ledger.Get(ctx, id)
 		switch {
-		case err == nil && p.Object != info.Key:
+		case err == nil && p.Object != object:
 			return "", badRequest("ticket_mismatch", "this ticket is for another file", "open /api/v1/files/"+key+" without ?ticket")
 		case err == nil && !p.Status.Terminal():
 			return id, nil
@@ -114,6 +113,12 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key string, info objstore.In
 			return "", err
 		}
 		// Ended or forgotten: start again, as the page was reloaded.
+	}
+	// The same catalog check as POST /api/v1/downloads, before anything is recorded:
+	// rejected, unpublished or unknown artifacts are refused here too.
+	info, err := s.statPublished(ctx, object)
+	if err != nil {
+		return "", err
 	}
 	idemKey := c.GetHeader("Idempotency-Key")
 	if err := validateIdempotencyKey(idemKey); err != nil {
@@ -131,7 +136,7 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key string, info objstore.In
 	}
 	if prev != id {
 		p, err := s.cfg.Ledger.Get(ctx, prev)
-		if err == nil && !p.Status.Terminal() && p.Object == info.Key {
+		if err == nil && !p.Status.Terminal() && p.Object == object {
 			return prev, nil
 		}
 		// The earlier ticket ended: this request starts a new one.

@@ -318,17 +318,30 @@ func (s *Server) getObject(c *gin.Context) {
 	c.JSON(http.StatusOK, e)
 }
 
+// resolveName turns a channel alias ("stable/latest") into the key of the object it
+// names now; any other name is the key itself.
+func (s *Server) resolveName(ctx context.Context, name string) (string, error) {
+	if s.cfg.Releases.Catalog == nil {
+		return name, nil
+	}
+	key, _, err := s.cfg.Releases.Catalog.Resolve(ctx, name)
+	if err != nil {
+		return "", catalogUnavailable(err)
+	}
+	return key, nil
+}
+
 // statPublished resolves a download request's object through the catalog (channel
 // aliases), refuses what the catalog rejected (and, with RequirePublished, what it
 // has not verified), and returns the stored version to serve.
 func (s *Server) statPublished(ctx context.Context, name string) (objstore.Info, error) {
 	rel := s.cfg.Releases
-	if rel.Catalog == nil {
-		return s.cfg.Objects.Stat(ctx, name)
-	}
-	key, _, err := rel.Catalog.Resolve(ctx, name)
+	key, err := s.resolveName(ctx, name)
 	if err != nil {
-		return objstore.Info{}, catalogUnavailable(err)
+		return objstore.Info{}, err
+	}
+	if rel.Catalog == nil {
+		return s.cfg.Objects.Stat(ctx, key)
 	}
 	e, err := rel.Catalog.Lookup(ctx, key)
 	switch {

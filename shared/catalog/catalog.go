@@ -195,7 +195,7 @@ func (c *Catalog) MarkPending(ctx context.Context, ps []Pending) error {
 func (c *Catalog) NoteDeadLettered(ctx context.Context, object, reason string) error {
 	err := deadLetteredScript.Run(ctx, c.rdb, []string{c.cfg.Prefix + "obj:" + object},
 		"its release event was dead-lettered ("+reason+"); an operator can replay it").Err()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil {
 		return fmt.Errorf("note dead letter on %q: %w", object, err)
 	}
 	return nil
