@@ -68,8 +68,7 @@ func (s *Server) createDownload(c *gin.Context) {
 	if idemKey != "" {
 		prev, err := s.cfg.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, id, s.cfg.IdempotencyTTL)
 		if err != nil {
-			c.Error(&apiError{Status: http.StatusServiceUnavailable, Code: "ledger_unavailable",
-				Message: "cannot record the Idempotency-Key right now", Hint: "retry after the indicated delay", RetryAfter: 2, cause: err})
+			c.Error(err) // 503 naming NATS JetStream, where the binding is kept
 			return
 		}
 		if prev != id {

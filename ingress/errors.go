@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
 )
@@ -50,12 +51,18 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, objstore.ErrUnavailable):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "storage_unavailable",
 			Message: "object storage is not answering", Hint: "retry after the indicated delay", RetryAfter: 5, cause: err}
+	case errors.Is(err, admission.ErrUnavailable):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "redis_unavailable",
+			Message: "the admission ledger (Redis) is not answering", Hint: "retry after the indicated delay; accepted tickets are safe in JetStream and keep their place", RetryAfter: 2, cause: err}
+	case errors.Is(err, admission.ErrRecordsUnavailable), errors.Is(err, apikeys.ErrUnavailable):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "nats_unavailable",
+			Message: "the records in NATS JetStream (keys, limits, tickets) cannot be reached", Hint: "retry after the indicated delay", RetryAfter: 2, cause: err}
 	case errors.Is(err, queue.ErrFull):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "queue_full",
 			Message: "the download queue is full", Hint: "retry after the indicated delay", RetryAfter: 30, cause: err}
 	case errors.Is(err, queue.ErrUnavailable):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "queue_unavailable",
-			Message: "the download queue is not accepting tickets right now", Hint: "retry after the indicated delay; nothing was queued", RetryAfter: 2, cause: err}
+			Message: "the download queue (NATS JetStream) is not answering", Hint: "retry after the indicated delay; nothing was queued", RetryAfter: 2, cause: err}
 	case errors.Is(err, admission.ErrNotFound):
 		return &apiError{Status: http.StatusNotFound, Code: "ticket_not_found", Message: "no such ticket",
 			Hint: "tickets are kept for a day after they end; request a new one with POST /api/v1/downloads", cause: err}

@@ -103,7 +103,7 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key, object string) (string,
 		if !ticketIDPattern.MatchString(id) {
 			return "", badRequest("invalid_ticket", "the ticket parameter is not a ticket id", "open /api/v1/files/"+key+" without it")
 		}
-		p, err := s.cfg.Ledger.Get(ctx, id)
+		p, err := s.ticket(ctx, id, false)
 		switch {
 		case err == nil && p.Object != object:
 			return "", badRequest("ticket_mismatch", "this ticket is for another file", "open /api/v1/files/"+key+" without ?ticket")
@@ -131,11 +131,10 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key, object string) (string,
 	id := newTicketID()
 	prev, err := s.cfg.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, id, filesKeyTTL)
 	if err != nil {
-		return "", &apiError{Status: http.StatusServiceUnavailable, Code: "ledger_unavailable",
-			Message: "cannot look up your download right now", Hint: "retry after the indicated delay", RetryAfter: 2, cause: err}
+		return "", err
 	}
 	if prev != id {
-		p, err := s.cfg.Ledger.Get(ctx, prev)
+		p, err := s.ticket(ctx, prev, false)
 		if err == nil && !p.Status.Terminal() && p.Object == object {
 			return prev, nil
 		}
@@ -156,7 +155,7 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key, object string) (string,
 func (s *Server) awaitAdmission(ctx context.Context, id string, wait time.Duration) (admission.Position, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		p, err := s.cfg.Ledger.Poll(ctx, id)
+		p, err := s.ticket(ctx, id, true)
 		if err != nil && !errors.Is(err, admission.ErrNotFound) {
 			return p, err
 		}

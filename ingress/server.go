@@ -40,8 +40,10 @@ type Config struct {
 	Objects   Objects
 	Ledger    *admission.Ledger
 	Publisher Publisher
-	Keys      *apikeys.Store
-	Checks    []Check
+	// Tickets reads accepted tickets from JetStream, for those the ledger lost.
+	Tickets TicketRecords
+	Keys    *apikeys.Store
+	Checks  []Check
 	// RequireClientKey refuses downloads without a client key (otherwise they run
 	// under the tenant "public").
 	RequireClientKey bool

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -42,8 +43,10 @@ func (s *Server) view(p admission.Position) ticketView {
 	}
 	if p.Status == admission.StatusReady || p.Status == admission.StatusStreaming {
 		v.DownloadURL = p.DownloadURL
-		exp := p.Expires.UTC()
-		v.ExpiresAt = &exp
+		if !p.Expires.IsZero() { // unknown for a stream that re-registered after a ledger loss
+			exp := p.Expires.UTC()
+			v.ExpiresAt = &exp
+		}
 	}
 	return v
 }
@@ -63,7 +66,7 @@ func (s *Server) poll(c *gin.Context) (admission.Position, bool) {
 	if !ok {
 		return admission.Position{}, false
 	}
-	p, err := s.cfg.Ledger.Poll(c.Request.Context(), id)
+	p, err := s.ticket(c.Request.Context(), id, true)
 	if err != nil {
 		c.Error(err)
 		return admission.Position{}, false
@@ -106,7 +109,18 @@ func (s *Server) cancelTicket(c *gin.Context) {
 	if !ok {
 		return
 	}
-	prev, err := s.cfg.Ledger.Cancel(c.Request.Context(), id)
+	ctx := c.Request.Context()
+	prev, err := s.cfg.Ledger.Cancel(ctx, id)
+	if errors.Is(err, admission.ErrNotFound) {
+		// Perhaps only the ledger lost it: restore it from its records, then cancel.
+		if p, rerr := s.ticket(ctx, id, false); rerr != nil {
+			err = rerr
+		} else if p.Status.Terminal() {
+			prev, err = p.Status, nil
+		} else {
+			prev, err = s.cfg.Ledger.Cancel(ctx, id)
+		}
+	}
 	if err != nil {
 		c.Error(err)
 		return
@@ -116,7 +130,7 @@ func (s *Server) cancelTicket(c *gin.Context) {
 			Message: "the ticket has already ended (" + string(prev) + ")", Hint: "nothing to cancel"})
 		return
 	}
-	p, err := s.cfg.Ledger.Get(c.Request.Context(), id)
+	p, err := s.ticket(ctx, id, false)
 	if err != nil {
 		c.Error(err)
 		return

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
@@ -226,14 +227,15 @@ func (f *fakeSlots) record(op, ticket, conn string, epoch, sent int64, err error
 	return err
 }
 
-func (f *fakeSlots) BeginStream(_ context.Context, ticket, conn string, epoch int64) error {
+func (f *fakeSlots) BeginStream(_ context.Context, s admission.Stream) error {
 	f.mu.Lock()
 	err := f.beginErr
 	f.mu.Unlock()
-	return f.record("begin", ticket, conn, epoch, 0, err)
+	return f.record("begin", s.Ticket, s.Conn, s.Epoch, 0, err)
 }
 
-func (f *fakeSlots) RenewStream(_ context.Context, ticket, conn string, epoch, sent int64) error {
+func (f *fakeSlots) RenewStream(_ context.Context, s admission.Stream, sent, _ int64) error {
+	ticket, conn, epoch := s.Ticket, s.Conn, s.Epoch
 	f.mu.Lock()
 	f.renews++
 	var err error
@@ -244,7 +246,8 @@ func (f *fakeSlots) RenewStream(_ context.Context, ticket, conn string, epoch, s
 	return f.record("renew", ticket, conn, epoch, sent, err)
 }
 
-func (f *fakeSlots) EndStream(_ context.Context, ticket, conn string, epoch, sent int64) error {
+func (f *fakeSlots) EndStream(_ context.Context, s admission.Stream, sent, _ int64) error {
+	ticket, conn, epoch := s.Ticket, s.Conn, s.Epoch
 	err := f.record("end", ticket, conn, epoch, sent, nil)
 	select {
 	case f.ended <- slotCall{"end", ticket, conn, epoch, sent, false}:

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sluice-dl/sluice/shared/admission"
 )
 
 // errSlotLost: the ledger says the ticket no longer holds its slot; the stream stops.
@@ -23,7 +25,7 @@ var errSlotLost = errors.New("slot lost while streaming")
 type slotHold struct {
 	e        *Edge
 	claims   Claims
-	conn     string // the connection's name in the ledger (SlotKeeper)
+	ref      admission.Stream // the connection in the ledger (SlotKeeper)
 	abort    func(error)
 	progress // what the copy loop has sent and how long it waited on the client
 	// reported is what the ledger has been told: the renewer's until it stops, then release's.
@@ -34,8 +36,8 @@ type slotHold struct {
 
 // holdSlot starts renewing the slot BeginStream took. abort is called, once at most,
 // when the stream must stop.
-func (e *Edge) holdSlot(ctx context.Context, claims Claims, conn string, abort func(error)) *slotHold {
-	h := &slotHold{e: e, claims: claims, conn: conn, abort: abort, stop: make(chan struct{}), done: make(chan struct{})}
+func (e *Edge) holdSlot(ctx context.Context, claims Claims, ref admission.Stream, abort func(error)) *slotHold {
+	h := &slotHold{e: e, claims: claims, ref: ref, abort: abort, stop: make(chan struct{}), done: make(chan struct{})}
 	go h.renew(ctx)
 	return h
 }
@@ -73,7 +75,7 @@ func (h *slotHold) renew(ctx context.Context) {
 		// Not canceled with the stream: a renewal cut halfway leaves the ledger's count
 		// unknown, and the bytes would be reported twice.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.e.renewEvery)
-		err := h.e.slots.RenewStream(rctx, h.claims.Ticket, h.conn, h.claims.Epoch, sent-h.reported)
+		err := h.e.slots.RenewStream(rctx, h.ref, sent-h.reported, sent)
 		cancel()
 		if err == nil {
 			h.reported, lastOK = sent, h.e.now()
@@ -99,7 +101,7 @@ func (h *slotHold) release(ctx context.Context) int64 {
 	sent := h.sent.Load()
 	ctx, cancel := cleanupContext(ctx)
 	defer cancel()
-	err := h.e.slots.EndStream(ctx, h.claims.Ticket, h.conn, h.claims.Epoch, sent-h.reported)
+	err := h.e.slots.EndStream(ctx, h.ref, sent-h.reported, sent)
 	if _, refused := errors.AsType[statusError](err); refused {
 		// The slot lapsed or was taken back: nothing is left to release.
 		h.e.log.Debug("end stream refused", "ticket", h.claims.Ticket, "sent", sent, "err", err)

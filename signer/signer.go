@@ -9,6 +9,8 @@ package signer
 import (
 	"context"
 	"time"
+
+	"github.com/sluice-dl/sluice/shared/admission"
 )
 
 // Claims are what a token binds together. Changing any field invalidates the MAC.
@@ -38,19 +40,22 @@ type Claims struct {
 // The sent arguments are deltas: the bytes sent since the previous call on the same
 // stream, so that their sum over one stream is the bytes it sent.
 //
-// connID names one streaming connection, unique per stream: the ledger leases each
-// connection as it leases the slot, so the connections of an edge that died stop
-// counting against the per-token cap when their lease lapses.
+// total is what the connection sent in all, so that a stream that re-registers after
+// the ledger was lost brings its progress with it.
+//
+// admission.Stream.Conn names one streaming connection, unique per stream: the ledger
+// leases each connection as it leases the slot, so the connections of an edge that
+// died stop counting against the per-token cap when their lease lapses.
 type SlotKeeper interface {
-	// BeginStream opens connection connID on the ticket's slot, moves the ticket to
+	// BeginStream opens the connection on the ticket's slot, moves the ticket to
 	// streaming and extends the slot's lease. Past the per-token cap of live
 	// connections it answers admission.ErrTooManyConnections.
-	BeginStream(ctx context.Context, ticketID, connID string, epoch int64) error
+	BeginStream(ctx context.Context, s admission.Stream) error
 	// RenewStream adds sent bytes to the ticket's progress and extends the leases of
 	// the slot and of the connection.
-	RenewStream(ctx context.Context, ticketID, connID string, epoch int64, sent int64) error
+	RenewStream(ctx context.Context, s admission.Stream, sent, total int64) error
 	// EndStream closes the connection, adding its last sent bytes. When no live
 	// connection is left the ledger releases the slot (at once when the whole object
 	// has been sent, after the resume grace otherwise).
-	EndStream(ctx context.Context, ticketID, connID string, epoch int64, sent int64) error
+	EndStream(ctx context.Context, s admission.Stream, sent, total int64) error
 }

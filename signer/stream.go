@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-dl/sluice/shared/admission"
 )
 
 // serveDownload answers GET and HEAD /d/{token}: verify the token, check the object is
@@ -65,16 +67,22 @@ func (e *Edge) serveDownload(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(b.status)
 		return nil
 	}
-	return e.stream(w, r, claims, b)
+	return e.stream(w, r, claims, b, info.Size)
 }
 
 // stream sends b for claims' object while the ticket's slot is held.
-func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b body) (err error) {
+func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b body, size int64) (err error) {
 	observed, end := e.observer.Streaming(r.Context(), claims)
 	defer func() { end(err) }()
 	r = r.WithContext(observed)
-	conn := rand.Text() // this connection's name in the ledger
-	if err := e.slots.BeginStream(r.Context(), claims.Ticket, conn, claims.Epoch); err != nil {
+	// This connection in the ledger; what the token says of the ticket lets the stream
+	// re-register if the ledger was lost while it ran.
+	ref := admission.Stream{Ticket: claims.Ticket, Conn: rand.Text(), Epoch: claims.Epoch,
+		Tenant: claims.Tenant, Object: claims.Object, ETag: claims.ETag, Size: size}
+	// Bytes before the first range are the client's already (a resume): a stream that
+	// re-registers counts them as sent, since the ledger that counted them was lost.
+	ref.Offset = b.parts[0].span.start
+	if err := e.slots.BeginStream(r.Context(), ref); err != nil {
 		if _, ok := errors.AsType[statusError](err); ok {
 			return fmt.Errorf("begin stream: %w", err)
 		}
@@ -87,7 +95,7 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	e.stats.streams.Add(1)
 	defer e.stats.streams.Add(-1)
 	rc := http.NewResponseController(w)
-	l := e.holdSlot(ctx, claims, conn, func(cause error) {
+	l := e.holdSlot(ctx, claims, ref, func(cause error) {
 		cancel(cause)
 		// Unblock a write in progress; the copy loop sees ctx canceled before the next.
 		_ = rc.SetWriteDeadline(time.Now())

@@ -21,6 +21,11 @@ import (
 	"github.com/sluice-dl/sluice/signer"
 )
 
+// Backlog is every live ticket in the stream, for refilling a ledger that was lost.
+type Backlog interface {
+	Each(ctx context.Context, fn func(t queue.Ticket, seq uint64, traceparent string) error) error
+}
+
 // TokenIssuer signs download tokens.
 type TokenIssuer interface {
 	Issue(c signer.Claims) (string, error)
@@ -29,6 +34,7 @@ type TokenIssuer interface {
 // AdmissionConfig configures an admission worker.
 type AdmissionConfig struct {
 	Consumer      jetstream.Consumer
+	Backlog       Backlog // the ticket stream; nil: a lost ledger refills from held messages only
 	Ledger        *admission.Ledger
 	Tokens        TokenIssuer
 	PublicEdgeURL string        // download links start with this
@@ -56,6 +62,8 @@ type Admission struct {
 
 	mu   sync.Mutex
 	held map[string]*heldMsg
+	// restoring refills a rebuilt ledger from the stream, in the background.
+	restoring sync.WaitGroup
 }
 
 type heldMsg struct {
@@ -105,6 +113,7 @@ func (a *Admission) Held() int {
 // Run consumes and admits until ctx ends, then stops fetching, hands every held message
 // back to the stream for other workers, and returns.
 func (a *Admission) Run(ctx context.Context) error {
+	a.Prepare(ctx)
 	cc, err := a.cfg.Consumer.Consume(a.receive,
 		jetstream.PullMaxMessages(1000),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -116,6 +125,7 @@ func (a *Admission) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
+	wg.Go(func() { a.watchLimits(ctx) })
 	wg.Go(func() { a.loop(ctx, a.cfg.AdmitEvery, a.admit) })
 	wg.Go(func() { a.loop(ctx, a.cfg.SweepEvery, a.sweep) })
 	<-ctx.Done()
@@ -126,8 +136,18 @@ func (a *Admission) Run(ctx context.Context) error {
 		cc.Stop()
 	}
 	wg.Wait()
+	a.restoring.Wait()
 	a.handBack()
 	return nil
+}
+
+// Prepare rebuilds a new or lost ledger at once. Called before the ingress of the same
+// process takes its first ticket, a fresh start finds no ticket that could be live,
+// and admits without a pause. Run calls it too.
+func (a *Admission) Prepare(ctx context.Context) {
+	if _, err := a.cfg.Ledger.Admit(ctx, 0); errors.Is(err, admission.ErrNoGeneration) {
+		a.rebuild(ctx)
+	}
 }
 
 func (a *Admission) loop(ctx context.Context, every time.Duration, fn func(context.Context)) {
@@ -143,6 +163,20 @@ func (a *Admission) loop(ctx context.Context, every time.Duration, fn func(conte
 			round, cancel := context.WithTimeout(context.WithoutCancel(ctx), every+5*time.Second)
 			fn(round)
 			cancel()
+		}
+	}
+}
+
+// watchLimits keeps the ledger's copy of the limits equal to their record, watching
+// again after a NATS outage ends the watch.
+func (a *Admission) watchLimits(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := a.cfg.Ledger.WatchLimits(ctx); err != nil {
+			a.log.Warn("watch limits; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 }
@@ -167,11 +201,7 @@ func (a *Admission) receive(msg jetstream.Msg) {
 
 func (a *Admission) enqueue(ctx context.Context, h *heldMsg) bool {
 	t := h.ticket
-	_, err := a.cfg.Ledger.Enqueue(ctx, admission.Ticket{
-		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
-		Tenant: t.Tenant, Seq: h.seq, Created: t.Created,
-		TraceParent: h.msg.Headers().Get("traceparent"),
-	})
+	_, err := a.cfg.Ledger.Enqueue(ctx, ledgerTicket(t, h.seq, h.msg.Headers().Get("traceparent")))
 	if err != nil {
 		a.log.Warn("enqueue ticket; will retry", "ticket", t.ID, "err", err)
 		return false
@@ -183,6 +213,10 @@ func (a *Admission) enqueue(ctx context.Context, h *heldMsg) bool {
 func (a *Admission) admit(ctx context.Context) {
 	for {
 		grants, err := a.cfg.Ledger.Admit(ctx, 32)
+		if errors.Is(err, admission.ErrNoGeneration) {
+			a.rebuild(ctx)
+			return
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				a.log.Warn("admit", "err", err)
@@ -195,6 +229,43 @@ func (a *Admission) admit(ctx context.Context) {
 		if len(grants) < 32 {
 			return
 		}
+	}
+}
+
+// rebuild gives a lost ledger a new generation (limits from their record, epochs
+// above every earlier one, a pause while live streams re-register) and refills it
+// with every live ticket from the stream, at its old place in line, so that positions
+// are right at once rather than when each message is redelivered.
+func (a *Admission) rebuild(ctx context.Context) {
+	built, err := a.cfg.Ledger.Rebuild(ctx)
+	if err != nil {
+		a.log.Warn("rebuild the admission ledger; retrying", "err", err)
+		return
+	}
+	if !built || a.cfg.Backlog == nil {
+		return
+	}
+	a.log.Warn("the admission ledger was empty (new, or Redis lost it): rebuilt from JetStream; admission resumes once live streams had one lease to re-register")
+	a.restoring.Go(func() {
+		start, n := a.cfg.Now(), 0
+		rctx := context.WithoutCancel(ctx)
+		err := a.cfg.Backlog.Each(rctx, func(t queue.Ticket, seq uint64, traceparent string) error {
+			n++
+			_, err := a.cfg.Ledger.Enqueue(rctx, ledgerTicket(t, seq, traceparent))
+			return err
+		})
+		if err != nil {
+			a.log.Warn("refill the ledger from the ticket stream; held messages are re-enqueued as they come", "restored", n, "err", err)
+			return
+		}
+		a.log.Info("ledger refilled from the ticket stream", "tickets", n, "took", a.cfg.Now().Sub(start).Round(time.Millisecond))
+	})
+}
+
+func ledgerTicket(t queue.Ticket, seq uint64, traceparent string) admission.Ticket {
+	return admission.Ticket{
+		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
+		Tenant: t.Tenant, Seq: seq, Created: t.Created, TraceParent: traceparent,
 	}
 }
 
@@ -254,6 +325,12 @@ func (a *Admission) sweep(ctx context.Context) {
 	for i, h := range hs {
 		switch st := statuses[i]; {
 		case st.Terminal():
+			// The final state becomes a record before the message goes: the ticket
+			// keeps answering for --retain whatever happens to Redis.
+			if t, err := a.cfg.Ledger.Get(ctx, h.ticket.ID); err != nil || a.cfg.Ledger.RecordEnded(ctx, t.Ticket) != nil {
+				a.log.Warn("record ended ticket; keeping its message until it can be", "ticket", h.ticket.ID, "err", err)
+				break
+			}
 			a.settle(h, h.msg.Ack)
 			continue
 		case st == "" && now.Sub(h.ticket.Created) > retain:

@@ -29,6 +29,7 @@ type deps struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	tickets jetstream.Consumer
+	records records // the record buckets in JetStream KV; empty for the edge
 	rdb     redis.UniversalClient
 	store   objstore.Store
 	local   *objstore.Local // set when objects are on local disk
@@ -36,6 +37,12 @@ type deps struct {
 	ledger  *admission.Ledger
 	keyring *signer.Keyring
 	closers []func()
+}
+
+// records are the JetStream KV buckets that hold what must survive anything (Redis
+// holds only what is rebuilt from them and the ticket stream).
+type records struct {
+	keys, settings, bindings, ended jetstream.KeyValue
 }
 
 func (d *deps) onClose(f func()) { d.closers = append(d.closers, f) }
@@ -61,7 +68,7 @@ func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger) (
 	if err := d.connectRedis(ctx, r, c); err != nil {
 		return nil, err
 	}
-	d.ledger = admission.New(d.rdb, admission.Config{
+	lc := admission.Config{
 		GlobalLimit:  c.GlobalLimit,
 		TenantLimit:  c.TenantLimit,
 		StreamLease:  c.StreamLease,
@@ -70,7 +77,14 @@ func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger) (
 		MaxConns:     c.MaxConns,
 		// A grant whose worker died lapses within the same period as a dead edge's stream.
 		AdmitLease: min(15*time.Second, c.StreamLease),
-	})
+		Records:    d.records.settings,
+		Bindings:   d.records.bindings,
+		Ended:      d.records.ended,
+	}
+	if d.js != nil {
+		lc.LiveTickets = queue.NewTickets(d.js).Live
+	}
+	d.ledger = admission.New(d.rdb, lc)
 	{ // workers verify release artifacts against the store
 		if err := d.openStore(ctx, r, c); err != nil {
 			return nil, err
@@ -125,6 +139,28 @@ func (d *deps) connectNATS(ctx context.Context, r role, c *serverConfig) error {
 	d.tickets, err = queue.EnsureTickets(setup, d.js, queue.StreamConfig{Replicas: c.NATSReplicas, MaxMsgs: c.MaxTickets, AckWait: c.AckWait})
 	if err != nil {
 		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, url)
+	}
+	return d.openRecords(setup, c)
+}
+
+func (d *deps) openRecords(ctx context.Context, c *serverConfig) error {
+	for _, b := range []struct {
+		kv  *jetstream.KeyValue
+		cfg queue.RecordConfig
+	}{
+		{&d.records.keys, queue.RecordConfig{Bucket: queue.KeysBucket, Description: "API keys: hashes, scopes, tenants"}},
+		{&d.records.settings, queue.RecordConfig{Bucket: queue.SettingsBucket, Description: "the operator's limits, weights and pause"}},
+		{&d.records.bindings, queue.RecordConfig{Bucket: queue.IdempotencyBucket, Description: "Idempotency-Key bindings to tickets",
+			TTL: 24 * time.Hour}},
+		{&d.records.ended, queue.RecordConfig{Bucket: queue.EndedBucket, Description: "tickets that ended, readable for a day",
+			TTL: 24 * time.Hour}},
+	} {
+		b.cfg.Replicas = c.NATSReplicas
+		kv, err := queue.EnsureRecords(ctx, d.js, b.cfg)
+		if err != nil {
+			return err
+		}
+		*b.kv = kv
 	}
 	return nil
 }

@@ -116,10 +116,11 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			// Printed once for the person at the terminal, never into the log stream.
 			fmt.Fprintf(os.Stdout, "\n  operator API key for this run: %s\n  (set SLUICE_ADMIN_KEY to choose your own)\n\n", adminKey)
 		} else if adminKey == "" {
-			log.Warn("no SLUICE_ADMIN_KEY: only keys already stored in Redis can use the admin API")
+			log.Warn("no SLUICE_ADMIN_KEY: only keys already stored in JetStream can use the admin API")
 		}
 		ingressSrv = ingress.New(ingress.Config{
-			Keys:             apikeys.New(d.rdb, "", adminKey),
+			Keys:             apikeys.New(d.records.keys, adminKey),
+			Tickets:          queue.NewTickets(d.js),
 			RequireClientKey: c.RequireClientKey,
 			FilesWait:        c.FilesWait,
 			TicketRate:       ticketRate,
@@ -184,6 +185,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		adm := workers.NewAdmission(workers.AdmissionConfig{
 			Direct:        direct,
 			Consumer:      d.tickets,
+			Backlog:       queue.NewTickets(d.js),
 			Ledger:        d.ledger,
 			Tokens:        d.keyring,
 			PublicEdgeURL: strings.TrimRight(c.PublicEdgeURL, "/"),
@@ -196,6 +198,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		workerReady := readiness(&draining, map[string]func(context.Context) error{
 			"nats": func(ctx context.Context) error { return queue.Ping(ctx, d.js) }, "redis": d.ledger.Ping,
 		})
+		adm.Prepare(ctx)
 		if err := o.joinWorker(adm, api, workerReady); err != nil {
 			return err
 		}

@@ -16,7 +16,7 @@ import (
 func TestWaitEstimate(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := admission.New(rdb, admission.Config{GlobalLimit: 4})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 4})
 		var seq uint64
 		const hold = 200 * time.Millisecond
 		warm := enqueue(t, l, "w", 3, &seq)

@@ -22,10 +22,10 @@ func admitAndFinish(t *testing.T, l *admission.Ledger) string {
 	if err := l.MarkReady(ctx, g, "u", time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.BeginStream(ctx, g.TicketID, "c1", g.Epoch); err != nil {
+	if err := l.BeginStream(ctx, stream(g.TicketID, "c1", g.Epoch)); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.EndStream(ctx, g.TicketID, "c1", g.Epoch, 10); err != nil {
+	if err := l.EndStream(ctx, stream(g.TicketID, "c1", g.Epoch), 10, 10); err != nil {
 		t.Fatal(err)
 	}
 	p, _ := l.Get(ctx, g.TicketID)
@@ -37,7 +37,7 @@ func admitAndFinish(t *testing.T, l *admission.Ledger) string {
 // (980+ tickets) is still waiting.
 func TestFairnessFloodDoesNotStarve(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
-		l := admission.New(rdb, admission.Config{GlobalLimit: 1})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1})
 		var seq uint64
 		enqueue(t, l, "a", 1000, &seq)
 		// A few of A's tickets are admitted before B shows up.
@@ -70,7 +70,7 @@ func TestFairnessFloodDoesNotStarve(t *testing.T) {
 // A tenant with weight 2 gets twice the admissions of weight 1 while both wait.
 func TestFairnessWeights(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
-		l := admission.New(rdb, admission.Config{GlobalLimit: 1})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1})
 		two := 2.0
 		if _, err := l.SetLimits(t.Context(), admission.LimitsUpdate{Tenants: map[string]admission.TenantLimits{"gold": {Weight: &two}}}); err != nil {
 			t.Fatal(err)
@@ -92,7 +92,7 @@ func TestFairnessWeights(t *testing.T) {
 func TestTenantLimitPauseAndAdmissible(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := admission.New(rdb, admission.Config{GlobalLimit: 5})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 5})
 		one := 1
 		if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Tenants: map[string]admission.TenantLimits{"small": {Limit: &one}}}); err != nil {
 			t.Fatal(err)
@@ -134,7 +134,7 @@ func TestTenantLimitPauseAndAdmissible(t *testing.T) {
 func TestAbandonedTicketsAreDropped(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := admission.New(rdb, admission.Config{GlobalLimit: 1, AbandonAfter: 300 * time.Millisecond})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1, AbandonAfter: 300 * time.Millisecond})
 		var seq uint64
 		ids := enqueue(t, l, "public", 2, &seq)
 		time.Sleep(400 * time.Millisecond)
@@ -156,7 +156,7 @@ func TestAbandonedTicketsAreDropped(t *testing.T) {
 func TestAbandonedTicketsLeaveBeforeTheHead(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := admission.New(rdb, admission.Config{GlobalLimit: 1, AbandonAfter: 300 * time.Millisecond})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1, AbandonAfter: 300 * time.Millisecond})
 		var seq uint64
 		holder := enqueue(t, l, "public", 1, &seq)
 		if grants, _ := l.Admit(ctx, 1); len(grants) != 1 || grants[0].TicketID != holder[0] {

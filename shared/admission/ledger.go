@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -24,7 +25,20 @@ var (
 	ErrTooManyConnections = statusError{errors.New("too many connections on this download link"), http.StatusTooManyRequests}
 	// ErrFenced: the grant was taken back (its lease lapsed) before the link was issued.
 	ErrFenced = errors.New("admission grant lapsed before the link was issued")
+	// ErrUnavailable: Redis, which holds the ledger, cannot be reached or did not answer in time.
+	ErrUnavailable = errors.New("the admission ledger (Redis) is not answering")
+	// ErrRecordsUnavailable: the records in JetStream (limits, idempotency bindings,
+	// ended tickets) cannot be read or written.
+	ErrRecordsUnavailable = errors.New("the records in NATS JetStream cannot be reached")
+	// ErrNoGeneration: the ledger was lost (or never built) and must be rebuilt
+	// (Rebuild) before anything is admitted.
+	ErrNoGeneration = errors.New("the admission ledger has no generation")
 )
+
+// unavailable marks an error from Redis, so that callers can answer 503 naming it.
+func unavailable(what string, err error) error {
+	return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
+}
 
 type statusError struct {
 	error
@@ -49,6 +63,8 @@ var (
 	cancelLua string
 	//go:embed lua/poll.lua
 	pollLua string
+	//go:embed lua/rebuild.lua
+	rebuildLua string
 
 	enqueueScript = redis.NewScript(prelude + enqueueLua)
 	admitScript   = redis.NewScript(prelude + admitLua)
@@ -56,6 +72,7 @@ var (
 	streamScript  = redis.NewScript(prelude + streamLua)
 	cancelScript  = redis.NewScript(prelude + cancelLua)
 	pollScript    = redis.NewScript(prelude + pollLua)
+	rebuildScript = redis.NewScript(prelude + rebuildLua)
 )
 
 // Config holds the ledger's timings and default limits.
@@ -70,6 +87,20 @@ type Config struct {
 	GlobalLimit  int           // used until an operator sets one in Redis (10)
 	TenantLimit  int           // default per-tenant limit, 0 = none
 	RateWindow   time.Duration // window for the completion rate (2m)
+	// The record buckets below are needed by every role but the edge, which only
+	// streams; without them the methods that use them fail.
+	//
+	// Records is the JetStream KV bucket of the operator's limits (queue.SettingsBucket);
+	// Redis holds a copy the scripts read, rebuilt from it.
+	Records jetstream.KeyValue
+	// Bindings is the bucket of Idempotency-Key bindings (queue.IdempotencyBucket).
+	Bindings jetstream.KeyValue
+	// Ended is the bucket of ended tickets (queue.EndedBucket), kept for Retain.
+	Ended jetstream.KeyValue
+	// LiveTickets reports whether any accepted ticket may still be live (the ticket
+	// stream holds messages). A rebuilt ledger then waits one StreamLease before it
+	// admits, so that the streams admitted before the loss re-register first; nil: never.
+	LiveTickets func(ctx context.Context) (bool, error)
 }
 
 func (c *Config) setDefaults() {
@@ -122,7 +153,7 @@ func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
 	res, err := l.run(ctx, enqueueScript, t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq,
 		t.Created.UnixMilli(), t.ContentType, t.TraceParent).Text()
 	if err != nil {
-		return false, fmt.Errorf("enqueue ticket %s: %w", t.ID, err)
+		return false, unavailable("enqueue ticket "+t.ID, err)
 	}
 	return res == "created", nil
 }
@@ -134,12 +165,13 @@ type Grant struct {
 	Epoch    int64
 }
 
-// Admit admits up to max queued tickets under the limits, fairly across tenants.
+// Admit admits up to max queued tickets under the limits, fairly across tenants. It
+// answers ErrNoGeneration when the ledger was lost: Rebuild it, then admit again (a
+// rebuilt ledger admits nothing for the rebuild's pause).
 func (l *Ledger) Admit(ctx context.Context, max int) ([]Grant, error) {
-	vals, err := l.run(ctx, admitScript, max, l.cfg.AdmitLease.Milliseconds(),
-		l.cfg.AbandonAfter.Milliseconds(), l.cfg.GlobalLimit, l.cfg.TenantLimit).Slice()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("admit: %w", err)
+	vals, err := l.admit(ctx, max)
+	if err != nil {
+		return nil, err
 	}
 	grants := make([]Grant, 0, len(vals)/2)
 	for i := 0; i+1 < len(vals); i += 2 {
@@ -150,12 +182,24 @@ func (l *Ledger) Admit(ctx context.Context, max int) ([]Grant, error) {
 	return grants, nil
 }
 
+func (l *Ledger) admit(ctx context.Context, max int) ([]any, error) {
+	vals, err := l.run(ctx, admitScript, max, l.cfg.AdmitLease.Milliseconds(),
+		l.cfg.AbandonAfter.Milliseconds(), l.cfg.GlobalLimit, l.cfg.TenantLimit).Slice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, unavailable("admit", err)
+	}
+	if len(vals) == 1 && vals[0] == "NOGEN" {
+		return nil, ErrNoGeneration
+	}
+	return vals, nil
+}
+
 // MarkReady publishes the download link of a grant. ErrFenced means the grant lapsed
 // and the ticket went back to the queue: the link must not be used.
 func (l *Ledger) MarkReady(ctx context.Context, g Grant, url string, expires time.Time) error {
 	res, err := l.run(ctx, readyScript, g.TicketID, g.Epoch, url, expires.UnixMilli()).Text()
 	if err != nil {
-		return fmt.Errorf("mark ticket %s ready: %w", g.TicketID, err)
+		return unavailable("mark ticket "+g.TicketID+" ready", err)
 	}
 	if res != "OK" {
 		return ErrFenced
@@ -163,41 +207,62 @@ func (l *Ledger) MarkReady(ctx context.Context, g Grant, url string, expires tim
 	return nil
 }
 
-func (l *Ledger) stream(ctx context.Context, op, ticketID, connID string, epoch, sent int64, d time.Duration) error {
-	if connID == "" {
-		return fmt.Errorf("%s stream of ticket %s: no connection id", op, ticketID)
+// Stream is one streaming connection on a ticket's slot, as the edge knows it from the
+// token and the object's Stat. The object's fields let a stream re-register after the
+// ledger was lost (stream.lua).
+type Stream struct {
+	Ticket string
+	Conn   string // the connection's name, unique per stream
+	Epoch  int64
+	Tenant string
+	Object string
+	ETag   string
+	Size   int64
+	// Offset is where the connection's first range starts: the bytes the client had
+	// before it (a resume), counted as sent when the stream re-registers.
+	Offset int64
+}
+
+func (l *Ledger) stream(ctx context.Context, op string, s Stream, sent, total int64, d time.Duration) error {
+	if s.Conn == "" {
+		return fmt.Errorf("%s stream of ticket %s: no connection id", op, s.Ticket)
 	}
 	// A connection's lease is two thirds of the slot's (the edge renews both every
 	// third): when an edge dies, its connections lapse while the slot is still held,
 	// so a client that had every connection there can resume on another edge.
-	res, err := l.run(ctx, streamScript, op, ticketID, epoch, sent, d.Milliseconds(), l.cfg.MaxConns,
-		connID, (l.cfg.StreamLease * 2 / 3).Milliseconds()).Text()
+	res, err := l.run(ctx, streamScript, op, s.Ticket, s.Epoch, sent, d.Milliseconds(), l.cfg.MaxConns,
+		s.Conn, (l.cfg.StreamLease * 2 / 3).Milliseconds(), s.Tenant, s.Object, s.ETag, s.Size, s.Offset+total,
+		l.cfg.GlobalLimit, l.cfg.TenantLimit).Text()
 	if err != nil {
-		return fmt.Errorf("%s stream of ticket %s: %w", op, ticketID, err)
+		return unavailable(op+" stream of ticket "+s.Ticket, err)
 	}
 	switch res {
 	case "OK":
 		return nil
 	case "TOO_MANY":
 		return ErrTooManyConnections
+	case "NOGEN":
+		// Not a refusal: a worker rebuilds the ledger within its next admission round.
+		return fmt.Errorf("%s stream of ticket %s: %w, being rebuilt", op, s.Ticket, ErrNoGeneration)
 	default:
 		return ErrSlotNotHeld
 	}
 }
 
-// BeginStream opens connection connID on the ticket's slot (see signer.SlotKeeper).
-func (l *Ledger) BeginStream(ctx context.Context, ticketID, connID string, epoch int64) error {
-	return l.stream(ctx, "begin", ticketID, connID, epoch, 0, l.cfg.StreamLease)
+// BeginStream opens the connection on the ticket's slot (see signer.SlotKeeper).
+func (l *Ledger) BeginStream(ctx context.Context, s Stream) error {
+	return l.stream(ctx, "begin", s, 0, 0, l.cfg.StreamLease)
 }
 
-// RenewStream records progress and extends the leases of the slot and the connection.
-func (l *Ledger) RenewStream(ctx context.Context, ticketID, connID string, epoch int64, sent int64) error {
-	return l.stream(ctx, "renew", ticketID, connID, epoch, sent, l.cfg.StreamLease)
+// RenewStream records progress (sent since the last call, total on this connection)
+// and extends the leases of the slot and the connection.
+func (l *Ledger) RenewStream(ctx context.Context, s Stream, sent, total int64) error {
+	return l.stream(ctx, "renew", s, sent, total, l.cfg.StreamLease)
 }
 
 // EndStream closes one connection; the last live one releases the slot.
-func (l *Ledger) EndStream(ctx context.Context, ticketID, connID string, epoch int64, sent int64) error {
-	return l.stream(ctx, "end", ticketID, connID, epoch, sent, l.cfg.ResumeGrace)
+func (l *Ledger) EndStream(ctx context.Context, s Stream, sent, total int64) error {
+	return l.stream(ctx, "end", s, sent, total, l.cfg.ResumeGrace)
 }
 
 // Cancel cancels a ticket and frees its slot; it returns the status the ticket had.
@@ -207,7 +272,7 @@ func (l *Ledger) Cancel(ctx context.Context, id string) (Status, error) {
 		return "", ErrNotFound
 	}
 	if err != nil {
-		return "", fmt.Errorf("cancel ticket %s: %w", id, err)
+		return "", unavailable("cancel ticket "+id, err)
 	}
 	return Status(res), nil
 }
@@ -230,7 +295,7 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, err
 		return Position{}, ErrNotFound
 	}
 	if err != nil {
-		return Position{}, fmt.Errorf("read ticket %s: %w", id, err)
+		return Position{}, unavailable("read ticket "+id, err)
 	}
 	flat, _ := vals[0].([]any)
 	h := make(map[string]string, len(flat)/2)
@@ -263,7 +328,7 @@ func (l *Ledger) Statuses(ctx context.Context, ids []string) ([]Status, error) {
 		cmds[i] = pipe.HGet(ctx, l.cfg.Prefix+"t:"+id, "status")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read ticket statuses: %w", err)
+		return nil, unavailable("read ticket statuses", err)
 	}
 	out := make([]Status, len(ids))
 	for i, c := range cmds {
@@ -274,18 +339,3 @@ func (l *Ledger) Statuses(ctx context.Context, ids []string) ([]Status, error) {
 
 // Ping checks that Redis answers.
 func (l *Ledger) Ping(ctx context.Context) error { return l.rdb.Ping(ctx).Err() }
-
-// ClaimIdempotencyKey binds a client's Idempotency-Key (scoped to its tenant) to a
-// ticket id for ttl. If the key was already bound it returns the earlier ticket id and
-// binds nothing.
-func (l *Ledger) ClaimIdempotencyKey(ctx context.Context, tenant, key, ticketID string, ttl time.Duration) (string, error) {
-	k := l.cfg.Prefix + "idem:" + tenant + ":" + key
-	prev, err := l.rdb.SetArgs(ctx, k, ticketID, redis.SetArgs{Mode: "NX", Get: true, TTL: ttl}).Result()
-	if errors.Is(err, redis.Nil) {
-		return ticketID, nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("claim idempotency key: %w", err)
-	}
-	return prev, nil
-}

@@ -6,9 +6,11 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/testenv"
 )
 
@@ -24,6 +26,32 @@ func backends(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient)) {
 		t.Cleanup(func() { rdb.Close() })
 		fn(t, rdb)
 	})
+}
+
+// newLedger is a ledger over rdb with its records in a JetStream of its own.
+func newLedger(t *testing.T, rdb redis.UniversalClient, cfg admission.Config) *admission.Ledger {
+	t.Helper()
+	js := testenv.StartNATS(t).JetStream(t)
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{{queue.SettingsBucket, &cfg.Records}, {queue.IdempotencyBucket, &cfg.Bindings}, {queue.EndedBucket, &cfg.Ended}} {
+		kv, err := queue.EnsureRecords(t.Context(), js, queue.RecordConfig{Bucket: b.name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		*b.kv = kv
+	}
+	l := admission.New(rdb, cfg)
+	if _, err := l.Rebuild(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// stream names one connection of a granted ticket as the edge would.
+func stream(ticket, conn string, epoch int64) admission.Stream {
+	return admission.Stream{Ticket: ticket, Conn: conn, Epoch: epoch, Tenant: "t", Object: "o", ETag: "e", Size: 10}
 }
 
 func enqueue(t *testing.T, l *admission.Ledger, tenant string, n int, seq *uint64) []string {
@@ -44,7 +72,7 @@ func enqueue(t *testing.T, l *admission.Ledger, tenant string, n int, seq *uint6
 func TestLedgerLifecycle(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := admission.New(rdb, admission.Config{GlobalLimit: 2})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 2})
 		var seq uint64
 		ids := enqueue(t, l, "public", 3, &seq)
 
@@ -70,16 +98,16 @@ func TestLedgerLifecycle(t *testing.T) {
 		if err := l.MarkReady(ctx, admission.Grant{TicketID: g.TicketID, Epoch: g.Epoch + 100}, "u", time.Now()); err != admission.ErrFenced {
 			t.Fatalf("stale epoch must be fenced, got %v", err)
 		}
-		if err := l.BeginStream(ctx, g.TicketID, "c1", g.Epoch+1); err != admission.ErrSlotNotHeld {
+		if err := l.BeginStream(ctx, stream(g.TicketID, "c1", g.Epoch+1)); err != admission.ErrSlotNotHeld {
 			t.Fatalf("begin with wrong epoch: %v", err)
 		}
-		if err := l.BeginStream(ctx, g.TicketID, "c1", g.Epoch); err != nil {
+		if err := l.BeginStream(ctx, stream(g.TicketID, "c1", g.Epoch)); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.RenewStream(ctx, g.TicketID, "c1", g.Epoch, 4); err != nil {
+		if err := l.RenewStream(ctx, stream(g.TicketID, "c1", g.Epoch), 4, 4); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.EndStream(ctx, g.TicketID, "c1", g.Epoch, 6); err != nil {
+		if err := l.EndStream(ctx, stream(g.TicketID, "c1", g.Epoch), 6, 6); err != nil {
 			t.Fatal(err)
 		}
 		p, _ = l.Get(ctx, g.TicketID)
@@ -103,7 +131,7 @@ func TestLedgerLifecycle(t *testing.T) {
 func TestLedgerReclaimsLapsedGrants(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := admission.New(rdb, admission.Config{GlobalLimit: 1, AdmitLease: 50 * time.Millisecond})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1, AdmitLease: 50 * time.Millisecond})
 		var seq uint64
 		ids := enqueue(t, l, "public", 2, &seq)
 		grants, _ := l.Admit(ctx, 1)
@@ -126,7 +154,7 @@ func TestLedgerReclaimsLapsedGrants(t *testing.T) {
 func TestConnectionsAreLeases(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := admission.New(rdb, admission.Config{GlobalLimit: 1, MaxConns: 2, StreamLease: 600 * time.Millisecond})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1, MaxConns: 2, StreamLease: 600 * time.Millisecond})
 		var seq uint64
 		ids := enqueue(t, l, "public", 2, &seq)
 		grants, _ := l.Admit(ctx, 1)
@@ -139,27 +167,27 @@ func TestConnectionsAreLeases(t *testing.T) {
 		}
 		start := time.Now()
 		for _, c := range []string{"a1", "a2"} {
-			if err := l.BeginStream(ctx, g.TicketID, c, g.Epoch); err != nil {
+			if err := l.BeginStream(ctx, stream(g.TicketID, c, g.Epoch)); err != nil {
 				t.Fatalf("begin %s: %v", c, err)
 			}
 		}
-		if err := l.BeginStream(ctx, g.TicketID, "a3", g.Epoch); err != admission.ErrTooManyConnections {
+		if err := l.BeginStream(ctx, stream(g.TicketID, "a3", g.Epoch)); err != admission.ErrTooManyConnections {
 			t.Fatalf("a third connection with a cap of 2: %v, want ErrTooManyConnections", err)
 		}
 		// The edge holding a1 and a2 dies: nothing renews them. Between their lease
 		// (400 ms) and the slot's (600 ms) the client comes back on another edge.
 		time.Sleep(time.Until(start.Add(480 * time.Millisecond)))
-		if err := l.BeginStream(ctx, g.TicketID, "b1", g.Epoch); err != nil {
+		if err := l.BeginStream(ctx, stream(g.TicketID, "b1", g.Epoch)); err != nil {
 			t.Fatalf("resume after the dead edge's connections lapsed: %v", err)
 		}
-		if err := l.BeginStream(ctx, g.TicketID, "b2", g.Epoch); err != nil {
+		if err := l.BeginStream(ctx, stream(g.TicketID, "b2", g.Epoch)); err != nil {
 			t.Fatalf("second resumed connection: %v", err)
 		}
 		// The new connections keep the slot past the old lease.
 		for range 4 {
 			time.Sleep(150 * time.Millisecond)
 			for _, c := range []string{"b1", "b2"} {
-				if err := l.RenewStream(ctx, g.TicketID, c, g.Epoch, 0); err != nil {
+				if err := l.RenewStream(ctx, stream(g.TicketID, c, g.Epoch), 0, 0); err != nil {
 					t.Fatalf("renew %s: %v", c, err)
 				}
 			}
@@ -168,10 +196,10 @@ func TestConnectionsAreLeases(t *testing.T) {
 			t.Fatalf("while resumed: %s with %d connections, want streaming with 2", p.Status, p.Conns)
 		}
 		// They end with every byte sent: done, slot back at once.
-		if err := l.EndStream(ctx, g.TicketID, "b1", g.Epoch, 4); err != nil {
+		if err := l.EndStream(ctx, stream(g.TicketID, "b1", g.Epoch), 4, 4); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.EndStream(ctx, g.TicketID, "b2", g.Epoch, 6); err != nil {
+		if err := l.EndStream(ctx, stream(g.TicketID, "b2", g.Epoch), 6, 6); err != nil {
 			t.Fatal(err)
 		}
 		if p, _ := l.Get(ctx, g.TicketID); p.Status != admission.StatusDone || p.Conns != 0 {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -48,98 +47,86 @@ type LimitsUpdate struct {
 
 func (l *Ledger) limitsKey() string { return l.cfg.Prefix + "limits" }
 
-// Limits returns the limits in force, with the configured defaults where no operator
-// has set a value.
+// Limits returns the limits in force (from their record), with the configured defaults
+// where no operator has set a value.
 func (l *Ledger) Limits(ctx context.Context) (Limits, error) {
-	h, err := l.rdb.HGetAll(ctx, l.limitsKey()).Result()
+	o, _, err := l.loadOverrides(ctx)
 	if err != nil {
-		return Limits{}, fmt.Errorf("read limits: %w", err)
+		return Limits{}, err
 	}
-	out := Limits{Global: l.cfg.GlobalLimit, TenantDefault: l.cfg.TenantLimit, Tenants: map[string]TenantLimits{}}
-	for k, v := range h {
-		n, _ := strconv.ParseFloat(v, 64)
-		switch {
-		case k == "global":
-			out.Global = int(n)
-		case k == "tenant_default":
-			out.TenantDefault = int(n)
-		case k == "paused":
-			out.Paused = v == "1"
-		case strings.HasPrefix(k, "tenant:"):
-			t := out.Tenants[k[len("tenant:"):]]
-			i := int(n)
-			t.Limit = &i
-			out.Tenants[k[len("tenant:"):]] = t
-		case strings.HasPrefix(k, "rate:"):
-			t := out.Tenants[k[len("rate:"):]]
-			r := int64(n)
-			t.RateBps = &r
-			out.Tenants[k[len("rate:"):]] = t
-		case strings.HasPrefix(k, "weight:"):
-			t := out.Tenants[k[len("weight:"):]]
-			t.Weight = &n
-			out.Tenants[k[len("weight:"):]] = t
-		}
-	}
-	return out, nil
+	return l.limitsFrom(o), nil
 }
 
-// SetLimits applies an update atomically after checking every value.
-func (l *Ledger) SetLimits(ctx context.Context, u LimitsUpdate) (Limits, error) {
-	fields := map[string]any{}
-	if u.Global != nil {
-		if *u.Global < 0 || *u.Global > 1_000_000 {
-			return Limits{}, fmt.Errorf("%w: global must be between 0 and 1000000, got %d", ErrInvalidLimits, *u.Global)
-		}
-		fields["global"] = *u.Global
+func (l *Ledger) limitsFrom(o overrides) Limits {
+	out := Limits{Global: l.cfg.GlobalLimit, TenantDefault: l.cfg.TenantLimit, Tenants: map[string]TenantLimits{}, Paused: o.Paused}
+	if o.Global != nil {
+		out.Global = *o.Global
 	}
-	if u.TenantDefault != nil {
-		if *u.TenantDefault < 0 {
-			return Limits{}, fmt.Errorf("%w: tenant_default must be 0 (none) or more, got %d", ErrInvalidLimits, *u.TenantDefault)
-		}
-		fields["tenant_default"] = *u.TenantDefault
+	if o.TenantDefault != nil {
+		out.TenantDefault = *o.TenantDefault
+	}
+	for name, t := range o.Tenants {
+		out.Tenants[name] = t
+	}
+	return out
+}
+
+// SetLimits checks every value, then applies the update to the record at once.
+func (l *Ledger) SetLimits(ctx context.Context, u LimitsUpdate) (Limits, error) {
+	if u.Global != nil && (*u.Global < 0 || *u.Global > 1_000_000) {
+		return Limits{}, fmt.Errorf("%w: global must be between 0 and 1000000, got %d", ErrInvalidLimits, *u.Global)
+	}
+	if u.TenantDefault != nil && *u.TenantDefault < 0 {
+		return Limits{}, fmt.Errorf("%w: tenant_default must be 0 (none) or more, got %d", ErrInvalidLimits, *u.TenantDefault)
 	}
 	for name, t := range u.Tenants {
 		if err := ValidateTenant(name); err != nil {
 			return Limits{}, fmt.Errorf("%w: %v", ErrInvalidLimits, err)
 		}
-		if t.Limit != nil {
-			if *t.Limit < 0 {
-				return Limits{}, fmt.Errorf("%w: limit of tenant %s must be 0 (none) or more", ErrInvalidLimits, name)
-			}
-			fields["tenant:"+name] = *t.Limit
+		if t.Limit != nil && *t.Limit < 0 {
+			return Limits{}, fmt.Errorf("%w: limit of tenant %s must be 0 (none) or more", ErrInvalidLimits, name)
 		}
-		if t.RateBps != nil {
-			if *t.RateBps < 0 {
-				return Limits{}, fmt.Errorf("%w: rate_bps of tenant %s must be 0 (the default) or more bytes per second", ErrInvalidLimits, name)
-			}
-			fields["rate:"+name] = *t.RateBps
+		if t.RateBps != nil && *t.RateBps < 0 {
+			return Limits{}, fmt.Errorf("%w: rate_bps of tenant %s must be 0 (the default) or more bytes per second", ErrInvalidLimits, name)
 		}
-		if t.Weight != nil {
-			if !(*t.Weight > 0 && *t.Weight <= 1000) {
-				return Limits{}, fmt.Errorf("%w: weight of tenant %s must be above 0 and at most 1000", ErrInvalidLimits, name)
-			}
-			fields["weight:"+name] = *t.Weight
+		if t.Weight != nil && !(*t.Weight > 0 && *t.Weight <= 1000) {
+			return Limits{}, fmt.Errorf("%w: weight of tenant %s must be above 0 and at most 1000", ErrInvalidLimits, name)
 		}
 	}
-	if len(fields) > 0 {
-		if err := l.rdb.HSet(ctx, l.limitsKey(), fields).Err(); err != nil {
-			return Limits{}, fmt.Errorf("set limits: %w", err)
+	o, err := l.updateOverrides(ctx, func(o *overrides) {
+		if u.Global != nil {
+			o.Global = u.Global
 		}
+		if u.TenantDefault != nil {
+			o.TenantDefault = u.TenantDefault
+		}
+		for name, t := range u.Tenants {
+			if o.Tenants == nil {
+				o.Tenants = map[string]TenantLimits{}
+			}
+			cur := o.Tenants[name]
+			if t.Limit != nil {
+				cur.Limit = t.Limit
+			}
+			if t.Weight != nil {
+				cur.Weight = t.Weight
+			}
+			if t.RateBps != nil {
+				cur.RateBps = t.RateBps
+			}
+			o.Tenants[name] = cur
+		}
+	})
+	if err != nil {
+		return Limits{}, err
 	}
-	return l.Limits(ctx)
+	return l.limitsFrom(o), nil
 }
 
 // SetPaused stops (true) or restarts (false) admissions. Queued tickets keep their place.
 func (l *Ledger) SetPaused(ctx context.Context, paused bool) error {
-	v := "0"
-	if paused {
-		v = "1"
-	}
-	if err := l.rdb.HSet(ctx, l.limitsKey(), "paused", v).Err(); err != nil {
-		return fmt.Errorf("set paused: %w", err)
-	}
-	return nil
+	_, err := l.updateOverrides(ctx, func(o *overrides) { o.Paused = paused })
+	return err
 }
 
 // ValidateTenant checks a tenant name: it is used in Redis keys and NATS subjects.
@@ -184,7 +171,7 @@ type Stats struct {
 func (l *Ledger) Stats(ctx context.Context) (Stats, error) {
 	vals, err := l.run(ctx, statsScript, l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.RateWindow.Milliseconds()).Slice()
 	if err != nil {
-		return Stats{}, fmt.Errorf("read admission stats: %w", err)
+		return Stats{}, unavailable("read admission stats", err)
 	}
 	num := func(v any) int64 { n, _ := v.(int64); return n }
 	s := Stats{Paused: num(vals[0]) == 1, Limit: num(vals[1]), InUse: num(vals[2]), Tenants: map[string]TenantStats{}}

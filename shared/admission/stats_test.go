@@ -15,7 +15,7 @@ import (
 func TestStatsCountTicketsByState(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := admission.New(rdb, admission.Config{GlobalLimit: 3})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 3})
 		var seq uint64
 		ids := enqueue(t, l, "acme", 5, &seq)
 		grants, err := l.Admit(ctx, 10)
@@ -28,7 +28,7 @@ func TestStatsCountTicketsByState(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := l.BeginStream(ctx, grants[1].TicketID, "c1", grants[1].Epoch); err != nil {
+		if err := l.BeginStream(ctx, stream(grants[1].TicketID, "c1", grants[1].Epoch)); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := l.Cancel(ctx, ids[4]); err != nil {
@@ -42,7 +42,7 @@ func TestStatsCountTicketsByState(t *testing.T) {
 		if !maps.Equal(st.Tickets, want) {
 			t.Errorf("tickets by state = %v, want %v", st.Tickets, want)
 		}
-		if err := l.EndStream(ctx, grants[1].TicketID, "c1", grants[1].Epoch, 10); err != nil {
+		if err := l.EndStream(ctx, stream(grants[1].TicketID, "c1", grants[1].Epoch), 10, 10); err != nil {
 			t.Fatal(err)
 		}
 		st, _ = l.Stats(ctx)

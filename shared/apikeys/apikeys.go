@@ -1,6 +1,8 @@
 // Package apikeys issues and checks API keys. A key is shown once when created and
-// stored only as a SHA-256 hash in Redis, with its scope and tenant. Every check reads
-// Redis, so a revocation is effective at once on every instance.
+// stored only as a SHA-256 hash, with its scope and tenant, in a JetStream KV bucket:
+// keys are records, replicated and synced like the tickets, and survive the loss of
+// Redis. Every check reads the bucket, so a revocation is effective at once on every
+// instance.
 //
 // A key looks like "slk_<id>_<secret>": the id finds the record, the secret is compared
 // in constant time against the stored hash.
@@ -13,13 +15,14 @@ import (
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Scope is what a key may do. Each scope includes the ones below it:
@@ -45,6 +48,8 @@ func (s Scope) Valid() bool { return scopeRank[s] > 0 }
 var (
 	ErrInvalidKey = errors.New("invalid API key")
 	ErrNotFound   = errors.New("API key not found")
+	// ErrUnavailable: the key records cannot be read or written (JetStream is not answering).
+	ErrUnavailable = errors.New("API keys cannot be read or written: NATS JetStream is not answering")
 )
 
 // Key is a stored key's public record.
@@ -56,25 +61,34 @@ type Key struct {
 	Created time.Time `json:"created_at"`
 }
 
-// Store keeps keys in Redis.
+// Store keeps keys in a JetStream KV bucket (queue.KeysBucket), one entry per key id.
 type Store struct {
-	rdb       redis.UniversalClient
-	prefix    string
+	kv        jetstream.KeyValue
 	bootstrap []byte // SHA-256 of the bootstrap operator key, nil when none
 }
 
-// New returns a key store. bootstrapKey, when not empty, is accepted as an operator
-// key of the tenant "operator" without being stored.
-func New(rdb redis.UniversalClient, prefix, bootstrapKey string) *Store {
-	if prefix == "" {
-		prefix = "sluice:keys:"
-	}
-	s := &Store{rdb: rdb, prefix: prefix}
+// stored is a key's record in the bucket. The secret itself is never stored.
+type stored struct {
+	Hash    string `json:"hash"` // hex SHA-256 of the secret
+	Scope   Scope  `json:"scope"`
+	Tenant  string `json:"tenant"`
+	Name    string `json:"name,omitempty"`
+	Created int64  `json:"created"` // unix seconds
+}
+
+// New returns a key store over its bucket. bootstrapKey, when not empty, is accepted
+// as an operator key of the tenant "operator" without being stored.
+func New(kv jetstream.KeyValue, bootstrapKey string) *Store {
+	s := &Store{kv: kv}
 	if bootstrapKey != "" {
 		h := sha256.Sum256([]byte(bootstrapKey))
 		s.bootstrap = h[:]
 	}
 	return s
+}
+
+func unavailable(what string, err error) error {
+	return fmt.Errorf("%s: %w (%v)", what, ErrUnavailable, err)
 }
 
 var enc = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -100,12 +114,9 @@ func (s *Store) Create(ctx context.Context, scope Scope, tenant, name string) (K
 	k := Key{ID: random(5), Scope: scope, Tenant: tenant, Name: name, Created: time.Now().UTC().Truncate(time.Second)}
 	secret := random(20)
 	sum := sha256.Sum256([]byte(secret))
-	err := s.rdb.HSet(ctx, s.prefix+k.ID, map[string]any{
-		"hash": hex.EncodeToString(sum[:]), "scope": string(scope), "tenant": tenant,
-		"name": name, "created": k.Created.Unix(),
-	}).Err()
-	if err != nil {
-		return Key{}, "", fmt.Errorf("store API key: %w", err)
+	rec, _ := json.Marshal(stored{Hash: hex.EncodeToString(sum[:]), Scope: scope, Tenant: tenant, Name: name, Created: k.Created.Unix()})
+	if _, err := s.kv.Create(ctx, k.ID, rec); err != nil {
+		return Key{}, "", unavailable("store API key", err)
 	}
 	return k, "slk_" + k.ID + "_" + secret, nil
 }
@@ -123,52 +134,87 @@ func (s *Store) Check(ctx context.Context, presented string) (Key, error) {
 	if !ok || !ok2 || len(id) != 8 || len(secret) != 32 {
 		return Key{}, ErrInvalidKey
 	}
-	h, err := s.rdb.HGetAll(ctx, s.prefix+id).Result()
-	if err != nil {
-		return Key{}, fmt.Errorf("read API key: %w", err)
-	}
-	want, _ := hex.DecodeString(h["hash"])
-	got := sha256.Sum256([]byte(secret))
-	if len(h) == 0 || subtle.ConstantTimeCompare(got[:], want) != 1 {
+	if !validID(id) {
 		return Key{}, ErrInvalidKey
 	}
-	return record(id, h), nil
+	rec, err := s.read(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return Key{}, ErrInvalidKey
+	}
+	if err != nil {
+		return Key{}, err
+	}
+	want, _ := hex.DecodeString(rec.Hash)
+	got := sha256.Sum256([]byte(secret))
+	if subtle.ConstantTimeCompare(got[:], want) != 1 {
+		return Key{}, ErrInvalidKey
+	}
+	return rec.key(id), nil
 }
 
-func record(id string, h map[string]string) Key {
-	var created int64
-	fmt.Sscan(h["created"], &created)
-	return Key{ID: id, Scope: Scope(h["scope"]), Tenant: h["tenant"], Name: h["name"], Created: time.Unix(created, 0).UTC()}
+// validID: ids are what random(5) makes, so nothing else reaches the bucket's subjects.
+func validID(id string) bool {
+	return len(id) == 8 && !strings.ContainsFunc(id, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '2' && r <= '7') })
+}
+
+func (s *Store) read(ctx context.Context, id string) (stored, error) {
+	e, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return stored{}, ErrNotFound
+	}
+	if err != nil {
+		return stored{}, unavailable("read API key", err)
+	}
+	var rec stored
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return stored{}, fmt.Errorf("API key %s: unreadable record: %w", id, err)
+	}
+	return rec, nil
+}
+
+func (r stored) key(id string) Key {
+	return Key{ID: id, Scope: r.Scope, Tenant: r.Tenant, Name: r.Name, Created: time.Unix(r.Created, 0).UTC()}
 }
 
 // Revoke deletes a key; requests with it fail from now on, on every instance.
 func (s *Store) Revoke(ctx context.Context, id string) error {
-	n, err := s.rdb.Del(ctx, s.prefix+id).Result()
-	if err != nil {
-		return fmt.Errorf("revoke API key: %w", err)
-	}
-	if n == 0 {
+	if !validID(id) {
 		return ErrNotFound
+	}
+	e, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return unavailable("revoke API key", err)
+	}
+	// Purge, not Delete: nothing of a revoked key is kept, not even its hash.
+	if err := s.kv.Purge(ctx, id, jetstream.LastRevision(e.Revision())); err != nil {
+		return unavailable("revoke API key", err)
 	}
 	return nil
 }
 
 // List returns every stored key's record (never a secret), oldest first.
 func (s *Store) List(ctx context.Context) ([]Key, error) {
-	var out []Key
-	iter := s.rdb.Scan(ctx, 0, s.prefix+"*", 200).Iterator()
-	for iter.Next(ctx) {
-		id := strings.TrimPrefix(iter.Val(), s.prefix)
-		h, err := s.rdb.HGetAll(ctx, iter.Val()).Result()
-		if err != nil {
-			return nil, fmt.Errorf("list API keys: %w", err)
-		}
-		if len(h) > 0 {
-			out = append(out, record(id, h))
-		}
+	lister, err := s.kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
 	}
-	if err := iter.Err(); err != nil {
-		return nil, fmt.Errorf("list API keys: %w", err)
+	if err != nil {
+		return nil, unavailable("list API keys", err)
+	}
+	defer lister.Stop()
+	var out []Key
+	for id := range lister.Keys() {
+		rec, err := s.read(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // revoked meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec.key(id))
 	}
 	slices.SortFunc(out, func(a, b Key) int { return a.Created.Compare(b.Created) })
 	return out, nil

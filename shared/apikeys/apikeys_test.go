@@ -6,14 +6,18 @@ import (
 	"testing"
 
 	"github.com/sluice-dl/sluice/shared/apikeys"
+	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/testenv"
 )
 
 func TestKeys(t *testing.T) {
-	rdb := testenv.StartRedis(t).Client(t)
 	ctx := t.Context()
+	kv, err := queue.EnsureRecords(ctx, testenv.StartNATS(t).JetStream(t), queue.RecordConfig{Bucket: queue.KeysBucket})
+	if err != nil {
+		t.Fatal(err)
+	}
 	boot := apikeys.Generate()
-	s := apikeys.New(rdb, "", boot)
+	s := apikeys.New(kv, boot)
 
 	k, secret, err := s.Create(ctx, apikeys.ScopePublisher, "acme", "ci")
 	if err != nil {
@@ -23,12 +27,13 @@ func TestKeys(t *testing.T) {
 	if err != nil || got.ID != k.ID || got.Scope != apikeys.ScopePublisher || got.Tenant != "acme" {
 		t.Fatalf("check: %+v %v", got, err)
 	}
-	// Only the hash is stored: the secret appears nowhere in Redis.
-	h, _ := rdb.HGetAll(ctx, "sluice:keys:"+k.ID).Result()
-	for field, v := range h {
-		if strings.Contains(v, secret[len("slk_12345678_"):]) {
-			t.Fatalf("the secret is stored in clear in field %s", field)
-		}
+	// Only the hash is stored: the secret appears nowhere in the record.
+	e, err := kv.Get(ctx, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(e.Value()), secret[len("slk_12345678_"):]) {
+		t.Fatalf("the secret is stored in clear: %s", e.Value())
 	}
 	for _, bad := range []string{"", "slk_", secret + "x", secret[:len(secret)-1] + "a", "slk_aaaaaaaa_" + secret[13:], "Bearer " + secret} {
 		if _, err := s.Check(ctx, bad); !errors.Is(err, apikeys.ErrInvalidKey) {

@@ -189,7 +189,7 @@ func (p *Publisher) Publish(ctx context.Context, t Ticket) (uint64, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	msg := &nats.Msg{Subject: TicketSubjectBase + t.Tenant, Data: data, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: ticketSubject(t.Tenant, t.ID), Data: data, Header: nats.Header{}}
 	// The ticket's trace goes on in the worker that receives the message.
 	propagation.TraceContext{}.Inject(ctx, HeaderCarrier(msg.Header))
 	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID("ticket:"+t.ID))
@@ -197,6 +197,81 @@ func (p *Publisher) Publish(ctx context.Context, t Ticket) (uint64, error) {
 		return 0, publishError("publish ticket", err)
 	}
 	return ack.Sequence, nil
+}
+
+// ticketSubject is where a ticket's message is stored: one subject per ticket, so that
+// a ticket can be read back by its id alone (LookupTicket).
+func ticketSubject(tenant, id string) string { return TicketSubjectBase + tenant + "." + id }
+
+// Tickets reads accepted tickets back from the stream.
+type Tickets struct {
+	js jetstream.JetStream
+}
+
+// NewTickets returns a reader of the ticket stream.
+func NewTickets(js jetstream.JetStream) *Tickets { return &Tickets{js: js} }
+
+// ErrNoTicket: the stream holds no message for the ticket (it never existed, or it
+// ended and was acknowledged).
+var ErrNoTicket = errors.New("no such ticket in the stream")
+
+// Lookup returns a live ticket's message and its stream sequence (its place in line).
+func (t *Tickets) Lookup(ctx context.Context, id string) (Ticket, uint64, error) {
+	s, err := t.js.Stream(ctx, TicketStream)
+	if err != nil {
+		return Ticket{}, 0, fmt.Errorf("read ticket stream: %v: %w", err, ErrUnavailable)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, TicketSubjectBase+"*."+id)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Ticket{}, 0, ErrNoTicket
+	}
+	if err != nil {
+		return Ticket{}, 0, fmt.Errorf("read ticket %s from the stream: %v: %w", id, err, ErrUnavailable)
+	}
+	var tk Ticket
+	if err := json.Unmarshal(m.Data, &tk); err != nil || tk.ID != id {
+		return Ticket{}, 0, fmt.Errorf("ticket %s: unreadable message at sequence %d", id, m.Sequence)
+	}
+	return tk, m.Sequence, nil
+}
+
+// Each calls fn for every ticket the stream holds, oldest first, with its sequence
+// and trace context: what a rebuilt ledger is filled from. It reads with direct gets
+// (a work-queue stream admits no second consumer) and stops at the first error of fn.
+func (t *Tickets) Each(ctx context.Context, fn func(tk Ticket, seq uint64, traceparent string) error) error {
+	s, err := t.js.Stream(ctx, TicketStream)
+	if err != nil {
+		return fmt.Errorf("read ticket stream: %v: %w", err, ErrUnavailable)
+	}
+	last := s.CachedInfo().State.LastSeq
+	for seq := s.CachedInfo().State.FirstSeq; seq != 0 && seq <= last; seq++ {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(TicketSubjectBase+">"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil // nothing at or after seq
+		}
+		if err != nil {
+			return fmt.Errorf("read ticket stream at %d: %v: %w", seq, err, ErrUnavailable)
+		}
+		seq = m.Sequence
+		var tk Ticket
+		if json.Unmarshal(m.Data, &tk) != nil || tk.ID == "" {
+			continue // the admission worker terminates malformed messages
+		}
+		if err := fn(tk, m.Sequence, m.Header.Get("traceparent")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Live reports whether the stream holds any ticket message: tickets that have not
+// ended, some of which may be streaming.
+func (t *Tickets) Live(ctx context.Context) (bool, error) {
+	s, err := t.js.Stream(ctx, TicketStream)
+	if err != nil {
+		return false, fmt.Errorf("read ticket stream: %v: %w", err, ErrUnavailable)
+	}
+	return s.CachedInfo().State.Msgs > 0, nil
 }
 
 // publishError maps a publish failure onto ErrFull (the stream is at its bound) or

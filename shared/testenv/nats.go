@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NATS is a real NATS server with JetStream, run in-process for one test.
@@ -61,4 +63,19 @@ func startNATSAt(tb testing.TB, port int, dir string) *NATS {
 		s.WaitForShutdown()
 	})
 	return &NATS{Server: s, URL: s.ClientURL(), Dir: dir, Port: port}
+}
+
+// JetStream connects to the server, closed at cleanup.
+func (n *NATS) JetStream(tb testing.TB) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(n.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		tb.Fatalf("connect to nats %s: %v", n.URL, err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatalf("jetstream: %v", err)
+	}
+	return js
 }

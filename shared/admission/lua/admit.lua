@@ -3,8 +3,11 @@
 -- tenant's virtual time advances by 1/weight per admission. FIFO within a tenant.
 -- ARGV: 2 max, 3 admit lease ms, 4 abandon after ms, 5 default global limit,
 --       6 default per-tenant limit (0 = none)
--- Returns a flat array: id1, epoch1, id2, epoch2, ...
+-- Returns a flat array: id1, epoch1, id2, epoch2, ..., or {'NOGEN'} when the ledger has
+-- no generation (it was lost): the caller rebuilds it (rebuild.lua) and asks again.
 reclaim()
+local gen = redis.call('HMGET', GEN, 'base', 'open_ms')
+if not gen[1] then return {'NOGEN'} end
 local max, admit_lease, abandon = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local ABANDONED = 'dropped from the queue because the ticket was not polled; request a new ticket'
 -- Abandonment, eagerly: a queued ticket not polled for `abandon` leaves its queue now,
@@ -22,6 +25,9 @@ if abandon > 0 then
   end
 end
 if limit('paused', 0) == 1 then return {} end
+-- Just rebuilt: streams admitted before the loss re-register first (stream.lua), so
+-- that the slots they hold are counted before anything new is granted.
+if NOW < tonumber(gen[2]) then return {} end
 local global = limit('global', tonumber(ARGV[5]))
 local tenant_default = limit('tenant_default', tonumber(ARGV[6]))
 local used = redis.call('ZCARD', SLOTS)

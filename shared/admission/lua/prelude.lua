@@ -20,6 +20,10 @@
 --   holds          hash   avg_ms: running mean of how long a slot is held, admission to
 --                         release, over tickets that ended holding one; n: how many
 --   ended          hash   status -> tickets that ended in it, ever (metrics counters)
+--   gen            hash   the ledger's generation (rebuild.lua): base (first epoch of this
+--                         generation), open_ms (admission resumes then), id, built_ms.
+--                         Missing: the ledger was lost (or never built) and must be
+--                         rebuilt from JetStream before anything is admitted.
 --
 -- Time is always Redis TIME, never the client's clock.
 local P = KEYS[1]
@@ -36,6 +40,7 @@ local DONE = P .. 'done'
 local ENDED = P .. 'ended'
 local HOLDS = P .. 'holds'
 local POLLS = P .. 'polls'
+local GEN = P .. 'gen'
 
 local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end

@@ -1,13 +1,24 @@
 -- Stream bookkeeping for the edge, fenced by (ticket, epoch).
 -- ARGV: 2 op ("begin", "renew", "end"), 3 id, 4 epoch, 5 bytes sent since last call,
 --       6 lease ms (begin/renew) or resume grace ms (end), 7 max connections per token,
---       8 connection id, 9 connection lease ms
+--       8 connection id, 9 connection lease ms, 10 tenant, 11 object, 12 etag, 13 size
+--       (from the token and the edge's Stat), 14 bytes this connection accounts for in
+--       all (where its first range starts plus what it sent),
+--       15 default global limit, 16 default per-tenant limit
 -- Keys (under the prefix): c:<id>  zset  the ticket's open connections -> lease expiry, ms.
 -- A connection is a lease like the slot: renewed by its stream, gone when the stream
 -- ends, and when its edge died it lapses, so it stops counting against the cap.
 -- The ticket's `conns` field mirrors the count of live connections.
--- Returns "OK", "NOT_HELD" or "TOO_MANY".
+--
+-- Re-registration: a token from an earlier generation (its epoch is below the
+-- generation's base) whose ticket the ledger lost, or holds only as queued (a worker
+-- re-enqueued it from its message), takes its slot again, under the limits, as if
+-- admitted now: a stream that was running when Redis was wiped keeps going, and is
+-- counted before admission reopens (rebuild.lua pauses it for one stream lease).
+-- Returns "OK", "NOT_HELD", "TOO_MANY" or "NOGEN" (the ledger must be rebuilt first).
 reclaim()
+local gen = redis.call('HGET', GEN, 'base')
+if not gen then return 'NOGEN' end
 local op, id, conn = ARGV[2], ARGV[3], ARGV[8]
 local conn_lease = tonumber(ARGV[9])
 local k = tkey(id)
@@ -15,6 +26,27 @@ local C = ckey(id)
 local f = redis.call('HMGET', k, 'status', 'epoch', 'tenant', 'size')
 local status, tenant = f[1], f[3]
 local held = redis.call('ZSCORE', SLOTS, id)
+if tonumber(ARGV[4]) < tonumber(gen) and (not status or status == 'queued') then
+  if not status then tenant = ARGV[10] end
+  local global = limit('global', tonumber(ARGV[15]))
+  local cap = limit('tenant:' .. tenant, limit('tenant_default', tonumber(ARGV[16])))
+  if redis.call('ZCARD', SLOTS) >= global or (cap > 0 and tenant_used(tenant) >= cap) then
+    return 'NOT_HELD'
+  end
+  if not status then
+    redis.call('HSET', k, 'id', id, 'object', ARGV[11], 'etag', ARGV[12], 'size', ARGV[13],
+      'tenant', tenant, 'seq', 0, 'created_ms', NOW, 'content_type', '', 'last_poll_ms', NOW, 'conns', 0)
+    f[4] = ARGV[13]
+  else
+    redis.call('ZREM', wkey(tenant), id)
+    redis.call('ZREM', POLLS, id)
+  end
+  -- what this connection accounts for before this call; the delta below adds the rest
+  redis.call('HSET', k, 'status', 'streaming', 'epoch', ARGV[4], 'admitted_ms', NOW, 'started_ms', NOW,
+    'rebuilt_ms', NOW, 'bytes_sent', tonumber(ARGV[14]) - tonumber(ARGV[5]))
+  lease(id, tenant, NOW + tonumber(ARGV[6]))
+  status, f[2], held = 'streaming', ARGV[4], true
+end
 if f[2] ~= ARGV[4] or not held or (status ~= 'ready' and status ~= 'streaming') then
   return 'NOT_HELD'
 end

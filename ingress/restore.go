@@ -1,0 +1,51 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/shared/telemetry"
+)
+
+// TicketRecords reads tickets back from JetStream, where they are kept for good: the
+// ledger in Redis is rebuilt from them.
+type TicketRecords interface {
+	Lookup(ctx context.Context, id string) (queue.Ticket, uint64, error)
+}
+
+// ticket reads a ticket from the ledger (Poll when touch: the caller is its waiting
+// owner). A ticket the ledger does not know (Redis lost it, or a worker has not
+// re-enqueued it yet) is looked up in its records: a live one is put back in the
+// ledger at its old place in line (its stream sequence) and read again; an ended one
+// answers from its final state. Only a ticket no record knows is ErrNotFound.
+func (s *Server) ticket(ctx context.Context, id string, touch bool) (admission.Position, error) {
+	read := s.cfg.Ledger.Get
+	if touch {
+		read = s.cfg.Ledger.Poll
+	}
+	p, err := read(ctx, id)
+	if !errors.Is(err, admission.ErrNotFound) || s.cfg.Tickets == nil {
+		return p, err
+	}
+	t, seq, lerr := s.cfg.Tickets.Lookup(ctx, id)
+	switch {
+	case lerr == nil:
+		if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{
+			ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
+			Tenant: t.Tenant, Seq: seq, Created: t.Created, TraceParent: telemetry.TraceParent(ctx),
+		}); err != nil {
+			return p, err
+		}
+		s.log.InfoContext(ctx, "ticket restored into the ledger from its message", "ticket", id, "seq", seq)
+		return read(ctx, id)
+	case !errors.Is(lerr, queue.ErrNoTicket):
+		return p, lerr
+	}
+	ended, err := s.cfg.Ledger.Ended(ctx, id)
+	if err != nil {
+		return p, err
+	}
+	return admission.Position{Ticket: ended}, nil
+}

@@ -1,0 +1,184 @@
+package admission
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The operator's limits are a record: they live in JetStream KV (Config.Records, key
+// limitsRecord), and the Redis hash the scripts read (`limits`) is a projection of it,
+// written after every change, by every worker watching the record, and by Rebuild
+// when the ledger was lost. A change is therefore never lost with Redis, and a lost
+// ledger never admits under the configured defaults instead of the operator's limits.
+
+const limitsRecord = "limits"
+
+// overrides are what operators changed; what they never set keeps the configured default.
+type overrides struct {
+	Global        *int                    `json:"global,omitempty"`
+	TenantDefault *int                    `json:"tenant_default,omitempty"`
+	Tenants       map[string]TenantLimits `json:"tenants,omitempty"`
+	Paused        bool                    `json:"paused,omitempty"`
+}
+
+func recordsUnavailable(what string, err error) error {
+	return fmt.Errorf("%s: %w: %w", what, ErrRecordsUnavailable, err)
+}
+
+// errNoRecords: this ledger was built without its record buckets (an edge's).
+var errNoRecords = errors.New("the admission ledger has no record buckets in this role")
+
+func (l *Ledger) loadOverrides(ctx context.Context) (overrides, uint64, error) {
+	if l.cfg.Records == nil {
+		return overrides{}, 0, errNoRecords
+	}
+	e, err := l.cfg.Records.Get(ctx, limitsRecord)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return overrides{}, 0, nil
+	}
+	if err != nil {
+		return overrides{}, 0, recordsUnavailable("read limits", err)
+	}
+	var o overrides
+	if err := json.Unmarshal(e.Value(), &o); err != nil {
+		return overrides{}, 0, fmt.Errorf("read limits: unreadable record (revision %d): %w", e.Revision(), err)
+	}
+	return o, e.Revision(), nil
+}
+
+// updateOverrides changes the record with fn, compare-and-set on its revision, so that
+// concurrent changes from several ingresses are all kept; then projects it to Redis.
+func (l *Ledger) updateOverrides(ctx context.Context, fn func(*overrides)) (overrides, error) {
+	for range 16 {
+		o, rev, err := l.loadOverrides(ctx)
+		if err != nil {
+			return overrides{}, err
+		}
+		fn(&o)
+		data, err := json.Marshal(o)
+		if err != nil {
+			return overrides{}, fmt.Errorf("encode limits: %w", err)
+		}
+		if rev == 0 {
+			_, err = l.cfg.Records.Create(ctx, limitsRecord, data)
+		} else {
+			_, err = l.cfg.Records.Update(ctx, limitsRecord, data, rev)
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // changed by someone else meanwhile: apply fn to theirs
+		}
+		if err != nil {
+			return overrides{}, recordsUnavailable("store limits", err)
+		}
+		// The record is what counts; the workers watching it project it too.
+		_ = l.project(ctx, o)
+		return o, nil
+	}
+	return overrides{}, errors.New("store limits: too many concurrent changes; retry")
+}
+
+// fields is the record as the scripts read it (the `limits` hash).
+func (o overrides) fields() []any {
+	var f []any
+	if o.Global != nil {
+		f = append(f, "global", *o.Global)
+	}
+	if o.TenantDefault != nil {
+		f = append(f, "tenant_default", *o.TenantDefault)
+	}
+	if o.Paused {
+		f = append(f, "paused", 1)
+	}
+	for name, t := range o.Tenants {
+		if t.Limit != nil {
+			f = append(f, "tenant:"+name, *t.Limit)
+		}
+		if t.Weight != nil {
+			f = append(f, "weight:"+name, strconv.FormatFloat(*t.Weight, 'g', -1, 64))
+		}
+		if t.RateBps != nil {
+			f = append(f, "rate:"+name, *t.RateBps)
+		}
+	}
+	return f
+}
+
+// project replaces the Redis copy of the limits with the record, atomically.
+func (l *Ledger) project(ctx context.Context, o overrides) error {
+	pipe := l.rdb.TxPipeline()
+	pipe.Del(ctx, l.limitsKey())
+	if f := o.fields(); len(f) > 0 {
+		pipe.HSet(ctx, l.limitsKey(), f...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return unavailable("write limits to the ledger", err)
+	}
+	return nil
+}
+
+// WatchLimits keeps the Redis copy of the limits equal to their record until ctx ends:
+// every worker runs it, so a change whose ingress died before it wrote Redis, or made
+// while Redis was down, still takes effect.
+func (l *Ledger) WatchLimits(ctx context.Context) error {
+	if l.cfg.Records == nil {
+		return errNoRecords
+	}
+	w, err := l.cfg.Records.Watch(ctx, limitsRecord)
+	if err != nil {
+		return recordsUnavailable("watch limits", err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue // the end of the initial values, or a deletion (never made)
+			}
+			var o overrides
+			if json.Unmarshal(e.Value(), &o) == nil {
+				_ = l.project(ctx, o) // a failure is mended by the next change or Rebuild
+			}
+		}
+	}
+}
+
+// Rebuild gives a lost ledger (Redis wiped, restarted without persistence, or new) a
+// new generation: the limits from their record, fencing epochs above every earlier
+// one, and, when tickets may still be live, a pause of one stream lease before
+// anything is admitted, so that every stream admitted before the loss re-registers
+// (or lapses) first and the limits hold throughout. It does nothing when the ledger
+// has a generation, and reports whether this call built one. Workers call it when
+// Admit finds none, and then put back every live ticket from the stream.
+func (l *Ledger) Rebuild(ctx context.Context) (bool, error) {
+	o, _, err := l.loadOverrides(ctx)
+	if err != nil {
+		return false, err
+	}
+	var pause int64
+	if l.cfg.LiveTickets != nil {
+		live, err := l.cfg.LiveTickets(ctx)
+		if err != nil {
+			return false, fmt.Errorf("rebuild the ledger: %w", err)
+		}
+		if live {
+			pause = l.cfg.StreamLease.Milliseconds()
+		}
+	}
+	args := append([]any{pause, rand.Text()}, o.fields()...)
+	built, err := l.run(ctx, rebuildScript, args...).Int()
+	if err != nil {
+		return false, unavailable("rebuild the ledger", err)
+	}
+	return built == 1, nil
+}
