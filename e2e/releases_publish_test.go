@@ -43,7 +43,8 @@ func TestPublishCommandUploadsAndPublishes(t *testing.T) {
 		"SLUICE_S3_ACCESS_KEY=" + s.minio.AccessKey,
 		"SLUICE_S3_SECRET_KEY=" + s.minio.SecretKey,
 	}
-	if out, err := run(env[1:], "--channel", "stable", smallPath); err == nil || !strings.Contains(out, "--server") {
+	// A server that is not there is retried for --wait, then named.
+	if out, err := run(env[1:], "--channel", "stable", "--wait", "2s", smallPath); err == nil || !strings.Contains(out, "--server") || !strings.Contains(out, "retrying for up to 2s") {
 		t.Fatalf("publish to a server that is not there: %v\n%s", err, out)
 	}
 	out, err := run(env, "--channel", "stable", "--prefix", "releases/3.0/", "--wait", "30s", smallPath, bigPath)

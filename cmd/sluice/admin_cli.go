@@ -26,11 +26,13 @@ type adminCLI struct {
 	clientConfig
 	JSON   bool
 	stdout io.Writer
+	stderr io.Writer
 	getenv func(string) string
+	start  time.Time // the command's start: --timeout bounds it, retries included
 }
 
 func adminCommand() *ffcli.Command {
-	a := &adminCLI{stdout: os.Stdout, getenv: os.Getenv}
+	a := &adminCLI{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 	fs := flag.NewFlagSet("sluice admin", flag.ContinueOnError)
 	registerClientFlags(fs, &a.clientConfig)
 	fs.BoolVar(&a.JSON, "json", false, "print the server's JSON instead of tables")
@@ -38,6 +40,7 @@ func adminCommand() *ffcli.Command {
 		return &ffcli.Command{
 			Name: name, ShortUsage: "sluice admin [flags] " + usage, ShortHelp: help,
 			Exec: func(ctx context.Context, args []string) error {
+				a.start = time.Now()
 				api, err := a.client(a.getenv)
 				if err != nil {
 					return err
@@ -70,6 +73,14 @@ func adminCommand() *ffcli.Command {
 	}
 }
 
+// retry calls f through an outage of the server, for up to --timeout from the
+// command's start, telling the operator once per outage.
+func (a *adminCLI) retry(ctx context.Context, f func() error) error {
+	p := apiclient.RetryPolicy{Budget: a.Timeout, Deadline: a.start.Add(a.Timeout),
+		Notify: func(msg string) { fmt.Fprintln(a.stderr, "sluice: "+msg) }}
+	return p.Do(ctx, f)
+}
+
 // adminExit maps API refusals to the client exit codes.
 func adminExit(err error) error {
 	if err == nil {
@@ -98,7 +109,8 @@ func (a *adminCLI) stats(ctx context.Context, api *apiclient.Client, args []stri
 	if err := noArgs("stats", args); err != nil {
 		return err
 	}
-	s, err := api.Stats(ctx)
+	var s apiclient.Stats
+	err := a.retry(ctx, func() (err error) { s, err = api.Stats(ctx); return err })
 	if err != nil {
 		return err
 	}
@@ -174,13 +186,13 @@ func (a *adminCLI) limits(ctx context.Context, api *apiclient.Client, args []str
 	var err error
 	switch {
 	case len(args) == 0:
-		l, err = api.Limits(ctx)
+		err = a.retry(ctx, func() (err error) { l, err = api.Limits(ctx); return err })
 	case args[0] == "set" && len(args) > 1:
 		u, perr := parseLimits(args[1:])
 		if perr != nil {
 			return &exitError{exitUsage, perr}
 		}
-		l, err = api.SetLimits(ctx, u)
+		err = a.retry(ctx, func() (err error) { l, err = api.SetLimits(ctx, u); return err })
 	default:
 		return &exitError{exitUsage, errors.New("usage: sluice admin limits [set global=N tenant_default=N TENANT.limit=N TENANT.weight=W TENANT.rate_bps=N ...]")}
 	}
@@ -293,7 +305,7 @@ func (a *adminCLI) setPaused(ctx context.Context, api *apiclient.Client, args []
 	if err := noArgs(name, args); err != nil {
 		return err
 	}
-	if err := api.SetPaused(ctx, paused); err != nil {
+	if err := a.retry(ctx, func() error { return api.SetPaused(ctx, paused) }); err != nil {
 		return err
 	}
 	if a.JSON {
@@ -311,7 +323,8 @@ func (a *adminCLI) workers(ctx context.Context, api *apiclient.Client, args []st
 	if err := noArgs("workers", args); err != nil {
 		return err
 	}
-	nodes, err := api.Workers(ctx)
+	var nodes []apiclient.Node
+	err := a.retry(ctx, func() (err error) { nodes, err = api.Workers(ctx); return err })
 	if err != nil {
 		return err
 	}

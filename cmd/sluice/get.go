@@ -84,6 +84,8 @@ type getConfig struct {
 	Verify       string
 	Force        bool
 	Interval     time.Duration
+
+	retryFirstWait time.Duration // first wait through an outage; 0 is the policy's default (tests shorten it)
 }
 
 func getCommand() *ffcli.Command {
@@ -287,7 +289,7 @@ func (g *getter) admitted(ctx context.Context, key string) (apiclient.Ticket, er
 			return apiclient.Ticket{}, g.interrupted(p.ID, "")
 		}
 		prev := p
-		err := g.retry(ctx, time.Time{}, func() (err error) {
+		err := g.retry(ctx, deadline, func() (err error) {
 			p, err = g.api.Ticket(ctx, prev.ID)
 			return err
 		})
@@ -310,35 +312,29 @@ func (g *getter) admitted(ctx context.Context, key string) (apiclient.Ticket, er
 	return p.Ticket, nil
 }
 
-// retry calls f until it succeeds, fails for good, or deadline passes, honouring the
-// server's Retry-After on temporary refusals (503, 429, an object still being
-// verified). It maps the final error to an exit code.
+// retry calls f through outages (see outagePolicy) and the catalog's "still being
+// verified" answer, until it succeeds, fails for good, or deadline passes. It maps
+// the final error to an exit code.
 func (g *getter) retry(ctx context.Context, deadline time.Time, f func() error) error {
-	for attempt := 0; ; attempt++ {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return g.interrupted("", "")
-		}
-		ae, isAPI := errors.AsType[*apiclient.Error](err)
-		retryable := attempt < 10 && (!isAPI || ae.Temporary() || ae.Code == "object_pending")
-		if !retryable {
-			return apiExit(err)
-		}
-		wait := min(250*time.Millisecond<<min(attempt, 4), 5*time.Second)
-		if isAPI && ae.RetryAfter > 0 {
-			wait = min(ae.RetryAfter, 30*time.Second)
-		}
-		if !deadline.IsZero() && time.Now().Add(wait).After(deadline) {
-			return apiExit(err)
-		}
-		g.rep.note(fmt.Sprintf("%v; retrying in %s", err, wait))
-		if !sleepCtx(ctx, wait) {
-			return g.interrupted("", "")
-		}
+	p := g.outagePolicy(deadline)
+	p.Retryable = func(err error) bool {
+		return apiclient.Retryable(err) || apiclient.CodeOf(err) == "object_pending"
 	}
+	err := p.Do(ctx, f)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return g.interrupted("", "")
+	}
+	return apiExit(err)
+}
+
+// outagePolicy is how sluice get rides out an outage of the server or the edge: for
+// up to --wait-max (apiclient.DefaultRetryBudget when it is 0), never past deadline,
+// telling the user once per outage.
+func (g *getter) outagePolicy(deadline time.Time) apiclient.RetryPolicy {
+	return apiclient.RetryPolicy{Budget: g.cfg.WaitMax, Deadline: deadline, FirstWait: g.cfg.retryFirstWait, Notify: g.rep.note}
 }
 
 // apiExit gives an API error the exit code that says what went wrong.
@@ -401,24 +397,29 @@ func (g *getter) catalogEntry(ctx context.Context, object string) (*apiclient.Ca
 	return nil, nil
 }
 
-// download fetches the link into part. A link that stops working (expired, or the
-// object changed) is replaced by a new ticket; what arrived is kept.
+// download fetches the link into part. An outage of the edge (503 and other 5xx,
+// failed connections) is ridden out on the same link, resuming what arrived; a link
+// that stops working (expired, or the object changed) is replaced by a new ticket.
 func (g *getter) download(ctx context.Context, key string, tk apiclient.Ticket, part string) (fetch.Result, apiclient.Ticket, error) {
 	for attempt := 0; ; attempt++ {
-		d := fetch.New(fetch.Options{
-			URL: tk.DownloadURL, Part: part, Object: tk.Object, Connections: g.cfg.Connections,
-			MaxRate: g.maxRate, StallTimeout: g.cfg.StallTimeout, Log: g.log, Hash: true,
-			HTTP: &http.Client{Transport: &http.Transport{
-				Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: g.cfg.Connections,
-				ResponseHeaderTimeout: g.cfg.StallTimeout, DisableCompression: true,
-			}},
+		var res fetch.Result
+		err := g.outagePolicy(time.Time{}).Do(ctx, func() (err error) {
+			d := fetch.New(fetch.Options{
+				URL: tk.DownloadURL, Part: part, Object: tk.Object, Connections: g.cfg.Connections,
+				MaxRate: g.maxRate, StallTimeout: g.cfg.StallTimeout, Log: g.log, Hash: true,
+				HTTP: &http.Client{Transport: &http.Transport{
+					Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: g.cfg.Connections,
+					ResponseHeaderTimeout: g.cfg.StallTimeout, DisableCompression: true,
+				}},
+			})
+			stop := g.rep.downloading(tk, d)
+			res, err = d.Run(ctx)
+			stop(err == nil)
+			if res.Restarted != "" {
+				g.rep.note("starting over: " + res.Restarted)
+			}
+			return err
 		})
-		stop := g.rep.downloading(tk, d)
-		res, err := d.Run(ctx)
-		stop(err == nil)
-		if res.Restarted != "" {
-			g.rep.note("starting over: " + res.Restarted)
-		}
 		if err == nil {
 			return res, tk, nil
 		}
@@ -442,7 +443,11 @@ func (g *getter) download(ctx context.Context, key string, tk apiclient.Ticket, 
 			}
 			return res, tk, &exitError{code, fmt.Errorf("%w; the partial file %s is kept for a later resume", err, part)}
 		}
-		return res, tk, &exitError{exitFailure, fmt.Errorf("%w; the partial file %s is kept for a later resume", err, part)}
+		code := exitFailure
+		if apiclient.ConnectionFailed(err) {
+			code = exitServer
+		}
+		return res, tk, &exitError{code, fmt.Errorf("%w; the partial file %s is kept for a later resume", err, part)}
 	}
 }
 

@@ -12,12 +12,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -27,6 +24,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/sluice-dl/sluice/shared/apiclient"
 	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
@@ -96,6 +94,10 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out io.Wr
 			return fmt.Errorf("--channel: %w", err)
 		}
 	}
+	api, err := apiclient.New(c.Server, apiclient.Options{APIKey: c.APIKey, Timeout: 2 * time.Minute, UserAgent: "sluice/" + version})
+	if err != nil {
+		return fmt.Errorf("--server: %w", err)
+	}
 	up, err := newUploader(c)
 	if err != nil {
 		return err
@@ -109,13 +111,13 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out io.Wr
 		}
 		events = append(events, ev)
 	}
-	if err := announce(ctx, c, events, out); err != nil {
+	if err := announce(ctx, c, api, events, out); err != nil {
 		return err
 	}
 	if c.Wait <= 0 {
 		return nil
 	}
-	return waitVerified(ctx, c, events, out)
+	return waitVerified(ctx, c, api, events, out)
 }
 
 func uploadsToTerminal(w io.Writer) bool {
@@ -207,53 +209,55 @@ func uploadOne(ctx context.Context, up uploader, c *publishConfig, file string, 
 	return uploaded{Object: key, SHA256: sum, Size: st.Size(), Channel: c.Channel}, nil
 }
 
-// announce publishes the events, sending a batch again after Retry-After when the
-// server's queue is full (what was stored already comes back as a duplicate).
-func announce(ctx context.Context, c *publishConfig, events []uploaded, out io.Writer) error {
+// publishRetry is how sluice publish rides out an outage of the server: for up to
+// --wait (2 minutes when --wait is 0, as the events must still go in), telling the
+// user once per outage. An ingress without a release queue will not grow one.
+func publishRetry(c *publishConfig, deadline time.Time, out io.Writer) apiclient.RetryPolicy {
+	budget := c.Wait
+	if budget <= 0 {
+		budget = 2 * time.Minute
+	}
+	return apiclient.RetryPolicy{Budget: budget, Deadline: deadline,
+		Retryable: func(err error) bool {
+			return apiclient.Retryable(err) && apiclient.CodeOf(err) != "releases_disabled"
+		},
+		Notify: func(msg string) { fmt.Fprintln(out, msg) }}
+}
+
+// publishError says what a failed API call means for the user of sluice publish.
+func publishError(c *publishConfig, err error) error {
+	if _, ok := errors.AsType[*apiclient.Error](err); ok || !apiclient.ConnectionFailed(err) {
+		return err
+	}
+	return fmt.Errorf("reach the sluice API at %s (--server): %w", c.Server, err)
+}
+
+// announce publishes the events, sending the batch again through an outage or while
+// the server's queue is full (what was stored already comes back as a duplicate).
+func announce(ctx context.Context, c *publishConfig, api *apiclient.Client, events []uploaded, out io.Writer) error {
 	var body bytes.Buffer
 	for _, ev := range events {
 		j, _ := json.Marshal(ev)
 		body.Write(j)
 		body.WriteByte('\n')
 	}
-	for attempt := 1; ; attempt++ {
-		status, header, raw, err := apiCall(ctx, c, http.MethodPost, "/api/v1/releases", "application/x-ndjson", body.Bytes())
-		if err != nil {
-			return err
-		}
-		var a struct {
-			Accepted, Duplicates int
-			Rejected             []struct {
-				Line  int
-				Error string
-			}
-			Error, Hint string
-		}
-		_ = json.Unmarshal(raw, &a)
-		switch {
-		case status == http.StatusAccepted:
-			for _, r := range a.Rejected {
-				return fmt.Errorf("the server refused %s: %s", events[r.Line-1].Object, r.Error)
-			}
-			fmt.Fprintf(out, "published %d release events (%d new, %d already known)\n", len(events), a.Accepted, a.Duplicates)
-			return nil
-		case status == http.StatusServiceUnavailable && attempt < 10:
-			wait, _ := strconv.Atoi(header.Get("Retry-After"))
-			wait = max(wait, 1)
-			fmt.Fprintf(out, "the server's release queue is busy (%s); retrying in %ds\n", a.Error, wait)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Duration(wait) * time.Second):
-			}
-		default:
-			return fmt.Errorf("publish: %d %s (%s)", status, a.Error, a.Hint)
-		}
+	var res apiclient.ReleaseResult
+	err := publishRetry(c, time.Time{}, out).Do(ctx, func() (err error) {
+		res, err = api.PublishReleases(ctx, body.Bytes())
+		return err
+	})
+	if err != nil {
+		return publishError(c, fmt.Errorf("publish: %w", err))
 	}
+	for _, r := range res.Rejected {
+		return fmt.Errorf("the server refused %s: %s", events[r.Line-1].Object, r.Error)
+	}
+	fmt.Fprintf(out, "published %d release events (%d new, %d already known)\n", len(events), res.Accepted, res.Duplicates)
+	return nil
 }
 
 // waitVerified polls the catalog until every file is verified; a rejection fails.
-func waitVerified(ctx context.Context, c *publishConfig, events []uploaded, out io.Writer) error {
+func waitVerified(ctx context.Context, c *publishConfig, api *apiclient.Client, events []uploaded, out io.Writer) error {
 	deadline := time.Now().Add(c.Wait)
 	pending := map[string]uploaded{}
 	for _, ev := range events {
@@ -261,13 +265,16 @@ func waitVerified(ctx context.Context, c *publishConfig, events []uploaded, out 
 	}
 	for len(pending) > 0 {
 		for key, ev := range pending {
-			status, _, raw, err := apiCall(ctx, c, http.MethodGet, "/api/v1/objects/"+escapeKey(key), "", nil)
-			if err != nil {
-				return err
-			}
 			var e catalog.Entry
-			if status != http.StatusOK || json.Unmarshal(raw, &e) != nil {
+			err := publishRetry(c, deadline, out).Do(ctx, func() (err error) {
+				e, err = api.Object(ctx, key)
+				return err
+			})
+			if apiclient.StatusOf(err) == http.StatusNotFound {
 				continue // not recorded yet
+			}
+			if err != nil {
+				return publishError(c, fmt.Errorf("read the catalog entry of %s: %w", key, err))
 			}
 			switch {
 			case e.State == catalog.StateRejected && e.SHA256 == ev.SHA256:
@@ -293,33 +300,4 @@ func waitVerified(ctx context.Context, c *publishConfig, events []uploaded, out 
 		fmt.Fprintf(out, "%s/latest now names the newest verified release of channel %s\n", c.Channel, c.Channel)
 	}
 	return nil
-}
-
-func escapeKey(key string) string {
-	parts := strings.Split(key, "/")
-	for i, p := range parts {
-		parts[i] = url.PathEscape(p)
-	}
-	return strings.Join(parts, "/")
-}
-
-// apiCall is one request to the sluice API with the publisher key.
-func apiCall(ctx context.Context, c *publishConfig, method, p, contentType string, body []byte) (int, http.Header, []byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Server, "/")+p, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.APIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("reach the sluice API at %s (--server): %w", c.Server, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	return resp.StatusCode, resp.Header, raw, err
 }

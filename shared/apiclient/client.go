@@ -41,11 +41,14 @@ func (e *Error) Error() string {
 }
 
 // Temporary reports whether the same request may succeed later: the server is
-// overloaded or one of its dependencies is down.
-func (e *Error) Temporary() bool {
-	return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests ||
-		e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout
-}
+// overloaded, failed, or one of its dependencies is down (see RetryableStatus).
+func (e *Error) Temporary() bool { return RetryableStatus(e.Status) }
+
+// HTTPStatus is the answer's status.
+func (e *Error) HTTPStatus() int { return e.Status }
+
+// RetryAfterHint is the answer's Retry-After; 0 when absent.
+func (e *Error) RetryAfterHint() time.Duration { return e.RetryAfter }
 
 // StatusOf returns the HTTP status of an *Error in err's chain, or 0.
 func StatusOf(err error) int {
@@ -106,16 +109,27 @@ func New(server string, o Options) (*Client, error) {
 // Server returns the base URL the client calls.
 func (c *Client) Server() string { return c.base.String() }
 
-// do sends a request and decodes a 2xx JSON answer into out (when non-nil). Other
-// statuses become an *Error. The answer's headers are returned either way.
+// do sends a request with in as its JSON body (when non-nil) and decodes a 2xx JSON
+// answer into out (when non-nil). Other statuses become an *Error. The answer's
+// headers are returned either way.
 func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, in, out any) (http.Header, error) {
-	var body io.Reader
+	var body []byte
+	contentType := ""
 	if in != nil {
 		raw, err := json.Marshal(in)
 		if err != nil {
 			return nil, fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
-		body = bytes.NewReader(raw)
+		body, contentType = raw, "application/json"
+	}
+	return c.send(ctx, method, path, hdr, contentType, body, out)
+}
+
+// send is do with a body already encoded as contentType (none when empty).
+func (c *Client) send(ctx context.Context, method, path string, hdr http.Header, contentType string, in []byte, out any) (http.Header, error) {
+	var body io.Reader
+	if contentType != "" {
+		body = bytes.NewReader(in)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
 	if err != nil {
@@ -124,8 +138,8 @@ func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, i
 	for k, vs := range hdr {
 		req.Header[k] = vs
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)

@@ -52,6 +52,12 @@ func (e *HTTPError) Error() string {
 
 func (e *HTTPError) Unwrap() error { return e.sentinel }
 
+// HTTPStatus is the refusal's status, for callers that retry by status.
+func (e *HTTPError) HTTPStatus() int { return e.Status }
+
+// RetryAfterHint is the refusal's Retry-After; 0 when absent.
+func (e *HTTPError) RetryAfterHint() time.Duration { return e.RetryAfter }
+
 // Options describe one download.
 type Options struct {
 	URL string

@@ -13,21 +13,41 @@ import (
 type Redis struct {
 	*Process
 	URL string
+
+	bin, dir string
+	port     int
 }
 
 // StartRedis starts redis-server on a random loopback port with no persistence and
 // the noeviction policy the admission ledger requires.
 func StartRedis(tb testing.TB) *Redis {
 	tb.Helper()
-	bin := Binary(tb, "redis-server", "SLUICE_REDIS_SERVER_BIN", "apt-get install -y redis-server")
-	port := FreePort(tb)
-	dir := tb.TempDir()
-	p := startProcess(tb, dir, bin, nil,
-		"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no",
-		"--dir", dir, "--maxmemory-policy", "noeviction")
-	p.Addr = "127.0.0.1:" + strconv.Itoa(port)
+	r := &Redis{
+		bin:  Binary(tb, "redis-server", "SLUICE_REDIS_SERVER_BIN", "apt-get install -y redis-server"),
+		port: FreePort(tb),
+		dir:  tb.TempDir(),
+	}
+	r.launch(tb)
+	r.URL = "redis://" + r.Addr + "/0"
+	return r
+}
+
+func (r *Redis) launch(tb testing.TB) {
+	tb.Helper()
+	p := startProcess(tb, r.dir, r.bin, nil,
+		"--bind", "127.0.0.1", "--port", strconv.Itoa(r.port), "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--maxmemory-policy", "noeviction")
+	p.Addr = "127.0.0.1:" + strconv.Itoa(r.port)
 	waitTCP(tb, p.Addr, 10*time.Second, p.Log)
-	return &Redis{Process: p, URL: "redis://" + p.Addr + "/0"}
+	r.Process = p
+}
+
+// Restart starts redis-server again on the same port after Stop (a crash without
+// persistence: it comes back empty). A running server is killed first.
+func (r *Redis) Restart(tb testing.TB) {
+	tb.Helper()
+	r.Stop()
+	r.launch(tb)
 }
 
 // Client returns a go-redis client for the server, closed at cleanup.
