@@ -272,9 +272,17 @@ func releasePublishError(err error, res queue.BatchResult, rejected []RejectedLi
 		Hint:    hint, RetryAfter: 2, Fields: fields, cause: err}
 }
 
+// catalogUnavailable is the answer when the catalog could not be read. It names the
+// dependency that did not answer (the catalog's records are in NATS, its aliases and
+// pending entries in Redis), so that an operator looks at the right one.
 func catalogUnavailable(err error) *apiError {
+	msg := "the release catalog cannot be read right now"
+	var ue *catalog.UnavailableError
+	if errors.As(err, &ue) {
+		msg = "the release catalog cannot be read: " + ue.Dependency + " is not answering"
+	}
 	return &apiError{Status: http.StatusServiceUnavailable, Code: "catalog_unavailable",
-		Message: "the release catalog cannot be read right now", Hint: "retry after the indicated delay", RetryAfter: 2, cause: err}
+		Message: msg, Hint: "retry after the indicated delay", RetryAfter: 2, cause: err}
 }
 
 // getObject returns the catalog entry of an object or channel alias.

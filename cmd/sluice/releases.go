@@ -49,7 +49,7 @@ type releases struct {
 	onOutcome func(outcome string)
 }
 
-// buildReleases sets up the release streams, the catalog and the publisher. The edge
+// buildReleases sets up the release streams, the catalog's buckets and the publisher. The edge
 // has no part in it.
 func buildReleases(ctx context.Context, r role, d *deps, c *serverConfig) (*releases, error) {
 	if r == roleEdge {
@@ -67,7 +67,12 @@ func buildReleases(ctx context.Context, r role, d *deps, c *serverConfig) (*rele
 	if err != nil {
 		return nil, err
 	}
-	rel := &releases{consumer: cons, catalog: catalog.New(d.rdb, catalog.Config{}),
+	// The catalog's records are key-value buckets replicated like the streams.
+	cat, err := catalog.Open(setup, d.js, d.rdb, catalog.Config{Replicas: c.NATSReplicas})
+	if err != nil {
+		return nil, err
+	}
+	rel := &releases{consumer: cons, catalog: cat,
 		dead: queue.NewDeadLetters(d.js), queue: pub, cfg: c.Releases}
 	if d.s3 != nil {
 		rel.bucket = c.S3Bucket

@@ -1,8 +1,14 @@
 // Package catalog is the release catalog: one entry per published object (size,
-// SHA-256, ETag, content type, publish time, channel, state), the set of processed
-// release events that makes processing exactly-once, channel aliases such as
-// "stable/latest", and a cache of verification results per object version. It lives
-// in Redis; every change that must be atomic is a Lua script in lua/.
+// SHA-256, ETag, content type, publish time, channel, state), the processed release
+// events that make processing exactly-once, channel aliases such as "stable/latest",
+// and a cache of verification results per object version.
+//
+// What must survive anything is a record in JetStream key-value buckets (records.go):
+// the entries in their final states (verified, rejected) and the processed events.
+// Everything else is in Redis and can be lost at any moment (derived.go, aliases.go):
+// the channel aliases are rebuilt from the entries when Redis has lost them, pending
+// entries only bridge the seconds between acceptance and verification, and the
+// verification cache, hashing claims and counters cost at most some work again.
 package catalog
 
 import (
@@ -11,10 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strconv"
-	"strings"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -35,11 +41,49 @@ const (
 // AliasSuffix turns a channel name into a moving alias: "<channel>/latest".
 const AliasSuffix = "/latest"
 
+// Names of the key-value buckets that hold the catalog's records.
+const (
+	EntryBucket = "SLUICE_CATALOG"        // one key per object: its final entry
+	EventBucket = "SLUICE_RELEASE_EVENTS" // one key per processed event identity: its outcome
+)
+
+// Dependencies named by an UnavailableError.
+const (
+	DependencyNATS  = "nats"
+	DependencyRedis = "redis"
+)
+
 // Errors callers branch on.
 var (
 	ErrNotFound       = errors.New("object not in the catalog")
 	ErrInvalidChannel = errors.New("invalid channel name")
+	// ErrUnavailable: NATS or Redis did not answer; the error is an *UnavailableError
+	// naming which one.
+	ErrUnavailable = errors.New("release catalog unavailable")
 )
+
+// UnavailableError says which dependency of the catalog failed to answer.
+type UnavailableError struct {
+	Dependency string // DependencyNATS or DependencyRedis
+	Err        error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("release catalog: %s is not answering: %v", e.Dependency, e.Err)
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrUnavailable) true.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+func natsDown(what string, err error) error {
+	return &UnavailableError{Dependency: DependencyNATS, Err: fmt.Errorf("%s: %w", what, err)}
+}
+
+func redisDown(what string, err error) error {
+	return &UnavailableError{Dependency: DependencyRedis, Err: fmt.Errorf("%s: %w", what, err)}
+}
 
 var channelPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
@@ -51,19 +95,6 @@ func ValidateChannel(name string) error {
 	}
 	return nil
 }
-
-var (
-	//go:embed lua/record.lua
-	recordLua string
-	//go:embed lua/pending.lua
-	pendingLua string
-	//go:embed lua/deadlettered.lua
-	deadLetteredLua string
-
-	recordScript       = redis.NewScript(recordLua)
-	pendingScript      = redis.NewScript(pendingLua)
-	deadLetteredScript = redis.NewScript(deadLetteredLua)
-)
 
 // Entry is what the catalog knows about one object. Its JSON is a public contract
 // (GET /api/v1/objects/{key}); keep it stable.
@@ -110,201 +141,92 @@ type Verification struct {
 
 // Config tunes the catalog.
 type Config struct {
-	Prefix    string        // key prefix with a hash tag, default "sluice:{cat}:"
-	EventTTL  time.Duration // how long a processed event is remembered (8 days: longer than the stream keeps events)
-	VerifyTTL time.Duration // how long a verification result is cached (30 days)
+	Prefix     string        // Redis key prefix with a hash tag, default "sluice:{cat}:"
+	EventTTL   time.Duration // how long a processed event is remembered (8 days: longer than the stream keeps events)
+	VerifyTTL  time.Duration // how long a verification result is cached (30 days)
+	PendingTTL time.Duration // how long a pending entry is shown without a result (30 days, as long as dead letters are kept)
+	Replicas   int           // replicas of the buckets: the same as the streams' (1 on one machine, 3 in a cluster)
 }
 
-// Catalog is the catalog over one Redis.
+func (c *Config) setDefaults() {
+	if c.Prefix == "" {
+		c.Prefix = "sluice:{cat}:"
+	}
+	if c.EventTTL == 0 {
+		c.EventTTL = 8 * 24 * time.Hour
+	}
+	if c.VerifyTTL == 0 {
+		c.VerifyTTL = 30 * 24 * time.Hour
+	}
+	if c.PendingTTL == 0 {
+		c.PendingTTL = 30 * 24 * time.Hour
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+}
+
+// Catalog is the catalog over two key-value buckets and one Redis.
 type Catalog struct {
-	rdb redis.UniversalClient
-	cfg Config
+	entries jetstream.KeyValue
+	events  jetstream.KeyValue
+	rdb     redis.UniversalClient
+	cfg     Config
+
+	rebuildMu sync.Mutex // one alias rebuild at a time in this process
 }
 
-// New returns a catalog over rdb.
-func New(rdb redis.UniversalClient, cfg Config) *Catalog {
-	if cfg.Prefix == "" {
-		cfg.Prefix = "sluice:{cat}:"
-	}
-	if cfg.EventTTL == 0 {
-		cfg.EventTTL = 8 * 24 * time.Hour
-	}
-	if cfg.VerifyTTL == 0 {
-		cfg.VerifyTTL = 30 * 24 * time.Hour
-	}
-	return &Catalog{rdb: rdb, cfg: cfg}
-}
-
-// Record stores a processed event's result, exactly once per event identity. It
-// returns the outcome and whether this call recorded it (false: the event had been
-// recorded before, and nothing changed).
-func (c *Catalog) Record(ctx context.Context, r Result) (outcome string, recorded bool, err error) {
-	vals, err := recordScript.Run(ctx, c.rdb, []string{c.cfg.Prefix},
-		r.Identity, int64(c.cfg.EventTTL.Seconds()), r.Object, r.Size, r.SHA256, r.ETag,
-		r.ContentType, r.PublishedAt.UnixMicro(), r.Channel, r.State, r.Reason).Slice()
+// Open creates or updates the catalog's buckets (file storage, cfg.Replicas) and
+// returns the catalog. On a fresh cluster creation can time out while the meta leader
+// settles, so it is retried with backoff until ctx ends; the error then is the
+// server's last answer.
+func Open(ctx context.Context, js jetstream.JetStream, rdb redis.UniversalClient, cfg Config) (*Catalog, error) {
+	cfg.setDefaults()
+	entries, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      EntryBucket,
+		Description: "release catalog: the verified or rejected entry of each object (key: base64url of the object key)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
 	if err != nil {
-		return "", false, fmt.Errorf("record event %s: %w", r.Identity, err)
+		return nil, err
 	}
-	if len(vals) != 2 {
-		return "", false, fmt.Errorf("record event %s: unexpected answer %v", r.Identity, vals)
-	}
-	n, _ := vals[0].(int64)
-	outcome, _ = vals[1].(string)
-	return outcome, n == 1, nil
-}
-
-// Processed returns the outcome of an event identity, or "" if it was not processed.
-func (c *Catalog) Processed(ctx context.Context, identity string) (string, error) {
-	v, err := c.rdb.Get(ctx, c.cfg.Prefix+"ev:"+identity).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
-	}
+	events, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      EventBucket,
+		Description: "processed release events: outcome per event identity (key: hex SHA-256 of the identity)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		TTL:         cfg.EventTTL,
+	})
 	if err != nil {
-		return "", fmt.Errorf("read event %s: %w", identity, err)
+		return nil, err
 	}
-	return v, nil
+	return &Catalog{entries: entries, events: events, rdb: rdb, cfg: cfg}, nil
 }
 
-// NoteDuplicate counts a delivery of an event that had been processed before.
-func (c *Catalog) NoteDuplicate(ctx context.Context) error {
-	return c.rdb.HIncrBy(ctx, c.cfg.Prefix+"stats", "duplicate_deliveries", 1).Err()
-}
-
-// MarkPending shows the objects of accepted events as pending, unless the catalog
-// already has an entry for them.
-func (c *Catalog) MarkPending(ctx context.Context, ps []Pending) error {
-	const chunk = 500
-	pipe := c.rdb.Pipeline()
-	for start := 0; start < len(ps); start += chunk {
-		args := make([]any, 0, 5*chunk)
-		for _, p := range ps[start:min(start+chunk, len(ps))] {
-			args = append(args, p.Object, p.Size, p.SHA256, p.PublishedAt.UnixMicro(), p.Channel)
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	delay := 100 * time.Millisecond
+	for {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+		if err == nil {
+			return kv, nil
 		}
-		// EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT, and the script is small.
-		pendingScript.Eval(ctx, pipe, []string{c.cfg.Prefix}, args...)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("create key-value bucket %s: %w", cfg.Bucket, err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("mark pending: %w", err)
+}
+
+// Ping checks that both NATS and Redis answer.
+func (c *Catalog) Ping(ctx context.Context) error {
+	if _, err := c.entries.Status(ctx); err != nil {
+		return natsDown("read bucket status", err)
+	}
+	if err := c.rdb.Ping(ctx).Err(); err != nil {
+		return redisDown("ping", err)
 	}
 	return nil
 }
-
-// NoteDeadLettered records on a pending entry why it stays pending: its event was
-// dead-lettered, and only an operator's replay (or a new event) moves it on. An entry
-// in another state keeps what it has.
-func (c *Catalog) NoteDeadLettered(ctx context.Context, object, reason string) error {
-	err := deadLetteredScript.Run(ctx, c.rdb, []string{c.cfg.Prefix + "obj:" + object},
-		"its release event was dead-lettered ("+reason+"); an operator can replay it").Err()
-	if err != nil {
-		return fmt.Errorf("note dead letter on %q: %w", object, err)
-	}
-	return nil
-}
-
-// Lookup returns the entry of an object key.
-func (c *Catalog) Lookup(ctx context.Context, key string) (Entry, error) {
-	m, err := c.rdb.HGetAll(ctx, c.cfg.Prefix+"obj:"+key).Result()
-	if err != nil {
-		return Entry{}, fmt.Errorf("read catalog entry %q: %w", key, err)
-	}
-	if len(m) == 0 {
-		return Entry{}, fmt.Errorf("%q: %w", key, ErrNotFound)
-	}
-	size, _ := strconv.ParseInt(m["size"], 10, 64)
-	pub, _ := strconv.ParseInt(m["published_us"], 10, 64)
-	return Entry{
-		Object: m["object"], Size: size, SHA256: m["sha256"], ETag: m["etag"],
-		ContentType: m["content_type"], PublishedAt: time.UnixMicro(pub).UTC(),
-		Channel: m["channel"], State: m["state"], Reason: m["reason"],
-	}, nil
-}
-
-// Resolve turns a channel alias "<channel>/latest" into the key of the channel's
-// newest verified object. Anything else, including an alias of a channel with no
-// verified object, is returned unchanged with alias false: a real object may be
-// named like an alias, and the alias wins only once its channel has a release.
-func (c *Catalog) Resolve(ctx context.Context, name string) (key string, alias bool, err error) {
-	channel, ok := strings.CutSuffix(name, AliasSuffix)
-	if !ok || ValidateChannel(channel) != nil {
-		return name, false, nil
-	}
-	keys, err := c.rdb.ZRevRange(ctx, c.cfg.Prefix+"ch:"+channel, 0, 0).Result()
-	if err != nil {
-		return "", false, fmt.Errorf("resolve alias %q: %w", name, err)
-	}
-	if len(keys) == 0 {
-		return name, false, nil
-	}
-	return keys[0], true, nil
-}
-
-// Verified returns the cached verification of an object version.
-func (c *Catalog) Verified(ctx context.Context, key, etag string) (Verification, bool, error) {
-	m, err := c.rdb.HGetAll(ctx, c.verKey(key, etag)).Result()
-	if err != nil {
-		return Verification{}, false, fmt.Errorf("read verification of %q: %w", key, err)
-	}
-	if len(m) == 0 {
-		return Verification{}, false, nil
-	}
-	size, _ := strconv.ParseInt(m["size"], 10, 64)
-	return Verification{Size: size, SHA256: m["sha256"]}, true, nil
-}
-
-// StoreVerification caches what a worker measured for an object version.
-func (c *Catalog) StoreVerification(ctx context.Context, key, etag string, v Verification) error {
-	k := c.verKey(key, etag)
-	pipe := c.rdb.TxPipeline()
-	pipe.HSet(ctx, k, "size", v.Size, "sha256", v.SHA256)
-	pipe.Expire(ctx, k, c.cfg.VerifyTTL)
-	pipe.HIncrBy(ctx, c.cfg.Prefix+"stats", "hashes_computed", 1)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("store verification of %q: %w", key, err)
-	}
-	return nil
-}
-
-// LockHashing claims the right to hash an object version for ttl, so that workers
-// receiving events for the same version at once hash it once. It reports whether
-// this caller holds the claim.
-func (c *Catalog) LockHashing(ctx context.Context, key, etag, owner string, ttl time.Duration) (bool, error) {
-	ok, err := c.rdb.SetNX(ctx, c.verKey(key, etag)+":lock", owner, ttl).Result()
-	if err != nil {
-		return false, fmt.Errorf("claim hashing of %q: %w", key, err)
-	}
-	return ok, nil
-}
-
-// UnlockHashing gives a claim back (it may have lapsed; then this does nothing harmful:
-// the version is verified by then or will be hashed by the next claimant).
-func (c *Catalog) UnlockHashing(ctx context.Context, key, etag string) {
-	_ = c.rdb.Del(ctx, c.verKey(key, etag)+":lock").Err()
-}
-
-func (c *Catalog) verKey(key, etag string) string {
-	return c.cfg.Prefix + "ver:" + etag + ":" + key
-}
-
-// Stats are the catalog's counters since it was created.
-type Stats struct {
-	Recorded            int64 `json:"events_recorded"`
-	Verified            int64 `json:"verified"`
-	Rejected            int64 `json:"rejected"`
-	Superseded          int64 `json:"superseded"`
-	DuplicateDeliveries int64 `json:"duplicate_deliveries"`
-	HashesComputed      int64 `json:"hashes_computed"`
-}
-
-// Stats reads the counters.
-func (c *Catalog) Stats(ctx context.Context) (Stats, error) {
-	m, err := c.rdb.HGetAll(ctx, c.cfg.Prefix+"stats").Result()
-	if err != nil {
-		return Stats{}, fmt.Errorf("read catalog stats: %w", err)
-	}
-	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
-	return Stats{Recorded: n("recorded"), Verified: n("verified"), Rejected: n("rejected"),
-		Superseded: n("superseded"), DuplicateDeliveries: n("duplicate_deliveries"), HashesComputed: n("hashes_computed")}, nil
-}
-
-// Ping checks that Redis answers.
-func (c *Catalog) Ping(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }

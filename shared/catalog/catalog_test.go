@@ -1,12 +1,15 @@
 package catalog_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dl/sluice/shared/catalog"
@@ -14,17 +17,47 @@ import (
 )
 
 // backends runs a test against a real redis-server and against the in-process
-// Redis-protocol server the all-in-one embeds: the catalog's scripts run on both.
+// Redis-protocol server the all-in-one embeds, each with a real JetStream (embedded
+// nats-server) for the records: the catalog's scripts run on both.
 func backends(t *testing.T, fn func(t *testing.T, c *catalog.Catalog)) {
 	t.Run("redis-server", func(t *testing.T) {
-		fn(t, catalog.New(testenv.StartRedis(t).Client(t), catalog.Config{}))
+		fn(t, openCatalog(t, jetStream(t, testenv.StartNATS(t)), testenv.StartRedis(t).Client(t)))
 	})
 	t.Run("embedded", func(t *testing.T) {
-		m := miniredis.RunT(t)
-		rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
-		t.Cleanup(func() { rdb.Close() })
-		fn(t, catalog.New(rdb, catalog.Config{}))
+		fn(t, openCatalog(t, jetStream(t, testenv.StartNATS(t)), miniRedis(t)))
 	})
+}
+
+func jetStream(t testing.TB, n *testenv.NATS) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(n.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func miniRedis(t testing.TB) *redis.Client {
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+func openCatalog(t testing.TB, js jetstream.JetStream, rdb redis.UniversalClient) *catalog.Catalog {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := catalog.Open(ctx, js, rdb, catalog.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)

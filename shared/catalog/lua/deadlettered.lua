@@ -1,8 +1,8 @@
 -- deadlettered.lua: say on a pending entry why it stays pending: the event that would
--- have verified it was dead-lettered. An entry in any other state (or none) is left
--- as it is.
+-- have verified it was dead-lettered. Without a pending entry nothing is written
+-- (a recorded entry lives in JetStream and keeps what it has).
 --
--- KEYS[1]  the entry, "<prefix>obj:<key>"
+-- KEYS[1]  the pending entry, "<prefix>obj:<key>"
 -- ARGV[1]  the reason to show
 --
 -- Returns 1 when the note was written, 0 otherwise.
