@@ -276,12 +276,13 @@ func releasePublishError(err error, res queue.BatchResult, rejected []RejectedLi
 // dependency that did not answer (the catalog's records are in NATS, its aliases and
 // pending entries in Redis), so that an operator looks at the right one.
 func catalogUnavailable(err error) *apiError {
-	msg := "the release catalog cannot be read right now"
+	msg, code := "the release catalog cannot be read right now", "catalog_unavailable"
 	var ue *catalog.UnavailableError
 	if errors.As(err, &ue) {
 		msg = "the release catalog cannot be read: " + ue.Dependency + " is not answering"
+		code = ue.Dependency + "_unavailable" // redis_unavailable, nats_unavailable: as every other answer
 	}
-	return &apiError{Status: http.StatusServiceUnavailable, Code: "catalog_unavailable",
+	return &apiError{Status: http.StatusServiceUnavailable, Code: code,
 		Message: msg, Hint: "retry after the indicated delay", RetryAfter: 2, cause: err}
 }
 
@@ -353,7 +354,9 @@ func (s *Server) statPublished(ctx context.Context, name string) (objstore.Info,
 	}
 	e, err := rel.Catalog.Lookup(ctx, key)
 	switch {
-	case errors.Is(err, catalog.ErrNotFound):
+	case errors.Is(err, catalog.ErrNotFound) || !rel.RequirePublished && redisOnly(err):
+		// Without RequirePublished only a rejection (a record, in NATS) refuses an
+		// object, so a Redis outage (pending entries only) does not stop downloads.
 		if rel.RequirePublished {
 			return objstore.Info{}, &apiError{Status: http.StatusNotFound, Code: "object_not_published",
 				Message: fmt.Sprintf("%q has not been published", name),
@@ -385,6 +388,12 @@ func (s *Server) statPublished(ctx context.Context, name string) (objstore.Info,
 			Hint:    "publish the new version so that it is verified"}
 	}
 	return info, nil
+}
+
+// redisOnly reports whether the catalog failed only on its derived part in Redis.
+func redisOnly(err error) bool {
+	var ue *catalog.UnavailableError
+	return errors.As(err, &ue) && ue.Dependency == "redis"
 }
 
 func (s *Server) listDeadReleases(c *gin.Context) {

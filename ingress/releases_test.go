@@ -66,9 +66,9 @@ func TestCatalogOutageNamesTheDependency(t *testing.T) {
 	check := func(path, dependency string) {
 		t.Helper()
 		status, retry, code, msg := get(path)
-		if status != http.StatusServiceUnavailable || retry == "" || code != "catalog_unavailable" ||
+		if status != http.StatusServiceUnavailable || retry == "" || code != dependency+"_unavailable" ||
 			!strings.Contains(msg, dependency+" is not answering") {
-			t.Fatalf("GET %s: %d Retry-After %q %s %q, want 503 catalog_unavailable naming %s", path, status, retry, code, msg, dependency)
+			t.Fatalf("GET %s: %d Retry-After %q %s %q, want 503 %s_unavailable naming it", path, status, retry, code, msg, dependency)
 		}
 	}
 	// NATS answers (no record), Redis does not (the pending entry cannot be read).

@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/shared/redisbreaker"
 	"github.com/sluice-dl/sluice/signer"
 )
 
@@ -31,6 +32,7 @@ type deps struct {
 	tickets jetstream.Consumer
 	records records // the record buckets in JetStream KV; empty for the edge
 	rdb     redis.UniversalClient
+	rdbCB   *redisbreaker.Breaker // fails commands at once while Redis is not answering
 	store   objstore.Store
 	local   *objstore.Local // set when objects are on local disk
 	s3      *objstore.S3    // set when objects are in S3/MinIO
@@ -188,6 +190,8 @@ func (d *deps) connectRedis(ctx context.Context, r role, c *serverConfig) error 
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
 	opts.ContextTimeoutEnabled = true
 	rdb := redis.NewUniversalClient(opts)
+	d.rdbCB = redisbreaker.New("redis", redisbreaker.Options{Logger: d.log})
+	rdb.AddHook(d.rdbCB)
 	d.onClose(func() { _ = rdb.Close() })
 	d.rdb = rdb
 	ping, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -57,12 +57,14 @@ func startOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.L
 	o.metrics.Token = c.MetricsToken
 	o.ctx, o.stop = context.WithCancel(context.WithoutCancel(ctx))
 	d.rdb.AddHook(o.metrics.RedisHook())
+	breakers := map[string]func() string{"redis": d.rdbCB.State}
 	if d.store != nil {
 		if b, ok := d.store.(*objstore.Breaker); ok {
-			o.metrics.Registry.MustRegister(telemetry.NewBreakerCollector(map[string]func() string{"objects": b.State}))
+			breakers["objects"] = b.State
 		}
 		d.store = o.metrics.InstrumentStore(d.store)
 	}
+	o.metrics.Registry.MustRegister(telemetry.NewBreakerCollector(breakers))
 	if r == roleServe || r == roleIngress {
 		// The ledger's figures are the whole system's; the ingress exports them.
 		o.metrics.Registry.MustRegister(telemetry.NewLedgerCollector(d.ledger, telemetry.LedgerCollectorOptions{}))
