@@ -52,8 +52,9 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "storage_unavailable",
 			Message: "object storage is not answering", Hint: "retry after the indicated delay", RetryAfter: 5, cause: err}
 	case errors.Is(err, admission.ErrUnavailable):
-		return &apiError{Status: http.StatusServiceUnavailable, Code: "redis_unavailable",
-			Message: "the admission ledger (Redis) is not answering", Hint: "retry after the indicated delay; accepted tickets are safe in JetStream and keep their place", RetryAfter: 2, cause: err}
+		ae := redisUnavailable("the admission ledger", err)
+		ae.Hint = "retry after the indicated delay; accepted tickets are safe in JetStream and keep their place"
+		return ae
 	case errors.Is(err, admission.ErrRecordsUnavailable), errors.Is(err, apikeys.ErrUnavailable):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "nats_unavailable",
 			Message: "the records in NATS JetStream (keys, limits, tickets) cannot be reached", Hint: "retry after the indicated delay", RetryAfter: 2, cause: err}
@@ -73,6 +74,12 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error",
 			Hint: "retry later; if it persists, report it with the time of the request", cause: err}
 	}
+}
+
+// redisUnavailable is the answer when what (derived state in Redis) cannot be read.
+func redisUnavailable(what string, err error) *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Code: "redis_unavailable",
+		Message: what + " (Redis) is not answering", Hint: "retry after the indicated delay", RetryAfter: 2, cause: err}
 }
 
 // errorsToJSON renders the last error a handler recorded with c.Error.

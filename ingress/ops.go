@@ -77,7 +77,7 @@ func (s *Server) listNodes(c *gin.Context) {
 	}
 	nodes, err := f.Nodes(c.Request.Context())
 	if err != nil {
-		c.Error(err)
+		c.Error(redisUnavailable("the fleet registry", err)) // the registry is derived state in Redis
 		return
 	}
 	now := time.Now()

@@ -74,12 +74,20 @@ func Answered(err error) bool {
 // State returns "closed", "half-open" or "open".
 func (b *Breaker) State() string { return b.cb.State().String() }
 
-func (b *Breaker) guard(ctx context.Context, call func() error) error {
+// guarded marks a command's context once the breaker let it through: the commands
+// go-redis sends to set up a new connection for it (HELLO, AUTH) run through the hooks
+// too, and must not count, or be refused, as a second call.
+type guarded struct{}
+
+func (b *Breaker) guard(ctx context.Context, call func(context.Context) error) error {
+	if ctx.Value(guarded{}) != nil {
+		return call(ctx)
+	}
 	done, err := b.cb.Allow()
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrOpen, err)
 	}
-	err = call()
+	err = call(context.WithValue(ctx, guarded{}, true))
 	if err != nil && !Answered(err) && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		done(errCallerGone)
 		return err
@@ -96,13 +104,13 @@ func (b *Breaker) DialHook(next redis.DialHook) redis.DialHook {
 // ProcessHook guards one command.
 func (b *Breaker) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		return b.guard(ctx, func() error { return next(ctx, cmd) })
+		return b.guard(ctx, func(ctx context.Context) error { return next(ctx, cmd) })
 	}
 }
 
 // ProcessPipelineHook guards a pipeline as one call: its first network error counts.
 func (b *Breaker) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		return b.guard(ctx, func() error { return next(ctx, cmds) })
+		return b.guard(ctx, func(ctx context.Context) error { return next(ctx, cmds) })
 	}
 }
