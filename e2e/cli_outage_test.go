@@ -68,10 +68,6 @@ func TestCLIGetRidesOutARedisRestart(t *testing.T) {
 		}
 	}
 	t.Logf("sluice get exited %d; notes: %q", code, notes)
-	if code == exitNotFoundCode && strings.Contains(get.stdout.String(), "ticket_not_found") {
-		t.Skip("the ingress answered 404 ticket_not_found for the waiting ticket after Redis came back empty " +
-			"(issue 11: the ingress must fall back to JetStream for a ticket the wiped ledger lost); the client kept polling its ticket until then")
-	}
 	get.expectExit(0)
 	if got := cliFileSHA(t, filepath.Join(dir, "wanted.bin")); got != sha(wanted) {
 		t.Fatalf("wanted.bin has SHA-256 %s, want %s", got, sha(wanted))
@@ -100,5 +96,3 @@ func TestCLIGetRidesOutARedisRestart(t *testing.T) {
 	}
 }
 
-// exitNotFoundCode is sluice get's exit code for a 404 (README: exit codes).
-const exitNotFoundCode = 3
