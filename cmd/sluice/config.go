@@ -29,6 +29,8 @@ type serverConfig struct {
 	RedisAddrs      string
 	RedisMasterName string
 	RedisPassword   string
+	// EmbeddedRedisAddr is where serve's in-process Redis listens when none is set.
+	EmbeddedRedisAddr string
 
 	S3Endpoint  string
 	S3Bucket    string
@@ -110,6 +112,9 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.RedisAddrs, "redis-addrs", "", "Redis Sentinel or Cluster addresses host:port,... (instead of --redis-url)")
 	fs.StringVar(&c.RedisMasterName, "redis-master-name", "", "Sentinel master name; with --redis-addrs selects Sentinel")
 	fs.StringVar(&c.RedisPassword, "redis-password", "", "password for --redis-addrs")
+	if r == roleServe {
+		fs.StringVar(&c.EmbeddedRedisAddr, "embedded-redis-addr", "127.0.0.1:0", "listen address of the embedded Redis-protocol server, used when --redis-url and --redis-addrs are empty (it has no password: keep it on loopback; port 0 picks one, logged at start)")
+	}
 
 	{ // workers use S3 only with --direct-downloads
 		fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty serves objects from <data-dir>/objects")

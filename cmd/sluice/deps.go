@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -138,9 +137,9 @@ func (d *deps) connectRedis(ctx context.Context, r role, c *serverConfig) error 
 		if r != roleServe {
 			return errors.New("--redis-url (SLUICE_REDIS_URL) or --redis-addrs is required for the " + r.String() + " role")
 		}
-		m := miniredis.NewMiniRedis()
-		if err := m.StartAddr("127.0.0.1:0"); err != nil {
-			return fmt.Errorf("embedded redis: %w", err)
+		m := newEmbeddedRedis(expiryTick)
+		if err := m.Start(c.EmbeddedRedisAddr); err != nil {
+			return err
 		}
 		d.onClose(m.Close)
 		opts.Addrs = []string{m.Addr()}
