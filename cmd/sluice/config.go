@@ -53,6 +53,7 @@ type serverConfig struct {
 	StreamLease  time.Duration
 	ResumeGrace  time.Duration
 	AbandonAfter time.Duration
+	Retain       time.Duration
 	MaxConns     int
 	Demo         bool
 	ShutdownWait time.Duration
@@ -149,6 +150,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.DurationVar(&c.StreamLease, "stream-lease", 30*time.Second, "lease of a streaming slot, renewed while bytes flow; a crashed edge's slots come back after it")
 	fs.DurationVar(&c.ResumeGrace, "resume-grace", 30*time.Second, "how long a slot waits for a client to resume an interrupted download")
 	fs.DurationVar(&c.AbandonAfter, "abandon-after", 5*time.Minute, "queued tickets not polled for this long are dropped (0: never)")
+	fs.DurationVar(&c.Retain, "retain", 24*time.Hour, "how long an ended ticket stays readable (GET /api/v1/tickets/{id}) before Redis forgets it; give every role the same value")
 	fs.IntVar(&c.MaxConns, "max-conns-per-token", 8, "concurrent connections one download link may open (parallel ranges)")
 	if r == roleServe || r == roleEdge {
 		fs.Int64Var(&c.DownloadRate, "download-rate", 0, "bytes/s per download, all its connections together, unless its tenant has its own rate (admin limits rate_bps); 0: no limit")

@@ -60,7 +60,11 @@ func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger) (
 	if err := d.connectRedis(ctx, r, c); err != nil {
 		return nil, err
 	}
+	if c.Retain <= 0 {
+		return nil, fmt.Errorf("--retain must be positive, not %s", c.Retain)
+	}
 	d.ledger = admission.New(d.rdb, admission.Config{
+		Retain:       c.Retain,
 		GlobalLimit:  c.GlobalLimit,
 		TenantLimit:  c.TenantLimit,
 		StreamLease:  c.StreamLease,
