@@ -193,10 +193,27 @@ func (a *Admission) receive(msg jetstream.Msg) {
 	h := &heldMsg{msg: msg, ticket: t, seq: meta.Sequence.Stream, lastProgress: a.cfg.Now()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if a.forgotten(ctx, t) {
+		a.settle(h, msg.Ack)
+		return
+	}
 	h.enqueued = a.enqueue(ctx, h)
 	a.mu.Lock()
 	a.held[t.ID] = h
 	a.mu.Unlock()
+}
+
+// forgotten tells whether a ticket ended and its record expired (--retain) before this
+// message reached the worker, as a worker that lags that far behind may find: the
+// sweep's rule, applied before enqueue would bring the ticket back as queued. A ticket
+// the ledger misses within --retain of its creation cannot have expired, so the ledger
+// lost it and enqueue rebuilds it.
+func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) bool {
+	if a.cfg.Now().Sub(t.Created) <= a.cfg.Ledger.Config().Retain {
+		return false
+	}
+	st, err := a.cfg.Ledger.Statuses(ctx, []string{t.ID})
+	return err == nil && st[0] == ""
 }
 
 func (a *Admission) enqueue(ctx context.Context, h *heldMsg) bool {

@@ -29,6 +29,8 @@ type serverConfig struct {
 	RedisAddrs      string
 	RedisMasterName string
 	RedisPassword   string
+	// EmbeddedRedisAddr is where serve's in-process Redis listens when none is set.
+	EmbeddedRedisAddr string
 
 	S3Endpoint  string
 	S3Bucket    string
@@ -51,6 +53,7 @@ type serverConfig struct {
 	StreamLease  time.Duration
 	ResumeGrace  time.Duration
 	AbandonAfter time.Duration
+	Retain       time.Duration
 	MaxConns     int
 	Demo         bool
 	ShutdownWait time.Duration
@@ -110,6 +113,9 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.RedisAddrs, "redis-addrs", "", "Redis Sentinel or Cluster addresses host:port,... (instead of --redis-url)")
 	fs.StringVar(&c.RedisMasterName, "redis-master-name", "", "Sentinel master name; with --redis-addrs selects Sentinel")
 	fs.StringVar(&c.RedisPassword, "redis-password", "", "password for --redis-addrs")
+	if r == roleServe {
+		fs.StringVar(&c.EmbeddedRedisAddr, "embedded-redis-addr", "127.0.0.1:0", "listen address of the embedded Redis-protocol server, used when --redis-url and --redis-addrs are empty (it has no password: keep it on loopback; port 0 picks one, logged at start)")
+	}
 
 	{ // workers use S3 only with --direct-downloads
 		fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty serves objects from <data-dir>/objects")
@@ -144,6 +150,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.DurationVar(&c.StreamLease, "stream-lease", 30*time.Second, "lease of a streaming slot, renewed while bytes flow; a crashed edge's slots come back after it")
 	fs.DurationVar(&c.ResumeGrace, "resume-grace", 30*time.Second, "how long a slot waits for a client to resume an interrupted download")
 	fs.DurationVar(&c.AbandonAfter, "abandon-after", 5*time.Minute, "queued tickets not polled for this long are dropped (0: never)")
+	fs.DurationVar(&c.Retain, "retain", 24*time.Hour, "how long an ended ticket stays readable (GET /api/v1/tickets/{id}) before Redis forgets it; give every role the same value")
 	fs.IntVar(&c.MaxConns, "max-conns-per-token", 8, "concurrent connections one download link may open (parallel ranges)")
 	if r == roleServe || r == roleEdge {
 		fs.Int64Var(&c.DownloadRate, "download-rate", 0, "bytes/s per download, all its connections together, unless its tenant has its own rate (admin limits rate_bps); 0: no limit")

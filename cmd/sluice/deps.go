@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,7 +69,11 @@ func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger) (
 	if err := d.connectRedis(ctx, r, c); err != nil {
 		return nil, err
 	}
+	if c.Retain <= 0 {
+		return nil, fmt.Errorf("--retain must be positive, not %s", c.Retain)
+	}
 	lc := admission.Config{
+		Retain:       c.Retain,
 		GlobalLimit:  c.GlobalLimit,
 		TenantLimit:  c.TenantLimit,
 		StreamLease:  c.StreamLease,
@@ -154,8 +157,8 @@ func (d *deps) openRecords(ctx context.Context, c *serverConfig) error {
 		{&d.records.settings, queue.RecordConfig{Bucket: queue.SettingsBucket, Description: "the operator's limits, weights and pause"}},
 		{&d.records.bindings, queue.RecordConfig{Bucket: queue.IdempotencyBucket, Description: "Idempotency-Key bindings to tickets",
 			TTL: 24 * time.Hour}},
-		{&d.records.ended, queue.RecordConfig{Bucket: queue.EndedBucket, Description: "tickets that ended, readable for a day",
-			TTL: 24 * time.Hour}},
+		{&d.records.ended, queue.RecordConfig{Bucket: queue.EndedBucket, Description: "tickets that ended, readable for --retain",
+			TTL: max(c.Retain, time.Second)}},
 	} {
 		b.cfg.Replicas = c.NATSReplicas
 		kv, err := queue.EnsureRecords(ctx, d.js, b.cfg)
@@ -176,9 +179,9 @@ func (d *deps) connectRedis(ctx context.Context, r role, c *serverConfig) error 
 		if r != roleServe {
 			return errors.New("--redis-url (SLUICE_REDIS_URL) or --redis-addrs is required for the " + r.String() + " role")
 		}
-		m := miniredis.NewMiniRedis()
-		if err := m.StartAddr("127.0.0.1:0"); err != nil {
-			return fmt.Errorf("embedded redis: %w", err)
+		m := newEmbeddedRedis(expiryTick)
+		if err := m.Start(c.EmbeddedRedisAddr); err != nil {
+			return err
 		}
 		d.onClose(m.Close)
 		opts.Addrs = []string{m.Addr()}
