@@ -17,9 +17,9 @@ type TicketRecords interface {
 
 // ticket reads a ticket from the ledger (Poll when touch: the caller is its waiting
 // owner). A ticket the ledger does not know (Redis lost it, or a worker has not
-// re-enqueued it yet) is looked up in its records: a live one is put back in the
-// ledger at its old place in line (its stream sequence) and read again; an ended one
-// answers from its final state. Only a ticket no record knows is ErrNotFound.
+// re-enqueued it yet) is looked up in its records: an ended one answers from its final
+// state; a live one is put back in the ledger at its old place in line (its stream
+// sequence) and read again. Only a ticket no record knows is ErrNotFound.
 func (s *Server) ticket(ctx context.Context, id string, touch bool) (admission.Position, error) {
 	read := s.cfg.Ledger.Get
 	if touch {
@@ -29,23 +29,27 @@ func (s *Server) ticket(ctx context.Context, id string, touch bool) (admission.P
 	if !errors.Is(err, admission.ErrNotFound) || s.cfg.Tickets == nil {
 		return p, err
 	}
-	t, seq, lerr := s.cfg.Tickets.Lookup(ctx, id)
-	switch {
-	case lerr == nil:
-		if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{
-			ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
-			Tenant: t.Tenant, Seq: seq, Created: t.Created, TraceParent: telemetry.TraceParent(ctx),
-		}); err != nil {
-			return p, err
-		}
-		s.log.InfoContext(ctx, "ticket restored into the ledger from its message", "ticket", id, "seq", seq)
-		return read(ctx, id)
-	case !errors.Is(lerr, queue.ErrNoTicket):
-		return p, lerr
-	}
+	// Ended first: a ticket that ended keeps its message until its worker's next sweep.
 	ended, err := s.cfg.Ledger.Ended(ctx, id)
+	if err == nil {
+		return admission.Position{Ticket: ended}, nil
+	}
+	if !errors.Is(err, admission.ErrNotFound) {
+		return p, err
+	}
+	t, seq, err := s.cfg.Tickets.Lookup(ctx, id)
+	if errors.Is(err, queue.ErrNoTicket) {
+		return p, admission.ErrNotFound
+	}
 	if err != nil {
 		return p, err
 	}
-	return admission.Position{Ticket: ended}, nil
+	if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{
+		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
+		Tenant: t.Tenant, Seq: seq, Created: t.Created, TraceParent: telemetry.TraceParent(ctx),
+	}); err != nil {
+		return p, err
+	}
+	s.log.InfoContext(ctx, "ticket restored into the ledger from its message", "ticket", id, "seq", seq)
+	return read(ctx, id)
 }

@@ -209,11 +209,17 @@ func (a *Admission) receive(msg jetstream.Msg) {
 // the ledger misses within --retain of its creation cannot have expired, so the ledger
 // lost it and enqueue rebuilds it.
 func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) bool {
-	if a.cfg.Now().Sub(t.Created) <= a.cfg.Ledger.Config().Retain {
+	st, err := a.cfg.Ledger.Statuses(ctx, []string{t.ID})
+	if err != nil || st[0] != "" {
 		return false
 	}
-	st, err := a.cfg.Ledger.Statuses(ctx, []string{t.ID})
-	return err == nil && st[0] == ""
+	if a.cfg.Now().Sub(t.Created) > a.cfg.Ledger.Config().Retain {
+		return true
+	}
+	// Ended and recorded, but its message came back before the acknowledgement
+	// reached the stream (or after Redis lost the ledger): it must not wait again.
+	_, err = a.cfg.Ledger.Ended(ctx, t.ID)
+	return err == nil
 }
 
 func (a *Admission) enqueue(ctx context.Context, h *heldMsg) bool {
@@ -262,11 +268,14 @@ func (a *Admission) rebuild(ctx context.Context) {
 	if !built || a.cfg.Backlog == nil {
 		return
 	}
-	a.log.Warn("the admission ledger was empty (new, or Redis lost it): rebuilt from JetStream; admission resumes once live streams had one lease to re-register")
+	a.log.Warn("the admission ledger was empty (new, or Redis lost it): rebuilt from JetStream; admission resumes once live streams had half a lease to re-register")
 	a.restoring.Go(func() {
 		start, n := a.cfg.Now(), 0
 		rctx := context.WithoutCancel(ctx)
 		err := a.cfg.Backlog.Each(rctx, func(t queue.Ticket, seq uint64, traceparent string) error {
+			if a.forgotten(rctx, t) {
+				return nil // ended: its holder acknowledges the message
+			}
 			n++
 			_, err := a.cfg.Ledger.Enqueue(rctx, ledgerTicket(t, seq, traceparent))
 			return err
@@ -338,7 +347,6 @@ func (a *Admission) sweep(ctx context.Context) {
 		}
 	}
 	now := a.cfg.Now()
-	retain := a.cfg.Ledger.Config().Retain
 	for i, h := range hs {
 		switch st := statuses[i]; {
 		case st.Terminal():
@@ -350,8 +358,8 @@ func (a *Admission) sweep(ctx context.Context) {
 			}
 			a.settle(h, h.msg.Ack)
 			continue
-		case st == "" && now.Sub(h.ticket.Created) > retain:
-			a.settle(h, h.msg.Ack) // ended and forgotten long ago
+		case st == "" && a.forgotten(ctx, h.ticket):
+			a.settle(h, h.msg.Ack) // ended (recorded), or forgotten long ago
 			continue
 		case st == "" || !h.enqueued:
 			h.enqueued = a.enqueue(ctx, h)

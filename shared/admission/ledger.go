@@ -98,8 +98,9 @@ type Config struct {
 	// Ended is the bucket of ended tickets (queue.EndedBucket), kept for Retain.
 	Ended jetstream.KeyValue
 	// LiveTickets reports whether any accepted ticket may still be live (the ticket
-	// stream holds messages). A rebuilt ledger then waits one StreamLease before it
-	// admits, so that the streams admitted before the loss re-register first; nil: never.
+	// stream holds messages). A rebuilt ledger then waits half a StreamLease before it
+	// admits, so that the streams admitted before the loss re-register first (edges
+	// renew every third of a lease); nil: never.
 	LiveTickets func(ctx context.Context) (bool, error)
 }
 

@@ -155,7 +155,7 @@ func (l *Ledger) WatchLimits(ctx context.Context) error {
 
 // Rebuild gives a lost ledger (Redis wiped, restarted without persistence, or new) a
 // new generation: the limits from their record, fencing epochs above every earlier
-// one, and, when tickets may still be live, a pause of one stream lease before
+// one, and, when tickets may still be live, a pause of half a stream lease before
 // anything is admitted, so that every stream admitted before the loss re-registers
 // (or lapses) first and the limits hold throughout. It does nothing when the ledger
 // has a generation, and reports whether this call built one. Workers call it when
@@ -172,7 +172,10 @@ func (l *Ledger) Rebuild(ctx context.Context) (bool, error) {
 			return false, fmt.Errorf("rebuild the ledger: %w", err)
 		}
 		if live {
-			pause = l.cfg.StreamLease.Milliseconds()
+			// Edges renew every third of a lease (and stop streaming two thirds after
+			// their last renewal), so by half a lease every stream still running has
+			// renewed once since the rebuild, and re-registered.
+			pause = (l.cfg.StreamLease / 2).Milliseconds()
 		}
 	}
 	args := append([]any{pause, rand.Text()}, o.fields()...)

@@ -14,7 +14,7 @@
 -- generation's base) whose ticket the ledger lost, or holds only as queued (a worker
 -- re-enqueued it from its message), takes its slot again, under the limits, as if
 -- admitted now: a stream that was running when Redis was wiped keeps going, and is
--- counted before admission reopens (rebuild.lua pauses it for one stream lease).
+-- counted before admission reopens (rebuild.lua pauses it for half a stream lease).
 -- Returns "OK", "NOT_HELD", "TOO_MANY" or "NOGEN" (the ledger must be rebuilt first).
 reclaim()
 local gen = redis.call('HGET', GEN, 'base')
