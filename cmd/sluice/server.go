@@ -118,8 +118,16 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		} else if adminKey == "" {
 			log.Warn("no SLUICE_ADMIN_KEY: only keys already stored in JetStream can use the admin API")
 		}
+		keys := apikeys.New(d.records.keys, adminKey)
+		importCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if n, err := keys.ImportRedis(importCtx, d.rdb, ""); err != nil {
+			log.Warn("could not import the API keys an earlier version kept in Redis; they answer 401 until a start imports them", "err", err)
+		} else if n > 0 {
+			log.Info("imported API keys from Redis into JetStream (kept there by an earlier version)", "keys", n)
+		}
+		cancel()
 		ingressSrv = ingress.New(ingress.Config{
-			Keys:             apikeys.New(d.records.keys, adminKey),
+			Keys:             keys,
 			Tickets:          queue.NewTickets(d.js),
 			RequireClientKey: c.RequireClientKey,
 			FilesWait:        c.FilesWait,

@@ -104,3 +104,29 @@ func TestWipedLedgerRebuildsUnderItsLimits(t *testing.T) {
 		}
 	})
 }
+
+// Limits an earlier version kept only in Redis become the record at the first rebuild
+// after the upgrade, and are then what every rebuild restores.
+func TestRebuildImportsLimitsAnEarlierVersionKeptInRedis(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 10})
+		rdb.Del(ctx, "sluice:{adm}:gen")
+		rdb.HSet(ctx, "sluice:{adm}:limits", "global", 3, "weight:acme", 2.5, "tenant:acme", 1, "paused", 1)
+		if _, err := l.Rebuild(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rdb.FlushAll(ctx)
+		if _, err := l.Rebuild(ctx); err != nil {
+			t.Fatal(err)
+		}
+		lim, err := l.Limits(ctx)
+		acme := lim.Tenants["acme"]
+		if err != nil || lim.Global != 3 || !lim.Paused || acme.Weight == nil || *acme.Weight != 2.5 || acme.Limit == nil || *acme.Limit != 1 {
+			t.Fatalf("limits after import and a wipe: %+v %v", lim, err)
+		}
+		if v, _ := rdb.HGet(ctx, "sluice:{adm}:limits", "global").Result(); v != "3" {
+			t.Fatalf("the ledger's copy after the rebuild: global=%q", v)
+		}
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -109,6 +110,56 @@ func (o overrides) fields() []any {
 	return f
 }
 
+// importRedisLimits turns a `limits` hash left by an earlier version (which kept
+// limits in Redis only) into the record; none leaves the defaults.
+func (l *Ledger) importRedisLimits(ctx context.Context) (overrides, error) {
+	h, err := l.rdb.HGetAll(ctx, l.limitsKey()).Result()
+	if err != nil {
+		return overrides{}, unavailable("read limits", err)
+	}
+	if len(h) == 0 {
+		return overrides{}, nil
+	}
+	var o overrides
+	tenant := func(name string) TenantLimits {
+		if o.Tenants == nil {
+			o.Tenants = map[string]TenantLimits{}
+		}
+		return o.Tenants[name]
+	}
+	for k, v := range h {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			continue
+		}
+		i, i64 := int(n), int64(n)
+		switch name, field := k, ""; {
+		case k == "global":
+			o.Global = &i
+		case k == "tenant_default":
+			o.TenantDefault = &i
+		case k == "paused":
+			o.Paused = v == "1"
+		default:
+			field, name, _ = strings.Cut(k, ":")
+			if ValidateTenant(name) != nil {
+				continue
+			}
+			t := tenant(name)
+			switch field {
+			case "tenant":
+				t.Limit = &i
+			case "weight":
+				t.Weight = &n
+			case "rate":
+				t.RateBps = &i64
+			}
+			o.Tenants[name] = t
+		}
+	}
+	return l.updateOverrides(ctx, func(cur *overrides) { *cur = o })
+}
+
 // project replaces the Redis copy of the limits with the record, atomically.
 func (l *Ledger) project(ctx context.Context, o overrides) error {
 	pipe := l.rdb.TxPipeline()
@@ -161,9 +212,15 @@ func (l *Ledger) WatchLimits(ctx context.Context) error {
 // has a generation, and reports whether this call built one. Workers call it when
 // Admit finds none, and then put back every live ticket from the stream.
 func (l *Ledger) Rebuild(ctx context.Context) (bool, error) {
-	o, _, err := l.loadOverrides(ctx)
+	o, rev, err := l.loadOverrides(ctx)
 	if err != nil {
 		return false, err
+	}
+	if rev == 0 {
+		// No record yet: limits an earlier version kept only in Redis become it.
+		if o, err = l.importRedisLimits(ctx); err != nil {
+			return false, err
+		}
 	}
 	var pause int64
 	if l.cfg.LiveTickets != nil {

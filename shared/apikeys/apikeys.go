@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 )
 
 // Scope is what a key may do. Each scope includes the ones below it:
@@ -218,4 +219,34 @@ func (s *Store) List(ctx context.Context) ([]Key, error) {
 	}
 	slices.SortFunc(out, func(a, b Key) int { return a.Created.Compare(b.Created) })
 	return out, nil
+}
+
+// ImportRedis copies the keys an earlier version of sluice kept in Redis (hashes under
+// prefix, "sluice:keys:" when empty) into the bucket, keeping what the bucket has. It
+// returns how many it copied; run it once at start after an upgrade.
+func (s *Store) ImportRedis(ctx context.Context, rdb redis.UniversalClient, prefix string) (int, error) {
+	if prefix == "" {
+		prefix = "sluice:keys:"
+	}
+	n := 0
+	iter := rdb.Scan(ctx, 0, prefix+"*", 200).Iterator()
+	for iter.Next(ctx) {
+		id := strings.TrimPrefix(iter.Val(), prefix)
+		h, err := rdb.HGetAll(ctx, iter.Val()).Result()
+		if err != nil || !validID(id) || h["hash"] == "" || !Scope(h["scope"]).Valid() {
+			continue
+		}
+		var created int64
+		fmt.Sscan(h["created"], &created)
+		rec, _ := json.Marshal(stored{Hash: h["hash"], Scope: Scope(h["scope"]), Tenant: h["tenant"], Name: h["name"], Created: created})
+		if _, err := s.kv.Create(ctx, id, rec); err == nil {
+			n++
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			return n, unavailable("import API key", err)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return n, fmt.Errorf("import API keys from redis: %w", err)
+	}
+	return n, nil
 }

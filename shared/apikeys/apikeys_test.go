@@ -1,6 +1,8 @@
 package apikeys_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -58,5 +60,30 @@ func TestKeys(t *testing.T) {
 	}
 	if !apikeys.ScopeOperator.Allows(apikeys.ScopeClient) || apikeys.ScopeClient.Allows(apikeys.ScopePublisher) {
 		t.Fatal("scope order is wrong")
+	}
+}
+
+// Keys an earlier version kept in Redis (hashes under sluice:keys:) keep working after
+// the upgrade: the first start imports them into JetStream, once.
+func TestImportKeysFromRedis(t *testing.T) {
+	ctx := t.Context()
+	kv, err := queue.EnsureRecords(ctx, testenv.StartNATS(t).JetStream(t), queue.RecordConfig{Bucket: queue.KeysBucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := testenv.StartRedis(t).Client(t)
+	secret := strings.Repeat("a", 32)
+	sum := sha256.Sum256([]byte(secret))
+	rdb.HSet(ctx, "sluice:keys:abcdefgh", "hash", hex.EncodeToString(sum[:]), "scope", "publisher", "tenant", "acme", "name", "ci", "created", 1700000000)
+	s := apikeys.New(kv, "")
+	for want := range []int{1, 0} {
+		n, err := s.ImportRedis(ctx, rdb, "")
+		if err != nil || n != 1-want {
+			t.Fatalf("import %d: %d %v", want, n, err)
+		}
+	}
+	k, err := s.Check(ctx, "slk_abcdefgh_"+secret)
+	if err != nil || k.Scope != apikeys.ScopePublisher || k.Tenant != "acme" || k.Name != "ci" {
+		t.Fatalf("imported key: %+v %v", k, err)
 	}
 }
