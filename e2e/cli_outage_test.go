@@ -95,4 +95,3 @@ func TestCLIGetRidesOutARedisRestart(t *testing.T) {
 		t.Fatalf("the user was not told of the outage; notes: %q", notes)
 	}
 }
-
