@@ -85,7 +85,9 @@ func (s *stack) createKey(scope, tenant string) (id, key string) {
 // requestAs creates a ticket with a client key.
 func (s *stack) requestAs(key, object string) ticketJSON {
 	s.t.Helper()
-	return s.request(object, "Authorization", "Bearer "+key)
+	tk := s.request(object, "Authorization", "Bearer "+key)
+	s.owners.Store(tk.ID, key)
+	return tk
 }
 
 type statsJSON struct {

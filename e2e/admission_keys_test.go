@@ -122,6 +122,7 @@ func TestAdmissionAPIKeysAcrossIngresses(t *testing.T) {
 	expect("download with a client key where keys are required", code, 202, body)
 	var tk ticketJSON
 	_ = json.Unmarshal(body, &tk)
+	s.owners.Store(tk.ID, key2)
 	// ... and the ticket goes all the way through.
 	link := s.follow(tk.ID, 10*time.Second)
 	if sum, _, _ := download(t, link); sum != sha(randomBytes(4<<10, 31)) {

@@ -117,7 +117,9 @@ func TestAdmissionProofUnderLoad(t *testing.T) {
 				o := outcome{id: tk.ID}
 				for tk.Status == "queued" && ctx.Err() == nil {
 					time.Sleep(50 * time.Millisecond)
-					r, err := api.Get(s.ingressURL + "/api/v1/tickets/" + tk.ID)
+					preq, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+tk.ID, nil)
+					preq.Header.Set("Authorization", "Bearer "+keys[n%tenants]) // the ticket is its tenant's
+					r, err := api.Do(preq)
 					if err != nil {
 						problem("poll: %v", err)
 						break
@@ -166,6 +168,7 @@ func TestAdmissionProofUnderLoad(t *testing.T) {
 				}
 				if o.aborted && rng.IntN(2) == 0 { // gives up and says so
 					req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, s.ingressURL+"/api/v1/tickets/"+tk.ID, nil)
+					req.Header.Set("Authorization", "Bearer "+keys[n%tenants])
 					if r, err := api.Do(req); err == nil {
 						r.Body.Close()
 						o.canceled = r.StatusCode == http.StatusOK

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +44,9 @@ type stack struct {
 
 	ingressURL string
 	edgeURL    string
+	// owners holds the client key of each ticket made with one: a ticket is its
+	// tenant's, so reading or following it needs that key.
+	owners sync.Map // ticket id -> key
 	edgePort   int
 	roles      []*testenv.Process
 }
@@ -218,9 +222,18 @@ func (s *stack) request(object string, header ...string) ticketJSON {
 	return tk
 }
 
+// asOwner sends req with the key of its ticket's owner, if a key made it.
+func (s *stack) asOwner(req *http.Request, id string) (*http.Response, error) {
+	if k, ok := s.owners.Load(id); ok {
+		req.Header.Set("Authorization", "Bearer "+k.(string))
+	}
+	return noRedirect.Do(req)
+}
+
 func (s *stack) ticket(id string) ticketJSON {
 	s.t.Helper()
-	resp, err := noRedirect.Get(s.ingressURL + "/api/v1/tickets/" + id)
+	req, _ := http.NewRequest(http.MethodGet, s.ingressURL+"/api/v1/tickets/"+id, nil)
+	resp, err := s.asOwner(req, id)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -237,7 +250,8 @@ func (s *stack) follow(id string, within time.Duration) string {
 	s.t.Helper()
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
-		resp, err := noRedirect.Get(s.ingressURL + "/api/v1/tickets/" + id + "/download")
+		req, _ := http.NewRequest(http.MethodGet, s.ingressURL+"/api/v1/tickets/"+id+"/download", nil)
+		resp, err := s.asOwner(req, id)
 		if err != nil {
 			s.t.Fatal(err)
 		}

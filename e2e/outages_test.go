@@ -46,8 +46,8 @@ func TestDependencyOutagesAreAnswered(t *testing.T) {
 		method, path, key string
 		body              any
 	}{
-		{http.MethodGet, "/api/v1/tickets/" + waiting.ID, "", nil},
-		{http.MethodGet, "/api/v1/tickets/" + waiting.ID + "/download", "", nil},
+		{http.MethodGet, "/api/v1/tickets/" + waiting.ID, clientKey, nil},
+		{http.MethodGet, "/api/v1/tickets/" + waiting.ID + "/download", clientKey, nil},
 		{http.MethodPost, "/api/v1/downloads", clientKey, map[string]string{"object": "pkg.bin"}},
 		{http.MethodGet, "/api/v1/files/pkg.bin", "", nil},
 		{http.MethodGet, "/api/v1/objects/pkg.bin", "", nil},
@@ -74,19 +74,19 @@ func TestDependencyOutagesAreAnswered(t *testing.T) {
 
 	s.redis.Stop()
 	eventually(t, 30*time.Second, "the ingress's redis breaker to open", func() bool {
-		ask(t, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+waiting.ID, "", nil)
+		ask(t, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+waiting.ID, clientKey, nil)
 		m, _ := scrape(t, s.ingressURL+"/metrics")
 		return m[`sluice_breaker_state{breaker="redis",state="open"}`] == 1
 	})
 	check("redis", true)
-	a := ask(t, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+waiting.ID, "", nil)
+	a := ask(t, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+waiting.ID, clientKey, nil)
 	if a.code != "redis_unavailable" {
 		t.Errorf("a ticket read with Redis down: %d %q, want 503 redis_unavailable", a.status, a.code)
 	}
 
 	s.redis.Restart(t) // empty: no persistence
 	eventually(t, 30*time.Second, "the waiting ticket to answer again after Redis came back empty", func() bool {
-		st, _, raw := call(t, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+waiting.ID, "", nil)
+		st, _, raw := call(t, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+waiting.ID, clientKey, nil)
 		var tk ticketJSON
 		_ = json.Unmarshal(raw, &tk)
 		return st == http.StatusOK && tk.ID == waiting.ID && tk.Status != ""
@@ -98,7 +98,7 @@ func TestDependencyOutagesAreAnswered(t *testing.T) {
 	s.nats.Stop()
 	check("nats", false)
 	// What needs only Redis still works: the waiting ticket reads, with its place.
-	if st, _, raw := call(t, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+waiting.ID, "", nil); st != http.StatusOK {
+	if st, _, raw := call(t, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+waiting.ID, clientKey, nil); st != http.StatusOK {
 		t.Errorf("with NATS down the ticket answers %d %s, want 200 from the ledger", st, raw)
 	}
 	if a := ask(t, http.MethodPost, s.ingressURL+"/api/v1/downloads", "", map[string]string{"object": "pkg.bin"}); !names(a.code, "nats") || a.took >= 50*time.Millisecond {

@@ -94,7 +94,8 @@ func (a *allInOne) mustJSON(method, path, key string, body, out any, want int) {
 
 func (a *allInOne) ticket(id string) (int, ticketJSON) {
 	a.t.Helper()
-	code, raw := a.call(http.MethodGet, "/api/v1/tickets/"+id, "", nil)
+	// As an operator, who may read any ticket (one here is made with a client key).
+	code, raw := a.call(http.MethodGet, "/api/v1/tickets/"+id, serveOperatorKey, nil)
 	var tk ticketJSON
 	_ = json.Unmarshal(raw, &tk)
 	return code, tk
@@ -301,7 +302,7 @@ func serveRestart(t *testing.T, sig syscall.Signal) {
 	// Nothing is left holding a slot once the rest is canceled.
 	a.mustJSON(http.MethodPost, "/api/v1/admin/resume", serveOperatorKey, nil, nil, http.StatusOK)
 	for _, id := range append(append([]string{unused.ID}, queued...), later...) {
-		if code, raw := a.call(http.MethodDelete, "/api/v1/tickets/"+id, "", nil); code != http.StatusOK && code != http.StatusConflict {
+		if code, raw := a.call(http.MethodDelete, "/api/v1/tickets/"+id, serveOperatorKey, nil); code != http.StatusOK && code != http.StatusConflict {
 			t.Errorf("cancel %s: %d %s", id, code, raw)
 		}
 	}

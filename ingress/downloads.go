@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
@@ -63,21 +65,22 @@ func (s *Server) createDownload(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	tenant := principal(c).Tenant
 	id := newTicketID()
 	if idemKey != "" {
-		prev, err := s.cfg.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, id, s.cfg.IdempotencyTTL)
+		prev, err := s.cfg.Ledger.ClaimIdempotencyKey(ctx, idempotencyScope(c), idemKey, id, req.Object, s.cfg.IdempotencyTTL)
 		if err != nil {
 			c.Error(err) // 503 naming NATS JetStream, where the binding is kept
 			return
 		}
-		if prev != id {
-			// A retry of an earlier request: the same ticket, published again in case
-			// the first attempt never reached JetStream (the message id dedups it).
-			id = prev
+		if err := sameRequest(prev, req.Object); err != nil {
+			c.Error(err)
+			return
 		}
+		// A retry of an earlier request gets the same ticket, published again in case
+		// the first attempt never reached JetStream (the message id dedups it).
+		id = prev.Ticket
 	}
-	msg, err := s.accept(ctx, tenant, id, info)
+	msg, err := s.accept(ctx, principal(c), id, info)
 	if err != nil {
 		c.Error(err)
 		return
@@ -92,10 +95,11 @@ func (s *Server) createDownload(c *gin.Context) {
 // JetStream's acknowledgement makes a ticket accepted: the ledger entry is best
 // effort, because if Redis is down the ticket is still safe in JetStream and the
 // worker that receives it records it.
-func (s *Server) accept(ctx context.Context, tenant, id string, info objstore.Info) (queue.Ticket, error) {
+func (s *Server) accept(ctx context.Context, who apikeys.Key, id string, info objstore.Info) (queue.Ticket, error) {
+	tenant := who.Tenant
 	msg := queue.Ticket{
 		ID: id, Object: info.Key, ETag: info.ETag, Size: info.Size, ContentType: info.ContentType,
-		Tenant: tenant, Created: s.cfg.Now().UTC(),
+		Tenant: tenant, Owner: ownerOf(who), Created: s.cfg.Now().UTC(),
 	}
 	seq, err := s.cfg.Publisher.Publish(ctx, msg)
 	if err != nil {
@@ -103,7 +107,7 @@ func (s *Server) accept(ctx context.Context, tenant, id string, info objstore.In
 	}
 	if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{
 		ID: id, Object: msg.Object, ETag: msg.ETag, Size: msg.Size, ContentType: msg.ContentType,
-		Tenant: tenant, Seq: seq, Created: msg.Created, TraceParent: telemetry.TraceParent(ctx),
+		Tenant: tenant, Owner: msg.Owner, Seq: seq, Created: msg.Created, TraceParent: telemetry.TraceParent(ctx),
 	}); err != nil {
 		s.log.WarnContext(ctx, "record accepted ticket; a worker will record it", "ticket", id, "err", err)
 	}
@@ -133,6 +137,27 @@ func bindDownloadRequest(c *gin.Context, req *downloadRequest) bool {
 		return false
 	}
 	return true
+}
+
+// idempotencyScope is whose Idempotency-Keys a request's is among: its API key's, or,
+// without one, its client address's, so that two callers never share a key by chance.
+func idempotencyScope(c *gin.Context) string {
+	if who := principal(c); who.ID != anonymous.ID {
+		return "key:" + who.ID
+	}
+	return "addr:" + c.ClientIP()
+}
+
+// sameRequest refuses an Idempotency-Key reused for another object: the retry of a
+// request must be the same request, as payment APIs have it.
+func sameRequest(prev admission.Binding, object string) error {
+	if prev.Object == "" || prev.Object == object {
+		return nil
+	}
+	return &apiError{Status: http.StatusUnprocessableEntity, Code: "idempotency_key_reused",
+		Message: fmt.Sprintf("this Idempotency-Key was used for %q, not %q", prev.Object, object),
+		Hint:    "use a new Idempotency-Key for each logical request; retries send the same body",
+		Fields:  map[string]any{"ticket": prev.Ticket, "object": prev.Object}}
 }
 
 func validateIdempotencyKey(k string) error {

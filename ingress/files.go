@@ -33,8 +33,8 @@ import (
 //     Retry-After, which `curl --retry` retries.
 //
 // Which ticket: ?ticket=<id> when given and still alive; else the Idempotency-Key
-// header as for POST /api/v1/downloads; else a key derived from the client (tenant,
-// address, User-Agent) and the object, bound for filesKeyTTL, because `curl --retry`
+// header as for POST /api/v1/downloads; else a key derived from the client (its API
+// key, or its address without one, and its User-Agent) and the object, bound for filesKeyTTL, because `curl --retry`
 // starts over from the original URL and must find its ticket again. Two people behind
 // one address with the same client share a ticket (and its connection cap) for a while:
 // the price of working without cookies.
@@ -56,8 +56,7 @@ func (s *Server) getFile(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	tenant := principal(c).Tenant
-	id, err := s.fileTicket(c, tenant, key, object)
+	id, err := s.fileTicket(c, key, object)
 	if err != nil {
 		c.Error(err)
 		return
@@ -97,13 +96,13 @@ func (s *Server) getFile(c *gin.Context) {
 // fileTicket finds the caller's ticket for object (named key in the URL, which may be
 // an alias of it) or creates one. A hop with a live ?ticket costs no look at the
 // catalog or the store, so a client waiting through hops does not depend on storage.
-func (s *Server) fileTicket(c *gin.Context, tenant, key, object string) (string, error) {
+func (s *Server) fileTicket(c *gin.Context, key, object string) (string, error) {
 	ctx := c.Request.Context()
 	if id := c.Query("ticket"); id != "" {
 		if !ticketIDPattern.MatchString(id) {
 			return "", badRequest("invalid_ticket", "the ticket parameter is not a ticket id", "open /api/v1/files/"+key+" without it")
 		}
-		p, err := s.ticket(ctx, id, false)
+		p, err := s.ownTicket(c, id, false)
 		switch {
 		case err == nil && p.Object != object:
 			return "", badRequest("ticket_mismatch", "this ticket is for another file", "open /api/v1/files/"+key+" without ?ticket")
@@ -125,28 +124,33 @@ func (s *Server) fileTicket(c *gin.Context, tenant, key, object string) (string,
 		return "", err
 	}
 	if idemKey == "" {
-		h := sha256.Sum256([]byte(c.ClientIP() + "\x00" + c.GetHeader("User-Agent") + "\x00" + key))
+		h := sha256.Sum256([]byte(c.GetHeader("User-Agent") + "\x00" + key))
 		idemKey = "files:" + hex.EncodeToString(h[:16])
 	}
+	scope := idempotencyScope(c)
 	id := newTicketID()
-	prev, err := s.cfg.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, id, filesKeyTTL)
+	prev, err := s.cfg.Ledger.ClaimIdempotencyKey(ctx, scope, idemKey, id, key, filesKeyTTL)
 	if err != nil {
 		return "", err
 	}
-	if prev != id {
-		p, err := s.ticket(ctx, prev, false)
+	if err := sameRequest(prev, key); err != nil {
+		return "", err
+	}
+	if prev.Ticket != id {
+		p, err := s.ticket(ctx, prev.Ticket, false)
 		if err == nil && !p.Status.Terminal() && p.Object == object {
-			return prev, nil
+			return prev.Ticket, nil
 		}
-		// The earlier ticket ended: this request starts a new one.
-		if err := s.cfg.Ledger.RebindIdempotencyKey(ctx, tenant, idemKey, id, filesKeyTTL); err != nil {
+		// The earlier ticket ended (or its file was republished under the alias): this
+		// request starts a new one.
+		if err := s.cfg.Ledger.RebindIdempotencyKey(ctx, scope, idemKey, id, key, filesKeyTTL); err != nil {
 			return "", err
 		}
 	}
 	if err := s.allowTicket(c); err != nil {
 		return "", err
 	}
-	_, err = s.accept(ctx, tenant, id, info)
+	_, err = s.accept(ctx, principal(c), id, info)
 	return id, err
 }
 

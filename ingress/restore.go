@@ -46,7 +46,7 @@ func (s *Server) ticket(ctx context.Context, id string, touch bool) (admission.P
 	}
 	if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{
 		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
-		Tenant: t.Tenant, Seq: seq, Created: t.Created, TraceParent: telemetry.TraceParent(ctx),
+		Tenant: t.Tenant, Owner: t.Owner, Seq: seq, Created: t.Created, TraceParent: telemetry.TraceParent(ctx),
 	}); err != nil {
 		return p, err
 	}

@@ -109,9 +109,10 @@ func (s *Server) Handler() http.Handler {
 	api := r.Group("/api/v1")
 	client := s.requireScope(apikeys.ScopeClient)
 	api.POST("/downloads", client, s.createDownload)
-	api.GET("/tickets/:id", s.getTicket)
-	api.GET("/tickets/:id/download", s.followTicket)
-	api.DELETE("/tickets/:id", s.cancelTicket)
+	// Tickets are their owner's (owner.go): the key, if any, says who asks.
+	api.GET("/tickets/:id", client, s.getTicket)
+	api.GET("/tickets/:id/download", client, s.followTicket)
+	api.DELETE("/tickets/:id", client, s.cancelTicket)
 	api.GET("/files/*key", client, s.getFile)
 	s.routeAdmin(api)
 	s.routeReleases(api)

@@ -66,7 +66,7 @@ func (s *Server) poll(c *gin.Context) (admission.Position, bool) {
 	if !ok {
 		return admission.Position{}, false
 	}
-	p, err := s.ticket(c.Request.Context(), id, true)
+	p, err := s.ownTicket(c, id, true)
 	if err != nil {
 		c.Error(err)
 		return admission.Position{}, false
@@ -110,6 +110,10 @@ func (s *Server) cancelTicket(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
+	if _, err := s.ownTicket(c, id, false); err != nil {
+		c.Error(err)
+		return
+	}
 	prev, err := s.cfg.Ledger.Cancel(ctx, id)
 	if errors.Is(err, admission.ErrNotFound) {
 		// Perhaps only the ledger lost it: restore it from its records, then cancel.
@@ -130,7 +134,7 @@ func (s *Server) cancelTicket(c *gin.Context) {
 			Message: "the ticket has already ended (" + string(prev) + ")", Hint: "nothing to cancel"})
 		return
 	}
-	p, err := s.ticket(ctx, id, false)
+	p, err := s.ownTicket(c, id, false)
 	if err != nil {
 		c.Error(err)
 		return

@@ -2,6 +2,8 @@ package signer
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -106,7 +108,13 @@ func GenerateKey() []byte {
 
 // Issue signs c with the active key. The token is
 //
-//	<kid>.<base64url(JSON claims)>.<base64url(HMAC-SHA256(key, kid "." base64url(JSON claims)))>
+//	<kid>.<base64url(sealed claims)>.<base64url(HMAC-SHA256(key, kid "." base64url(sealed claims)))>
+//
+// where the sealed claims are a random nonce and the JSON claims encrypted with
+// AES-256-GCM under a key derived from the signing key (the key id as additional
+// data): whoever holds a link can use it, but cannot read which ticket, tenant or
+// trace it names. An anonymous ticket's id is its owner's capability, and a link is
+// handed to download managers, proxies and logs that must not learn it.
 //
 // Ticket, Object, ETag and Expires are required: a token must be bound to one version
 // of one object and must lapse.
@@ -119,7 +127,11 @@ func (k *Keyring) Issue(c Claims) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("issue token: %w", err)
 	}
-	signed := k.activeID + "." + b64.EncodeToString(payload)
+	sealed, err := seal(k.keys[k.activeID], k.activeID, payload)
+	if err != nil {
+		return "", fmt.Errorf("issue token: %w", err)
+	}
+	signed := k.activeID + "." + b64.EncodeToString(sealed)
 	token := signed + "." + mac(k.keys[k.activeID], signed)
 	if len(token) > MaxTokenLen {
 		return "", fmt.Errorf("issue token: %d bytes, more than %d", len(token), MaxTokenLen)
@@ -153,7 +165,11 @@ func (k *Keyring) Verify(token string, now time.Time) (Claims, error) {
 	if !hmac.Equal([]byte(sig), []byte(want)) {
 		return Claims{}, ErrTokenInvalid
 	}
-	raw, err := b64.DecodeString(payload)
+	sealed, err := b64.DecodeString(payload)
+	if err != nil {
+		return Claims{}, ErrTokenInvalid
+	}
+	raw, err := open(key, kid, sealed)
 	if err != nil {
 		return Claims{}, ErrTokenInvalid
 	}
@@ -182,6 +198,43 @@ func (k *Keyring) GoString() string { return k.String() }
 
 // LogValue is String, for slog.
 func (k *Keyring) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
+// claimsKey derives the claims' encryption key from a signing key, so that one secret
+// per key id does both jobs without using the same key for two algorithms.
+func claimsKey(key []byte) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write([]byte("sluice download token claims v1"))
+	return h.Sum(nil)
+}
+
+func aead(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(claimsKey(key))
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func seal(key []byte, kid string, plain []byte) ([]byte, error) {
+	g, err := aead(key)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, g.NonceSize(), g.NonceSize()+len(plain)+g.Overhead())
+	_, _ = rand.Read(nonce)
+	return g.Seal(nonce, nonce, plain, []byte(kid)), nil
+}
+
+func open(key []byte, kid string, sealed []byte) ([]byte, error) {
+	g, err := aead(key)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < g.NonceSize()+g.Overhead() {
+		return nil, errors.New("sealed claims too short")
+	}
+	return g.Open(nil, sealed[:g.NonceSize()], sealed[g.NonceSize():], []byte(kid))
+}
 
 func mac(key []byte, signed string) string {
 	h := hmac.New(sha256.New, key)

@@ -317,3 +317,33 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// A link is handed to download managers, proxies and logs: nothing in it may reveal
+// the ticket (an anonymous ticket's id is its owner's capability), the tenant or the
+// object, in clear or in any base64 reading of its parts.
+func TestTokenClaimsAreNotReadable(t *testing.T) {
+	k := testKeyring(t, "k1", "k1")
+	c := testClaims()
+	token := issue(t, k, c)
+	readings := []string{token}
+	for _, part := range strings.Split(token, ".") {
+		for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.StdEncoding} {
+			if raw, err := enc.DecodeString(part); err == nil {
+				readings = append(readings, string(raw))
+			}
+		}
+	}
+	for _, r := range readings {
+		for _, secret := range []string{c.Ticket, c.Tenant, c.Object, c.Slot} {
+			if secret != "" && strings.Contains(r, secret) {
+				t.Fatalf("the token reveals %q", secret)
+			}
+		}
+	}
+	if got, err := k.Verify(token, tokenNow); err != nil || got.Ticket != c.Ticket {
+		t.Fatalf("verify: %+v %v", got, err)
+	}
+	if issue(t, k, c) == token {
+		t.Fatal("two tokens of the same claims are equal: the nonce is not random")
+	}
+}

@@ -291,7 +291,7 @@ func (a *Admission) rebuild(ctx context.Context) {
 func ledgerTicket(t queue.Ticket, seq uint64, traceparent string) admission.Ticket {
 	return admission.Ticket{
 		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
-		Tenant: t.Tenant, Seq: seq, Created: t.Created, TraceParent: traceparent,
+		Tenant: t.Tenant, Owner: t.Owner, Seq: seq, Created: t.Created, TraceParent: traceparent,
 	}
 }
 

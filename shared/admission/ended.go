@@ -22,6 +22,7 @@ type endedRecord struct {
 	ETag      string `json:"etag,omitempty"`
 	Size      int64  `json:"size"`
 	Tenant    string `json:"tenant"`
+	Owner     string `json:"owner,omitempty"`
 	Status    Status `json:"status"`
 	BytesSent int64  `json:"bytes_sent"`
 	Error     string `json:"error,omitempty"`
@@ -44,7 +45,7 @@ func (l *Ledger) RecordEnded(ctx context.Context, t Ticket) error {
 	if !t.Status.Terminal() {
 		return fmt.Errorf("record ended ticket %s: status %q has not ended", t.ID, t.Status)
 	}
-	data, err := json.Marshal(endedRecord{ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, Tenant: t.Tenant,
+	data, err := json.Marshal(endedRecord{ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, Tenant: t.Tenant, Owner: t.Owner,
 		Status: t.Status, BytesSent: t.BytesSent, Error: t.Error, Created: t.Created.UnixMilli(), Ended: t.Ended.UnixMilli()})
 	if err != nil {
 		return fmt.Errorf("encode ended ticket %s: %w", t.ID, err)
@@ -71,6 +72,6 @@ func (l *Ledger) Ended(ctx context.Context, id string) (Ticket, error) {
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
 		return Ticket{}, fmt.Errorf("ended ticket %s: unreadable record: %w", id, err)
 	}
-	return Ticket{ID: r.ID, Object: r.Object, ETag: r.ETag, Size: r.Size, Tenant: r.Tenant, Status: r.Status,
+	return Ticket{ID: r.ID, Object: r.Object, ETag: r.ETag, Size: r.Size, Tenant: r.Tenant, Owner: r.Owner, Status: r.Status,
 		BytesSent: r.BytesSent, Error: r.Error, Created: msOrZero(r.Created), Ended: msOrZero(r.Ended)}, nil
 }

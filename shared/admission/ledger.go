@@ -152,7 +152,7 @@ func (l *Ledger) run(ctx context.Context, s *redis.Script, args ...any) *redis.C
 // this call created the ticket.
 func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
 	res, err := l.run(ctx, enqueueScript, t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq,
-		t.Created.UnixMilli(), t.ContentType, t.TraceParent).Text()
+		t.Created.UnixMilli(), t.ContentType, t.TraceParent, t.Owner).Text()
 	if err != nil {
 		return false, unavailable("enqueue ticket "+t.ID, err)
 	}

@@ -38,6 +38,7 @@ type Ticket struct {
 	Size        int64
 	ContentType string
 	Tenant      string
+	Owner       string // the tenant whose key made it; empty: anonymous, the id is the capability
 	Seq         uint64 // JetStream sequence of the ticket's message: FIFO order
 	Created     time.Time
 	// TraceParent is the W3C trace context of the request that created the ticket, so
@@ -88,6 +89,7 @@ func ticketFromHash(h map[string]string) Ticket {
 		Size:        num("size"),
 		ContentType: h["content_type"],
 		Tenant:      h["tenant"],
+		Owner:       h["owner"],
 		Seq:         uint64(num("seq")),
 		Created:     ms("created_ms"),
 		TraceParent: h["traceparent"],

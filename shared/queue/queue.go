@@ -162,7 +162,10 @@ type Ticket struct {
 	Size        int64     `json:"size"`
 	ContentType string    `json:"content_type"`
 	Tenant      string    `json:"tenant"`
-	Created     time.Time `json:"created_at"`
+	// Owner is the tenant whose API key made the ticket; empty for an anonymous
+	// ticket, whose id is its bearer capability.
+	Owner   string    `json:"owner,omitempty"`
+	Created time.Time `json:"created_at"`
 }
 
 // Publisher publishes tickets and waits for JetStream's acknowledgement.

@@ -1,6 +1,7 @@
 -- Enqueue a ticket; idempotent on the ticket id (ingress and every redelivery call it).
 -- ARGV: 2 id, 3 object, 4 etag, 5 size, 6 tenant, 7 seq, 8 created_ms, 9 content_type,
---       10 traceparent (W3C trace context of the request that created it; may be empty)
+--       10 traceparent (W3C trace context of the request that created it; may be empty),
+--       11 owner (the tenant whose key made it; empty: anonymous)
 -- Returns "created" or the status the ticket already has.
 local id, tenant = ARGV[2], ARGV[6]
 local k = tkey(id)
@@ -11,7 +12,7 @@ if status then
 end
 redis.call('HSET', k, 'id', id, 'object', ARGV[3], 'etag', ARGV[4], 'size', ARGV[5],
   'tenant', tenant, 'seq', ARGV[7], 'created_ms', ARGV[8], 'content_type', ARGV[9],
-  'status', 'queued', 'last_poll_ms', NOW, 'bytes_sent', 0, 'conns', 0)
+  'status', 'queued', 'last_poll_ms', NOW, 'bytes_sent', 0, 'conns', 0, 'owner', ARGV[11] or '')
 if ARGV[10] and ARGV[10] ~= '' then redis.call('HSET', k, 'traceparent', ARGV[10]) end
 redis.call('ZADD', wkey(tenant), ARGV[7], id)
 redis.call('ZADD', POLLS, NOW, id)

@@ -36,6 +36,8 @@ if tonumber(ARGV[4]) < tonumber(gen) and (not status or status == 'queued') then
   if not status then
     redis.call('HSET', k, 'id', id, 'object', ARGV[11], 'etag', ARGV[12], 'size', ARGV[13],
       'tenant', tenant, 'seq', 0, 'created_ms', NOW, 'content_type', '', 'last_poll_ms', NOW, 'conns', 0)
+    -- the token does not say whether a key made it: only public tickets stay open
+    if tenant ~= 'public' then redis.call('HSET', k, 'owner', tenant) end
     f[4] = ARGV[13]
   else
     redis.call('ZREM', wkey(tenant), id)

@@ -1,0 +1,55 @@
+package ingress
+
+import (
+	"github.com/gin-gonic/gin"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/apikeys"
+)
+
+// A ticket is its owner's. One made with an API key can be read, followed, resumed and
+// canceled only with a key of the same tenant, or an operator's; anyone else is told
+// there is no such ticket (404: its existence is not confirmed). An anonymous ticket
+// has no owner: its id, which only its creator was given, is the capability, and
+// nothing others see names it (links carry it encrypted, see signer/token.go).
+
+// ownerOf is who owns the tickets a caller makes: its tenant when it has a key.
+func ownerOf(who apikeys.Key) string {
+	if who.ID == anonymous.ID {
+		return ""
+	}
+	return who.Tenant
+}
+
+// mayUse reports whether who may see and act on ticket t.
+func mayUse(who apikeys.Key, t admission.Ticket) bool {
+	switch {
+	case who.Scope.Allows(apikeys.ScopeOperator):
+		return true
+	case t.Owner == "":
+		return true
+	default:
+		return who.ID != anonymous.ID && who.Tenant == t.Owner
+	}
+}
+
+// ownTicket reads a ticket (see ticket) for the caller, or ErrNotFound when it is not
+// the caller's to see.
+func (s *Server) ownTicket(c *gin.Context, id string, touch bool) (admission.Position, error) {
+	who := principal(c)
+	if touch && !who.Scope.Allows(apikeys.ScopeOperator) {
+		// Read first: a poll by someone else must not keep the ticket alive.
+		p, err := s.ticket(c.Request.Context(), id, false)
+		if err != nil {
+			return p, err
+		}
+		if !mayUse(who, p.Ticket) {
+			return admission.Position{}, admission.ErrNotFound
+		}
+	}
+	p, err := s.ticket(c.Request.Context(), id, touch)
+	if err == nil && !mayUse(who, p.Ticket) {
+		return admission.Position{}, admission.ErrNotFound
+	}
+	return p, err
+}
