@@ -46,9 +46,9 @@ type stack struct {
 	edgeURL    string
 	// owners holds the client key of each ticket made with one: a ticket is its
 	// tenant's, so reading or following it needs that key.
-	owners sync.Map // ticket id -> key
-	edgePort   int
-	roles      []*testenv.Process
+	owners   sync.Map // ticket id -> key
+	edgePort int
+	roles    []*testenv.Process
 }
 
 type stackOptions struct {

@@ -156,12 +156,12 @@ func waitStreamLeader(ctx context.Context, js jetstream.JetStream, name string) 
 // Ticket is the message that carries an accepted ticket: everything needed to rebuild
 // its state in the ledger.
 type Ticket struct {
-	ID          string    `json:"id"`
-	Object      string    `json:"object"`
-	ETag        string    `json:"etag"`
-	Size        int64     `json:"size"`
-	ContentType string    `json:"content_type"`
-	Tenant      string    `json:"tenant"`
+	ID          string `json:"id"`
+	Object      string `json:"object"`
+	ETag        string `json:"etag"`
+	Size        int64  `json:"size"`
+	ContentType string `json:"content_type"`
+	Tenant      string `json:"tenant"`
 	// Owner is the tenant whose API key made the ticket; empty for an anonymous
 	// ticket, whose id is its bearer capability.
 	Owner   string    `json:"owner,omitempty"`
