@@ -193,15 +193,17 @@ func (a *Admission) receive(msg jetstream.Msg) {
 	h := &heldMsg{msg: msg, ticket: t, seq: meta.Sequence.Stream, lastProgress: a.cfg.Now()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	h.enqueued = a.enqueue(ctx, h)
+	h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
 	a.mu.Lock()
 	a.held[t.ID] = h
 	a.mu.Unlock()
 }
 
-func (a *Admission) enqueue(ctx context.Context, h *heldMsg) bool {
+// enqueue records a held ticket with how (Ledger.Enqueue, or Ledger.Restore when the
+// ledger lost it).
+func (a *Admission) enqueue(ctx context.Context, h *heldMsg, how func(context.Context, admission.Ticket) (bool, error)) bool {
 	t := h.ticket
-	_, err := a.cfg.Ledger.Enqueue(ctx, ledgerTicket(t, h.seq, h.msg.Headers().Get("traceparent")))
+	_, err := how(ctx, ledgerTicket(t, h.seq, h.msg.Headers().Get("traceparent")))
 	if err != nil {
 		a.log.Warn("enqueue ticket; will retry", "ticket", t.ID, "err", err)
 		return false
@@ -251,7 +253,7 @@ func (a *Admission) rebuild(ctx context.Context) {
 		rctx := context.WithoutCancel(ctx)
 		err := a.cfg.Backlog.Each(rctx, func(t queue.Ticket, seq uint64, traceparent string) error {
 			n++
-			_, err := a.cfg.Ledger.Enqueue(rctx, ledgerTicket(t, seq, traceparent))
+			_, err := a.cfg.Ledger.Restore(rctx, ledgerTicket(t, seq, traceparent))
 			return err
 		})
 		if err != nil {
@@ -336,8 +338,11 @@ func (a *Admission) sweep(ctx context.Context) {
 		case st == "" && now.Sub(h.ticket.Created) > retain:
 			a.settle(h, h.msg.Ack) // ended and forgotten long ago
 			continue
+		case st == "" && h.enqueued:
+			// The ledger had it and lost it: back unclaimed, as the rebuild refills.
+			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Restore)
 		case st == "" || !h.enqueued:
-			h.enqueued = a.enqueue(ctx, h)
+			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
 		}
 		if now.Sub(h.lastProgress) >= a.cfg.AckWait/3 {
 			if err := h.msg.InProgress(); err == nil {
