@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/testenv"
 )
 
 // Helpers for the admission tests (admission_*_test.go): API keys, the admin API,
@@ -163,4 +166,67 @@ func decodeJSON(resp *http.Response, v any) error {
 		return fmt.Errorf("%s: %d %s", resp.Request.URL.Path, resp.StatusCode, raw)
 	}
 	return json.Unmarshal(raw, v)
+}
+
+// flights are the edges' own records of the downloads they had in flight: from
+// "stream started" (logged once the slot was taken) to the moment the stream stopped
+// sending ("stopped" on its end line, before the slot is released), merged by time.
+// Every byte of a stream is sent between the two, so the count can only be lower than
+// the slots held, never higher: more than the limit would be a real breach.
+type flights struct {
+	events       []flightEvent
+	starts, ends int
+}
+
+type flightEvent struct {
+	at    time.Time
+	delta int
+}
+
+func edgeFlights(t *testing.T, edges []*testenv.Process) flights {
+	t.Helper()
+	var f flights
+	for _, e := range edges {
+		for _, l := range logLines(t, e.Log) {
+			switch l["msg"] {
+			case "stream started":
+				at, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(l["time"]))
+				f.events = append(f.events, flightEvent{at, +1})
+				f.starts++
+			case "stream completed", "stream ended early":
+				at, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(l["stopped"]))
+				f.events = append(f.events, flightEvent{at, -1})
+				f.ends++
+			}
+		}
+	}
+	slices.SortFunc(f.events, func(a, b flightEvent) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return a.delta - b.delta // an end and a start at the same instant: the end first
+	})
+	return f
+}
+
+// most is the largest number of downloads in flight at once.
+func (f flights) most() int {
+	n, most := 0, 0
+	for _, e := range f.events {
+		n += e.delta
+		most = max(most, n)
+	}
+	return most
+}
+
+// at is the number of downloads in flight at an instant.
+func (f flights) at(instant time.Time) int {
+	n := 0
+	for _, e := range f.events {
+		if e.at.After(instant) {
+			break
+		}
+		n += e.delta
+	}
+	return n
 }

@@ -240,39 +240,8 @@ func TestAdmissionProofUnderLoad(t *testing.T) {
 		return info.NumAckPending == 0 && info.NumPending == 0
 	})
 
-	// The edges' own records: in flight = between "stream started" and the moment
-	// the stream stopped sending ("stopped" on its end line).
-	type event struct {
-		at    time.Time
-		delta int
-	}
-	var events []event
-	starts, ends := 0, 0
-	for _, e := range edges {
-		for _, l := range logLines(t, e.Log) {
-			switch l["msg"] {
-			case "stream started":
-				at, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(l["time"]))
-				events = append(events, event{at, +1})
-				starts++
-			case "stream completed", "stream ended early":
-				at, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(l["stopped"]))
-				events = append(events, event{at, -1})
-				ends++
-			}
-		}
-	}
-	slices.SortFunc(events, func(a, b event) int {
-		if c := a.at.Compare(b.at); c != 0 {
-			return c
-		}
-		return a.delta - b.delta // an end and a start at the same instant: the end first
-	})
-	inFlight, mostInFlight := 0, 0
-	for _, e := range events {
-		inFlight += e.delta
-		mostInFlight = max(mostInFlight, inFlight)
-	}
+	flights := edgeFlights(t, edges)
+	starts, ends, mostInFlight := flights.starts, flights.ends, flights.most()
 	t.Logf("%d tickets from %d tenants in %s (%.0f/s) with %d clients: %v; %d cut by their client",
 		tickets, tenants, ran.Round(100*time.Millisecond), float64(tickets)/ran.Seconds(), clients, count, aborted)
 	t.Logf("edges' records: %d streams, at most %d in flight at once; ledger: at most %d slots held at once (limit %d)",

@@ -206,6 +206,8 @@ type fakeSlots struct {
 	beginErr error
 	renewErr func(n int) error // answer to the n-th RenewStream (from 1)
 	renews   int
+	endErr   func(n int) error // answer to the n-th EndStream (from 1)
+	ends     int
 	ended    chan slotCall
 }
 
@@ -248,7 +250,16 @@ func (f *fakeSlots) RenewStream(_ context.Context, s admission.Stream, sent, _ i
 
 func (f *fakeSlots) EndStream(_ context.Context, s admission.Stream, sent, _ int64) error {
 	ticket, conn, epoch := s.Ticket, s.Conn, s.Epoch
-	err := f.record("end", ticket, conn, epoch, sent, nil)
+	f.mu.Lock()
+	f.ends++
+	var err error
+	if f.endErr != nil {
+		err = f.endErr(f.ends)
+	}
+	f.mu.Unlock()
+	if err = f.record("end", ticket, conn, epoch, sent, err); err != nil {
+		return err
+	}
 	select {
 	case f.ended <- slotCall{"end", ticket, conn, epoch, sent, false}:
 	default: // nobody waits for this many; the call is recorded all the same

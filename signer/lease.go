@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/admission"
@@ -99,9 +100,7 @@ func (h *slotHold) release(ctx context.Context) int64 {
 	close(h.stop)
 	<-h.done
 	sent := h.sent.Load()
-	ctx, cancel := cleanupContext(ctx)
-	defer cancel()
-	err := h.e.slots.EndStream(ctx, h.ref, sent-h.reported, sent)
+	err := h.end(ctx, sent)
 	if _, refused := errors.AsType[statusError](err); refused {
 		// The slot lapsed or was taken back: nothing is left to release.
 		h.e.log.Debug("end stream refused", "ticket", h.claims.Ticket, "sent", sent, "err", err)
@@ -109,4 +108,36 @@ func (h *slotHold) release(ctx context.Context) int64 {
 		h.e.log.Warn("end stream failed", "ticket", h.claims.Ticket, "sent", sent, "err", err)
 	}
 	return sent
+}
+
+// end reports the stream's end to the ledger. An end that is lost leaves a ticket
+// whose bytes were all sent looking live: after the ledger was wiped, the workers
+// refill it from its message and admit it again behind a link nobody holds, which
+// keeps a slot for the whole token TTL. So when the call surely did not run (the
+// ledger has no generation yet, or Redis refused the connection) it is made again,
+// until RenewGrace has passed. A call that may have run (a timeout, a connection
+// cut) is not repeated: its bytes would be counted twice.
+func (h *slotHold) end(ctx context.Context, sent int64) error {
+	deadline := h.e.now().Add(h.e.renewGrace)
+	wait := 20 * time.Millisecond
+	for {
+		cctx, cancel := cleanupContext(ctx)
+		err := h.e.slots.EndStream(cctx, h.ref, sent-h.reported, sent)
+		cancel()
+		if err == nil || !notRun(err) || h.e.now().Add(wait).After(deadline) {
+			return err
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// notRun tells the ledger's failures that surely changed nothing: it answered that it
+// has no generation, or the connection to Redis could not be made.
+func notRun(err error) bool {
+	if errors.Is(err, admission.ErrNoGeneration) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }

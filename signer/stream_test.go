@@ -2,14 +2,19 @@ package signer
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/shared/admission"
 )
 
 const bigKey = "big.bin"
@@ -253,5 +258,45 @@ func TestParallelRangesReassemble(t *testing.T) {
 	}
 	if sent := h.slots.reported(); sent != size {
 		t.Errorf("ledger told %d bytes, want %d", sent, size)
+	}
+}
+
+// An end the ledger surely did not take (it was wiped and not rebuilt yet, or Redis
+// refused the connection) is made again: lost, the ticket would look live and a
+// rebuilt ledger would admit it again behind a link nobody holds. An end that may
+// have run (a timeout) is not repeated, so no byte is counted twice.
+func TestEndRetriedWhileTheLedgerCannotHaveTakenIt(t *testing.T) {
+	for name, c := range map[string]struct {
+		err  error
+		ends int
+	}{
+		"no generation":      {fmt.Errorf("end stream of ticket t-1: %w, being rebuilt", admission.ErrNoGeneration), 3},
+		"connection refused": {fmt.Errorf("end: %w: %w", admission.ErrUnavailable, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), 3},
+		"timed out":          {fmt.Errorf("end: %w: %w", admission.ErrUnavailable, context.DeadlineExceeded), 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, data := newTestEdge(t)
+			h.slots.endErr = func(n int) error {
+				if n <= 2 {
+					return c.err
+				}
+				return nil
+			}
+			resp, body := h.do(t, "GET", h.url(t, testKey))
+			wantStatus(t, resp, http.StatusOK)
+			wantBody(t, body, data)
+			for deadline := time.Now().Add(5 * time.Second); h.slots.count("end") < c.ends && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond) // and no more
+			if n := h.slots.count("end"); n != c.ends {
+				t.Fatalf("%d EndStream calls, want %d", n, c.ends)
+			}
+			if c.ends > 1 {
+				if sent := h.slots.reported(); sent != int64(len(data)) {
+					t.Errorf("the ledger took %d bytes, the client received %d", sent, len(data))
+				}
+			}
+		})
 	}
 }

@@ -197,7 +197,7 @@ func (a *Admission) receive(msg jetstream.Msg) {
 		a.settle(h, msg.Ack)
 		return
 	}
-	h.enqueued = a.enqueue(ctx, h)
+	h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
 	a.mu.Lock()
 	a.held[t.ID] = h
 	a.mu.Unlock()
@@ -222,9 +222,11 @@ func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) bool {
 	return err == nil
 }
 
-func (a *Admission) enqueue(ctx context.Context, h *heldMsg) bool {
+// enqueue records a held ticket with how (Ledger.Enqueue, or Ledger.Restore when the
+// ledger lost it).
+func (a *Admission) enqueue(ctx context.Context, h *heldMsg, how func(context.Context, admission.Ticket) (bool, error)) bool {
 	t := h.ticket
-	_, err := a.cfg.Ledger.Enqueue(ctx, ledgerTicket(t, h.seq, h.msg.Headers().Get("traceparent")))
+	_, err := how(ctx, ledgerTicket(t, h.seq, h.msg.Headers().Get("traceparent")))
 	if err != nil {
 		a.log.Warn("enqueue ticket; will retry", "ticket", t.ID, "err", err)
 		return false
@@ -277,7 +279,7 @@ func (a *Admission) rebuild(ctx context.Context) {
 				return nil // ended: its holder acknowledges the message
 			}
 			n++
-			_, err := a.cfg.Ledger.Enqueue(rctx, ledgerTicket(t, seq, traceparent))
+			_, err := a.cfg.Ledger.Restore(rctx, ledgerTicket(t, seq, traceparent))
 			return err
 		})
 		if err != nil {
@@ -361,8 +363,11 @@ func (a *Admission) sweep(ctx context.Context) {
 		case st == "" && a.forgotten(ctx, h.ticket):
 			a.settle(h, h.msg.Ack) // ended (recorded), or forgotten long ago
 			continue
+		case st == "" && h.enqueued:
+			// The ledger had it and lost it: back unclaimed, as the rebuild refills.
+			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Restore)
 		case st == "" || !h.enqueued:
-			h.enqueued = a.enqueue(ctx, h)
+			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
 		}
 		if now.Sub(h.lastProgress) >= a.cfg.AckWait/3 {
 			if err := h.msg.InProgress(); err == nil {

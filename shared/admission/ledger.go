@@ -151,8 +151,26 @@ func (l *Ledger) run(ctx context.Context, s *redis.Script, args ...any) *redis.C
 // ticket exists even if the ingress died in between or Redis lost it. It reports whether
 // this call created the ticket.
 func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
+	return l.enqueue(ctx, t, false)
+}
+
+// Restore records a ticket from its message after the ledger lost it (Redis wiped or
+// restarted empty). The lost ledger may have ended it just before (its message is
+// acknowledged only at the next sweep), so it is not admitted until its client shows
+// it is still waiting: its next poll puts it back at its old place in line, and a
+// stream on the link it holds re-registers it. Until then it holds nothing and is
+// dropped as abandoned after AbandonAfter.
+func (l *Ledger) Restore(ctx context.Context, t Ticket) (bool, error) {
+	return l.enqueue(ctx, t, true)
+}
+
+func (l *Ledger) enqueue(ctx context.Context, t Ticket, restored bool) (bool, error) {
+	flag := "0"
+	if restored {
+		flag = "1"
+	}
 	res, err := l.run(ctx, enqueueScript, t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq,
-		t.Created.UnixMilli(), t.ContentType, t.TraceParent, t.Owner).Text()
+		t.Created.UnixMilli(), t.ContentType, t.TraceParent, t.Owner, flag).Text()
 	if err != nil {
 		return false, unavailable("enqueue ticket "+t.ID, err)
 	}

@@ -25,6 +25,13 @@ local status = redis.call('HGET', k, 'status')
 if ARGV[3] == '1' and (status == 'queued' or status == 'admitting' or status == 'ready') then
   redis.call('HSET', k, 'last_poll_ms', NOW)
   if status == 'queued' then redis.call('ZADD', POLLS, 'XX', NOW, id) end
+  -- restored after the ledger was lost (enqueue.lua): its client is here, so it takes
+  -- its old place in line
+  if status == 'queued' and redis.call('HDEL', k, 'unclaimed') == 1 then
+    local f = redis.call('HMGET', k, 'tenant', 'seq')
+    redis.call('ZADD', wkey(f[1]), f[2], id)
+    activate(f[1])
+  end
 end
 local position, own_rank = 0, 0
 if status == 'queued' then

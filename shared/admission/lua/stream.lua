@@ -42,6 +42,7 @@ if tonumber(ARGV[4]) < tonumber(gen) and (not status or status == 'queued') then
   else
     redis.call('ZREM', wkey(tenant), id)
     redis.call('ZREM', POLLS, id)
+    redis.call('HDEL', k, 'unclaimed')
   end
   -- what this connection accounts for before this call; the delta below adds the rest
   redis.call('HSET', k, 'status', 'streaming', 'epoch', ARGV[4], 'admitted_ms', NOW, 'started_ms', NOW,
