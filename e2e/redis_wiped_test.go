@@ -381,7 +381,11 @@ func adminJSON(t *testing.T, s *stack, key, path string) any {
 // a 404 is a lost ticket. It answers an empty ticket if ctx ends first.
 func (w *wipeLoad) ticket(id string) ticketJSON {
 	for range 600 {
-		resp, err := w.api.Get(w.s.ingressURL + "/api/v1/tickets/" + id)
+		req, _ := http.NewRequest(http.MethodGet, w.s.ingressURL+"/api/v1/tickets/"+id, nil)
+		if k, ok := w.s.owners.Load(id); ok {
+			req.Header.Set("Authorization", "Bearer "+k.(string))
+		}
+		resp, err := w.api.Do(req)
 		if err != nil {
 			w.saw("connection error")
 			time.Sleep(50 * time.Millisecond)
@@ -441,6 +445,7 @@ func (w *wipeLoad) one(ctx context.Context, rng *rand.Rand, n int) {
 			return
 		default:
 			id = tk.ID
+			w.s.owners.Store(id, w.keys[n%wipeTenants]) // the ticket is its tenant's
 		}
 	}
 	o := &wipeOutcome{id: id, object: name, accepted: time.Now()}

@@ -89,7 +89,9 @@ func (m *MinIO) Start(tb testing.TB) {
 		"server", m.Dir, "--address", m.Endpoint, "--console-address", m.consoleAddr, "--quiet")
 	p.Addr = m.Endpoint
 	m.Process = p
-	waitLive(tb, "http://"+m.Endpoint+"/minio/health/live", minioStartTimeout, p)
+	// The cluster check, not liveness: MinIO answers live before its object layer is up
+	// (requests then fail "Server not initialized yet"), seen under load.
+	waitLive(tb, "http://"+m.Endpoint+"/minio/health/cluster", minioStartTimeout, p)
 }
 
 // Stop kills the server at once (no graceful shutdown), as an outage would.
