@@ -44,7 +44,9 @@ func (s *Server) ticket(ctx context.Context, id string, touch bool) (admission.P
 	if err != nil {
 		return p, err
 	}
-	if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{
+	// Restored unclaimed, as the workers' refill does: a poll by its owner (touch)
+	// claims it back into line; a read that is not its client's must not.
+	if _, err := s.cfg.Ledger.Restore(ctx, admission.Ticket{
 		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
 		Tenant: t.Tenant, Owner: t.Owner, Seq: seq, Created: t.Created, TraceParent: telemetry.TraceParent(ctx),
 	}); err != nil {
