@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -46,6 +47,31 @@ func TestAdmissionAPIKeysAcrossIngresses(t *testing.T) {
 		expect("admin with garbage", code, 401, body)
 		code, _, body = call(t, http.MethodGet, base+"/api/v1/admin/keys", admOperatorKey, nil)
 		expect("admin with the bootstrap key", code, 200, body)
+	}
+	// The scheme is matched in any case (RFC 9110); a key without one is refused with a
+	// hint, and never echoed back.
+	for _, tc := range []struct {
+		name, header string
+		want         int
+	}{
+		{"lower-case scheme", "bearer " + admOperatorKey, 200},
+		{"upper-case scheme", "BEARER " + admOperatorKey, 200},
+		{"no scheme", admOperatorKey, 401},
+		{"another scheme", "Basic " + admOperatorKey, 401},
+		{"scheme without a key", "Bearer ", 401},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, a+"/api/v1/admin/keys", nil)
+		req.Header.Set("Authorization", tc.header)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		expect("Authorization with "+tc.name, resp.StatusCode, tc.want, body)
+		if tc.want == 401 && (!bytes.Contains(body, []byte("Authorization: Bearer")) || bytes.Contains(body, []byte(admOperatorKey))) {
+			t.Errorf("Authorization with %s: the answer should hint at the Bearer scheme and never echo the key: %s", tc.name, body)
+		}
 	}
 
 	clientID, clientKey := s.createKey("client", "acme")

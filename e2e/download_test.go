@@ -71,6 +71,9 @@ func TestDownloadFlow(t *testing.T) {
 			if r, _ := http.Get(link); r.StatusCode != http.StatusGone {
 				t.Errorf("link of a done ticket: %d, want 410", r.StatusCode)
 			}
+			if r, _ := http.Head(link); r.StatusCode != http.StatusGone {
+				t.Errorf("HEAD on the link of a done ticket: %d, want 410 as GET", r.StatusCode)
+			}
 		})
 	}
 }

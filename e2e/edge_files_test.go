@@ -148,6 +148,22 @@ func TestFilesURLInBrowser(t *testing.T) {
 	if !strings.Contains(heading, "queued") {
 		t.Fatalf("the page says %q, want the waiting page", heading)
 	}
+	// The page's Content-Security-Policy allows its own style (by hash) and nothing
+	// else: the browser applied it (36em is 576px), and the header is there.
+	if maxWidth, err := chromedp.Run(ctx, chromedp.Evaluate[string](`getComputedStyle(document.body).maxWidth`)); err != nil || maxWidth != "576px" {
+		t.Errorf("the waiting page's style under its CSP: max-width %q (%v), want 576px", maxWidth, err)
+	}
+	page, _ := http.NewRequest(http.MethodGet, s.ingressURL+"/api/v1/files/dist/sluice-1.0.tar.gz?wait=1", nil)
+	page.Header.Set("Accept", "text/html")
+	if resp, err := noRedirect.Do(page); err != nil {
+		t.Error(err)
+	} else {
+		resp.Body.Close()
+		csp := resp.Header.Get("Content-Security-Policy")
+		if resp.StatusCode != http.StatusAccepted || !strings.HasPrefix(csp, "default-src 'none'; style-src 'sha256-") {
+			t.Errorf("waiting page: %d with Content-Security-Policy %q, want 202 and a strict policy", resp.StatusCode, csp)
+		}
+	}
 	before := ticketCount(t, s)
 	time.Sleep(2500 * time.Millisecond) // the page refreshes: still waiting, still one ticket
 	if n := ticketCount(t, s); n != before {

@@ -14,7 +14,7 @@ func TestCancelGivesBackTheSlot(t *testing.T) {
 	s.startAll(1)
 
 	first := s.request("f.bin")
-	s.follow(first.ID, 10*time.Second) // holds the only slot, unused
+	firstLink := s.follow(first.ID, 10*time.Second) // holds the only slot, unused
 	second := s.request("f.bin")
 	time.Sleep(500 * time.Millisecond)
 	if tk := s.ticket(second.ID); tk.Status != "queued" || tk.Position != 0 {
@@ -27,6 +27,17 @@ func TestCancelGivesBackTheSlot(t *testing.T) {
 	}
 	if tk := s.ticket(first.ID); tk.Status != "canceled" {
 		t.Fatalf("canceled ticket is %q", tk.Status)
+	}
+	// Its link is gone for HEAD as for GET.
+	for _, method := range []string{http.MethodHead, http.MethodGet} {
+		linkReq, _ := http.NewRequest(method, firstLink, nil)
+		r, err := http.DefaultClient.Do(linkReq)
+		if err != nil || r.StatusCode != http.StatusGone {
+			t.Errorf("%s on a canceled ticket's link: %v %v, want 410", method, err, r)
+		}
+		if r != nil {
+			r.Body.Close()
+		}
 	}
 	start := time.Now()
 	s.follow(second.ID, 5*time.Second)

@@ -15,22 +15,41 @@ const principalKey = "sluice.principal"
 // anonymous is who calls without a key when client keys are not required.
 var anonymous = apikeys.Key{ID: "anonymous", Scope: apikeys.ScopeClient, Tenant: publicTenant}
 
-// presentedKey reads "Authorization: Bearer <key>" or "X-API-Key: <key>".
-func presentedKey(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if k, ok := strings.CutPrefix(h, "Bearer "); ok {
-			return strings.TrimSpace(k)
-		}
-		return h // not a bearer credential: checked, and refused, as a key
+// presentedKey reads "Authorization: Bearer <key>" or "X-API-Key: <key>". The scheme
+// is matched in any case (RFC 9110 §11.1: "bearer" is "Bearer"). An Authorization
+// header in another scheme, or a bare key with no scheme, is refused with a hint
+// rather than guessed at: a key pasted without "Bearer " would otherwise work in one
+// place and fail behind any proxy or client that follows the RFC.
+func presentedKey(r *http.Request) (string, *apiError) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return r.Header.Get("X-API-Key"), nil
 	}
-	return r.Header.Get("X-API-Key")
+	scheme, credentials, _ := strings.Cut(strings.TrimSpace(h), " ")
+	if key := strings.TrimSpace(credentials); strings.EqualFold(scheme, "Bearer") && key != "" {
+		return key, nil
+	}
+	msg := "the Authorization header has no scheme"
+	if credentials != "" {
+		// Only the scheme is named: whatever follows may be a secret.
+		msg = "the Authorization header's scheme is not Bearer"
+	} else if strings.EqualFold(scheme, "Bearer") {
+		msg = "the Authorization header names the Bearer scheme but no key"
+	}
+	return "", &apiError{Status: http.StatusUnauthorized, Code: "invalid_authorization", Message: msg,
+		Hint: "send the key as 'Authorization: Bearer <key>' (or 'X-API-Key: <key>')"}
 }
 
 // requireScope admits a request whose key has the scope. Without a key, only client
 // requests pass, as the public tenant, unless client keys are required.
 func (s *Server) requireScope(need apikeys.Scope) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		presented := presentedKey(c.Request)
+		presented, malformed := presentedKey(c.Request)
+		if malformed != nil {
+			c.Header("WWW-Authenticate", `Bearer realm="sluice", error="invalid_request"`)
+			writeError(c, malformed)
+			return
+		}
 		if presented == "" {
 			if need == apikeys.ScopeClient && !s.cfg.RequireClientKey {
 				c.Set(principalKey, anonymous)

@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"html/template"
@@ -194,7 +195,7 @@ var waitingTemplate = template.Must(template.New("waiting").Parse(`<!doctype htm
 <meta http-equiv="refresh" content="{{.Refresh}};url={{.Next}}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Waiting for {{.Name}}</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}</style>
+<style>{{.Style}}</style>
 </head><body>
 <h1 id="waiting">Your download of {{.Name}} is queued</h1>
 <p>Position in the queue: <strong id="position">{{.Position}}</strong>.
@@ -204,13 +205,28 @@ Keep it open; reloading keeps your place. <a href="{{.Next}}">Check now</a>.</p>
 </body></html>
 `))
 
+// waitingStyle is the page's only style. The Content-Security-Policy allows exactly
+// it, by hash: no script, no other style, nothing loaded, framed or submitted.
+const waitingStyle = "body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}"
+
+var waitingCSP = func() string {
+	sum := sha256.Sum256([]byte(waitingStyle))
+	return "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
+		"'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+}()
+
 func (s *Server) waitingPage(c *gin.Context, key, next string, retry int, v ticketView) {
 	eta := time.Duration(v.ETASeconds) * time.Second
 	c.Header("Cache-Control", "no-store")
 	c.Header("Content-Type", "text/html; charset=utf-8")
+	c.Header("Content-Security-Policy", waitingCSP)
+	c.Header("X-Content-Type-Options", "nosniff")
+	// The page's URL names the ticket: no link from it may carry it elsewhere.
+	c.Header("Referrer-Policy", "no-referrer")
 	c.Status(http.StatusAccepted)
 	_ = waitingTemplate.Execute(c.Writer, map[string]any{
-		"Name": key[strings.LastIndexByte(key, '/')+1:], "Next": next, "Refresh": min(retry, 5),
+		"Style": template.CSS(waitingStyle),
+		"Name":  key[strings.LastIndexByte(key, '/')+1:], "Next": next, "Refresh": min(retry, 5),
 		"Position": v.Position + 1, "ETAKnown": v.ETAKnown, "ETA": eta.Round(time.Second).String(),
 	})
 }

@@ -29,6 +29,12 @@ const (
 	MaxReleaseBatch = 10_000
 	// maxReleaseBody bounds that request's body: 10,000 events with long keys.
 	maxReleaseBody = 32 << 20
+	// maxEventBytes bounds one event (one NDJSON line, or a single JSON body): a
+	// 1,024-byte key written entirely in \u escapes, the hash, the size, a 256-byte
+	// event id and a channel fit several times over. A longer line is rejected as it is
+	// read, never buffered, so a request costs this much memory for its line however
+	// long its lines are.
+	maxEventBytes = 16 << 10
 )
 
 // ReleaseQueue stores accepted release events durably.
@@ -66,7 +72,7 @@ type ReleasesConfig struct {
 // routeReleases adds the release API: publishing, the catalog, and the operators'
 // view of dead-lettered events.
 func (s *Server) routeReleases(api *gin.RouterGroup) {
-	api.POST("/releases", s.requireScope(apikeys.ScopePublisher), s.publishReleases)
+	api.POST("/releases", s.requireScope(apikeys.ScopePublisher), s.boundLargeBodies, s.publishReleases)
 	api.GET("/objects/*key", s.getObject)
 	admin := api.Group("/admin/releases", s.requireScope(apikeys.ScopeOperator))
 	admin.GET("/dead", s.listDeadReleases)
@@ -154,14 +160,20 @@ func isNDJSON(contentType string) bool {
 	return false
 }
 
-// readReleaseBatch reads the body: one JSON event, or NDJSON with one event a line.
-// Blank lines are skipped; line numbers count every line from 1.
+// readReleaseBatch reads the body: one JSON event, or NDJSON with one event a line,
+// decoded line by line as it arrives. Blank lines are skipped; line numbers count every
+// line from 1.
 func readReleaseBatch(c *gin.Context) (events []queue.ReleaseEvent, rejected []RejectedLine, err error) {
 	rejected = []RejectedLine{}
 	if !isNDJSON(c.ContentType()) {
-		raw, err := io.ReadAll(c.Request.Body)
+		raw, err := io.ReadAll(io.LimitReader(c.Request.Body, maxEventBytes+1))
 		if err != nil {
 			return nil, nil, bodyError(err)
+		}
+		if len(raw) > maxEventBytes {
+			return nil, nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: "event_too_large",
+				Message: fmt.Sprintf("one event is at most %d bytes", maxEventBytes),
+				Hint:    "for several events send NDJSON with Content-Type: application/x-ndjson, one event a line"}
 		}
 		ev, perr := parseReleaseEvent(bytes.TrimSpace(raw))
 		if perr != nil {
@@ -170,20 +182,21 @@ func readReleaseBatch(c *gin.Context) (events []queue.ReleaseEvent, rejected []R
 		}
 		return []queue.ReleaseEvent{ev}, rejected, nil
 	}
-	br := bufio.NewReaderSize(c.Request.Body, 64<<10)
+	lines := newLineReader(c.Request.Body, maxEventBytes)
 	for line := 1; ; line++ {
-		raw, rerr := br.ReadBytes('\n')
+		raw, tooLong, rerr := lines.next()
 		if rerr != nil && !errors.Is(rerr, io.EOF) {
 			return nil, nil, bodyError(rerr)
 		}
-		if trimmed := bytes.TrimSpace(raw); len(trimmed) > 0 {
+		if trimmed := bytes.TrimSpace(raw); len(trimmed) > 0 || tooLong {
 			if len(events)+len(rejected) >= MaxReleaseBatch {
 				return nil, nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: "too_many_events",
 					Message: fmt.Sprintf("a batch carries at most %d events", MaxReleaseBatch),
 					Hint:    "split the batch; nothing of this one was stored"}
 			}
-			ev, perr := parseReleaseEvent(trimmed)
-			if perr != nil {
+			if tooLong {
+				rejected = append(rejected, RejectedLine{Line: line, Error: fmt.Sprintf("longer than %d bytes: one event is at most that", maxEventBytes)})
+			} else if ev, perr := parseReleaseEvent(trimmed); perr != nil {
 				rejected = append(rejected, RejectedLine{Line: line, Error: perr.Error()})
 			} else {
 				events = append(events, ev)
@@ -195,12 +208,35 @@ func readReleaseBatch(c *gin.Context) (events []queue.ReleaseEvent, rejected []R
 	}
 }
 
+// lineReader reads lines of at most max bytes into one reused buffer; the rest of a
+// longer line is skipped as it arrives.
+type lineReader struct{ br *bufio.Reader }
+
+func newLineReader(r io.Reader, max int) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, max)}
+}
+
+// next returns the next line (valid until the following call) without its end, or
+// tooLong when it was longer than the buffer. err is io.EOF after the last line.
+func (l *lineReader) next() (line []byte, tooLong bool, err error) {
+	line, err = l.br.ReadSlice('\n')
+	for errors.Is(err, bufio.ErrBufferFull) {
+		tooLong, line = true, nil
+		_, err = l.br.ReadSlice('\n')
+	}
+	return line, tooLong, err
+}
+
 func bodyError(err error) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large",
 			Message: fmt.Sprintf("request body larger than %d bytes", mbe.Limit),
 			Hint:    fmt.Sprintf("send at most %d events per request; nothing of this one was stored", MaxReleaseBatch)}
+	}
+	if isBodyTimeout(err) {
+		return &apiError{Status: http.StatusRequestTimeout, Code: "body_timeout",
+			Message: "the request body arrived too slowly", Hint: "nothing of this request was stored; send it again", cause: err}
 	}
 	return badRequest("invalid_body", "could not read the body: "+err.Error(), "")
 }

@@ -64,6 +64,14 @@ type Config struct {
 	Releases ReleasesConfig
 	// Ops wires metrics, tracing, the fleet registry and the dashboard (ops.go).
 	Ops *Ops
+	// BodyTimeout and BodyMinRate bound how long a request body may take to arrive:
+	// BodyTimeout plus a second per BodyMinRate bytes received (bounds.go). Zero: 10 s
+	// and 32 KiB/s; a negative BodyTimeout: no bound.
+	BodyTimeout time.Duration
+	BodyMinRate int64
+	// MaxLargeBodies is how many requests with a body over 64 KiB (release batches)
+	// are read at once; zero: 4.
+	MaxLargeBodies int
 }
 
 // Server is the ingress.
@@ -71,6 +79,8 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	draining atomic.Bool
+	// largeBodies holds one token per large request body being read (bounds.go).
+	largeBodies chan struct{}
 }
 
 // New returns an ingress server; Handler serves it.
@@ -84,7 +94,17 @@ func New(cfg Config) *Server {
 	if cfg.IdempotencyTTL == 0 {
 		cfg.IdempotencyTTL = 24 * time.Hour
 	}
-	return &Server{cfg: cfg, log: cfg.Logger.With("component", "ingress")}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = defaultBodyTimeout
+	}
+	if cfg.BodyMinRate <= 0 {
+		cfg.BodyMinRate = defaultBodyMinRate
+	}
+	if cfg.MaxLargeBodies <= 0 {
+		cfg.MaxLargeBodies = defaultMaxLargeBodies
+	}
+	return &Server{cfg: cfg, log: cfg.Logger.With("component", "ingress"),
+		largeBodies: make(chan struct{}, cfg.MaxLargeBodies)}
 }
 
 // Drain makes readiness fail so load balancers stop sending requests before shutdown.
@@ -102,7 +122,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	r.Use(s.observe()...)
 	r.Use(recovery(s.log), s.accessLog(), errorsToJSON(s.log),
-		limitBody(64<<10, map[string]int64{"/api/v1/releases": maxReleaseBody}))
+		limitBody(smallBody, map[string]int64{"/api/v1/releases": maxReleaseBody}))
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", s.ready)
 
@@ -122,7 +142,7 @@ func (s *Server) Handler() http.Handler {
 		writeError(c, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such endpoint",
 			Hint: "see the API in README.md; downloads start with POST /api/v1/downloads"})
 	})
-	return r
+	return s.bodyDeadline(r)
 }
 
 // limitBody bounds request bodies to n bytes, or to a route's own limit.

@@ -3,6 +3,7 @@ package signer
 import (
 	"context"
 	"net"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,11 +21,13 @@ const notSentLowat = 128 << 10
 // ConnContext is for the edge's http.Server (ConnContext): it tunes every accepted
 // TCP connection for streaming (see notSentLowat). It changes nothing else.
 func (e *Edge) ConnContext(ctx context.Context, c net.Conn) context.Context {
-	tc, ok := c.(*net.TCPConn)
+	// syscall.Conn, not *net.TCPConn: the listener may wrap its connections (the
+	// per-address cap, shared/connlimit) and still give the socket.
+	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return ctx
 	}
-	raw, err := tc.SyscallConn()
+	raw, err := sc.SyscallConn()
 	if err != nil {
 		return ctx
 	}

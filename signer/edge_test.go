@@ -87,7 +87,9 @@ func TestHeadIsGetWithoutBodyOrSlot(t *testing.T) {
 			if len(body) != 0 {
 				t.Errorf("HEAD: %d body bytes", len(body))
 			}
-			if calls, opens := h.slots.snapshot(), h.store.openCalls(); len(calls) != 0 || len(opens) != 0 {
+			// One read of the ledger (is the slot still held?), nothing opened or taken.
+			calls, opens := h.slots.snapshot(), h.store.openCalls()
+			if len(calls) != 1 || calls[0].op != "check" || len(opens) != 0 {
 				t.Fatalf("HEAD took a slot or opened the object: %v %v", calls, opens)
 			}
 			get, _ := h.do(t, "GET", url, header...)
@@ -413,6 +415,16 @@ func TestLedgerRefusals(t *testing.T) {
 			}
 			if opens := h.store.openCalls(); len(opens) != 0 {
 				t.Errorf("opened the object without a slot: %v", opens)
+			}
+			// HEAD takes no slot but answers as GET does: an ended ticket's link is 410.
+			head, body := h.do(t, "HEAD", h.url(t, testKey))
+			wantStatus(t, head, tc.status)
+			wantHeader(t, head, "Retry-After", tc.retryAfter)
+			if len(body) != 0 {
+				t.Errorf("HEAD with a %d byte body", len(body))
+			}
+			if n := h.slots.count("check"); n != 1 {
+				t.Errorf("HEAD asked the ledger %d times, want once", n)
 			}
 		})
 	}

@@ -267,6 +267,14 @@ func (f *fakeSlots) EndStream(_ context.Context, s admission.Stream, sent, _ int
 	return err
 }
 
+// CheckStream answers as BeginStream would (beginErr), without opening anything.
+func (f *fakeSlots) CheckStream(_ context.Context, s admission.Stream) error {
+	f.mu.Lock()
+	err := f.beginErr
+	f.mu.Unlock()
+	return f.record("check", s.Ticket, s.Conn, s.Epoch, 0, err)
+}
+
 func (f *fakeSlots) snapshot() []slotCall {
 	f.mu.Lock()
 	defer f.mu.Unlock()

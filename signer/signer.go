@@ -58,4 +58,8 @@ type SlotKeeper interface {
 	// connection is left the ledger releases the slot (at once when the whole object
 	// has been sent, after the resume grace otherwise).
 	EndStream(ctx context.Context, s admission.Stream, sent, total int64) error
+	// CheckStream answers whether the ticket's slot is still held under the stream's
+	// epoch, changing nothing: HEAD takes no slot, but must refuse the link of an ended
+	// ticket (admission.ErrSlotNotHeld) as GET does.
+	CheckStream(ctx context.Context, s admission.Stream) error
 }

@@ -62,7 +62,16 @@ func (e *Edge) serveDownload(w http.ResponseWriter, r *http.Request) error {
 	}
 	b := planBody(info.Size, contentType, ranges, boundary)
 	if r.Method == http.MethodHead {
-		// HEAD takes no slot: it costs the origin nothing.
+		// HEAD takes no slot: it costs the origin nothing. It asks the ledger whether
+		// the slot is still held, so that an ended ticket's link answers 410 as GET does.
+		ref := admission.Stream{Ticket: claims.Ticket, Epoch: claims.Epoch, Tenant: claims.Tenant,
+			Object: claims.Object, ETag: claims.ETag, Size: info.Size}
+		if err := e.slots.CheckStream(r.Context(), ref); err != nil {
+			if _, ok := errors.AsType[statusError](err); ok {
+				return fmt.Errorf("check stream: %w", err)
+			}
+			return fmt.Errorf("check stream: %w: %w", errLedgerUnavailable, err)
+		}
 		setBodyHeaders(h, b, claims.Object)
 		w.WriteHeader(b.status)
 		return nil

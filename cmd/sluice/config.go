@@ -73,6 +73,12 @@ type serverConfig struct {
 	FilesWait       time.Duration
 
 	Releases releaseConfig // the release pipeline (releases.go)
+
+	// What one client can hold (bounds.go, docs/ARCHITECTURE.md Security and bounds).
+	MaxConnsPerIP  int
+	BodyTimeout    time.Duration
+	BodyMinRate    int64
+	MaxLargeBodies int
 }
 
 func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
@@ -164,6 +170,12 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	}
 	if r == roleServe || r == roleIngress {
 		fs.DurationVar(&c.FilesWait, "files-wait", 10*time.Second, "how long GET /api/v1/files/{key} waits for admission before answering with a waiting page or a redirect to wait again")
+	}
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 256, "connections one client address (an IPv6 /64) may hold open at once on this process's listeners, counted at accept; past it 429 and closed; --trusted-proxies are not counted; 0: no cap")
+	if r == roleServe || r == roleIngress {
+		fs.DurationVar(&c.BodyTimeout, "body-timeout", 10*time.Second, "a request body must arrive within this, plus a second per --body-min-rate bytes received; else 408 and the connection is closed; 0: no bound")
+		fs.Int64Var(&c.BodyMinRate, "body-min-rate", 32<<10, "bytes/s a request body must arrive at, on average, after --body-timeout")
+		fs.IntVar(&c.MaxLargeBodies, "max-large-bodies", 4, "requests with a body over 64 KiB (release batches) read at once; the others wait 2 s for a turn, then get 503 + Retry-After")
 	}
 	if r == roleServe {
 		fs.BoolVar(&c.Demo, "demo", true, "store demo objects under demo/ in the local object store at start")

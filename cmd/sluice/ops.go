@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-dl/sluice/ingress"
+	"github.com/sluice-dl/sluice/shared/connlimit"
 	"github.com/sluice-dl/sluice/shared/fleet"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
@@ -41,7 +42,8 @@ type ops struct {
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	worker  atomic.Pointer[fleet.Member]
-	servers []*http.Server // a worker's metrics listener
+	servers []*http.Server     // a worker's metrics listener
+	conns   *connlimit.Limiter // the per-address cap of the process's listeners
 }
 
 func startOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.Logger) (*ops, error) {
@@ -199,6 +201,7 @@ func (o *ops) joinWorker(adm *workers.Admission, api *listener, ready http.Handl
 		}
 		srv := httpServer(mux)
 		o.servers = append(o.servers, srv)
+		ln = o.conns.Listen(ln)
 		go func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				o.log.Error("metrics listener stopped", "err", err)

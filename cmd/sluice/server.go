@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/apikeys"
+	"github.com/sluice-dl/sluice/shared/connlimit"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 	"github.com/sluice-dl/sluice/signer"
@@ -63,13 +66,15 @@ type listener struct {
 	reqs *requestTracker
 }
 
-func listen(name, addr string, h http.Handler) (*listener, error) {
+// listen opens addr with its connections counted per client address by conns
+// (except those from exempt prefixes).
+func listen(name, addr string, h http.Handler, conns *connlimit.Limiter, exempt ...netip.Prefix) (*listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 	}
 	reqs := &requestTracker{}
-	return &listener{name: name, srv: httpServer(reqs.handler(h)), ln: ln, reqs: reqs}, nil
+	return &listener{name: name, srv: httpServer(reqs.handler(h)), ln: conns.Listen(ln, exempt...), reqs: reqs}, nil
 }
 
 // runServer runs one role (or all of them) until ctx ends, then shuts down in reverse
@@ -84,6 +89,13 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := c.boundsError(); err != nil {
+		return err
+	}
+	logOpenFiles(log, c.MaxConnsPerIP)
+	// One count per address for all of this process's listeners: the descriptors are
+	// the process's.
+	conns := connlimit.New(c.MaxConnsPerIP)
 	d, err := buildDeps(ctx, r, c, log)
 	if err != nil {
 		return err
@@ -94,6 +106,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		return err
 	}
 	defer o.close()
+	o.conns = conns
 	rel, err := buildReleases(ctx, r, d, c) // the release pipeline (releases.go)
 	if err != nil {
 		return err
@@ -146,8 +159,12 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			Ops:    o.ingress(),
 			// The publish API, the catalog and the catalog check of downloads.
 			Releases: rel.ingressConfig(),
+			// Slow and large bodies (ingress/bounds.go).
+			BodyTimeout:    cmp.Or(c.BodyTimeout, -1), // the flag's 0 is "no bound", Config's the default
+			BodyMinRate:    c.BodyMinRate,
+			MaxLargeBodies: c.MaxLargeBodies,
 		})
-		if api, err = listen("ingress", c.IngressAddr, ingressSrv.Handler()); err != nil {
+		if api, err = listen("ingress", c.IngressAddr, ingressSrv.Handler(), conns, prefixes(trustedProxies)...); err != nil {
 			return err
 		}
 		o.joinIngress(api)
@@ -175,7 +192,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		mux.HandleFunc("GET /readyz", readiness(&draining, map[string]func(context.Context) error{
 			"redis": d.ledger.Ping, "storage": d.store.Ping,
 		}))
-		if edge, err = listen("edge", c.EdgeAddr, o.edgeHTTP(mux)); err != nil {
+		if edge, err = listen("edge", c.EdgeAddr, o.edgeHTTP(mux), conns); err != nil {
 			return err
 		}
 		o.joinEdge(e, edge)

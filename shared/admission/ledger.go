@@ -59,6 +59,8 @@ var (
 	readyLua string
 	//go:embed lua/stream.lua
 	streamLua string
+	//go:embed lua/check.lua
+	checkLua string
 	//go:embed lua/cancel.lua
 	cancelLua string
 	//go:embed lua/poll.lua
@@ -71,6 +73,7 @@ var (
 	readyScript   = redis.NewScript(prelude + readyLua)
 	streamScript  = redis.NewScript(prelude + streamLua)
 	cancelScript  = redis.NewScript(prelude + cancelLua)
+	checkScript   = redis.NewScript(prelude + checkLua)
 	pollScript    = redis.NewScript(prelude + pollLua)
 	rebuildScript = redis.NewScript(prelude + rebuildLua)
 )
@@ -282,6 +285,25 @@ func (l *Ledger) RenewStream(ctx context.Context, s Stream, sent, total int64) e
 // EndStream closes one connection; the last live one releases the slot.
 func (l *Ledger) EndStream(ctx context.Context, s Stream, sent, total int64) error {
 	return l.stream(ctx, "end", s, sent, total, l.cfg.ResumeGrace)
+}
+
+// CheckStream answers whether s's slot is still held under its epoch, changing
+// nothing: nil, ErrSlotNotHeld (the ticket ended, its grant lapsed or was superseded),
+// or an error wrapping ErrUnavailable or ErrNoGeneration. The edge asks it for HEAD,
+// which takes no slot but must refuse an ended ticket's link as GET does.
+func (l *Ledger) CheckStream(ctx context.Context, s Stream) error {
+	res, err := l.run(ctx, checkScript, s.Ticket, s.Epoch).Text()
+	if err != nil {
+		return unavailable("check stream of ticket "+s.Ticket, err)
+	}
+	switch res {
+	case "OK":
+		return nil
+	case "NOGEN":
+		return fmt.Errorf("check stream of ticket %s: %w, being rebuilt", s.Ticket, ErrNoGeneration)
+	default:
+		return ErrSlotNotHeld
+	}
 }
 
 // Cancel cancels a ticket and frees its slot; it returns the status the ticket had.

@@ -210,3 +210,55 @@ func TestConnectionsAreLeases(t *testing.T) {
 		}
 	})
 }
+
+// CheckStream (the edge's HEAD) answers as a new connection would, and changes
+// nothing: held while ready or streaming under the grant's epoch, not held once the
+// ticket is done or canceled or under another epoch.
+func TestCheckStreamAnswersAsBeginWould(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 2})
+		var seq uint64
+		enqueue(t, l, "public", 2, &seq)
+		grants, err := l.Admit(ctx, 2)
+		if err != nil || len(grants) != 2 {
+			t.Fatalf("admit: %v %v", grants, err)
+		}
+		for _, g := range grants {
+			if err := l.MarkReady(ctx, g, "http://edge/d/x", time.Now().Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		done, canceled := grants[0], grants[1]
+		if err := l.CheckStream(ctx, stream(done.TicketID, "", done.Epoch)); err != nil {
+			t.Fatalf("ready ticket: %v, want held", err)
+		}
+		if err := l.CheckStream(ctx, stream(done.TicketID, "", done.Epoch+1)); err != admission.ErrSlotNotHeld {
+			t.Fatalf("other epoch: %v, want ErrSlotNotHeld", err)
+		}
+		if p, _ := l.Get(ctx, done.TicketID); p.Status != admission.StatusReady || p.Conns != 0 {
+			t.Fatalf("a check changed the ticket: %s with %d connections", p.Status, p.Conns)
+		}
+		if err := l.BeginStream(ctx, stream(done.TicketID, "c1", done.Epoch)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.CheckStream(ctx, stream(done.TicketID, "", done.Epoch)); err != nil {
+			t.Fatalf("streaming ticket: %v, want held", err)
+		}
+		if err := l.EndStream(ctx, stream(done.TicketID, "c1", done.Epoch), 10, 10); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.CheckStream(ctx, stream(done.TicketID, "", done.Epoch)); err != admission.ErrSlotNotHeld {
+			t.Fatalf("done ticket: %v, want ErrSlotNotHeld", err)
+		}
+		if _, err := l.Cancel(ctx, canceled.TicketID); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.CheckStream(ctx, stream(canceled.TicketID, "", canceled.Epoch)); err != admission.ErrSlotNotHeld {
+			t.Fatalf("canceled ticket: %v, want ErrSlotNotHeld", err)
+		}
+		if err := l.CheckStream(ctx, stream("never-was", "", done.Epoch)); err != admission.ErrSlotNotHeld {
+			t.Fatalf("unknown ticket: %v, want ErrSlotNotHeld", err)
+		}
+	})
+}
