@@ -208,6 +208,18 @@ func (q *recordingQueue) PublishBatch(_ context.Context, events []queue.ReleaseE
 
 func (q *recordingQueue) Backlog(context.Context) (uint64, error) { return 0, nil }
 
+func (q *recordingQueue) all() []queue.ReleaseEvent {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]queue.ReleaseEvent(nil), q.events...)
+}
+
+func (q *recordingQueue) reset() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.events = nil
+}
+
 func (q *recordingQueue) objects() []string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
