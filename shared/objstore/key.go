@@ -73,5 +73,9 @@ func truncateKey(key string) string {
 	if len(key) <= max {
 		return key
 	}
-	return key[:max] + "…"
+	cut := max
+	for cut > max-utf8.UTFMax && !utf8.RuneStart(key[cut]) {
+		cut--
+	}
+	return key[:cut] + "…"
 }
