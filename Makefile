@@ -4,7 +4,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short deps bench vet clean docs
+.PHONY: all build run test test-short fuzz-short deps bench vet clean docs
 
 all: build
 
@@ -20,6 +20,20 @@ deps: ## install or build what the tests need (redis-server, MinIO, curl, wget, 
 test: deps ## the whole suite, against real redis-server, NATS JetStream and MinIO
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
+	$(MAKE) fuzz-short
+
+# Each fuzz target mutates its seed corpus (testdata/fuzz/) for FUZZTIME; go test takes
+# one -fuzz target per package per run. Plain `go test` runs the seeds only.
+FUZZTIME ?= 4s
+FUZZ_TARGETS := ./signer/:FuzzRangeAgainstServeContent ./shared/objstore/:FuzzKey \
+	./ingress/:FuzzDownloadRequest ./ingress/:FuzzReleaseBatch ./workers/:FuzzDecodeReleaseEvent
+
+fuzz-short: ## run every fuzz target for FUZZTIME (4s each, about 40 s in all)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 bench: ## benchmarks against real services; prints a report
 	./scripts/deps.sh bench

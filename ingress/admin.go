@@ -3,6 +3,7 @@ package ingress
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -59,6 +60,11 @@ func (s *Server) createKey(c *gin.Context) {
 		return
 	}
 	k, secret, err := s.cfg.Keys.Create(c.Request.Context(), req.Scope, req.Tenant, req.Name)
+	if errors.Is(err, apikeys.ErrInvalidRequest) {
+		c.Error(badRequest("invalid_key_request", err.Error(),
+			fmt.Sprintf("a key's name is a note for people, at most %d characters of text", apikeys.MaxNameLen)))
+		return
+	}
 	if err != nil {
 		c.Error(err)
 		return

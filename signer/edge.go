@@ -257,7 +257,10 @@ func problemFor(err error) problem {
 		return problem{http.StatusGone, "download link expired", newTicket, 0}
 	case errors.Is(err, errObjectChanged), errors.Is(err, objstore.ErrChanged):
 		return problem{http.StatusGone, errObjectChanged.Error(), newTicket + " to get the current version", 0}
-	case errors.Is(err, objstore.ErrNotFound):
+	case errors.Is(err, objstore.ErrNotFound), errors.Is(err, objstore.ErrInvalidKey):
+		// A token names a key the ingress accepted, but the store may still refuse it
+		// (a link signed before a stricter rule, a file system with shorter names): for
+		// the client that object is not there.
 		return problem{http.StatusNotFound, "object not found", "the file has been removed; check the catalog", 0}
 	case errors.Is(err, objstore.ErrUnavailable):
 		return problem{http.StatusServiceUnavailable, "storage unavailable", "retry after the Retry-After delay", retryAfter}

@@ -109,10 +109,20 @@ func parseRangeSpec(s string) (rangeSpec, bool) {
 		return rangeSpec{first: first, last: -1, suffix: -1}, true
 	}
 	last, ok := parseDigits(lastStr)
-	if !ok || last < first {
+	// Two numbers that both saturated still have an order: that of their digits.
+	if !ok || last < first || last == math.MaxInt64 && first == math.MaxInt64 && decimalLess(lastStr, firstStr) {
 		return rangeSpec{}, false
 	}
 	return rangeSpec{first: first, last: last, suffix: -1}, true
+}
+
+// decimalLess compares two strings of decimal digits of any length.
+func decimalLess(a, b string) bool {
+	a, b = strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
+	if len(a) != len(b) {
+		return len(a) < len(b)
+	}
+	return a < b
 }
 
 func parseDigits(s string) (int64, bool) {

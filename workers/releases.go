@@ -11,10 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -390,6 +392,31 @@ func (r *Releases) deadLetter(ctx context.Context, m jetstream.Msg, object, reas
 // decode reads an event from the API subject or a MinIO notification. skip is true
 // for notifications that announce no new object (deletions, for instance).
 func (r *Releases) decode(subject string, data []byte, accepted time.Time) (releaseEvent, bool, error) {
+	// encoding/json would quietly turn invalid UTF-8 into U+FFFD: an event whose bytes
+	// are not text is not the event that was sent.
+	if !utf8.Valid(data) {
+		return releaseEvent{}, false, fmt.Errorf("%w: not valid UTF-8", errPermanent)
+	}
+	ev, skip, err := r.decodeEvent(subject, data, accepted)
+	if err != nil || skip {
+		return ev, skip, err
+	}
+	switch {
+	case len(ev.identity) > maxIdentity:
+		return releaseEvent{}, false, fmt.Errorf("%w: an identity of %d bytes, longer than %d", errPermanent, len(ev.identity), maxIdentity)
+	case ev.size < -1:
+		return releaseEvent{}, false, fmt.Errorf("%w: a size of %d bytes", errPermanent, ev.size)
+	}
+	return ev, false, nil
+}
+
+// maxIdentity bounds an event's identity: the longest the ingress or a MinIO
+// notification makes is a bucket, a key of objstore.MaxKeyLen bytes and an ETag.
+const maxIdentity = 2048
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func (r *Releases) decodeEvent(subject string, data []byte, accepted time.Time) (releaseEvent, bool, error) {
 	if subject == queue.ReleaseMinIOSubject || strings.HasPrefix(subject, queue.ReleaseMinIOSubject+".") {
 		return r.decodeMinIO(data, accepted)
 	}
@@ -405,6 +432,9 @@ func (r *Releases) decode(subject string, data []byte, accepted time.Time) (rele
 		return releaseEvent{}, false, fmt.Errorf("%w: %v", errPermanent, objstore.ValidateKey(e.Object))
 	case e.Channel != "" && catalog.ValidateChannel(e.Channel) != nil:
 		return releaseEvent{}, false, fmt.Errorf("%w: %v", errPermanent, catalog.ValidateChannel(e.Channel))
+	case e.SHA256 != "" && !sha256Hex.MatchString(e.SHA256):
+		// The ingress sends 64 lowercase hex digits; this message is not its.
+		return releaseEvent{}, false, fmt.Errorf("%w: the stated SHA-256 is not 64 hex digits", errPermanent)
 	}
 	if e.AcceptedAt.IsZero() {
 		e.AcceptedAt = accepted

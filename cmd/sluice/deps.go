@@ -237,7 +237,7 @@ func (d *deps) openStore(ctx context.Context, r role, c *serverConfig) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("object directory: %w", err)
 		}
-		local, err := objstore.NewLocal(dir)
+		local, err := objstore.NewLocal(dir, objstore.WithLogger(d.log))
 		if err != nil {
 			return err
 		}

@@ -21,6 +21,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
@@ -51,7 +53,30 @@ var (
 	ErrNotFound   = errors.New("API key not found")
 	// ErrUnavailable: the key records cannot be read or written (JetStream is not answering).
 	ErrUnavailable = errors.New("API keys cannot be read or written: NATS JetStream is not answering")
+	// ErrInvalidRequest: a key cannot be created as asked (an unknown scope, a name too
+	// long); the error says what is wrong.
+	ErrInvalidRequest = errors.New("invalid API key request")
 )
+
+// MaxNameLen is the longest name a key may have, in characters.
+const MaxNameLen = 200
+
+// validateName accepts a name of at most MaxNameLen characters of printable text: it
+// is shown in `sluice admin` tables and written to logs.
+func validateName(name string) error {
+	if n := utf8.RuneCountInString(name); n > MaxNameLen {
+		return fmt.Errorf("%w: the name is %d characters long, longer than %d characters", ErrInvalidRequest, n, MaxNameLen)
+	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("%w: the name is not valid UTF-8", ErrInvalidRequest)
+	}
+	for i, r := range name {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: the name has the control character %U at byte %d", ErrInvalidRequest, r, i)
+		}
+	}
+	return nil
+}
 
 // Key is a stored key's public record.
 type Key struct {
@@ -107,10 +132,10 @@ func Generate() string { return "slk_" + random(5) + "_" + random(20) }
 // shown again.
 func (s *Store) Create(ctx context.Context, scope Scope, tenant, name string) (Key, string, error) {
 	if !scope.Valid() {
-		return Key{}, "", fmt.Errorf("unknown scope %q: use client, publisher or operator", scope)
+		return Key{}, "", fmt.Errorf("%w: unknown scope %q: use client, publisher or operator", ErrInvalidRequest, scope)
 	}
-	if len(name) > 200 {
-		return Key{}, "", errors.New("key name longer than 200 characters")
+	if err := validateName(name); err != nil {
+		return Key{}, "", err
 	}
 	k := Key{ID: random(5), Scope: scope, Tenant: tenant, Name: name, Created: time.Now().UTC().Truncate(time.Second)}
 	secret := random(20)

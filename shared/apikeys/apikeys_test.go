@@ -87,3 +87,23 @@ func TestImportKeysFromRedis(t *testing.T) {
 		t.Fatalf("imported key: %+v %v", k, err)
 	}
 }
+
+// What cannot be created as asked is ErrInvalidRequest, refused before anything is
+// stored, with the limit in the message.
+func TestCreateRefusesInvalidRequests(t *testing.T) {
+	s := apikeys.New(nil, "") // never reached: the request is refused first
+	for name, mentions := range map[string]string{
+		strings.Repeat("n", apikeys.MaxNameLen+1): "201 characters long, longer than 200 characters",
+		strings.Repeat("名", 300):                  "300 characters long, longer than 200 characters",
+		"tab\there":                               "control character U+0009",
+		"bad\xffutf8":                             "not valid UTF-8",
+	} {
+		_, _, err := s.Create(t.Context(), apikeys.ScopeClient, "acme", name)
+		if !errors.Is(err, apikeys.ErrInvalidRequest) || !strings.Contains(err.Error(), mentions) {
+			t.Errorf("name of %d bytes: %v, want ErrInvalidRequest saying %q", len(name), err, mentions)
+		}
+	}
+	if _, _, err := s.Create(t.Context(), "root", "acme", "x"); !errors.Is(err, apikeys.ErrInvalidRequest) {
+		t.Errorf("unknown scope: %v, want ErrInvalidRequest", err)
+	}
+}

@@ -7,13 +7,21 @@ import (
 	"unicode/utf8"
 )
 
-// MaxKeyLen is the longest key accepted, in bytes: S3's own limit.
-const MaxKeyLen = 1024
+// Limits on keys, in bytes. MaxKeyLen is S3's own limit on an object key. S3 has no
+// limit per segment, but a segment is a file or directory name on local disk (and in
+// MinIO, which stores objects as files): MaxSegmentLen is NAME_MAX of Linux file
+// systems, so a key accepted here can be stored by every Store.
+const (
+	MaxKeyLen     = 1024
+	MaxSegmentLen = 255
+)
 
 // ValidateKey reports whether key can name an object in every Store. The rules are
 // the intersection of what S3 accepts and what maps safely onto a file system path:
-// slash-separated, relative, no empty, "." or ".." segments, no backslashes and no
-// control characters. The error wraps ErrInvalidKey and says what is wrong.
+// slash-separated, relative, at most MaxKeyLen bytes with segments of at most
+// MaxSegmentLen bytes, no empty, "." or ".." segments, no backslashes and no control
+// characters. The error wraps ErrInvalidKey and says what is wrong, with the limit
+// when the key is too long.
 func ValidateKey(key string) error {
 	if reason := keyProblem(key); reason != "" {
 		return fmt.Errorf("%w %q: %s", ErrInvalidKey, truncateKey(key), reason)
@@ -26,7 +34,7 @@ func keyProblem(key string) string {
 	case key == "":
 		return "empty"
 	case len(key) > MaxKeyLen:
-		return fmt.Sprintf("longer than %d bytes", MaxKeyLen)
+		return fmt.Sprintf("%d bytes long, longer than %d bytes (the limit of a key)", len(key), MaxKeyLen)
 	case !utf8.ValidString(key):
 		return "not valid UTF-8"
 	case strings.HasPrefix(key, "/"):
@@ -42,13 +50,18 @@ func keyProblem(key string) string {
 			return fmt.Sprintf("backslash at byte %d", i)
 		}
 	}
+	start := 0
 	for seg := range strings.SplitSeq(key, "/") {
-		switch seg {
-		case "":
+		switch {
+		case seg == "":
 			return "empty path segment ('//')"
-		case ".", "..":
+		case seg == "." || seg == "..":
 			return fmt.Sprintf("%q path segment", seg)
+		case len(seg) > MaxSegmentLen:
+			return fmt.Sprintf("path segment at byte %d is %d bytes long, longer than %d bytes (the limit of one segment between slashes)",
+				start, len(seg), MaxSegmentLen)
 		}
+		start += len(seg) + 1
 	}
 	return ""
 }
@@ -60,5 +73,9 @@ func truncateKey(key string) string {
 	if len(key) <= max {
 		return key
 	}
-	return key[:max] + "…"
+	cut := max
+	for cut > max-utf8.UTFMax && !utf8.RuneStart(key[cut]) {
+		cut--
+	}
+	return key[:cut] + "…"
 }

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -21,16 +24,40 @@ import (
 // reopened on every call, so a volume remounted under the same path is picked up and
 // a vanished directory reports ErrUnavailable.
 //
+// Only regular files are objects. A key that names anything else — a directory, a
+// FIFO, a socket, a device, a symbolic link leading out of the directory or into a
+// loop — is answered ErrNotFound, exactly as a missing file, so a client learns
+// nothing about what lies in the directory; the operator is told with a warning in
+// the log naming the path and why.
+//
 // Local keeps no metadata besides the files themselves: the content type comes from
 // the key's extension, whatever Put was given.
 type Local struct {
 	dir string
+	log *slog.Logger
+	// escapes is the error os.Root reports for a path that leads out of it. The os
+	// package does not export it (golang/go#74640), so NewLocal asks its root for it
+	// once, and refusals are then told apart with errors.Is, not by the message.
+	escapes error
 }
 
 var _ Store = (*Local)(nil)
 
+// LocalOption configures a Local store.
+type LocalOption func(*Local)
+
+// WithLogger sets the logger that tells the operator about files the store refuses
+// to serve (default: slog.Default()).
+func WithLogger(log *slog.Logger) LocalOption {
+	return func(l *Local) {
+		if log != nil {
+			l.log = log
+		}
+	}
+}
+
 // NewLocal returns a store over dir, which must be an existing directory.
-func NewLocal(dir string) (*Local, error) {
+func NewLocal(dir string, opts ...LocalOption) (*Local, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("local store %s: %w", dir, err)
@@ -42,7 +69,22 @@ func NewLocal(dir string) (*Local, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("local store %s: not a directory", abs)
 	}
-	return &Local{dir: abs}, nil
+	l := &Local{dir: abs, log: slog.Default()}
+	for _, o := range opts {
+		o(l)
+	}
+	l.log = l.log.With("component", "objstore", "dir", abs)
+	root, err := os.OpenRoot(abs)
+	if err != nil {
+		return nil, fmt.Errorf("local store: %w", err)
+	}
+	defer root.Close()
+	if _, err := root.Stat(".."); err != nil {
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
+			l.escapes = pe.Err
+		}
+	}
+	return l, nil
 }
 
 // Dir returns the absolute path of the store's directory.
@@ -57,10 +99,10 @@ func (l *Local) Stat(ctx context.Context, key string) (Info, error) {
 	defer root.Close()
 	fi, err := root.Stat(filepath.FromSlash(key))
 	if err != nil {
-		return Info{}, fileError("stat", key, err)
+		return Info{}, l.fileError(ctx, root, "stat", key, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return Info{}, fmt.Errorf("stat %q: not a regular file: %w", key, ErrNotFound)
+		return Info{}, l.refuse(ctx, "stat", key, "not a regular file but "+fileKind(fi.Mode()))
 	}
 	return localInfo(key, fi), nil
 }
@@ -72,13 +114,23 @@ func (l *Local) Open(ctx context.Context, key string, offset, length int64, etag
 		return nil, err
 	}
 	defer root.Close()
+	name := filepath.FromSlash(key)
+	// Only a regular file is opened: opening a device can have effects of its own.
+	// The file itself is checked again once open, in case it was replaced between.
+	fi, err := root.Stat(name)
+	if err != nil {
+		return nil, l.fileError(ctx, root, "open", key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, l.refuse(ctx, "open", key, "not a regular file but "+fileKind(fi.Mode()))
+	}
 	// O_NONBLOCK keeps a FIFO planted in the directory from blocking the open; it has
 	// no effect on regular files, the only kind served.
-	f, err := root.OpenFile(filepath.FromSlash(key), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fileError("open", key, err)
+		return nil, l.fileError(ctx, root, "open", key, err)
 	}
-	r, err := openSection(f, key, offset, length, etag)
+	r, err := l.openSection(ctx, f, key, offset, length, etag)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -88,13 +140,13 @@ func (l *Local) Open(ctx context.Context, key string, offset, length int64, etag
 
 // openSection checks the version and range against the open file itself, so the
 // bytes served belong to the version that was checked.
-func openSection(f *os.File, key string, offset, length int64, etag string) (*LocalReader, error) {
+func (l *Local) openSection(ctx context.Context, f *os.File, key string, offset, length int64, etag string) (*LocalReader, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("open %q: %w", key, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("open %q: not a regular file: %w", key, ErrNotFound)
+		return nil, l.refuse(ctx, "open", key, "not a regular file but "+fileKind(fi.Mode()))
 	}
 	info := localInfo(key, fi)
 	if etag != "" && etag != info.ETag {
@@ -208,13 +260,73 @@ func (l *Local) root() (*os.Root, error) {
 	return root, nil
 }
 
-// fileError maps a missing file — or a file where a folder of the key should be —
-// to ErrNotFound.
-func fileError(op, key string, err error) error {
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+// fileError maps what the file system answered for a key. A missing file, or a file
+// where a folder of the key should be, is ErrNotFound. A path the store refuses to
+// follow (a link out of the directory or into a loop; a socket, which cannot be
+// opened) is ErrNotFound for the client and a warning for the operator. A name the
+// file system finds too long is the client's ErrInvalidKey. Anything else (EACCES,
+// EIO) is the store's own failure.
+func (l *Local) fileError(ctx context.Context, root *os.Root, op, key string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
 		return fmt.Errorf("%s %q: %w", op, key, ErrNotFound)
+	case l.escapes != nil && errors.Is(err, l.escapes):
+		return l.refuse(ctx, op, key, "a symbolic link leads out of the object directory"+linkDetail(root, key))
+	case errors.Is(err, syscall.ELOOP):
+		return l.refuse(ctx, op, key, "too many levels of symbolic links"+linkDetail(root, key))
+	case errors.Is(err, syscall.ENXIO):
+		return l.refuse(ctx, op, key, "not a regular file (the open failed: no such device or address)")
+	case errors.Is(err, syscall.ENAMETOOLONG):
+		return fmt.Errorf("%w %q: a name is too long for the file system of the object directory", ErrInvalidKey, truncateKey(key))
 	}
 	return fmt.Errorf("%s %q: %w", op, key, err)
+}
+
+// refuse answers a key that names something other than a regular file inside the
+// directory: the client is told what a missing file would tell it, the operator the
+// path and the reason.
+func (l *Local) refuse(ctx context.Context, op, key, why string) error {
+	l.log.WarnContext(ctx, "object refused: not served to clients", "op", op,
+		"path", filepath.Join(l.dir, filepath.FromSlash(key)), "reason", why)
+	return fmt.Errorf("%s %q: %w", op, key, ErrNotFound)
+}
+
+// linkDetail names the first symbolic link on key's path and its target, for the
+// operator's warning; "" when there is none to name.
+func linkDetail(root *os.Root, key string) string {
+	prefix := ""
+	for seg := range strings.SplitSeq(key, "/") {
+		prefix = path.Join(prefix, seg)
+		fi, err := root.Lstat(filepath.FromSlash(prefix))
+		if err != nil {
+			return ""
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			target, err := root.Readlink(filepath.FromSlash(prefix))
+			if err != nil {
+				return ""
+			}
+			return fmt.Sprintf(" (%s -> %s)", prefix, target)
+		}
+	}
+	return ""
+}
+
+// fileKind names a mode that is not a regular file's, for the operator.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link"
+	}
+	return "an irregular file (" + m.Type().String() + ")"
 }
 
 func localInfo(key string, fi fs.FileInfo) Info {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ var implementations = []struct {
 
 func newLocal(t *testing.T) *Local {
 	t.Helper()
-	l, err := NewLocal(t.TempDir())
+	l, err := NewLocal(t.TempDir(), WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
