@@ -266,14 +266,18 @@ func heapInUse(t *testing.T, ingress string) int64 {
 // status and how many have a TTL.
 func ticketStates(ctx context.Context, rdb *redis.Client) string {
 	states := map[string]int{}
+	var example map[string]string
 	iter := rdb.Scan(ctx, 0, "sluice:{adm}:t:*", 1000).Iterator()
 	for n := 0; n < 1000 && iter.Next(ctx); n++ {
 		status := rdb.HGet(ctx, iter.Val(), "status").Val()
+		if example == nil {
+			example = rdb.HGetAll(ctx, iter.Val()).Val()
+		}
 		ttl := "no TTL"
 		if rdb.PTTL(ctx, iter.Val()).Val() > 0 {
 			ttl = "with a TTL"
 		}
 		states[status+" "+ttl]++
 	}
-	return fmt.Sprintf("of the first 1000: %v", states)
+	return fmt.Sprintf("of the first 1000: %v; one of them: %v", states, example)
 }

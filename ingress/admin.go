@@ -31,6 +31,10 @@ func bindStrict(c *gin.Context, v any) bool {
 	dec := json.NewDecoder(c.Request.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if isBodyTimeout(err) {
+			c.Error(bodyError(err))
+			return false
+		}
 		c.Error(badRequest("invalid_body", "the body is not valid: "+err.Error(), "see the admin API in README.md"))
 		return false
 	}

@@ -80,7 +80,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 
 	// One byte every 300 ms of a 100-byte body: 30 s if nobody cuts it.
 	status, body, took := slowPost(t, addr, `{"object":"`+strings.Repeat("a", 80)+`"}`+"        ", 1, 300*time.Millisecond)
-	if status != http.StatusBadRequest || !strings.Contains(body, "timeout") || took > 15*time.Second {
+	if status != http.StatusRequestTimeout || !strings.Contains(body, "body_timeout") || took > 15*time.Second {
 		t.Errorf("trickled body: %d %s after %s, want it cut with a timeout after about 1 s", status, body, took)
 	}
 

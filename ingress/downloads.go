@@ -126,7 +126,7 @@ func bindDownloadRequest(c *gin.Context, req *downloadRequest) bool {
 			Message: "request body too large", Hint: `send {"object": "<key>"}`})
 		return false
 	case err != nil:
-		c.Error(badRequest("invalid_body", "could not read the body: "+err.Error(), ""))
+		c.Error(bodyError(err)) // 408 when it arrived too slowly
 		return false
 	case !utf8.Valid(raw):
 		c.Error(badRequest("invalid_body", "the body is not valid UTF-8", "object keys are UTF-8 text"))

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,9 +128,12 @@ func (m *Metrics) Handler() http.Handler {
 	if m.Token == "" {
 		return h
 	}
-	want := []byte("Bearer " + m.Token)
+	want := []byte(m.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		// The scheme is case-insensitive (RFC 9110 §11.1); the token is compared in
+		// constant time.
+		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice metrics"`)
 			http.Error(w, "metrics need the bearer token set by SLUICE_METRICS_TOKEN (Authorization: Bearer <token>)", http.StatusUnauthorized)
 			return
