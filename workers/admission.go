@@ -193,11 +193,23 @@ func (a *Admission) receive(msg jetstream.Msg) {
 	h := &heldMsg{msg: msg, ticket: t, seq: meta.Sequence.Stream, lastProgress: a.cfg.Now()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if a.forgotten(ctx, t) {
-		a.settle(h, msg.Ack)
-		return
+	st, err := a.cfg.Ledger.Statuses(ctx, []string{t.ID})
+	switch {
+	case err != nil:
+		// Unknown: hold it unrecorded; the sweep records it once the ledger answers.
+	case st[0] != "":
+		h.enqueued = true // the ingress (or an earlier delivery) recorded it
+	default:
+		ended, err := a.forgotten(ctx, t)
+		switch {
+		case err != nil:
+		case ended:
+			a.settle(h, msg.Ack)
+			return
+		default:
+			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
+		}
 	}
-	h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
 	a.mu.Lock()
 	a.held[t.ID] = h
 	a.mu.Unlock()
@@ -208,18 +220,17 @@ func (a *Admission) receive(msg jetstream.Msg) {
 // sweep's rule, applied before enqueue would bring the ticket back as queued. A ticket
 // the ledger misses within --retain of its creation cannot have expired, so the ledger
 // lost it and enqueue rebuilds it.
-func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) bool {
-	st, err := a.cfg.Ledger.Statuses(ctx, []string{t.ID})
-	if err != nil || st[0] != "" {
-		return false
-	}
+func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) (bool, error) {
 	if a.cfg.Now().Sub(t.Created) > a.cfg.Ledger.Config().Retain {
-		return true
+		return true, nil
 	}
 	// Ended and recorded, but its message came back before the acknowledgement
 	// reached the stream (or after Redis lost the ledger): it must not wait again.
-	_, err = a.cfg.Ledger.Ended(ctx, t.ID)
-	return err == nil
+	_, err := a.cfg.Ledger.Ended(ctx, t.ID)
+	if errors.Is(err, admission.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // enqueue records a held ticket with how (Ledger.Enqueue, or Ledger.Restore when the
@@ -275,8 +286,8 @@ func (a *Admission) rebuild(ctx context.Context) {
 		start, n := a.cfg.Now(), 0
 		rctx := context.WithoutCancel(ctx)
 		err := a.cfg.Backlog.Each(rctx, func(t queue.Ticket, seq uint64, traceparent string) error {
-			if a.forgotten(rctx, t) {
-				return nil // ended: its holder acknowledges the message
+			if ended, err := a.forgotten(rctx, t); ended || err != nil {
+				return nil // ended (its holder acknowledges the message), or unknown: its holder decides
 			}
 			n++
 			_, err := a.cfg.Ledger.Restore(rctx, ledgerTicket(t, seq, traceparent))
@@ -360,13 +371,22 @@ func (a *Admission) sweep(ctx context.Context) {
 			}
 			a.settle(h, h.msg.Ack)
 			continue
-		case st == "" && a.forgotten(ctx, h.ticket):
-			a.settle(h, h.msg.Ack) // ended (recorded), or forgotten long ago
-			continue
-		case st == "" && h.enqueued:
-			// The ledger had it and lost it: back unclaimed, as the rebuild refills.
-			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Restore)
-		case st == "" || !h.enqueued:
+		case st == "":
+			ended, err := a.forgotten(ctx, h.ticket)
+			switch {
+			case err != nil:
+				// Unknown (the records did not answer): ask again at the next sweep,
+				// rather than bring back a ticket that may have ended.
+			case ended:
+				a.settle(h, h.msg.Ack) // ended (recorded), or forgotten long ago
+				continue
+			case h.enqueued:
+				// The ledger had it and lost it: back unclaimed, as the rebuild refills.
+				h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Restore)
+			default:
+				h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
+			}
+		case !h.enqueued:
 			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
 		}
 		if now.Sub(h.lastProgress) >= a.cfg.AckWait/3 {
