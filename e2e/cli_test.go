@@ -353,12 +353,22 @@ func TestCLIAdmin(t *testing.T) {
 		Paused      bool `json:"paused"`
 	}
 	if err := json.Unmarshal([]byte(run(0, "--json", "stats").stdout.String()), &st); err != nil || st.GlobalLimit != 7 {
+		t.Fatalf("--json stats: %+v %v", st, err)
+	}
+	st.GlobalLimit = 0 // flags after the subcommand too
+	if err := json.Unmarshal([]byte(run(0, "stats", "--json").stdout.String()), &st); err != nil || st.GlobalLimit != 7 {
 		t.Fatalf("stats --json: %+v %v", st, err)
 	}
 
 	set := run(0, "limits", "set", "global=3", "acme.limit=1", "acme.weight=2").stdout.String()
 	if !regexp.MustCompile(`global\s+3`).MatchString(set) || !regexp.MustCompile(`acme\s+1\s+2`).MatchString(set) {
 		t.Fatalf("limits set output:\n%s", set)
+	}
+	var changed struct {
+		Global int `json:"global"`
+	}
+	if out := run(0, "limits", "set", "global=3", "--json").stdout.String(); json.Unmarshal([]byte(out), &changed) != nil || changed.Global != 3 {
+		t.Fatalf("limits set global=3 --json printed:\n%s", out)
 	}
 	var lim struct {
 		Global  int `json:"global"`
@@ -369,6 +379,12 @@ func TestCLIAdmin(t *testing.T) {
 	if err := json.Unmarshal([]byte(run(0, "--json", "limits").stdout.String()), &lim); err != nil ||
 		lim.Global != 3 || lim.Tenants["acme"].Limit == nil || *lim.Tenants["acme"].Limit != 1 {
 		t.Fatalf("limits after set: %+v %v", lim, err)
+	}
+	var paused struct {
+		Paused bool `json:"paused"`
+	}
+	if out := run(0, "pause", "--json").stdout.String(); json.Unmarshal([]byte(out), &paused) != nil || !paused.Paused {
+		t.Fatalf("pause --json printed:\n%s", out)
 	}
 	if !strings.Contains(run(0, "pause").stdout.String(), "paused") {
 		t.Fatal("pause says nothing")
@@ -383,6 +399,14 @@ func TestCLIAdmin(t *testing.T) {
 		t.Fatal("admission still paused after sluice admin resume")
 	}
 
+	var nodes struct {
+		Nodes []struct {
+			Role string `json:"role"`
+		} `json:"nodes"`
+	}
+	if out := run(0, "workers", "--json").stdout.String(); json.Unmarshal([]byte(out), &nodes) != nil || len(nodes.Nodes) < 3 {
+		t.Fatalf("workers --json printed:\n%s", out)
+	}
 	workers := run(0, "workers").stdout.String()
 	for _, want := range []string{"ROLE", "worker", "edge", "ingress", "ago"} {
 		if !strings.Contains(workers, want) {
@@ -400,7 +424,7 @@ func TestCLIAdmin(t *testing.T) {
 	}
 	nokey := s.runCLI(dir, s.cliEnv(), 30*time.Second, "admin", "stats")
 	nokey.expectExit(8)
-	if !strings.Contains(nokey.stderr.String(), "API key") {
+	if !strings.Contains(nokey.stderr.String(), "API key") || !strings.Contains(nokey.stderr.String(), "SLUICE_API_KEY") {
 		t.Fatalf("no key: %s", nokey.stderr.String())
 	}
 	keyFile := filepath.Join(dir, "key")

@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/shared/testenv"
 )
 
 // `sluice publish` uploads files to MinIO (multipart past 16 MiB), computes their
@@ -44,10 +49,12 @@ func TestPublishCommandUploadsAndPublishes(t *testing.T) {
 		"SLUICE_S3_SECRET_KEY=" + s.minio.SecretKey,
 	}
 	// A server that is not there is retried for --wait, then named.
-	if out, err := run(env[1:], "--channel", "stable", "--wait", "2s", smallPath); err == nil || !strings.Contains(out, "--server") || !strings.Contains(out, "retrying for up to 2s") {
+	nobody := "SLUICE_SERVER=http://127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	if out, err := run(append(env[1:], nobody), "--channel", "stable", "--wait", "2s", smallPath); err == nil || !strings.Contains(out, "--server") || !strings.Contains(out, "retrying for up to 2s") {
 		t.Fatalf("publish to a server that is not there: %v\n%s", err, out)
 	}
-	out, err := run(env, "--channel", "stable", "--prefix", "releases/3.0/", "--wait", "30s", smallPath, bigPath)
+	// As README.md writes it: files first, then the flags.
+	out, err := run(env, smallPath, bigPath, "--channel", "stable", "--prefix", "releases/3.0/", "--wait", "30s")
 	if err != nil {
 		t.Fatalf("sluice publish: %v\n%s", err, out)
 	}
@@ -67,10 +74,34 @@ func TestPublishCommandUploadsAndPublishes(t *testing.T) {
 		t.Fatalf("ETag %q: a 20 MiB file must have gone up in parts", e.ETag)
 	}
 
-	// Publishing the same files again uploads them again but announces nothing new.
-	out, err = run(env, "--channel", "stable", "--prefix", "releases/3.0/", "--wait", "30s", smallPath)
-	if err != nil || !strings.Contains(out, "(0 new, 1 already known)") {
-		t.Fatalf("publish again: %v\n%s", err, out)
+	// Publishing the same files again uploads them again but announces nothing new;
+	// --json says so in events on stdout, one per line, and nothing else there.
+	cmd := exec.Command(sluiceBin, "publish", "--channel", "stable", smallPath, "--json", "--prefix", "releases/3.0/", "--wait", "30s")
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("publish --json: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	var events []string
+	for line := range strings.Lines(stdout.String()) {
+		var e struct {
+			Event      string `json:"event"`
+			Object     string `json:"object"`
+			SHA256     string `json:"sha256"`
+			Duplicates int    `json:"duplicates"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("publish --json printed a line that is not JSON: %q", line)
+		}
+		if e.Event == "uploaded" && (e.Object != "releases/3.0/NOTES.txt" || e.SHA256 != sha(small)) ||
+			e.Event == "published" && e.Duplicates != 1 {
+			t.Fatalf("publish --json event %+v", e)
+		}
+		events = append(events, e.Event)
+	}
+	if strings.Join(events, " ") != "uploaded published verified" {
+		t.Fatalf("publish --json events %v, want uploaded, published, verified", events)
 	}
 	tk := s.request("stable/latest")
 	sum, n, _ := download(t, s.follow(tk.ID, 15*time.Second))

@@ -38,23 +38,25 @@ func adminCommand() *ffcli.Command {
 	fs.BoolVar(&a.JSON, "json", false, "print the server's JSON instead of tables")
 	sub := func(name, usage, help string, run func(ctx context.Context, api *apiclient.Client, args []string) error) *ffcli.Command {
 		return &ffcli.Command{
-			Name: name, ShortUsage: "sluice admin [flags] " + usage, ShortHelp: help,
+			Name: name, ShortUsage: "sluice admin " + usage + " [flags]", ShortHelp: help,
+			// The group's flags, before or after the subcommand's name.
+			FlagSet: fs, Options: []ff.Option{ff.WithEnvVarPrefix("SLUICE")},
 			Exec: func(ctx context.Context, args []string) error {
 				a.start = time.Now()
 				api, err := a.client(a.getenv)
 				if err != nil {
 					return err
 				}
-				return adminExit(run(ctx, api, args))
+				return adminExit(&a.clientConfig, run(ctx, api, args))
 			},
 		}
 	}
 	return &ffcli.Command{
 		Name:       "admin",
-		ShortUsage: "sluice admin [flags] stats|limits|pause|resume|workers",
+		ShortUsage: "sluice admin stats|limits|pause|resume|workers [flags]",
 		ShortHelp:  "operate a running sluice: stats, limits, pause and resume admission, workers and edges",
 		LongHelp: "Calls the admin API with the operator key in $SLUICE_API_KEY (or --api-key-file).\n" +
-			"Flags go before the subcommand: sluice admin --json stats.\n\n" +
+			"Flags go anywhere: sluice admin stats --json.\n\n" +
 			"  limits set global=N tenant_default=N TENANT.limit=N TENANT.weight=W TENANT.rate_bps=N",
 		FlagSet: fs,
 		Options: []ff.Option{ff.WithEnvVarPrefix("SLUICE")},
@@ -69,7 +71,6 @@ func adminCommand() *ffcli.Command {
 			}),
 			sub("workers", "workers", "workers, edges and ingresses with their last heartbeat", a.workers),
 		},
-		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}
 }
 
@@ -82,14 +83,14 @@ func (a *adminCLI) retry(ctx context.Context, f func() error) error {
 }
 
 // adminExit maps API refusals to the client exit codes.
-func adminExit(err error) error {
+func adminExit(c *clientConfig, err error) error {
 	if err == nil {
 		return nil
 	}
 	if _, ok := errors.AsType[*exitError](err); ok {
 		return err
 	}
-	return apiExit(err)
+	return apiExit(c, err)
 }
 
 func (a *adminCLI) printJSON(v any) error {

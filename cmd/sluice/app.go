@@ -2,16 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 )
-
-var errHelp = errors.New("help requested")
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
@@ -21,12 +19,24 @@ func Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "config-reference" { // hidden: writes docs/CONFIG.md (make docs)
 		return runConfigReference(os.Stdout, args[1:])
 	}
+	return dispatch(ctx, rootCommand(), args, os.Stdout)
+}
+
+// rootCommand is the whole command tree.
+func rootCommand() *ffcli.Command {
+	fs := flag.NewFlagSet("sluice", flag.ContinueOnError)
+	var showVersion bool
+	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&showVersion, "v", false, "same as --version")
 	root := &ffcli.Command{
 		Name:       "sluice",
-		ShortUsage: "sluice <command> [flags]",
-		ShortHelp:  "a download center: tickets, fair admission under global limits, signed streaming links",
-		LongHelp: "Every flag can also be set with an environment variable SLUICE_<FLAG>, dashes as\n" +
-			"underscores: --ingress-addr is SLUICE_INGRESS_ADDR. Run 'sluice <command> -h' for a command's flags.",
+		ShortUsage: "sluice <command> [flags] [arguments]",
+		ShortHelp:  "sluice is a download center: tickets, fair admission under global limits, signed streaming links",
+		LongHelp: "Flags go anywhere after the command. Every flag can also be set with an environment\n" +
+			"variable SLUICE_<FLAG>, dashes as underscores: --ingress-addr is SLUICE_INGRESS_ADDR.\n" +
+			"Run 'sluice <command> --help' for a command's flags, 'sluice completion bash|zsh|fish'\n" +
+			"for shell completion.",
+		FlagSet: fs,
 		Subcommands: []*ffcli.Command{
 			serverCommand("serve", "run ingress, workers and edge in one process (embeds NATS and Redis when no URL is set)", roleServe),
 			serverCommand("ingress", "run the public HTTP API", roleIngress),
@@ -37,15 +47,16 @@ func Run(ctx context.Context, args []string) error {
 			adminCommand(),
 			versionCommand(),
 		},
-		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}
-	if err := root.ParseAndRun(ctx, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
+	root.Subcommands = append(root.Subcommands, completionCommand(root))
+	root.Exec = func(context.Context, []string) error {
+		if showVersion {
+			return printVersion()
 		}
+		_, err := io.WriteString(os.Stdout, usageText([]*ffcli.Command{root}))
 		return err
 	}
-	return nil
+	return root
 }
 
 type role int
@@ -72,7 +83,7 @@ func serverCommand(name, help string, r role) *ffcli.Command {
 		Options:    []ff.Option{ff.WithEnvVarPrefix("SLUICE")},
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
-				return fmt.Errorf("%s takes no arguments, got %q", name, args)
+				return &exitError{exitUsage, fmt.Errorf("%s takes no arguments, got %q (run 'sluice %s --help')", name, args, name)}
 			}
 			return runServer(ctx, r, cfg)
 		},
@@ -83,10 +94,17 @@ func versionCommand() *ffcli.Command {
 	return &ffcli.Command{
 		Name:       "version",
 		ShortUsage: "sluice version",
-		ShortHelp:  "print the version",
-		Exec: func(context.Context, []string) error {
-			fmt.Fprintln(os.Stdout, "sluice", version)
-			return nil
+		ShortHelp:  "print the version (also: sluice --version, sluice -v)",
+		Exec: func(_ context.Context, args []string) error {
+			if len(args) > 0 {
+				return &exitError{exitUsage, fmt.Errorf("version takes no arguments, got %q", args)}
+			}
+			return printVersion()
 		},
 	}
+}
+
+func printVersion() error {
+	_, err := fmt.Fprintln(os.Stdout, "sluice", version)
+	return err
 }

@@ -83,10 +83,15 @@ type serverConfig struct {
 
 func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	c := &serverConfig{}
-	if r == roleServe || r == roleIngress {
+	// serve is for one machine: it listens on loopback unless told otherwise. The
+	// roles run in containers, where only every interface is reachable.
+	switch r {
+	case roleServe:
+		fs.StringVar(&c.IngressAddr, "ingress-addr", "127.0.0.1:8080", "listen address of the public API; on 127.0.0.1 only this machine reaches it, :8080 listens on every interface")
+		fs.StringVar(&c.EdgeAddr, "edge-addr", "127.0.0.1:8081", "listen address of the streaming edge; on 127.0.0.1 only this machine reaches it, :8081 listens on every interface")
+	case roleIngress:
 		fs.StringVar(&c.IngressAddr, "ingress-addr", ":8080", "listen address of the public API")
-	}
-	if r == roleServe || r == roleEdge {
+	case roleEdge:
 		fs.StringVar(&c.EdgeAddr, "edge-addr", ":8081", "listen address of the streaming edge")
 	}
 	if r == roleServe || r == roleWorker {

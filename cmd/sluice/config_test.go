@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"strings"
 	"testing"
 )
@@ -34,5 +35,25 @@ func TestTicketLimits(t *testing.T) {
 				t.Fatalf("a rate of 0 gave a limit %+v, want none", limit)
 			}
 		})
+	}
+}
+
+// serve is for one machine and listens on loopback unless told otherwise; the roles
+// run in containers and listen on every interface.
+func TestServeListensOnLoopbackByDefault(t *testing.T) {
+	for _, tc := range []struct {
+		r          role
+		flag, want string
+	}{
+		{roleServe, "ingress-addr", "127.0.0.1:8080"},
+		{roleServe, "edge-addr", "127.0.0.1:8081"},
+		{roleIngress, "ingress-addr", ":8080"},
+		{roleEdge, "edge-addr", ":8081"},
+	} {
+		fs := flag.NewFlagSet("", flag.ContinueOnError)
+		registerServerFlags(fs, tc.r)
+		if got := fs.Lookup(tc.flag).DefValue; got != tc.want {
+			t.Errorf("%s --%s defaults to %q, want %q", tc.r, tc.flag, got, tc.want)
+		}
 	}
 }

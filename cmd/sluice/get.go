@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/sluice-dl/sluice/shared/apiclient"
+	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/fetch"
 )
 
@@ -92,7 +94,7 @@ func getCommand() *ffcli.Command {
 	fs := flag.NewFlagSet("sluice get", flag.ContinueOnError)
 	c := &getConfig{}
 	registerClientFlags(fs, &c.clientConfig)
-	fs.StringVar(&c.Output, "o", "", "write to this file (default: the object's file name in the current directory)")
+	fs.StringVar(&c.Output, "o", "", "write to this file, or into this directory (an existing one, or a name ending in /) under the object's name (default: the object's name in the current directory)")
 	fs.StringVar(&c.Output, "output", "", "same as -o")
 	fs.IntVar(&c.Connections, "connections", 4, "parallel range requests (fewer if the link allows fewer)")
 	fs.BoolVar(&c.Quiet, "quiet", false, "print nothing but errors")
@@ -105,7 +107,7 @@ func getCommand() *ffcli.Command {
 	fs.DurationVar(&c.Interval, "progress-interval", 5*time.Second, "how often progress is printed when not on a terminal (and with --json)")
 	return &ffcli.Command{
 		Name:       "get",
-		ShortUsage: "sluice get [flags] KEY",
+		ShortUsage: "sluice get KEY [flags]",
 		ShortHelp:  "download an object: wait in line, download in parallel ranges, resume, verify",
 		LongHelp: "Requests a ticket for KEY, shows the queue position and estimated wait, downloads\n" +
 			"into FILE.part (resumable: run the same command again), checks the SHA-256 against\n" +
@@ -116,37 +118,12 @@ func getCommand() *ffcli.Command {
 		FlagSet: fs,
 		Options: []ff.Option{ff.WithEnvVarPrefix("SLUICE")},
 		Exec: func(ctx context.Context, args []string) error {
-			args, err := parseInterspersed(fs, args)
-			if err != nil {
-				return &exitError{exitUsage, err}
-			}
 			if len(args) != 1 {
 				return &exitError{exitUsage, fmt.Errorf("get takes one object key, got %d arguments (sluice get -h)", len(args))}
 			}
 			return runGet(ctx, c, args[0], os.Stdout, os.Stderr, os.Getenv)
 		},
 	}
-}
-
-// parseInterspersed lets flags follow the arguments (sluice get KEY -o FILE): the
-// flag package stops at the first argument, so the rest is parsed again.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for len(args) > 0 {
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		if !strings.HasPrefix(args[0], "-") || args[0] == "-" {
-			pos = append(pos, args[0])
-			args = args[1:]
-			continue
-		}
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-	}
-	return pos, nil
 }
 
 // getter runs one sluice get.
@@ -205,18 +182,17 @@ func isTerminal(w io.Writer) bool {
 }
 
 func (g *getter) run(ctx context.Context, key string) error {
-	dest := g.cfg.Output
-	if dest != "" {
-		if err := g.checkDest(dest); err != nil {
-			return err
-		}
+	dest, dir, err := g.destination(ctx, key)
+	if err != nil {
+		return err
 	}
 	tk, err := g.admitted(ctx, key)
 	if err != nil {
 		return err
 	}
-	if dest == "" {
-		dest = path.Base(tk.Object)
+	if name := path.Base(tk.Object); dir != "" && name != filepath.Base(dest) {
+		// An alias named another object by the time the ticket was taken.
+		dest = filepath.Join(dir, name)
 		if err := g.checkDest(dest); err != nil {
 			g.cancel(tk.ID)
 			return err
@@ -235,16 +211,67 @@ func (g *getter) run(ctx context.Context, key string) error {
 	return g.finish(tk, res, entry, part, dest)
 }
 
-// checkDest refuses to replace an existing file unless --force.
+// destination decides where the download goes and checks that it can go there
+// before a ticket is taken: nobody should wait in line to learn that the file
+// cannot be written. With -o DIR (an existing directory, or a name ending in /) the
+// file goes into DIR under the object's name, as without -o into the current
+// directory; dir is then that directory, else "".
+func (g *getter) destination(ctx context.Context, key string) (dest, dir string, err error) {
+	out := g.cfg.Output
+	if out != "" && !strings.HasSuffix(out, "/") {
+		if fi, err := os.Stat(out); err != nil || !fi.IsDir() {
+			return out, "", g.checkDest(out)
+		}
+	}
+	dir = "."
+	if out != "" {
+		dir = out
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return "", "", &exitError{exitFailure, fmt.Errorf("-o %s: no such directory", out)}
+		}
+	}
+	dest = filepath.Join(dir, path.Base(g.objectName(ctx, key)))
+	return dest, dir, g.checkDest(dest)
+}
+
+// objectName is the object a key names: a channel alias (stable/latest) is asked of
+// the catalog; when it cannot say, the key itself (checked again once admitted).
+func (g *getter) objectName(ctx context.Context, key string) string {
+	channel, ok := strings.CutSuffix(key, catalog.AliasSuffix)
+	if !ok || catalog.ValidateChannel(channel) != nil {
+		return key
+	}
+	if e, err := g.api.Object(ctx, key); err == nil && e.Object != "" {
+		return e.Object
+	}
+	return key
+}
+
+// checkDest makes sure dest can be written: it is not a directory or a special file,
+// it does not exist unless --force, and its directory exists and takes new files
+// (FILE.part is made next to it).
 func (g *getter) checkDest(dest string) error {
-	if g.cfg.Force {
-		return nil
+	dir := filepath.Dir(dest)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return &exitError{exitFailure, fmt.Errorf("cannot write %s: %s is not a directory", dest, dir)}
 	}
-	if fi, err := os.Stat(dest); err == nil && !fi.IsDir() {
+	fi, err := os.Stat(dest)
+	switch {
+	case err == nil && fi.IsDir():
+		return &exitError{exitFailure, fmt.Errorf("%s is a directory; give a file name with -o", dest)}
+	case err == nil && !fi.Mode().IsRegular():
+		return &exitError{exitFailure, fmt.Errorf("%s exists and is not a regular file; give another name with -o", dest)}
+	case err == nil && !g.cfg.Force:
 		return &exitError{exitFailure, fmt.Errorf("%s already exists; use --force to replace it, or -o to write elsewhere", dest)}
-	} else if err == nil {
-		return &exitError{exitUsage, fmt.Errorf("%s is a directory; give a file name with -o", dest)}
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return &exitError{exitFailure, fmt.Errorf("output file: %w", err)}
 	}
+	probe, err := os.CreateTemp(dir, ".sluice-write-check-*")
+	if err != nil {
+		return &exitError{exitFailure, fmt.Errorf("cannot write %s: %w", dest, err)}
+	}
+	probe.Close()
+	os.Remove(probe.Name())
 	return nil
 }
 
@@ -327,7 +354,7 @@ func (g *getter) retry(ctx context.Context, deadline time.Time, f func() error) 
 	case ctx.Err() != nil:
 		return g.interrupted("", "")
 	}
-	return apiExit(err)
+	return apiExit(&g.cfg.clientConfig, err)
 }
 
 // outagePolicy is how sluice get rides out an outage of the server or the edge: for
@@ -337,11 +364,12 @@ func (g *getter) outagePolicy(deadline time.Time) apiclient.RetryPolicy {
 	return apiclient.RetryPolicy{Budget: g.cfg.WaitMax, Deadline: deadline, FirstWait: g.cfg.retryFirstWait, Notify: g.rep.note}
 }
 
-// apiExit gives an API error the exit code that says what went wrong.
-func apiExit(err error) error {
+// apiExit gives an API error the exit code that says what went wrong, naming the
+// setting to change when the server cannot be reached or refuses the key.
+func apiExit(c *clientConfig, err error) error {
 	ae, ok := errors.AsType[*apiclient.Error](err)
 	if !ok {
-		return &exitError{exitServer, fmt.Errorf("cannot reach the sluice server: %w", err)}
+		return &exitError{exitServer, unreachable(c.Server, err)}
 	}
 	switch {
 	case ae.Code == "object_rejected":
@@ -349,13 +377,32 @@ func apiExit(err error) error {
 	case ae.Status == http.StatusNotFound:
 		return &exitError{exitNotFound, err}
 	case ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden:
-		return &exitError{exitAuth, err}
+		return &exitError{exitAuth, keyAdvice(err, "SLUICE_API_KEY or --api-key-file")}
 	case ae.Status == http.StatusBadRequest:
 		return &exitError{exitUsage, err}
 	case ae.Status >= 500 || ae.Temporary():
 		return &exitError{exitServer, err}
 	}
 	return &exitError{exitFailure, err}
+}
+
+// unreachable says which server could not be reached and how to name another.
+func unreachable(server string, err error) error {
+	return fmt.Errorf("cannot reach the sluice server at %s (set --server or SLUICE_SERVER): %w", server, err)
+}
+
+// keyAdvice says what to set when the server refuses the key (or its absence);
+// source is where the key comes from.
+func keyAdvice(err error, source string) error {
+	switch apiclient.CodeOf(err) {
+	case "key_required":
+		return fmt.Errorf("%w; set %s to an API key", err, source)
+	case "invalid_key", "invalid_authorization":
+		return fmt.Errorf("%w; check the key in %s", err, source)
+	case "wrong_scope":
+		return fmt.Errorf("%w; set %s to a key with that scope", err, source)
+	}
+	return err
 }
 
 // catalogEntry reads what the catalog says the object must be; nil when it cannot say.

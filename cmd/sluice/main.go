@@ -9,8 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/peterbourgon/ff/v3/ffcli"
 )
 
 func main() {
@@ -36,8 +34,6 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, ffcli.ErrUnparsed), errors.Is(err, errHelp):
-		return 2
 	case errors.As(err, &ee):
 		if ee.err != nil {
 			fmt.Fprintln(os.Stderr, "sluice:", ee.err)

@@ -38,6 +38,7 @@ type publishConfig struct {
 	DataDir  string
 	Wait     time.Duration
 	Progress string
+	JSON     bool
 
 	S3Endpoint, S3Bucket, S3AccessKey, S3SecretKey, S3Region string
 	S3UseSSL                                                 bool
@@ -53,6 +54,7 @@ func publishCommand() *ffcli.Command {
 	fs.StringVar(&c.DataDir, "data-dir", "./var", "the server's data directory, when objects are on local disk (<data-dir>/objects)")
 	fs.DurationVar(&c.Wait, "wait", 2*time.Minute, "wait this long for the server to verify the files (0: do not wait)")
 	fs.StringVar(&c.Progress, "progress", "auto", "progress display: bar, plain, or auto (a bar on a terminal)")
+	fs.BoolVar(&c.JSON, "json", false, "print one JSON event per line on stdout (uploaded, published, verified, note, error) instead of text on stderr")
 	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty writes to <data-dir>/objects")
 	fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects")
 	fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
@@ -61,7 +63,7 @@ func publishCommand() *ffcli.Command {
 	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region (optional)")
 	return &ffcli.Command{
 		Name:       "publish",
-		ShortUsage: "sluice publish [flags] FILE...",
+		ShortUsage: "sluice publish FILE... [flags]",
 		ShortHelp:  "upload release files to the store and announce them (SHA-256 computed while uploading)",
 		LongHelp: "Uploads each FILE to the object store (multipart for big files), computing its SHA-256 on the way,\n" +
 			"then publishes one release event per file to POST /api/v1/releases and waits until the server has\n" +
@@ -70,9 +72,17 @@ func publishCommand() *ffcli.Command {
 		Options: []ff.Option{ff.WithEnvVarPrefix("SLUICE")},
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) == 0 {
-				return errors.New("publish: name at least one FILE")
+				return &exitError{exitUsage, errors.New("publish: name at least one FILE (run 'sluice publish --help')")}
 			}
-			return runPublish(ctx, c, args, os.Stderr)
+			out := &publishOutput{w: os.Stderr}
+			if c.JSON {
+				out.js = &jsonReporter{w: os.Stdout}
+			}
+			err := runPublish(ctx, c, args, out)
+			if err != nil {
+				out.event("error", map[string]any{"error": err.Error(), "code": apiclient.CodeOf(err)})
+			}
+			return err
 		},
 	}
 }
@@ -85,7 +95,33 @@ type uploaded struct {
 	Channel string `json:"channel,omitempty"`
 }
 
-func runPublish(ctx context.Context, c *publishConfig, files []string, out io.Writer) error {
+// publishOutput shows a run of sluice publish to a person (lines on stderr) or, with
+// --json, to a program (one JSON event per line on stdout, as sluice get --json).
+type publishOutput struct {
+	w  io.Writer
+	js *jsonReporter // nil: text
+}
+
+// line prints text for a person; nothing with --json.
+func (o *publishOutput) line(format string, args ...any) {
+	if o.js == nil {
+		fmt.Fprintf(o.w, format+"\n", args...)
+	}
+}
+
+// event emits a JSON event; nothing without --json.
+func (o *publishOutput) event(name string, fields any) {
+	if o.js != nil {
+		o.js.emit(name, fields)
+	}
+}
+
+func (o *publishOutput) note(msg string) {
+	o.line("%s", msg)
+	o.event("note", map[string]string{"message": msg})
+}
+
+func runPublish(ctx context.Context, c *publishConfig, files []string, out *publishOutput) error {
 	if c.APIKey == "" {
 		return errors.New("publish: set SLUICE_API_KEY (or --api-key) to an API key with publisher scope")
 	}
@@ -102,7 +138,7 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out io.Wr
 	if err != nil {
 		return err
 	}
-	bar := c.Progress == "bar" || (c.Progress == "auto" && uploadsToTerminal(out))
+	bar := out.js == nil && (c.Progress == "bar" || (c.Progress == "auto" && uploadsToTerminal(out.w)))
 	var events []uploaded
 	for _, f := range files {
 		ev, err := uploadOne(ctx, up, c, f, out, bar)
@@ -166,7 +202,7 @@ func newUploader(c *publishConfig) (uploader, error) {
 }
 
 // uploadOne uploads a file, hashing the bytes as they go to the store.
-func uploadOne(ctx context.Context, up uploader, c *publishConfig, file string, out io.Writer, bar bool) (uploaded, error) {
+func uploadOne(ctx context.Context, up uploader, c *publishConfig, file string, out *publishOutput, bar bool) (uploaded, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return uploaded{}, err
@@ -189,30 +225,32 @@ func uploadOne(ctx context.Context, up uploader, c *publishConfig, file string, 
 	start := time.Now()
 	if bar {
 		pb := progressbar.NewOptions64(st.Size(),
-			progressbar.OptionSetWriter(out), progressbar.OptionSetDescription(key),
+			progressbar.OptionSetWriter(out.w), progressbar.OptionSetDescription(key),
 			progressbar.OptionShowBytes(true), progressbar.OptionShowTotalBytes(true),
 			progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionShowCount(), progressbar.OptionOnCompletion(func() { fmt.Fprintln(out) }),
+			progressbar.OptionShowCount(), progressbar.OptionOnCompletion(func() { fmt.Fprintln(out.w) }),
 			progressbar.OptionFullWidth())
 		defer pb.Close()
 		r = io.TeeReader(r, pb)
 	} else {
-		fmt.Fprintf(out, "uploading %s (%d bytes)\n", key, st.Size())
+		out.line("uploading %s (%d bytes)", key, st.Size())
 	}
 	if err := up(ctx, key, r, st.Size(), ct, c.Channel); err != nil {
 		return uploaded{}, err
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if !bar {
-		fmt.Fprintf(out, "uploaded  %s in %s, sha256 %s\n", key, time.Since(start).Round(time.Millisecond), sum)
+		out.line("uploaded  %s in %s, sha256 %s", key, time.Since(start).Round(time.Millisecond), sum)
 	}
-	return uploaded{Object: key, SHA256: sum, Size: st.Size(), Channel: c.Channel}, nil
+	ev := uploaded{Object: key, SHA256: sum, Size: st.Size(), Channel: c.Channel}
+	out.event("uploaded", ev)
+	return ev, nil
 }
 
 // publishRetry is how sluice publish rides out an outage of the server: for up to
 // --wait (2 minutes when --wait is 0, as the events must still go in), telling the
 // user once per outage. An ingress without a release queue will not grow one.
-func publishRetry(c *publishConfig, deadline time.Time, out io.Writer) apiclient.RetryPolicy {
+func publishRetry(c *publishConfig, deadline time.Time, out *publishOutput) apiclient.RetryPolicy {
 	budget := c.Wait
 	if budget <= 0 {
 		budget = 2 * time.Minute
@@ -221,20 +259,23 @@ func publishRetry(c *publishConfig, deadline time.Time, out io.Writer) apiclient
 		Retryable: func(err error) bool {
 			return apiclient.Retryable(err) && apiclient.CodeOf(err) != "releases_disabled"
 		},
-		Notify: func(msg string) { fmt.Fprintln(out, msg) }}
+		Notify: out.note}
 }
 
 // publishError says what a failed API call means for the user of sluice publish.
 func publishError(c *publishConfig, err error) error {
-	if _, ok := errors.AsType[*apiclient.Error](err); ok || !apiclient.ConnectionFailed(err) {
+	if _, ok := errors.AsType[*apiclient.Error](err); ok {
+		return keyAdvice(err, "SLUICE_API_KEY or --api-key")
+	}
+	if !apiclient.ConnectionFailed(err) {
 		return err
 	}
-	return fmt.Errorf("reach the sluice API at %s (--server): %w", c.Server, err)
+	return unreachable(c.Server, err)
 }
 
 // announce publishes the events, sending the batch again through an outage or while
 // the server's queue is full (what was stored already comes back as a duplicate).
-func announce(ctx context.Context, c *publishConfig, api *apiclient.Client, events []uploaded, out io.Writer) error {
+func announce(ctx context.Context, c *publishConfig, api *apiclient.Client, events []uploaded, out *publishOutput) error {
 	var body bytes.Buffer
 	for _, ev := range events {
 		j, _ := json.Marshal(ev)
@@ -252,12 +293,13 @@ func announce(ctx context.Context, c *publishConfig, api *apiclient.Client, even
 	for _, r := range res.Rejected {
 		return fmt.Errorf("the server refused %s: %s", events[r.Line-1].Object, r.Error)
 	}
-	fmt.Fprintf(out, "published %d release events (%d new, %d already known)\n", len(events), res.Accepted, res.Duplicates)
+	out.line("published %d release events (%d new, %d already known)", len(events), res.Accepted, res.Duplicates)
+	out.event("published", map[string]int{"events": len(events), "accepted": res.Accepted, "duplicates": res.Duplicates})
 	return nil
 }
 
 // waitVerified polls the catalog until every file is verified; a rejection fails.
-func waitVerified(ctx context.Context, c *publishConfig, api *apiclient.Client, events []uploaded, out io.Writer) error {
+func waitVerified(ctx context.Context, c *publishConfig, api *apiclient.Client, events []uploaded, out *publishOutput) error {
 	deadline := time.Now().Add(c.Wait)
 	pending := map[string]uploaded{}
 	for _, ev := range events {
@@ -280,7 +322,8 @@ func waitVerified(ctx context.Context, c *publishConfig, api *apiclient.Client, 
 			case e.State == catalog.StateRejected && e.SHA256 == ev.SHA256:
 				return fmt.Errorf("the server rejected %s: %s", key, e.Reason)
 			case e.State == catalog.StateVerified && e.SHA256 == ev.SHA256:
-				fmt.Fprintf(out, "verified  %s\n", key)
+				out.line("verified  %s", key)
+				out.event("verified", map[string]string{"object": key, "sha256": e.SHA256, "channel": e.Channel})
 				delete(pending, key)
 			}
 		}
@@ -297,7 +340,7 @@ func waitVerified(ctx context.Context, c *publishConfig, api *apiclient.Client, 
 		}
 	}
 	if c.Channel != "" {
-		fmt.Fprintf(out, "%s/latest now names the newest verified release of channel %s\n", c.Channel, c.Channel)
+		out.line("%s/latest now names the newest verified release of channel %s", c.Channel, c.Channel)
 	}
 	return nil
 }

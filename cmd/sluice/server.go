@@ -3,13 +3,16 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -252,7 +255,14 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		log.Info("listening", "server", l.name, "addr", l.ln.Addr().String())
 	}
 	if r == roleServe {
-		log.Info("sluice is ready; try: curl -si -X POST localhost" + portOf(api) + "/api/v1/downloads -d '{\"object\":\"demo/hello.txt\"}'")
+		if loopbackOnly(api) || loopbackOnly(edge) {
+			log.Info("listening on this machine only; to listen on every interface set SLUICE_INGRESS_ADDR=:8080 and SLUICE_EDGE_ADDR=:8081 (or --ingress-addr, --edge-addr), and SLUICE_PUBLIC_EDGE_URL to the edge's address as clients reach it")
+		}
+		// Stopped by stopWork, waited for with the workers.
+		workerWG.Go(func() {
+			announceReady(workCtx, log, []*listener{api, edge},
+				"sluice is ready; try: curl -si -X POST localhost"+portOf(api)+"/api/v1/downloads -d '{\"object\":\"demo/hello.txt\"}'")
+		})
 	}
 
 	select {
@@ -313,4 +323,92 @@ func readiness(draining *atomic.Bool, checks map[string]func(context.Context) er
 		}
 		fmt.Fprintln(w, `{"status":"ready"}`)
 	}
+}
+
+// loopbackOnly reports whether l accepts connections from this machine only.
+func loopbackOnly(l *listener) bool {
+	if l == nil {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(l.ln.Addr().String())
+	return err == nil && ap.Addr().IsLoopback()
+}
+
+// announceReady logs msg once every listener's /readyz answers 200, and until then,
+// each time the failing checks change, which they are: a person at the terminal is
+// not told "ready" while a dependency is down.
+func announceReady(ctx context.Context, log *slog.Logger, listeners []*listener, msg string) {
+	client := &http.Client{Timeout: 3 * time.Second}
+	last := ""
+	for {
+		failing, detail := "", ""
+		for _, l := range listeners {
+			if l == nil {
+				continue
+			}
+			if failing, detail = readyProblem(ctx, client, l); failing != "" {
+				break
+			}
+		}
+		if failing == "" {
+			log.Info(msg)
+			return
+		}
+		if failing != last && ctx.Err() == nil {
+			log.Warn("not ready yet: /readyz answers 503; sluice says it is ready once it answers 200", "failing", failing, "detail", detail)
+			last = failing
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// readyProblem asks l's /readyz over loopback. It returns "" when the answer is 200,
+// else what fails ("ingress: redis") and the answer's details.
+func readyProblem(ctx context.Context, client *http.Client, l *listener) (failing, detail string) {
+	ap, err := netip.ParseAddrPort(l.ln.Addr().String())
+	if err != nil {
+		return l.name, err.Error()
+	}
+	host := ap.Addr()
+	if host.IsUnspecified() {
+		host = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	url := "http://" + netip.AddrPortFrom(host.Unmap(), ap.Port()).String() + "/readyz"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return l.name, err.Error()
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return l.name, err.Error()
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		return "", ""
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	// The ingress lists its checks; the edge names the one that failed.
+	var answer struct {
+		Failed string            `json:"failed"`
+		Checks map[string]string `json:"checks"`
+	}
+	_ = json.Unmarshal(body, &answer)
+	var names []string
+	if answer.Failed != "" {
+		names = append(names, answer.Failed)
+	}
+	for name, state := range answer.Checks {
+		if state != "ok" {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	if len(names) == 0 {
+		names = []string{resp.Status}
+	}
+	return l.name + ": " + strings.Join(names, ", "), strings.TrimSpace(string(body))
 }
