@@ -173,17 +173,18 @@ func (s *stack) putObject(key string, data []byte) {
 }
 
 type ticketJSON struct {
-	ID          string    `json:"id"`
-	Object      string    `json:"object"`
-	Status      string    `json:"status"`
-	Position    int64     `json:"position"`
-	ETASeconds  int64     `json:"eta_seconds"`
-	ETAKnown    bool      `json:"eta_known"`
-	DownloadURL string    `json:"download_url"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	BytesSent   int64     `json:"bytes_sent"`
-	Size        int64     `json:"size"`
-	Error       string    `json:"error"`
+	ID           string    `json:"id"`
+	Object       string    `json:"object"`
+	Status       string    `json:"status"`
+	Position     int64     `json:"position"`
+	ETASeconds   int64     `json:"eta_seconds"`
+	ETAKnown     bool      `json:"eta_known"`
+	DownloadURL  string    `json:"download_url"`
+	ExpiresAt    time.Time `json:"expires_at"`
+	BytesSent    int64     `json:"bytes_sent"`
+	BytesCovered int64     `json:"bytes_covered"`
+	Size         int64     `json:"size"`
+	Error        string    `json:"error"`
 }
 
 var noRedirect = &http.Client{

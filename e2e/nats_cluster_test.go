@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -80,4 +81,65 @@ func streamReplicas(t *testing.T, urls string) int {
 		t.Fatalf("ticket stream: %v", err)
 	}
 	return st.CachedInfo().Config.Replicas
+}
+
+// Compose starts every role at once: four workers, two ingresses and an edge against a
+// fresh three-node cluster with replicated streams race to create the same streams,
+// consumers and buckets while the cluster settles. Each retries until NATS answers, so
+// all of them come up (none exits on a timeout), and a ticket taken on either ingress
+// is admitted and downloaded.
+func TestNATSClusterRolesStartTogether(t *testing.T) {
+	cluster := testenv.StartNATSCluster(t, 3)
+	s := newStack(t, stackOptions{Env: []string{
+		"SLUICE_NATS_URL=" + cluster.URLs(),
+		"SLUICE_NATS_REPLICAS=3",
+		"SLUICE_LOG_LEVEL=info",
+	}})
+	s.dumpLogsOnFailure()
+	data := randomBytes(256<<10, 13)
+	s.putObject("together.bin", data)
+
+	type role struct {
+		p     *testenv.Process
+		ready string
+	}
+	var roles []role
+	start := func(name, listen string, port int) {
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		env := append(append([]string{}, s.env...), listen+"="+addr)
+		p := testenv.Start(t, t.TempDir(), sluiceBin, env, name)
+		s.roles = append(s.roles, p)
+		roles = append(roles, role{p, "http://" + addr + "/readyz"})
+	}
+	start("edge", "SLUICE_EDGE_ADDR", s.edgePort)
+	for range 4 {
+		start("worker", "SLUICE_METRICS_ADDR", testenv.FreePort(t))
+	}
+	var ingresses []string
+	for range 2 {
+		port := testenv.FreePort(t)
+		start("ingress", "SLUICE_INGRESS_ADDR", port)
+		ingresses = append(ingresses, "http://127.0.0.1:"+strconv.Itoa(port))
+	}
+	began := time.Now()
+	// Generous: on a loaded machine a cluster can take a while to place 12 replicated
+	// assets, and every role's own deadline is 30 s.
+	for _, r := range roles {
+		testenv.WaitHTTP(t, r.ready, 90*time.Second, r.p.Log)
+	}
+	t.Logf("%d roles ready within %s of starting together", len(roles), time.Since(began).Round(time.Millisecond))
+	for _, r := range roles {
+		if r.p.Cmd.ProcessState != nil {
+			t.Fatalf("%s exited: %s", r.p.Log, r.p.Cmd.ProcessState)
+		}
+	}
+
+	for _, url := range ingresses {
+		s.ingressURL = url
+		_, link := s.link("together.bin")
+		sum, n, resp := download(t, link)
+		if resp.StatusCode != http.StatusOK || sum != sha(data) {
+			t.Errorf("ticket through %s: %d, %d bytes, SHA-256 matches: %v", url, resp.StatusCode, n, sum == sha(data))
+		}
+	}
 }

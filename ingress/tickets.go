@@ -13,24 +13,25 @@ import (
 
 // ticketView is the public JSON form of a ticket.
 type ticketView struct {
-	ID          string           `json:"id"`
-	Object      string           `json:"object"`
-	Status      admission.Status `json:"status"`
-	Position    int64            `json:"position"`
-	ETASeconds  int64            `json:"eta_seconds"`
-	ETAKnown    bool             `json:"eta_known"`
-	Paused      bool             `json:"paused,omitempty"` // admission paused by an operator: no estimate
-	DownloadURL string           `json:"download_url,omitempty"`
-	ExpiresAt   *time.Time       `json:"expires_at,omitempty"`
-	BytesSent   int64            `json:"bytes_sent"`
-	Size        int64            `json:"size"`
-	Error       string           `json:"error,omitempty"`
-	CreatedAt   time.Time        `json:"created_at"`
+	ID           string           `json:"id"`
+	Object       string           `json:"object"`
+	Status       admission.Status `json:"status"`
+	Position     int64            `json:"position"`
+	ETASeconds   int64            `json:"eta_seconds"`
+	ETAKnown     bool             `json:"eta_known"`
+	Paused       bool             `json:"paused,omitempty"` // admission paused by an operator: no estimate
+	DownloadURL  string           `json:"download_url,omitempty"`
+	ExpiresAt    *time.Time       `json:"expires_at,omitempty"`
+	BytesSent    int64            `json:"bytes_sent"`
+	BytesCovered int64            `json:"bytes_covered"` // distinct bytes sent: done when it reaches size
+	Size         int64            `json:"size"`
+	Error        string           `json:"error,omitempty"`
+	CreatedAt    time.Time        `json:"created_at"`
 }
 
 func (s *Server) view(p admission.Position) ticketView {
 	v := ticketView{
-		ID: p.ID, Object: p.Object, Status: p.Status, BytesSent: p.BytesSent, Size: p.Size,
+		ID: p.ID, Object: p.Object, Status: p.Status, BytesSent: p.BytesSent, BytesCovered: p.BytesCovered, Size: p.Size,
 		Error: p.Error, CreatedAt: p.Created.UTC(),
 	}
 	if p.Status == admission.StatusAdmitting {

@@ -91,6 +91,10 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	// Bytes before the first range are the client's already (a resume): a stream that
 	// re-registers counts them as sent, since the ledger that counted them was lost.
 	ref.Offset = b.parts[0].span.start
+	// What it sends of these is covered: the ticket is done once all of the object is.
+	for _, p := range b.parts {
+		ref.Parts = append(ref.Parts, admission.Span{Start: p.span.start, Length: p.span.length})
+	}
 	if err := e.slots.BeginStream(r.Context(), ref); err != nil {
 		if _, ok := errors.AsType[statusError](err); ok {
 			return fmt.Errorf("begin stream: %w", err)

@@ -25,6 +25,7 @@ type endedRecord struct {
 	Owner     string `json:"owner,omitempty"`
 	Status    Status `json:"status"`
 	BytesSent int64  `json:"bytes_sent"`
+	Covered   int64  `json:"bytes_covered,omitempty"`
 	Error     string `json:"error,omitempty"`
 	Created   int64  `json:"created_ms"`
 	Ended     int64  `json:"ended_ms"`
@@ -46,7 +47,7 @@ func (l *Ledger) RecordEnded(ctx context.Context, t Ticket) error {
 		return fmt.Errorf("record ended ticket %s: status %q has not ended", t.ID, t.Status)
 	}
 	data, err := json.Marshal(endedRecord{ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, Tenant: t.Tenant, Owner: t.Owner,
-		Status: t.Status, BytesSent: t.BytesSent, Error: t.Error, Created: t.Created.UnixMilli(), Ended: t.Ended.UnixMilli()})
+		Status: t.Status, BytesSent: t.BytesSent, Covered: t.BytesCovered, Error: t.Error, Created: t.Created.UnixMilli(), Ended: t.Ended.UnixMilli()})
 	if err != nil {
 		return fmt.Errorf("encode ended ticket %s: %w", t.ID, err)
 	}
@@ -73,5 +74,5 @@ func (l *Ledger) Ended(ctx context.Context, id string) (Ticket, error) {
 		return Ticket{}, fmt.Errorf("ended ticket %s: unreadable record: %w", id, err)
 	}
 	return Ticket{ID: r.ID, Object: r.Object, ETag: r.ETag, Size: r.Size, Tenant: r.Tenant, Owner: r.Owner, Status: r.Status,
-		BytesSent: r.BytesSent, Error: r.Error, Created: msOrZero(r.Created), Ended: msOrZero(r.Ended)}, nil
+		BytesSent: r.BytesSent, BytesCovered: r.Covered, Error: r.Error, Created: msOrZero(r.Created), Ended: msOrZero(r.Ended)}, nil
 }

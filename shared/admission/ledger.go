@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -243,6 +244,39 @@ type Stream struct {
 	// Offset is where the connection's first range starts: the bytes the client had
 	// before it (a resume), counted as sent when the stream re-registers.
 	Offset int64
+	// Parts are the object's ranges the connection sends, in the order it sends them
+	// (one for a plain or single-range response, several for multipart/byteranges).
+	// The ledger marks what was sent of them as covered: a ticket is done once every
+	// byte of the object was sent at least once. Empty: one range from Offset on.
+	Parts []Span
+}
+
+// Span is Length bytes of the object from Start.
+type Span struct{ Start, Length int64 }
+
+// covered is what a connection that has sent total bytes of s's parts has sent, as
+// stream.lua reads it: "start-end,..." (half-open).
+func (s Stream) covered(total int64) string {
+	parts := s.Parts
+	if len(parts) == 0 {
+		parts = []Span{{s.Offset, total}}
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		if total <= 0 {
+			break
+		}
+		n := min(p.Length, total)
+		total -= n
+		if n <= 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%d-%d", p.Start, p.Start+n)
+	}
+	return b.String()
 }
 
 func (l *Ledger) stream(ctx context.Context, op string, s Stream, sent, total int64, d time.Duration) error {
@@ -254,7 +288,7 @@ func (l *Ledger) stream(ctx context.Context, op string, s Stream, sent, total in
 	// so a client that had every connection there can resume on another edge.
 	res, err := l.run(ctx, streamScript, op, s.Ticket, s.Epoch, sent, d.Milliseconds(), l.cfg.MaxConns,
 		s.Conn, (l.cfg.StreamLease * 2 / 3).Milliseconds(), s.Tenant, s.Object, s.ETag, s.Size, s.Offset+total,
-		l.cfg.GlobalLimit, l.cfg.TenantLimit).Text()
+		l.cfg.GlobalLimit, l.cfg.TenantLimit, s.covered(total), s.Offset).Text()
 	if err != nil {
 		return unavailable(op+" stream of ticket "+s.Ticket, err)
 	}

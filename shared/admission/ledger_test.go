@@ -107,7 +107,7 @@ func TestLedgerLifecycle(t *testing.T) {
 		if err := l.RenewStream(ctx, stream(g.TicketID, "c1", g.Epoch), 4, 4); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.EndStream(ctx, stream(g.TicketID, "c1", g.Epoch), 6, 6); err != nil {
+		if err := l.EndStream(ctx, stream(g.TicketID, "c1", g.Epoch), 6, 10); err != nil {
 			t.Fatal(err)
 		}
 		p, _ = l.Get(ctx, g.TicketID)
@@ -195,11 +195,13 @@ func TestConnectionsAreLeases(t *testing.T) {
 		if p, _ := l.Get(ctx, g.TicketID); p.Status != admission.StatusStreaming || p.Conns != 2 {
 			t.Fatalf("while resumed: %s with %d connections, want streaming with 2", p.Status, p.Conns)
 		}
-		// They end with every byte sent: done, slot back at once.
+		// They end with every byte sent (b1 the first 4, b2 the rest): done, slot back at once.
 		if err := l.EndStream(ctx, stream(g.TicketID, "b1", g.Epoch), 4, 4); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.EndStream(ctx, stream(g.TicketID, "b2", g.Epoch), 6, 6); err != nil {
+		b2 := stream(g.TicketID, "b2", g.Epoch)
+		b2.Offset = 4
+		if err := l.EndStream(ctx, b2, 6, 6); err != nil {
 			t.Fatal(err)
 		}
 		if p, _ := l.Get(ctx, g.TicketID); p.Status != admission.StatusDone || p.Conns != 0 {

@@ -49,13 +49,16 @@ type Ticket struct {
 	Epoch       int64
 	DownloadURL string
 	Expires     time.Time // when the download link stops accepting new connections
-	BytesSent   int64
-	Conns       int
-	Error       string
-	LastPoll    time.Time
-	Admitted    time.Time
-	Ready       time.Time
-	Ended       time.Time
+	BytesSent   int64     // sent on every connection in all: progress, bandwidth
+	// BytesCovered is how much of the object was sent at least once; the ticket is
+	// done when it reaches Size (re-requested ranges count once).
+	BytesCovered int64
+	Conns        int
+	Error        string
+	LastPoll     time.Time
+	Admitted     time.Time
+	Ready        time.Time
+	Ended        time.Time
 }
 
 // Position is a ticket together with what a waiting client wants to know.
@@ -83,26 +86,27 @@ func ticketFromHash(h map[string]string) Ticket {
 		return time.Time{}
 	}
 	return Ticket{
-		ID:          h["id"],
-		Object:      h["object"],
-		ETag:        h["etag"],
-		Size:        num("size"),
-		ContentType: h["content_type"],
-		Tenant:      h["tenant"],
-		Owner:       h["owner"],
-		Seq:         uint64(num("seq")),
-		Created:     ms("created_ms"),
-		TraceParent: h["traceparent"],
-		Status:      Status(h["status"]),
-		Epoch:       num("epoch"),
-		DownloadURL: h["download_url"],
-		Expires:     ms("expires_ms"),
-		BytesSent:   num("bytes_sent"),
-		Conns:       int(num("conns")),
-		Error:       h["error"],
-		LastPoll:    ms("last_poll_ms"),
-		Admitted:    ms("admitted_ms"),
-		Ready:       ms("ready_ms"),
-		Ended:       ms("ended_ms"),
+		ID:           h["id"],
+		Object:       h["object"],
+		ETag:         h["etag"],
+		Size:         num("size"),
+		ContentType:  h["content_type"],
+		Tenant:       h["tenant"],
+		Owner:        h["owner"],
+		Seq:          uint64(num("seq")),
+		Created:      ms("created_ms"),
+		TraceParent:  h["traceparent"],
+		Status:       Status(h["status"]),
+		Epoch:        num("epoch"),
+		DownloadURL:  h["download_url"],
+		Expires:      ms("expires_ms"),
+		BytesSent:    num("bytes_sent"),
+		BytesCovered: num("bytes_covered"),
+		Conns:        int(num("conns")),
+		Error:        h["error"],
+		LastPoll:     ms("last_poll_ms"),
+		Admitted:     ms("admitted_ms"),
+		Ready:        ms("ready_ms"),
+		Ended:        ms("ended_ms"),
 	}
 }

@@ -19,18 +19,19 @@ const (
 
 // Ticket is a download ticket (GET /api/v1/tickets/{id}).
 type Ticket struct {
-	ID          string     `json:"id"`
-	Object      string     `json:"object"`
-	Status      string     `json:"status"`
-	Position    int64      `json:"position"`
-	ETASeconds  int64      `json:"eta_seconds"`
-	ETAKnown    bool       `json:"eta_known"`
-	DownloadURL string     `json:"download_url,omitempty"`
-	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
-	BytesSent   int64      `json:"bytes_sent"`
-	Size        int64      `json:"size"`
-	Error       string     `json:"error,omitempty"`
-	CreatedAt   time.Time  `json:"created_at"`
+	ID           string     `json:"id"`
+	Object       string     `json:"object"`
+	Status       string     `json:"status"`
+	Position     int64      `json:"position"`
+	ETASeconds   int64      `json:"eta_seconds"`
+	ETAKnown     bool       `json:"eta_known"`
+	DownloadURL  string     `json:"download_url,omitempty"`
+	ExpiresAt    *time.Time `json:"expires_at,omitempty"`
+	BytesSent    int64      `json:"bytes_sent"`
+	BytesCovered int64      `json:"bytes_covered"`
+	Size         int64      `json:"size"`
+	Error        string     `json:"error,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
 }
 
 // Ended reports whether the ticket can no longer change.

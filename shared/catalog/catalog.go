@@ -22,6 +22,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/queue"
 )
 
 // States of an entry.
@@ -176,25 +178,22 @@ type Catalog struct {
 	rebuildMu sync.Mutex // one alias rebuild at a time in this process
 }
 
-// Open creates or updates the catalog's buckets (file storage, cfg.Replicas) and
-// returns the catalog. On a fresh cluster creation can time out while the meta leader
-// settles, so it is retried with backoff until ctx ends; the error then is the
-// server's last answer.
+// Open creates or updates the catalog's buckets (records like the others: file
+// storage, cfg.Replicas, retried until ctx ends, see queue.Ensure) and returns the
+// catalog.
 func Open(ctx context.Context, js jetstream.JetStream, rdb redis.UniversalClient, cfg Config) (*Catalog, error) {
 	cfg.setDefaults()
-	entries, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+	entries, err := queue.EnsureRecords(ctx, js, queue.RecordConfig{
 		Bucket:      EntryBucket,
 		Description: "release catalog: the verified or rejected entry of each object (key: base64url of the object key)",
-		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 	})
 	if err != nil {
 		return nil, err
 	}
-	events, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+	events, err := queue.EnsureRecords(ctx, js, queue.RecordConfig{
 		Bucket:      EventBucket,
 		Description: "processed release events: outcome per event identity (key: hex SHA-256 of the identity)",
-		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		TTL:         cfg.EventTTL,
 	})
@@ -202,22 +201,6 @@ func Open(ctx context.Context, js jetstream.JetStream, rdb redis.UniversalClient
 		return nil, err
 	}
 	return &Catalog{entries: entries, events: events, rdb: rdb, cfg: cfg}, nil
-}
-
-func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	delay := 100 * time.Millisecond
-	for {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
-		if err == nil {
-			return kv, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("create key-value bucket %s: %w", cfg.Bucket, err)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 2*time.Second)
-	}
 }
 
 // Ping checks that both NATS and Redis answer.

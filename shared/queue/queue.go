@@ -106,52 +106,54 @@ func (c *StreamConfig) workQueue(name, description, subjects string) jetstream.S
 // EnsureTickets creates or updates the ticket stream and the admission consumer.
 // The stream is a work queue: a ticket's message stays until a worker acknowledges it,
 // which happens only once the ticket has ended, so state lost from Redis is rebuilt
-// from the message.
+// from the message. Each creation is retried until ctx ends (Ensure): roles started
+// together against a fresh cluster all come up.
 func EnsureTickets(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Consumer, error) {
 	cfg.setDefaults()
-	_, err := js.CreateOrUpdateStream(ctx, cfg.workQueue(TicketStream,
-		"accepted download tickets, one message per ticket", TicketSubjectBase+">"))
-	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", TicketStream, err)
-	}
-	if err := waitStreamLeader(ctx, js, TicketStream); err != nil {
+	stream := cfg.workQueue(TicketStream, "accepted download tickets, one message per ticket", TicketSubjectBase+">")
+	if err := ensureStream(ctx, js, stream); err != nil {
 		return nil, err
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, TicketStream, jetstream.ConsumerConfig{
-		Durable:     AdmissionConsumer,
-		Description: "workers admitting download tickets",
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		AckWait:     cfg.AckWait,
-		// Waiting happens in Redis, with the message kept in progress: a worker holds
-		// every ticket it has enqueued, so the pending bound must cover the backlog.
-		MaxAckPending: int(min(cfg.MaxMsgs, 1_000_000)),
-		// Redeliveries happen only when a worker died or shut down holding tickets.
-		MaxDeliver: 100,
-		Replicas:   cfg.Replicas,
+	return Ensure(ctx, "create consumer "+AdmissionConsumer, func(ctx context.Context) (jetstream.Consumer, error) {
+		return js.CreateOrUpdateConsumer(ctx, TicketStream, jetstream.ConsumerConfig{
+			Durable:     AdmissionConsumer,
+			Description: "workers admitting download tickets",
+			AckPolicy:   jetstream.AckExplicitPolicy,
+			AckWait:     cfg.AckWait,
+			// Waiting happens in Redis, with the message kept in progress: a worker holds
+			// every ticket it has enqueued, so the pending bound must cover the backlog.
+			MaxAckPending: int(min(cfg.MaxMsgs, 1_000_000)),
+			// Redeliveries happen only when a worker died or shut down holding tickets.
+			MaxDeliver: 100,
+			Replicas:   cfg.Replicas,
+		})
 	})
-	if err != nil {
-		return nil, fmt.Errorf("create consumer %s: %w", AdmissionConsumer, err)
-	}
-	return cons, nil
 }
 
-// waitStreamLeader returns once a replicated stream has elected its leader: until then
-// a publish finds no responder. A single-replica stream has one at once.
-func waitStreamLeader(ctx context.Context, js jetstream.JetStream, name string) error {
-	for {
-		s, err := js.Stream(ctx, name)
-		if err == nil {
-			if c := s.CachedInfo().Cluster; c == nil || c.Leader != "" {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stream %s has no leader yet: %w", name, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+// ensureStream creates or updates a stream and returns once it has a leader: until
+// then a publish to a replicated stream finds no responder (a single-replica stream
+// has one at once).
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	_, err := Ensure(ctx, "create stream "+cfg.Name, func(ctx context.Context) (jetstream.Stream, error) {
+		return js.CreateOrUpdateStream(ctx, cfg)
+	})
+	if err != nil {
+		return err
 	}
+	_, err = Ensure(ctx, "elect a leader for stream "+cfg.Name, func(ctx context.Context) (struct{}, error) {
+		s, err := js.Stream(ctx, cfg.Name)
+		if err != nil {
+			return struct{}{}, err
+		}
+		if c := s.CachedInfo().Cluster; c != nil && c.Leader == "" {
+			return struct{}{}, errNoLeader
+		}
+		return struct{}{}, nil
+	})
+	return err
 }
+
+var errNoLeader = errors.New("no leader elected yet")
 
 // Ticket is the message that carries an accepted ticket: everything needed to rebuild
 // its state in the ledger.

@@ -2,8 +2,6 @@ package queue
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,9 +25,9 @@ type RecordConfig struct {
 	TTL         time.Duration // how long a key lives after its last write; 0 = forever
 }
 
-// EnsureRecords creates or updates a record bucket. On a fresh cluster the meta leader
-// may still be settling and the first attempts time out, so creation is retried with
-// backoff until ctx ends; the last error the server gave is the one returned.
+// EnsureRecords creates or updates a record bucket, retried until ctx ends (Ensure):
+// on a fresh cluster the meta leader may still be settling and the first attempts
+// time out.
 func EnsureRecords(ctx context.Context, js jetstream.JetStream, c RecordConfig) (jetstream.KeyValue, error) {
 	if c.Replicas == 0 {
 		c.Replicas = 1
@@ -38,24 +36,7 @@ func EnsureRecords(ctx context.Context, js jetstream.JetStream, c RecordConfig) 
 		Bucket: c.Bucket, Description: c.Description, Replicas: c.Replicas,
 		TTL: c.TTL, Storage: jetstream.FileStorage, History: 1,
 	}
-	wait := 100 * time.Millisecond
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 10*time.Second)
-		kv, err := js.CreateOrUpdateKeyValue(attempt, cfg)
-		cancel()
-		if err == nil {
-			return kv, nil
-		}
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabled ||
-			apiErr.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabledForAccount) {
-			return nil, fmt.Errorf("create record bucket %s: %w", c.Bucket, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("create record bucket %s: %w (gave up: %v)", c.Bucket, err, ctx.Err())
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
+	return Ensure(ctx, "create record bucket "+c.Bucket, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, cfg)
+	})
 }

@@ -52,46 +52,39 @@ func (c *ReleaseStreamConfig) setDefaults() {
 // bound a publish is refused (ErrFull) rather than anything already accepted dropped.
 func EnsureReleases(ctx context.Context, js jetstream.JetStream, cfg ReleaseStreamConfig) (jetstream.Consumer, error) {
 	cfg.setDefaults()
-	_, err := js.CreateOrUpdateStream(ctx, cfg.workQueue(ReleaseStream,
-		"release events waiting to be verified and catalogued", ReleaseSubjectBase+">"))
-	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", ReleaseStream, err)
+	streams := []jetstream.StreamConfig{
+		cfg.workQueue(ReleaseStream, "release events waiting to be verified and catalogued", ReleaseSubjectBase+">"),
+		{
+			Name:        DeadReleaseStream,
+			Description: "release events that could not be processed, with the reason; operators list and replay them",
+			Subjects:    []string{DeadReleaseSubject},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			MaxMsgs:     cfg.MaxDead,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      30 * 24 * time.Hour,
+		},
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        DeadReleaseStream,
-		Description: "release events that could not be processed, with the reason; operators list and replay them",
-		Subjects:    []string{DeadReleaseSubject},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		MaxMsgs:     cfg.MaxDead,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      30 * 24 * time.Hour,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", DeadReleaseStream, err)
-	}
-	for _, name := range []string{ReleaseStream, DeadReleaseStream} {
-		if err := waitStreamLeader(ctx, js, name); err != nil {
+	for _, sc := range streams {
+		if err := ensureStream(ctx, js, sc); err != nil {
 			return nil, err
 		}
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, ReleaseStream, jetstream.ConsumerConfig{
-		Durable:     ReleaseConsumer,
-		Description: "workers verifying and cataloguing release events",
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		AckWait:     cfg.AckWait,
-		// Workers count attempts themselves (metadata.NumDelivered) and move an event
-		// to the dead-letter stream after their bound; the server never gives up on
-		// an event silently.
-		MaxDeliver:    -1,
-		MaxAckPending: 10_000,
-		Replicas:      cfg.Replicas,
+	return Ensure(ctx, "create consumer "+ReleaseConsumer, func(ctx context.Context) (jetstream.Consumer, error) {
+		return js.CreateOrUpdateConsumer(ctx, ReleaseStream, jetstream.ConsumerConfig{
+			Durable:     ReleaseConsumer,
+			Description: "workers verifying and cataloguing release events",
+			AckPolicy:   jetstream.AckExplicitPolicy,
+			AckWait:     cfg.AckWait,
+			// Workers count attempts themselves (metadata.NumDelivered) and move an event
+			// to the dead-letter stream after their bound; the server never gives up on
+			// an event silently.
+			MaxDeliver:    -1,
+			MaxAckPending: 10_000,
+			Replicas:      cfg.Replicas,
+		})
 	})
-	if err != nil {
-		return nil, fmt.Errorf("create consumer %s: %w", ReleaseConsumer, err)
-	}
-	return cons, nil
 }
 
 // ReleaseEvent is the message that carries one release event accepted by the API.

@@ -4,7 +4,23 @@
 --       8 connection id, 9 connection lease ms, 10 tenant, 11 object, 12 etag, 13 size
 --       (from the token and the edge's Stat), 14 bytes this connection accounts for in
 --       all (where its first range starts plus what it sent),
---       15 default global limit, 16 default per-tenant limit
+--       15 default global limit, 16 default per-tenant limit,
+--       17 the object ranges this connection has sent so far, "start-end,..." (half-open,
+--       cumulative: each call repeats what the previous ones said, so a lost or repeated
+--       call changes nothing), 18 where the connection's first range starts
+--
+-- Done is coverage, not a sum. `bytes_sent` adds what every connection sent, for
+-- progress and bandwidth; a download manager that re-requests ranges (aria2c on a slow
+-- link) makes it exceed the size long before every byte went out. The ticket's
+-- `covered` field is the set of byte ranges sent at least once, as sorted, disjoint,
+-- non-touching intervals ("0-1048576,2097152-3145728"), merged here; `bytes_covered` is
+-- its length. The last connection to end marks the ticket done only when
+-- bytes_covered = size; otherwise the slot is kept for the resume grace.
+-- The set holds at most MAX_SPANS intervals. A range that would add one past that is
+-- left out: the ticket is never marked done on bytes it was not sent. As connections'
+-- ranges grow they merge and make room, and every later call of the connection offers
+-- its ranges again; a client that keeps more than MAX_SPANS holes open at the end of
+-- its download has its ticket end expired after the grace instead of done.
 -- Keys (under the prefix): c:<id>  zset  the ticket's open connections -> lease expiry, ms.
 -- A connection is a lease like the slot: renewed by its stream, gone when the stream
 -- ends, and when its edge died it lapses, so it stops counting against the cap.
@@ -15,7 +31,46 @@
 -- re-enqueued it from its message), takes its slot again, under the limits, as if
 -- admitted now: a stream that was running when Redis was wiped keeps going, and is
 -- counted before admission reopens (rebuild.lua pauses it for half a stream lease).
+-- The covered set is lost with the ledger: the re-registering connection counts the
+-- bytes before its first range as the client's (as the lost ledger had them, a plain
+-- resume) plus its own ranges.
 -- Returns "OK", "NOT_HELD", "TOO_MANY" or "NOGEN" (the ledger must be rebuilt first).
+local MAX_SPANS = 64
+
+-- Adds the ranges in `add` ("start-end,...") to ticket k's covered set, clipped to
+-- size, and returns the covered length.
+local function cover(k, add, size)
+  local iv = {}
+  for a, b in string.gmatch(redis.call('HGET', k, 'covered') or '', '(%d+)-(%d+)') do
+    iv[#iv + 1] = {tonumber(a), tonumber(b)}
+  end
+  for a, b in string.gmatch(add or '', '(%d+)-(%d+)') do
+    a, b = tonumber(a), math.min(tonumber(b), size)
+    if a < b then
+      local out, placed = {}, false
+      for _, x in ipairs(iv) do
+        if x[2] < a then
+          out[#out + 1] = x
+        elseif x[1] > b then
+          if not placed then out[#out + 1] = {a, b}; placed = true end
+          out[#out + 1] = x
+        else -- overlapping or touching: one interval
+          a, b = math.min(a, x[1]), math.max(b, x[2])
+        end
+      end
+      if not placed then out[#out + 1] = {a, b} end
+      if #out <= MAX_SPANS then iv = out end
+    end
+  end
+  local parts, total = {}, 0
+  for i, x in ipairs(iv) do
+    parts[i] = string.format('%d-%d', x[1], x[2])
+    total = total + x[2] - x[1]
+  end
+  redis.call('HSET', k, 'covered', table.concat(parts, ','), 'bytes_covered', string.format('%d', total))
+  return total
+end
+
 reclaim()
 local gen = redis.call('HGET', GEN, 'base')
 if not gen then return 'NOGEN' end
@@ -45,8 +100,11 @@ if tonumber(ARGV[4]) < tonumber(gen) and (not status or status == 'queued') then
     redis.call('HDEL', k, 'unclaimed')
   end
   -- what this connection accounts for before this call; the delta below adds the rest
+  local before = tonumber(ARGV[18] or '0')
+  local covered = ''
+  if before > 0 then covered = string.format('0-%d', before) end
   redis.call('HSET', k, 'status', 'streaming', 'epoch', ARGV[4], 'admitted_ms', NOW, 'started_ms', NOW,
-    'rebuilt_ms', NOW, 'bytes_sent', tonumber(ARGV[14]) - tonumber(ARGV[5]))
+    'rebuilt_ms', NOW, 'bytes_sent', tonumber(ARGV[14]) - tonumber(ARGV[5]), 'covered', covered)
   lease(id, tenant, NOW + tonumber(ARGV[6]))
   status, f[2], held = 'streaming', ARGV[4], true
 end
@@ -54,7 +112,9 @@ if f[2] ~= ARGV[4] or not held or (status ~= 'ready' and status ~= 'streaming') 
   return 'NOT_HELD'
 end
 redis.call('ZREMRANGEBYSCORE', C, '-inf', NOW) -- connections whose edge stopped renewing
-local sent = redis.call('HINCRBY', k, 'bytes_sent', tonumber(ARGV[5]))
+redis.call('HINCRBY', k, 'bytes_sent', tonumber(ARGV[5]))
+local size = tonumber(f[4])
+local covered = cover(k, ARGV[17], size)
 if op == 'begin' then
   if redis.call('ZCARD', C) >= tonumber(ARGV[7]) then
     return 'TOO_MANY'
@@ -73,7 +133,7 @@ redis.call('HSET', k, 'conns', open)
 if open > 0 then
   redis.call('PEXPIRE', C, conn_lease)
 elseif op == 'end' then
-  if sent >= tonumber(f[4]) then
+  if covered >= size then
     record_hold(id)
     release(id, tenant)
     finish(id, 'done')
