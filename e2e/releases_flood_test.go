@@ -68,6 +68,7 @@ func TestReleasesFloodIsAbsorbedExactlyOnce(t *testing.T) {
 	var (
 		mu                             sync.Mutex
 		accepted, duplicates, rejected int
+		retried                        bool
 		wg                             sync.WaitGroup
 	)
 	// Bursts: the five batches go at once, as a CI matrix finishing would send them.
@@ -78,7 +79,7 @@ func TestReleasesFloodIsAbsorbedExactlyOnce(t *testing.T) {
 			for status == http.StatusServiceUnavailable && retry != "" {
 				time.Sleep(time.Second)
 				mu.Lock()
-				accepted, duplicates = accepted+a.Accepted, duplicates+a.Duplicates
+				accepted, duplicates, retried = accepted+a.Accepted, duplicates+a.Duplicates, true
 				mu.Unlock()
 				status, retry, a = s.publish(body)
 			}
@@ -92,9 +93,17 @@ func TestReleasesFloodIsAbsorbedExactlyOnce(t *testing.T) {
 	}
 	wg.Wait()
 	published := time.Since(start)
-	if accepted != distinct || duplicates != dups || rejected != bads {
-		t.Fatalf("publish answers counted %d accepted, %d duplicates, %d rejected; sent %d distinct, %d duplicates, %d malformed",
-			accepted, duplicates, rejected, distinct, dups, bads)
+	// Without a retry the answers add up exactly. A batch sent again after a 503 comes
+	// back with what the first attempt stored as duplicates, including events whose
+	// acknowledgement the first answer could not report (it timed out): then only the
+	// catalog below can say that each event was taken exactly once.
+	exact := accepted == distinct && duplicates == dups
+	if retried {
+		exact = accepted <= distinct && accepted+duplicates >= distinct+dups
+	}
+	if !exact || rejected != bads {
+		t.Fatalf("publish answers counted %d accepted, %d duplicates, %d rejected (retried after a 503: %v); sent %d distinct, %d duplicates, %d malformed",
+			accepted, duplicates, rejected, retried, distinct, dups, bads)
 	}
 	// Each event is two key-value writes (its entry, its outcome), each fsynced by the
 	// test's NATS (sync always): 39,500 events took 38-52 s on the 2-core development

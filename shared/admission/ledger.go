@@ -288,7 +288,7 @@ func (l *Ledger) stream(ctx context.Context, op string, s Stream, sent, total in
 	// so a client that had every connection there can resume on another edge.
 	res, err := l.run(ctx, streamScript, op, s.Ticket, s.Epoch, sent, d.Milliseconds(), l.cfg.MaxConns,
 		s.Conn, (l.cfg.StreamLease * 2 / 3).Milliseconds(), s.Tenant, s.Object, s.ETag, s.Size, s.Offset+total,
-		l.cfg.GlobalLimit, l.cfg.TenantLimit, s.covered(total), s.Offset).Text()
+		l.cfg.GlobalLimit, l.cfg.TenantLimit, s.covered(total), s.Offset, l.cfg.ResumeGrace.Milliseconds()).Text()
 	if err != nil {
 		return unavailable(op+" stream of ticket "+s.Ticket, err)
 	}

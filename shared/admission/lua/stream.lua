@@ -4,7 +4,8 @@
 --       8 connection id, 9 connection lease ms, 10 tenant, 11 object, 12 etag, 13 size
 --       (from the token and the edge's Stat), 14 bytes this connection accounts for in
 --       all (where its first range starts plus what it sent),
---       15 default global limit, 16 default per-tenant limit,
+--       15 default global limit, 16 default per-tenant limit, 19 resume grace ms (a
+--       done ticket's link reopens within it),
 --       17 the object ranges this connection has sent so far, "start-end,..." (half-open,
 --       cumulative: each call repeats what the previous ones said, so a lost or repeated
 --       call changes nothing), 18 where the connection's first range starts
@@ -107,6 +108,25 @@ if tonumber(ARGV[4]) < tonumber(gen) and (not status or status == 'queued') then
     'rebuilt_ms', NOW, 'bytes_sent', tonumber(ARGV[14]) - tonumber(ARGV[5]), 'covered', covered)
   lease(id, tenant, NOW + tonumber(ARGV[6]))
   status, f[2], held = 'streaming', ARGV[4], true
+end
+-- A download ends done the moment its last connection ends with every byte sent, but
+-- "sent" is written to a socket: a download manager that lost a connection (and the
+-- bytes in flight on it) asks for that range again. Within the resume grace its link
+-- still works: the ticket takes a slot again, under the limits, as if admitted now.
+if op == 'begin' and status == 'done' and f[2] == ARGV[4] and not held then
+  local ended = tonumber(redis.call('HGET', k, 'ended_ms') or '0')
+  local global = limit('global', tonumber(ARGV[15]))
+  local cap = limit('tenant:' .. tenant, limit('tenant_default', tonumber(ARGV[16])))
+  if NOW - ended <= tonumber(ARGV[19] or '0') and redis.call('ZCARD', SLOTS) < global
+    and not (cap > 0 and tenant_used(tenant) >= cap) then
+    redis.call('PERSIST', k)
+    redis.call('HSET', k, 'status', 'streaming', 'error', '', 'reopened_ms', NOW)
+    redis.call('HDEL', k, 'ended_ms')
+    redis.call('HINCRBY', ENDED, 'done', -1)
+    redis.call('ZREM', DONE, id)
+    lease(id, tenant, NOW + tonumber(ARGV[6]))
+    status, held = 'streaming', true
+  end
 end
 if f[2] ~= ARGV[4] or not held or (status ~= 'ready' and status ~= 'streaming') then
   return 'NOT_HELD'
