@@ -1,6 +1,7 @@
 package deployments
 
 import (
+	"encoding/json"
 	"net/url"
 	"os"
 	"os/exec"
@@ -217,17 +218,26 @@ func TestComposeObservability(t *testing.T) {
 	services := loadCompose(t)
 	docs := readYAML(t, "prometheus/prometheus.yml")
 	scraped := map[string]bool{}
+	dependencyJobs := map[string]*promJob{}
 	for _, job := range list(docs[0]["scrape_configs"]) {
+		name := str(get(job, "job_name"))
+		if _, ok := listenSetting[name]; !ok {
+			dependencyJobs[name] = &promJob{name: name, path: str(get(job, "metrics_path")), targets: strAll(list(get(job, "static_configs", 0, "targets")))}
+			continue
+		}
 		if p := str(get(job, "metrics_path")); p != "" && p != "/metrics" {
-			t.Errorf("job %s scrapes %s, sluice serves /metrics", str(get(job, "job_name")), p)
+			t.Errorf("job %s scrapes %s, sluice serves /metrics", name, p)
 		}
 		for _, sc := range list(get(job, "static_configs")) {
 			for _, target := range list(get(sc, "targets")) {
 				host, port, _ := strings.Cut(str(target), ":")
 				s := services[host]
 				if s == nil || s.role == "" {
-					t.Errorf("prometheus target %s is not a sluice service", target)
+					t.Errorf("prometheus target %s of job %s is not a sluice service", target, name)
 					continue
+				}
+				if s.role != name {
+					t.Errorf("prometheus job %s scrapes %s, which runs `sluice %s`: the dashboard and alerts take the job for the role", name, host, s.role)
 				}
 				if p, _ := strconv.Atoi(port); p != listenPort(t, s.role, s.env) {
 					t.Errorf("prometheus scrapes %s on %s, but `sluice %s` serves /metrics on %d", host, port, s.role, listenPort(t, s.role, s.env))
@@ -241,6 +251,7 @@ func TestComposeObservability(t *testing.T) {
 			t.Errorf("prometheus does not scrape %s", s.name)
 		}
 	}
+	checkDependencyScrapes(t, services, dependencyJobs)
 
 	// Grafana: the provisioning and dashboards directories are mounted where the
 	// provider looks, the datasource is the Prometheus service under the uid the
@@ -306,6 +317,122 @@ func TestComposeEdgeBalancer(t *testing.T) {
 		u, err := url.Parse(w.env["SLUICE_PUBLIC_EDGE_URL"])
 		if err != nil || u.Port() != published {
 			t.Errorf("%s: SLUICE_PUBLIC_EDGE_URL %q does not reach the edge load balancer on :%s", w.name, w.env["SLUICE_PUBLIC_EDGE_URL"], published)
+		}
+	}
+}
+
+// promJob is a scrape job of prometheus.yml for something other than a sluice role.
+type promJob struct {
+	name, path string
+	targets    []string
+}
+
+// The dependencies are scraped too: every NATS node through its own exporter, Redis
+// through redis_exporter, MinIO on its own cluster metrics endpoint with the public auth
+// type (no token in prometheus.yml).
+func checkDependencyScrapes(t *testing.T, services map[string]*composeService, jobs map[string]*promJob) {
+	t.Helper()
+	for _, name := range []string{"nats", "redis", "minio"} {
+		if jobs[name] == nil {
+			t.Errorf("prometheus.yml has no %s job", name)
+		}
+	}
+	target := func(job *promJob, tgt string) (*composeService, string) {
+		host, port, _ := strings.Cut(tgt, ":")
+		s := services[host]
+		if s == nil {
+			t.Errorf("prometheus job %s scrapes %s, which is no service of docker-compose.yml", job.name, tgt)
+		}
+		return s, port
+	}
+	if job := jobs["nats"]; job != nil {
+		var reached []string
+		for _, tgt := range job.targets {
+			s, port := target(job, tgt)
+			if s == nil {
+				continue
+			}
+			if !strings.HasPrefix(str(s.raw["image"]), "natsio/prometheus-nats-exporter:") || port != "7777" {
+				t.Errorf("nats target %s is not a prometheus-nats-exporter on :7777", tgt)
+				continue
+			}
+			args := strAll(list(s.raw["command"]))
+			if len(args) == 0 {
+				t.Errorf("%s has no command naming the node it exports", s.name)
+				continue
+			}
+			u, err := url.Parse(args[len(args)-1])
+			if err != nil || u.Port() != "8222" || services[u.Hostname()] == nil {
+				t.Errorf("%s exports %q, not a NATS node's monitoring port 8222", s.name, args[len(args)-1])
+				continue
+			}
+			reached = append(reached, u.Hostname())
+		}
+		slices.Sort(reached)
+		if nodes := natsServices(t, services); !slices.Equal(reached, nodes) {
+			t.Errorf("the nats job reaches nodes %v through its exporters, the cluster is %v", reached, nodes)
+		}
+	}
+	if job := jobs["redis"]; job != nil {
+		for _, tgt := range job.targets {
+			if s, _ := target(job, tgt); s != nil {
+				if u, err := url.Parse(s.env["REDIS_ADDR"]); err != nil || u.Hostname() != "redis" {
+					t.Errorf("redis target %s does not export the redis service (REDIS_ADDR=%q)", tgt, s.env["REDIS_ADDR"])
+				}
+			}
+		}
+	}
+	if job := jobs["minio"]; job != nil {
+		for _, tgt := range job.targets {
+			s, port := target(job, tgt)
+			if s == nil {
+				continue
+			}
+			if !strings.HasPrefix(str(s.raw["image"]), "minio/minio:") || port != "9000" || job.path != "/minio/v2/metrics/cluster" {
+				t.Errorf("minio job scrapes %s%s; MinIO serves its metrics on :9000 at /minio/v2/metrics/cluster", tgt, job.path)
+			}
+			if s.env["MINIO_PROMETHEUS_AUTH_TYPE"] != "public" {
+				t.Errorf("%s: MINIO_PROMETHEUS_AUTH_TYPE=%q; without public (or a bearer token in prometheus.yml) MinIO answers the scrape 403", s.name, s.env["MINIO_PROMETHEUS_AUTH_TYPE"])
+			}
+		}
+	}
+}
+
+var pinnedTagRE = regexp.MustCompile(`^(v?\d+\.\d+\.\d+|RELEASE\.\d{4}-)`)
+
+// Every image is pinned to a release (no latest, no floating major tag) except the one
+// compose builds, and every sluice service has a healthcheck that runs `sluice health`
+// for its own role through the image's binary (distroless: nothing else to run).
+func TestComposeImagesAndHealthchecks(t *testing.T) {
+	services := loadCompose(t)
+	var binary string
+	if entry := parseDockerfile(t, "Dockerfile"); len(entry) > 0 {
+		for _, e := range entry[len(entry)-1].find("ENTRYPOINT") {
+			var argv []string
+			if json.Unmarshal([]byte(e), &argv) == nil && len(argv) > 0 {
+				binary = argv[0]
+			}
+		}
+	}
+	for _, s := range services {
+		img := str(s.raw["image"])
+		name, tag, _ := strings.Cut(img[strings.LastIndexByte(img, '/')+1:], ":")
+		if s.raw["build"] == nil && !pinnedTagRE.MatchString(tag) {
+			t.Errorf("service %s runs %s: pin %s to a release tag", s.name, img, name)
+		}
+		if s.role == "" {
+			continue
+		}
+		argv := strAll(list(get(s.raw, "healthcheck", "test")))
+		want := []string{"CMD", binary, "health", s.role}
+		if !slices.Equal(argv, want) {
+			t.Errorf("service %s: healthcheck %v, want %v", s.name, argv, want)
+		}
+	}
+	// The load balancer sends downloads to edges once they are ready.
+	for _, e := range byRole(services, "edge") {
+		if str(get(services["edge-lb"].raw, "depends_on", e.name, "condition")) != "service_healthy" {
+			t.Errorf("edge-lb does not wait for %s to be healthy", e.name)
 		}
 	}
 }

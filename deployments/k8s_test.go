@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -247,6 +248,7 @@ func checkScaledObject(t *testing.T, o k8sObject, worker *deployment) {
 	if ref := str(get(o.doc, "spec", "scaleTargetRef", "name")); ref != worker.obj.name() {
 		t.Errorf("%s scales %q, the worker Deployment is %q", o.file, ref, worker.obj.name())
 	}
+	checkScaleDown(t, o)
 	for _, trig := range list(get(o.doc, "spec", "triggers")) {
 		if str(get(trig, "type")) != "nats-jetstream" {
 			continue
@@ -310,6 +312,13 @@ func TestKubernetesProbesAnswer(t *testing.T) {
 					t.Fatalf("`sluice %s` does not answer 200 on %s (readinessProbe): %v %v\n%s", role, path, err, resp, out)
 				}
 				time.Sleep(100 * time.Millisecond)
+			}
+			// docker-compose.yml's healthcheck: `sluice health <role>` with the role's
+			// own environment finds the listener and passes.
+			health := exec.Command(sluiceBin, "health", role)
+			health.Env = kv
+			if out, err := health.CombinedOutput(); err != nil {
+				t.Errorf("sluice health %s with the role's environment: %v\n%s", role, err, out)
 			}
 		})
 	}

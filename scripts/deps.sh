@@ -3,6 +3,7 @@
 # exact thing that is missing. Safe to run again: it only acts on what is absent.
 #   real services: redis-server (Debian), MinIO (built from source into bin/, ~3 min once)
 #   real clients:  curl, wget, aria2c, chromium (Debian); nginx and wrk for benchmarks
+#   promtool:      from Debian's prometheus package, for the alert rules' unit tests
 # NATS: most tests embed the real nats-server/v2 library; the cluster test runs
 # bin/nats-server (built below from go.mod's version) as separate processes.
 set -euo pipefail
@@ -19,6 +20,7 @@ need_deb wget wget
 need_deb aria2c aria2
 need_deb chromium chromium # the browser test of GET /api/v1/files
 need_deb tmux tmux         # sluice get's progress bar checked in a terminal
+need_deb promtool prometheus # promtool test rules deployments/prometheus/alerts_test.yml
 if [ "${1:-}" = bench ]; then
   need_deb nginx nginx-light
   need_deb wrk wrk

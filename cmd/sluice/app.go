@@ -45,6 +45,7 @@ func rootCommand() *ffcli.Command {
 			publishCommand(),
 			getCommand(),
 			adminCommand(),
+			healthCommand(),
 			versionCommand(),
 		},
 	}
