@@ -79,13 +79,14 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 		}
 		t.Logf("worker %d: exit %d after %s", i+1, code, took.Round(time.Millisecond))
 	}
-	if before := consumerInfo(t.Context(), t, s.nats.URL); before.NumRedelivered != 0 {
-		t.Fatalf("%d ticket messages redelivered before any worker restarted", before.NumRedelivered)
-	}
+	// The first worker to stop hands its messages back while the second is still
+	// draining, which may take some and hand them back in turn: redeliveries so far
+	// are that, not a lapse of the AckWait (60 s).
+	before := consumerInfo(t.Context(), t, s.nats.URL).NumRedelivered
 	restarted := time.Now()
 	s.startRoleOn("worker", 0)
 	waitFor(t, 10*time.Second, "handed-back ticket messages reaching the restarted worker", func() bool {
-		return consumerInfo(t.Context(), t, s.nats.URL).NumRedelivered >= 8
+		return consumerInfo(t.Context(), t, s.nats.URL).NumRedelivered >= before+8
 	})
 	t.Logf("workers stopped; their ticket messages reached a new worker %s after it started (AckWait 60s)",
 		time.Since(restarted).Round(time.Millisecond))

@@ -279,6 +279,16 @@ func (s Stream) covered(total int64) string {
 	return b.String()
 }
 
+// partial is "1" when the connection asks for part of the object only.
+func (s Stream) partial() string {
+	whole := len(s.Parts) == 0 && s.Offset == 0 ||
+		len(s.Parts) == 1 && s.Parts[0].Start == 0 && s.Parts[0].Length >= s.Size
+	if whole {
+		return "0"
+	}
+	return "1"
+}
+
 func (l *Ledger) stream(ctx context.Context, op string, s Stream, sent, total int64, d time.Duration) error {
 	if s.Conn == "" {
 		return fmt.Errorf("%s stream of ticket %s: no connection id", op, s.Ticket)
@@ -288,7 +298,7 @@ func (l *Ledger) stream(ctx context.Context, op string, s Stream, sent, total in
 	// so a client that had every connection there can resume on another edge.
 	res, err := l.run(ctx, streamScript, op, s.Ticket, s.Epoch, sent, d.Milliseconds(), l.cfg.MaxConns,
 		s.Conn, (l.cfg.StreamLease * 2 / 3).Milliseconds(), s.Tenant, s.Object, s.ETag, s.Size, s.Offset+total,
-		l.cfg.GlobalLimit, l.cfg.TenantLimit, s.covered(total), s.Offset, l.cfg.ResumeGrace.Milliseconds()).Text()
+		l.cfg.GlobalLimit, l.cfg.TenantLimit, s.covered(total), s.Offset, l.cfg.ResumeGrace.Milliseconds(), s.partial()).Text()
 	if err != nil {
 		return unavailable(op+" stream of ticket "+s.Ticket, err)
 	}

@@ -5,7 +5,8 @@
 --       (from the token and the edge's Stat), 14 bytes this connection accounts for in
 --       all (where its first range starts plus what it sent),
 --       15 default global limit, 16 default per-tenant limit, 19 resume grace ms (a
---       done ticket's link reopens within it),
+--       done ticket's link reopens within it), 20 "1" when the request asks for part of
+--       the object only (a re-requested range; a whole-object GET of a done ticket is 410),
 --       17 the object ranges this connection has sent so far, "start-end,..." (half-open,
 --       cumulative: each call repeats what the previous ones said, so a lost or repeated
 --       call changes nothing), 18 where the connection's first range starts
@@ -112,8 +113,9 @@ end
 -- A download ends done the moment its last connection ends with every byte sent, but
 -- "sent" is written to a socket: a download manager that lost a connection (and the
 -- bytes in flight on it) asks for that range again. Within the resume grace its link
--- still works: the ticket takes a slot again, under the limits, as if admitted now.
-if op == 'begin' and status == 'done' and f[2] == ARGV[4] and not held then
+-- still works for a range (not the whole object again): the ticket takes a slot again,
+-- under the limits, as if admitted now.
+if op == 'begin' and status == 'done' and f[2] == ARGV[4] and not held and ARGV[20] == '1' then
   local ended = tonumber(redis.call('HGET', k, 'ended_ms') or '0')
   local global = limit('global', tonumber(ARGV[15]))
   local cap = limit('tenant:' .. tenant, limit('tenant_default', tonumber(ARGV[16])))
