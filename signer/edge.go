@@ -157,6 +157,14 @@ func (e *Edge) Handler() http.Handler {
 	download := e.handle(e.serveDownload)
 	mux.Handle("GET /d/{token}", download)
 	mux.Handle("GET /d/{token}/{filename...}", download)
+	// What ServeMux would refuse in plain text is refused as problem details too.
+	wrongMethod := e.handle(func(w http.ResponseWriter, _ *http.Request) error {
+		w.Header().Set("Allow", "GET, HEAD")
+		return errMethodNotAllowed
+	})
+	mux.Handle("/d/{token}", wrongMethod)
+	mux.Handle("/d/{token}/{filename...}", wrongMethod)
+	mux.Handle("/", e.handle(func(http.ResponseWriter, *http.Request) error { return errNoRoute }))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -186,6 +194,8 @@ var (
 	errPreconditionFailed = errors.New("precondition failed")
 	errObjectChanged      = errors.New("object changed since the ticket was issued")
 	errLedgerUnavailable  = errors.New("admission ledger unavailable")
+	errMethodNotAllowed   = errors.New("method not allowed")
+	errNoRoute            = errors.New("no such endpoint")
 )
 
 // statusError is an error that knows its HTTP status, as the admission ledger's are
@@ -291,6 +301,10 @@ func problemFor(err error) problem {
 		return problem{http.StatusPreconditionFailed, "precondition_failed", "precondition failed", "the file no longer matches If-Match or If-Unmodified-Since; download it again from the start", 0}
 	case errors.Is(err, errRangeUnsatisfiable):
 		return problem{http.StatusRequestedRangeNotSatisfiable, "range_not_satisfiable", "range not satisfiable", "request a range within the file's size (see Content-Range), or the whole file", 0}
+	case errors.Is(err, errMethodNotAllowed):
+		return problem{http.StatusMethodNotAllowed, "method_not_allowed", "only GET and HEAD download", "fetch the link with GET", 0}
+	case errors.Is(err, errNoRoute):
+		return problem{http.StatusNotFound, "no_route", "no such endpoint", "download links look like /d/<token>; use the download_url of your ticket", 0}
 	case errors.Is(err, errLedgerUnavailable):
 		return problem{http.StatusServiceUnavailable, "redis_unavailable", "admission ledger unavailable", "retry after the Retry-After delay", retryAfter}
 	}

@@ -461,10 +461,14 @@ func TestMethodsAndHealth(t *testing.T) {
 	if string(body) != "ok\n" {
 		t.Errorf("healthz body %q", body)
 	}
-	resp, _ = h.do(t, "POST", h.url(t, testKey))
-	wantStatus(t, resp, http.StatusMethodNotAllowed)
-	resp, _ = h.do(t, "GET", h.srv.URL+"/d/")
-	wantStatus(t, resp, http.StatusNotFound)
+	resp, body = h.do(t, "POST", h.url(t, testKey))
+	if p := wantProblem(t, resp, body, http.StatusMethodNotAllowed, "GET"); p.Code != "method_not_allowed" || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST: code %q, Allow %q", p.Code, resp.Header.Get("Allow"))
+	}
+	resp, body = h.do(t, "GET", h.srv.URL+"/d/")
+	if p := wantProblem(t, resp, body, http.StatusNotFound, "download_url"); p.Code != "no_route" {
+		t.Errorf("GET /d/: code %q", p.Code)
+	}
 }
 
 func TestContentDisposition(t *testing.T) {
