@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -98,18 +99,54 @@ func errorsToJSON(log *slog.Logger) gin.HandlerFunc {
 	}
 }
 
-func writeError(c *gin.Context, ae *apiError) {
-	if ae.RetryAfter > 0 {
-		c.Header("Retry-After", strconv.Itoa(ae.RetryAfter))
-	}
-	body := gin.H{"error": ae.Message, "code": ae.Code}
-	if ae.Hint != "" {
-		body["hint"] = ae.Hint
-	}
+// problemTypeBase is where each error code's problem type lives: the type of an
+// answer with code "object_not_found" is problemTypeBase + "object_not_found".
+const problemTypeBase = "https://sluice.dev/problems/"
+
+// problemContentType is RFC 9457's media type for error answers.
+const problemContentType = "application/problem+json"
+
+// problemBody is an error as RFC 9457 problem details: the standard members, plus
+// code and hint as extension members and error (the same text as detail) for clients
+// written before problem details.
+func problemBody(ae *apiError, instance string) map[string]any {
+	body := make(map[string]any, len(ae.Fields)+8)
 	for k, v := range ae.Fields {
 		body[k] = v
 	}
-	c.AbortWithStatusJSON(ae.Status, body)
+	body["type"] = problemTypeBase + ae.Code
+	body["title"] = http.StatusText(ae.Status)
+	body["status"] = ae.Status
+	body["detail"] = ae.Message
+	body["instance"] = instance
+	body["code"] = ae.Code
+	body["error"] = ae.Message
+	if ae.Hint != "" {
+		body["hint"] = ae.Hint
+	}
+	return body
+}
+
+// writeError answers with ae as application/problem+json and stops the chain.
+func writeError(c *gin.Context, ae *apiError) {
+	c.Abort()
+	writeProblem(c.Writer, c.Request, ae)
+}
+
+// writeProblem answers with ae as application/problem+json. The instance is the
+// request's path without its query, which may carry a ticket id.
+func writeProblem(w http.ResponseWriter, r *http.Request, ae *apiError) {
+	raw, err := json.Marshal(problemBody(ae, r.URL.EscapedPath()))
+	if err != nil { // Fields hold only plain values; this is a programming mistake
+		ae = &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+		raw, _ = json.Marshal(problemBody(ae, r.URL.EscapedPath()))
+	}
+	if ae.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(ae.RetryAfter))
+	}
+	w.Header().Set("Content-Type", problemContentType)
+	w.WriteHeader(ae.Status)
+	_, _ = w.Write(raw)
 }
 
 // recovery turns a panic into a logged 500, never a dropped connection.

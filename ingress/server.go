@@ -69,6 +69,9 @@ type Config struct {
 	// and 32 KiB/s; a negative BodyTimeout: no bound.
 	BodyTimeout time.Duration
 	BodyMinRate int64
+	// CORSOrigins are the origins (scheme://host[:port], or "*") browser code may call
+	// the API from (cors.go); empty: no CORS.
+	CORSOrigins []string
 	// MaxLargeBodies is how many requests with a body over 64 KiB (release batches)
 	// are read at once; zero: 4.
 	MaxLargeBodies int
@@ -111,7 +114,10 @@ func New(cfg Config) *Server {
 func (s *Server) Drain() { s.draining.Store(true) }
 
 // Handler returns the HTTP handler of the API.
-func (s *Server) Handler() http.Handler {
+func (s *Server) Handler() http.Handler { return s.cors(s.bodyDeadline(s.router())) }
+
+// router is the API's routes; openapi.json documents every one (openapi_test.go).
+func (s *Server) router() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.ContextWithFallback = true
@@ -137,12 +143,13 @@ func (s *Server) Handler() http.Handler {
 	s.routeAdmin(api)
 	s.routeReleases(api)
 	s.routeOps(r)
+	api.GET("/openapi.json", serveOpenAPI)
 
 	r.NoRoute(func(c *gin.Context) {
 		writeError(c, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such endpoint",
 			Hint: "see the API in README.md; downloads start with POST /api/v1/downloads"})
 	})
-	return s.bodyDeadline(r)
+	return r
 }
 
 // limitBody bounds request bodies to n bytes, or to a route's own limit.

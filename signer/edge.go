@@ -157,6 +157,14 @@ func (e *Edge) Handler() http.Handler {
 	download := e.handle(e.serveDownload)
 	mux.Handle("GET /d/{token}", download)
 	mux.Handle("GET /d/{token}/{filename...}", download)
+	// What ServeMux would refuse in plain text is refused as problem details too.
+	wrongMethod := e.handle(func(w http.ResponseWriter, _ *http.Request) error {
+		w.Header().Set("Allow", "GET, HEAD")
+		return errMethodNotAllowed
+	})
+	mux.Handle("/d/{token}", wrongMethod)
+	mux.Handle("/d/{token}/{filename...}", wrongMethod)
+	mux.Handle("/", e.handle(func(http.ResponseWriter, *http.Request) error { return errNoRoute }))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -186,6 +194,8 @@ var (
 	errPreconditionFailed = errors.New("precondition failed")
 	errObjectChanged      = errors.New("object changed since the ticket was issued")
 	errLedgerUnavailable  = errors.New("admission ledger unavailable")
+	errMethodNotAllowed   = errors.New("method not allowed")
+	errNoRoute            = errors.New("no such endpoint")
 )
 
 // statusError is an error that knows its HTTP status, as the admission ledger's are
@@ -195,12 +205,35 @@ type statusError interface {
 	HTTPStatus() int
 }
 
-// problem is an error as the client sees it.
+// problem is an error as the client sees it: code is stable, for programs (the
+// ingress's codes where the meaning is the same).
 type problem struct {
 	status     int
+	code       string
 	message    string
 	hint       string
 	retryAfter time.Duration
+}
+
+// problemTypeBase is where each code's problem type lives, as on the ingress.
+const problemTypeBase = "https://sluice.dev/problems/"
+
+// redactedInstance stands for the request path in problem details: the path holds
+// the token, a bearer credential that must not be echoed into bodies clients and
+// proxies may log.
+const redactedInstance = "/d/redacted"
+
+// problemDetails is a problem as RFC 9457 application/problem+json, with code and
+// hint as extension members and error (the same as detail) for older clients.
+type problemDetails struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail"`
+	Instance string `json:"instance"`
+	Code     string `json:"code"`
+	Error    string `json:"error"`
+	Hint     string `json:"hint,omitempty"`
 }
 
 // handle adapts a handler that returns errors; it is the one place errors become
@@ -236,14 +269,14 @@ func (e *Edge) handle(h func(http.ResponseWriter, *http.Request) error) http.Han
 		if p.retryAfter > 0 {
 			hdr.Set("Retry-After", strconv.Itoa(int(p.retryAfter/time.Second)))
 		}
-		hdr.Set("Content-Type", "application/json; charset=utf-8")
+		hdr.Set("Content-Type", "application/problem+json")
 		hdr.Set("Cache-Control", "no-store")
 		hdr.Set("X-Content-Type-Options", "nosniff")
 		w.WriteHeader(p.status)
-		_ = json.NewEncoder(w).Encode(struct {
-			Error string `json:"error"`
-			Hint  string `json:"hint"`
-		}{p.message, p.hint})
+		_ = json.NewEncoder(w).Encode(problemDetails{
+			Type: problemTypeBase + p.code, Title: http.StatusText(p.status), Status: p.status,
+			Detail: p.message, Instance: redactedInstance, Code: p.code, Error: p.message, Hint: p.hint,
+		})
 	})
 }
 
@@ -252,40 +285,44 @@ func problemFor(err error) problem {
 	const newTicket = "request a new ticket for this file"
 	switch {
 	case errors.Is(err, ErrTokenInvalid):
-		return problem{http.StatusForbidden, "invalid download link", "use the download_url of your ticket exactly as given, or " + newTicket, 0}
+		return problem{http.StatusForbidden, "invalid_link", "invalid download link", "use the download_url of your ticket exactly as given, or " + newTicket, 0}
 	case errors.Is(err, ErrTokenExpired):
-		return problem{http.StatusGone, "download link expired", newTicket, 0}
+		return problem{http.StatusGone, "link_expired", "download link expired", newTicket, 0}
 	case errors.Is(err, errObjectChanged), errors.Is(err, objstore.ErrChanged):
-		return problem{http.StatusGone, errObjectChanged.Error(), newTicket + " to get the current version", 0}
+		return problem{http.StatusGone, "object_changed", errObjectChanged.Error(), newTicket + " to get the current version", 0}
 	case errors.Is(err, objstore.ErrNotFound), errors.Is(err, objstore.ErrInvalidKey):
 		// A token names a key the ingress accepted, but the store may still refuse it
 		// (a link signed before a stricter rule, a file system with shorter names): for
 		// the client that object is not there.
-		return problem{http.StatusNotFound, "object not found", "the file has been removed; check the catalog", 0}
+		return problem{http.StatusNotFound, "object_not_found", "object not found", "the file has been removed; check the catalog", 0}
 	case errors.Is(err, objstore.ErrUnavailable):
-		return problem{http.StatusServiceUnavailable, "storage unavailable", "retry after the Retry-After delay", retryAfter}
+		return problem{http.StatusServiceUnavailable, "storage_unavailable", "storage unavailable", "retry after the Retry-After delay", retryAfter}
 	case errors.Is(err, errPreconditionFailed):
-		return problem{http.StatusPreconditionFailed, "precondition failed", "the file no longer matches If-Match or If-Unmodified-Since; download it again from the start", 0}
+		return problem{http.StatusPreconditionFailed, "precondition_failed", "precondition failed", "the file no longer matches If-Match or If-Unmodified-Since; download it again from the start", 0}
 	case errors.Is(err, errRangeUnsatisfiable):
-		return problem{http.StatusRequestedRangeNotSatisfiable, "range not satisfiable", "request a range within the file's size (see Content-Range), or the whole file", 0}
+		return problem{http.StatusRequestedRangeNotSatisfiable, "range_not_satisfiable", "range not satisfiable", "request a range within the file's size (see Content-Range), or the whole file", 0}
+	case errors.Is(err, errMethodNotAllowed):
+		return problem{http.StatusMethodNotAllowed, "method_not_allowed", "only GET and HEAD download", "fetch the link with GET", 0}
+	case errors.Is(err, errNoRoute):
+		return problem{http.StatusNotFound, "no_route", "no such endpoint", "download links look like /d/<token>; use the download_url of your ticket", 0}
 	case errors.Is(err, errLedgerUnavailable):
-		return problem{http.StatusServiceUnavailable, "admission ledger unavailable", "retry after the Retry-After delay", retryAfter}
+		return problem{http.StatusServiceUnavailable, "redis_unavailable", "admission ledger unavailable", "retry after the Retry-After delay", retryAfter}
 	}
 	if st, ok := errors.AsType[statusError](err); ok {
-		p := problem{status: st.HTTPStatus(), message: st.Error()}
+		p := problem{status: st.HTTPStatus(), code: "refused", message: st.Error()}
 		switch p.status {
 		case http.StatusGone:
-			p.hint = newTicket
+			p.code, p.hint = "slot_not_held", newTicket
 		case http.StatusTooManyRequests:
-			p.hint = "close another download on this link, then retry"
+			p.code, p.hint = "too_many_connections", "close another download on this link, then retry"
 			p.retryAfter = retryAfter
 		case http.StatusServiceUnavailable:
-			p.hint = "retry after the Retry-After delay"
+			p.code, p.hint = "unavailable", "retry after the Retry-After delay"
 			p.retryAfter = retryAfter
 		}
 		return p
 	}
-	return problem{http.StatusInternalServerError, "internal error", "retry later", 0}
+	return problem{http.StatusInternalServerError, "internal", "internal error", "retry later", 0}
 }
 
 func orDefault[T int | time.Duration](v, def T) T {

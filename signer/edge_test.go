@@ -309,26 +309,32 @@ func TestEmptyObject(t *testing.T) {
 	}
 }
 
-// errorBody is the JSON the edge answers refusals with.
-type errorBody struct {
-	Error string `json:"error"`
-	Hint  string `json:"hint"`
-}
-
-func wantProblem(t testing.TB, resp *http.Response, body []byte, status int, mentions string) {
+// wantProblem checks a refusal is RFC 9457 problem details with a code, that the
+// token never comes back in the body, and returns the details.
+func wantProblem(t testing.TB, resp *http.Response, body []byte, status int, mentions string) problemDetails {
 	t.Helper()
 	wantStatus(t, resp, status)
-	wantHeader(t, resp, "Content-Type", "application/json; charset=utf-8")
-	var e errorBody
+	wantHeader(t, resp, "Content-Type", "application/problem+json")
+	var e problemDetails
 	if err := json.Unmarshal(body, &e); err != nil {
 		t.Fatalf("body %q: %v", body, err)
 	}
-	if e.Error == "" || e.Hint == "" {
-		t.Errorf("body %q lacks an error or a hint", body)
+	if e.Error == "" || e.Hint == "" || e.Code == "" || e.Title == "" {
+		t.Errorf("body %q lacks an error, a hint, a code or a title", body)
+	}
+	if e.Status != status || e.Detail != e.Error || e.Type != "https://sluice.dev/problems/"+e.Code {
+		t.Errorf("body %q: status, detail or type do not match the answer", body)
+	}
+	if e.Instance != "/d/redacted" {
+		t.Errorf("instance %q, want the path with the token redacted", e.Instance)
+	}
+	if _, token, _ := strings.Cut(resp.Request.URL.Path, "/d/"); len(token) > 3 && strings.Contains(string(body), token) {
+		t.Errorf("body %q echoes the token", body)
 	}
 	if !strings.Contains(e.Error+" "+e.Hint, mentions) {
 		t.Errorf("body %q does not mention %q", body, mentions)
 	}
+	return e
 }
 
 func TestRefusedBeforeStreaming(t *testing.T) {
@@ -337,12 +343,13 @@ func TestRefusedBeforeStreaming(t *testing.T) {
 		setup    func(t testing.TB, h *harness) string // returns the URL to get
 		status   int
 		mentions string
+		code     string
 	}{
 		{"forged token", func(t testing.TB, h *harness) string {
 			url := h.url(t, testKey)
 			return url[:len(url)-3] + "AAA"
-		}, http.StatusForbidden, "new ticket"},
-		{"garbage token", func(t testing.TB, h *harness) string { return h.srv.URL + "/d/garbage" }, http.StatusForbidden, "invalid"},
+		}, http.StatusForbidden, "new ticket", "invalid_link"},
+		{"garbage token", func(t testing.TB, h *harness) string { return h.srv.URL + "/d/garbage" }, http.StatusForbidden, "invalid", "invalid_link"},
 		{"token of another object", func(t testing.TB, h *harness) string {
 			url := h.url(t, testKey)
 			other := h.url(t, "other", func(c *Claims) { c.ETag = testETag })
@@ -351,33 +358,35 @@ func TestRefusedBeforeStreaming(t *testing.T) {
 			_, otherToken, _ := strings.Cut(other, "/d/")
 			p, o := strings.Split(token, "."), strings.Split(otherToken, ".")
 			return base + "/d/" + p[0] + "." + o[1] + "." + p[2]
-		}, http.StatusForbidden, "invalid"},
+		}, http.StatusForbidden, "invalid", "invalid_link"},
 		{"expired token", func(t testing.TB, h *harness) string {
 			url := h.url(t, testKey, func(c *Claims) { c.Expires = h.clock.Now().Add(time.Minute) })
 			h.clock.advance(2 * time.Minute)
 			return url
-		}, http.StatusGone, "new ticket"},
+		}, http.StatusGone, "new ticket", "link_expired"},
 		{"object changed", func(t testing.TB, h *harness) string {
 			url := h.url(t, testKey)
 			h.store.put(testKey, "etag-v2", []byte("new content"))
 			return url
-		}, http.StatusGone, "object changed since the ticket was issued"},
+		}, http.StatusGone, "object changed since the ticket was issued", "object_changed"},
 		{"object removed", func(t testing.TB, h *harness) string {
 			url := h.url(t, testKey)
 			h.store.remove(testKey)
 			return url
-		}, http.StatusNotFound, "not found"},
+		}, http.StatusNotFound, "not found", "object_not_found"},
 		{"storage down", func(t testing.TB, h *harness) string {
 			url := h.url(t, testKey)
 			h.store.setUnavailable(true)
 			return url
-		}, http.StatusServiceUnavailable, "Retry-After"},
+		}, http.StatusServiceUnavailable, "Retry-After", "storage_unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, _ := newTestEdge(t)
 			url := tc.setup(t, h)
 			resp, body := h.do(t, "GET", url)
-			wantProblem(t, resp, body, tc.status, tc.mentions)
+			if p := wantProblem(t, resp, body, tc.status, tc.mentions); p.Code != tc.code {
+				t.Errorf("code %q, want %q", p.Code, tc.code)
+			}
 			if tc.status == http.StatusServiceUnavailable {
 				wantHeader(t, resp, "Retry-After", "5")
 			}
@@ -397,17 +406,20 @@ func TestLedgerRefusals(t *testing.T) {
 		err        error
 		status     int
 		retryAfter string
+		code       string
 	}{
-		{"too many connections", errTooMany, http.StatusTooManyRequests, "5"},
-		{"wrapped too many connections", fmt.Errorf("begin: %w", errTooMany), http.StatusTooManyRequests, "5"},
-		{"slot not held", errNotHeld, http.StatusGone, ""},
-		{"ledger unreachable", fmt.Errorf("dial tcp: connection refused"), http.StatusServiceUnavailable, "5"},
+		{"too many connections", errTooMany, http.StatusTooManyRequests, "5", "too_many_connections"},
+		{"wrapped too many connections", fmt.Errorf("begin: %w", errTooMany), http.StatusTooManyRequests, "5", "too_many_connections"},
+		{"slot not held", errNotHeld, http.StatusGone, "", "slot_not_held"},
+		{"ledger unreachable", fmt.Errorf("dial tcp: connection refused"), http.StatusServiceUnavailable, "5", "redis_unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, _ := newTestEdge(t)
 			h.slots.beginErr = tc.err
 			resp, body := h.do(t, "GET", h.url(t, testKey))
-			wantProblem(t, resp, body, tc.status, "")
+			if p := wantProblem(t, resp, body, tc.status, ""); p.Code != tc.code {
+				t.Errorf("code %q, want %q", p.Code, tc.code)
+			}
 			wantHeader(t, resp, "Retry-After", tc.retryAfter)
 			wantHeader(t, resp, "Content-Length", fmt.Sprint(len(body)))
 			if n := h.slots.count("end"); n != 0 {
@@ -449,10 +461,14 @@ func TestMethodsAndHealth(t *testing.T) {
 	if string(body) != "ok\n" {
 		t.Errorf("healthz body %q", body)
 	}
-	resp, _ = h.do(t, "POST", h.url(t, testKey))
-	wantStatus(t, resp, http.StatusMethodNotAllowed)
-	resp, _ = h.do(t, "GET", h.srv.URL+"/d/")
-	wantStatus(t, resp, http.StatusNotFound)
+	resp, body = h.do(t, "POST", h.url(t, testKey))
+	if p := wantProblem(t, resp, body, http.StatusMethodNotAllowed, "GET"); p.Code != "method_not_allowed" || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST: code %q, Allow %q", p.Code, resp.Header.Get("Allow"))
+	}
+	resp, body = h.do(t, "GET", h.srv.URL+"/d/")
+	if p := wantProblem(t, resp, body, http.StatusNotFound, "download_url"); p.Code != "no_route" {
+		t.Errorf("GET /d/: code %q", p.Code)
+	}
 }
 
 func TestContentDisposition(t *testing.T) {

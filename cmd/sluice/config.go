@@ -46,6 +46,7 @@ type serverConfig struct {
 	TicketRate       int
 	TicketBurst      int
 	TrustedProxies   string
+	CORSOrigins      string
 
 	GlobalLimit  int
 	TenantLimit  int
@@ -154,6 +155,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.IntVar(&c.TicketRate, "ticket-rate", 60, "new tickets per minute one client may take (per API key; per address without one), across all ingresses; past it 429 + Retry-After; 0: no limit")
 		fs.IntVar(&c.TicketBurst, "ticket-burst", 20, "new tickets one client may take at once before --ticket-rate paces it")
 		fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated IPs or CIDRs of proxies in front of the ingress whose X-Forwarded-For names the client; empty: the connection's address is the client's")
+		fs.StringVar(&c.CORSOrigins, "cors-origins", "", "comma-separated origins (https://app.example.com) whose browser code may call the API, or * for any; empty: no CORS")
 	}
 	fs.IntVar(&c.GlobalLimit, "global-limit", 10, "downloads admitted at once across the whole system (until an operator changes it at runtime)")
 	fs.IntVar(&c.TenantLimit, "tenant-limit", 0, "default downloads admitted at once per tenant, 0 for none")

@@ -95,6 +95,10 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 	if err := c.boundsError(); err != nil {
 		return err
 	}
+	corsOrigins, err := ingress.ParseCORSOrigins(c.CORSOrigins)
+	if err != nil {
+		return fmt.Errorf("--cors-origins: %w", err)
+	}
 	logOpenFiles(log, c.MaxConnsPerIP)
 	// One count per address for all of this process's listeners: the descriptors are
 	// the process's.
@@ -150,6 +154,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			TicketRate:       ticketRate,
 			TicketLimiter:    redis_rate.NewLimiter(d.rdb),
 			TrustedProxies:   trustedProxies,
+			CORSOrigins:      corsOrigins,
 			Objects:          d.store,
 			Ledger:           d.ledger,
 			Publisher:        o.publisher(queue.NewPublisher(d.nc, d.js, 5*time.Second)),

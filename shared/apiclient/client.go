@@ -1,10 +1,12 @@
 // Package apiclient is a typed client of sluice's HTTP API: tickets (create, poll,
 // cancel), the release catalog, and the operators' admin API. Every refusal comes back
-// as an *Error carrying the HTTP status and the server's {error, code, hint}.
+// as an *Error carrying the HTTP status and the server's problem details (RFC 9457:
+// detail, and the code and hint extension members).
 package apiclient
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +18,9 @@ import (
 	"strings"
 	"time"
 )
+
+// problemTypeBase starts the type URI of sluice's problem details; the code follows.
+const problemTypeBase = "https://sluice.dev/problems/"
 
 // Error is an answer the server gave instead of what was asked.
 type Error struct {
@@ -141,7 +146,7 @@ func (c *Client) send(ctx context.Context, method, path string, hdr http.Header,
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", "application/json, application/problem+json")
 	req.Header.Set("User-Agent", c.userAgent)
 	if c.key != "" {
 		req.Header.Set("Authorization", "Bearer "+c.key)
@@ -168,13 +173,22 @@ func (c *Client) send(ctx context.Context, method, path string, hdr http.Header,
 
 func apiError(method, path string, resp *http.Response, raw []byte) *Error {
 	e := &Error{Status: resp.StatusCode, Method: method, Path: path, RetryAfter: RetryAfter(resp.Header)}
+	// sluice answers RFC 9457 problem details that also carry error; a server (or a
+	// proxy) that sends problem details alone has detail and title, and a type URI
+	// whose last segment is sluice's code.
 	var body struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
-		Hint  string `json:"hint"`
+		Error  string `json:"error"`
+		Code   string `json:"code"`
+		Hint   string `json:"hint"`
+		Detail string `json:"detail"`
+		Title  string `json:"title"`
+		Type   string `json:"type"`
 	}
 	if json.Unmarshal(raw, &body) == nil {
-		e.Message, e.Code, e.Hint = body.Error, body.Code, body.Hint
+		e.Message, e.Code, e.Hint = cmp.Or(body.Error, body.Detail, body.Title), body.Code, body.Hint
+		if rest, ok := strings.CutPrefix(body.Type, problemTypeBase); e.Code == "" && ok {
+			e.Code = rest
+		}
 	}
 	if e.Message == "" {
 		e.Message = strings.TrimSpace(string(raw))

@@ -98,8 +98,10 @@ type listener struct {
 }
 
 // tooMany is the whole answer to a connection over the cap: a client that speaks
-// HTTP sees why, and when to retry, instead of a bare reset.
-const tooMany = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 44\r\n\r\ntoo many connections from your address now\r\n"
+// HTTP sees why, and when to retry, instead of a bare reset. The body is RFC 9457
+// problem details, as every other refusal; no instance, since no request was read.
+const tooMany = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\nConnection: close\r\nContent-Type: application/problem+json\r\nContent-Length: 336\r\n\r\n" +
+	`{"type":"https://sluice.dev/problems/too_many_connections_from_address","title":"Too Many Requests","status":429,"detail":"too many connections from your address now","code":"too_many_connections_from_address","error":"too many connections from your address now","hint":"close some connections, then retry after the Retry-After delay"}` + "\n"
 
 func (ln *listener) Accept() (net.Conn, error) {
 	for {

@@ -2,6 +2,7 @@ package connlimit_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -65,8 +66,18 @@ func wantRefused(t *testing.T, c net.Conn) {
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("a connection over the cap: %d Retry-After %q, want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	if _, err := io.ReadAll(resp.Body); err != nil {
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
 		t.Fatal(err)
+	}
+	var p struct {
+		Status int    `json:"status"`
+		Code   string `json:"code"`
+		Error  string `json:"error"`
+	}
+	if err := json.Unmarshal(raw, &p); err != nil || resp.Header.Get("Content-Type") != "application/problem+json" ||
+		p.Status != http.StatusTooManyRequests || p.Code == "" || p.Error == "" {
+		t.Fatalf("a connection over the cap: %s %q (%v), want problem details with a code", resp.Header.Get("Content-Type"), raw, err)
 	}
 }
 
