@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+
+	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
 // serverConfig is every setting of the server roles. Each is a flag, and through ff an
@@ -100,7 +102,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.DataDir, "data-dir", "./var", "directory for local state: objects/ (local store), nats/ (embedded JetStream), signing.key")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: text, json, or auto (text for serve, json for the roles)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry collector for traces, OTLP over HTTP (http://collector:4318); empty: no traces exported")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry collector for traces (http://collector:4318, or :4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc); empty: OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, and without either no traces are exported")
 	fs.StringVar(&c.MetricsToken, "metrics-token", "", "bearer token /metrics requires (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port")
 	if r == roleWorker {
 		fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9090", "listen address of the worker's /metrics (Prometheus); empty: none")
@@ -219,4 +221,34 @@ func (c *serverConfig) ticketLimits() (redis_rate.Limit, []string, error) {
 		proxies = append(proxies, p)
 	}
 	return limit, proxies, nil
+}
+
+// tracingConfig reads --otlp-endpoint and the OpenTelemetry variables that decide
+// whether to export and over which protocol; the SDK reads the others itself (see
+// telemetry.TracingConfig). A set flag wins over OTEL_EXPORTER_OTLP_ENDPOINT.
+func tracingConfig(c *serverConfig, r role, getenv func(string) string) (telemetry.TracingConfig, error) {
+	tc := telemetry.TracingConfig{Endpoint: c.OTLPEndpoint, Role: r.String(), Version: version}
+	tc.Export = c.OTLPEndpoint != "" || getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+	if strings.EqualFold(strings.TrimSpace(getenv("OTEL_SDK_DISABLED")), "true") {
+		tc.Export = false
+	}
+	switch e := strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER")); e {
+	case "", "otlp":
+	case "none":
+		tc.Export = false
+	default:
+		return tc, fmt.Errorf("OTEL_TRACES_EXPORTER=%s: sluice exports otlp or none", e)
+	}
+	tc.Protocol = strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
+	if tc.Protocol == "" {
+		tc.Protocol = strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_PROTOCOL"))
+	}
+	switch tc.Protocol {
+	case "":
+		tc.Protocol = telemetry.ProtocolHTTP
+	case telemetry.ProtocolHTTP, telemetry.ProtocolGRPC:
+	default:
+		return tc, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%s: sluice exports %s or %s", tc.Protocol, telemetry.ProtocolHTTP, telemetry.ProtocolGRPC)
+	}
+	return tc, nil
 }
