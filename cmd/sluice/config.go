@@ -40,6 +40,9 @@ type serverConfig struct {
 	S3SecretKey string
 	S3UseSSL    bool
 	S3Region    string
+	S3Prefix    string
+	S3CAFile    string
+	S3SSE       string
 
 	SigningKeys string
 
@@ -132,11 +135,14 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 
 	{ // workers use S3 only with --direct-downloads
 		fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty serves objects from <data-dir>/objects")
-		fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects")
-		fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
-		fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
+		fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects, or s3://bucket/prefix (bucket and --s3-prefix in one)")
+		fs.StringVar(&c.S3Prefix, "s3-prefix", "", "key prefix in the bucket: every object key is stored under <prefix>/; empty: the bucket's root")
+		fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key; with --s3-secret-key empty too, credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE), then an IAM role (IRSA, ECS, EC2)")
+		fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key (see --s3-access-key)")
 		fs.BoolVar(&c.S3UseSSL, "s3-use-ssl", false, "use HTTPS to reach S3")
 		fs.StringVar(&c.S3Region, "s3-region", "", "S3 region (optional)")
+		fs.StringVar(&c.S3CAFile, "s3-ca-file", "", "PEM file of certificate authorities to trust for S3's HTTPS, besides the system's")
+		fs.StringVar(&c.S3SSE, "s3-sse", "", "server-side encryption of the objects sluice writes: s3 (SSE-S3) or kms:<key-id> (SSE-KMS); empty: the bucket's default")
 	}
 	if r != roleIngress {
 		keysHelp := "token signing keys 'kid:base64key,...' (first signs, all verify: rotate by prepending)"
@@ -251,4 +257,25 @@ func tracingConfig(c *serverConfig, r role, getenv func(string) string) (telemet
 		return tc, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%s: sluice exports %s or %s", tc.Protocol, telemetry.ProtocolHTTP, telemetry.ProtocolGRPC)
 	}
 	return tc, nil
+}
+
+// s3Location reads --s3-bucket, which may be s3://bucket/prefix, and --s3-prefix.
+func (c *serverConfig) s3Location() (bucket, prefix string, err error) {
+	bucket, prefix = c.S3Bucket, c.S3Prefix
+	rest, ok := strings.CutPrefix(bucket, "s3://")
+	if !ok {
+		return bucket, prefix, nil
+	}
+	bucket, urlPrefix, _ := strings.Cut(rest, "/")
+	if bucket == "" {
+		return "", "", fmt.Errorf("--s3-bucket %s: want s3://bucket or s3://bucket/prefix", c.S3Bucket)
+	}
+	urlPrefix = strings.Trim(urlPrefix, "/")
+	if urlPrefix != "" && prefix != "" && strings.Trim(prefix, "/") != urlPrefix {
+		return "", "", fmt.Errorf("--s3-bucket %s and --s3-prefix %s name different prefixes", c.S3Bucket, c.S3Prefix)
+	}
+	if urlPrefix != "" {
+		prefix = urlPrefix
+	}
+	return bucket, prefix, nil
 }

@@ -95,3 +95,25 @@ func TestTracingConfigFromOTELVariables(t *testing.T) {
 		})
 	}
 }
+
+func TestS3Location(t *testing.T) {
+	for _, tc := range []struct {
+		bucket, prefix         string
+		wantBucket, wantPrefix string
+		wantErr                bool
+	}{
+		{"downloads", "", "downloads", "", false},
+		{"downloads", "eu", "downloads", "eu", false},
+		{"s3://downloads", "", "downloads", "", false},
+		{"s3://downloads/sluice/eu/", "", "downloads", "sluice/eu", false},
+		{"s3://downloads/eu", "eu/", "downloads", "eu", false},
+		{"s3://downloads/eu", "us", "", "", true},
+		{"s3:///eu", "", "", "", true},
+	} {
+		b, p, err := (&serverConfig{S3Bucket: tc.bucket, S3Prefix: tc.prefix}).s3Location()
+		if (err != nil) != tc.wantErr || b != tc.wantBucket || p != tc.wantPrefix {
+			t.Errorf("--s3-bucket %q --s3-prefix %q: bucket %q prefix %q err %v; want %q %q (error: %v)",
+				tc.bucket, tc.prefix, b, p, err, tc.wantBucket, tc.wantPrefix, tc.wantErr)
+		}
+	}
+}

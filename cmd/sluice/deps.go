@@ -244,9 +244,14 @@ func (d *deps) openStore(ctx context.Context, r role, c *serverConfig) error {
 		d.local, inner = local, local
 		d.log.Info("objects on local disk", "dir", dir)
 	} else {
+		bucket, prefix, err := c.s3Location()
+		if err != nil {
+			return err
+		}
 		s3, err := objstore.NewS3(objstore.S3Config{
-			Endpoint: c.S3Endpoint, Bucket: c.S3Bucket, AccessKey: c.S3AccessKey,
+			Endpoint: c.S3Endpoint, Bucket: bucket, Prefix: prefix, AccessKey: c.S3AccessKey,
 			SecretKey: c.S3SecretKey, UseSSL: c.S3UseSSL, Region: c.S3Region,
+			CAFile: c.S3CAFile, SSE: c.S3SSE,
 		})
 		if err != nil {
 			return err
