@@ -31,6 +31,10 @@ type serverConfig struct {
 	RedisAddrs      string
 	RedisMasterName string
 	RedisPassword   string
+	RedisUsername   string
+	RedisTLS        bool
+	RedisCAFile     string
+	RedisCluster    bool
 	// EmbeddedRedisAddr is where serve's in-process Redis listens when none is set.
 	EmbeddedRedisAddr string
 
@@ -128,7 +132,11 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.RedisURL, "redis-url", "", redisHelp)
 	fs.StringVar(&c.RedisAddrs, "redis-addrs", "", "Redis Sentinel or Cluster addresses host:port,... (instead of --redis-url)")
 	fs.StringVar(&c.RedisMasterName, "redis-master-name", "", "Sentinel master name; with --redis-addrs selects Sentinel")
-	fs.StringVar(&c.RedisPassword, "redis-password", "", "password for --redis-addrs")
+	fs.StringVar(&c.RedisPassword, "redis-password", "", "Redis password (with --redis-url, when the URL has none)")
+	fs.StringVar(&c.RedisUsername, "redis-username", "", "Redis ACL user (with --redis-url, when the URL has none); empty: the default user")
+	fs.BoolVar(&c.RedisTLS, "redis-tls", false, "reach Redis over TLS (what rediss:// says for --redis-url)")
+	fs.StringVar(&c.RedisCAFile, "redis-ca-file", "", "PEM file of certificate authorities to trust for Redis' TLS, besides the system's; implies --redis-tls")
+	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "speak Redis Cluster even to one address (a cluster's configuration endpoint); several --redis-addrs without --redis-master-name are a cluster anyway")
 	if r == roleServe {
 		fs.StringVar(&c.EmbeddedRedisAddr, "embedded-redis-addr", "127.0.0.1:0", "listen address of the embedded Redis-protocol server, used when --redis-url and --redis-addrs are empty (it has no password: keep it on loopback; port 0 picks one, logged at start)")
 	}
