@@ -5,11 +5,15 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/sluice-dl/sluice/shared/testenv"
 )
@@ -82,5 +86,44 @@ func TestS3RefusedCredentialsAnswer503WithTheReason(t *testing.T) {
 			!strings.Contains(string(raw), "SignatureDoesNotMatch") {
 			t.Fatalf("POST with a wrong S3 secret: %d %s; want 503 storage_access_denied naming SignatureDoesNotMatch", resp.StatusCode, raw)
 		}
+	}
+}
+
+// TestPublishUnderAnS3Prefix: `sluice publish` and every role given the same
+// s3://bucket/prefix and only AWS_* credentials: the upload lands under the prefix,
+// the worker verifies it there and the edge serves it by its key.
+func TestPublishUnderAnS3Prefix(t *testing.T) {
+	s := newReleaseStack(t, stackOptions{S3: true})
+	aws := append(noAWSFiles(t),
+		"SLUICE_S3_ACCESS_KEY=", "SLUICE_S3_SECRET_KEY=",
+		"SLUICE_S3_BUCKET=s3://"+s.bucket+"/sluice/eu",
+		"AWS_ACCESS_KEY_ID="+s.minio.AccessKey, "AWS_SECRET_ACCESS_KEY="+s.minio.SecretKey)
+	s.env = append(s.env, aws...)
+	s.dumpLogsOnFailure()
+	s.start("ingress")
+	s.start("worker")
+	s.start("edge")
+	s.createPublisherKey()
+
+	content := randomBytes(5000, 41)
+	file := filepath.Join(t.TempDir(), "tool.bin")
+	if err := os.WriteFile(file, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sluiceBin, "publish", file, "--prefix", "releases/1.0/", "--wait", "30s")
+	cmd.Env = append(append(os.Environ(), "SLUICE_SERVER="+s.ingressURL, "SLUICE_API_KEY="+s.publisherKey,
+		"SLUICE_S3_ENDPOINT="+s.minio.Endpoint), aws...)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "verified  releases/1.0/tool.bin") {
+		t.Fatalf("sluice publish: %v\n%s", err, out)
+	}
+	if _, err := s.minio.Client(t).StatObject(t.Context(), s.bucket, "sluice/eu/releases/1.0/tool.bin", minio.StatObjectOptions{}); err != nil {
+		t.Fatalf("the upload is not under the prefix: %v", err)
+	}
+	if e, _ := s.entry("releases/1.0/tool.bin"); e.State != "verified" || e.SHA256 != sha(content) {
+		t.Fatalf("catalog entry %+v, want verified with the file's SHA-256", e)
+	}
+	tk := s.request("releases/1.0/tool.bin")
+	if sum, n, _ := download(t, s.follow(tk.ID, 15*time.Second)); sum != sha(content) || n != int64(len(content)) {
+		t.Fatalf("downloaded %d bytes that differ from the published %d", n, len(content))
 	}
 }

@@ -269,18 +269,22 @@ func tracingConfig(c *serverConfig, r role, getenv func(string) string) (telemet
 
 // s3Location reads --s3-bucket, which may be s3://bucket/prefix, and --s3-prefix.
 func (c *serverConfig) s3Location() (bucket, prefix string, err error) {
-	bucket, prefix = c.S3Bucket, c.S3Prefix
+	return s3Location(c.S3Bucket, c.S3Prefix)
+}
+
+func s3Location(bucketFlag, prefixFlag string) (bucket, prefix string, err error) {
+	bucket, prefix = bucketFlag, prefixFlag
 	rest, ok := strings.CutPrefix(bucket, "s3://")
 	if !ok {
 		return bucket, prefix, nil
 	}
 	bucket, urlPrefix, _ := strings.Cut(rest, "/")
 	if bucket == "" {
-		return "", "", fmt.Errorf("--s3-bucket %s: want s3://bucket or s3://bucket/prefix", c.S3Bucket)
+		return "", "", fmt.Errorf("--s3-bucket %s: want s3://bucket or s3://bucket/prefix", bucketFlag)
 	}
 	urlPrefix = strings.Trim(urlPrefix, "/")
 	if urlPrefix != "" && prefix != "" && strings.Trim(prefix, "/") != urlPrefix {
-		return "", "", fmt.Errorf("--s3-bucket %s and --s3-prefix %s name different prefixes", c.S3Bucket, c.S3Prefix)
+		return "", "", fmt.Errorf("--s3-bucket %s and --s3-prefix %s name different prefixes", bucketFlag, prefixFlag)
 	}
 	if urlPrefix != "" {
 		prefix = urlPrefix

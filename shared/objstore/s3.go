@@ -277,6 +277,12 @@ func (s *S3) openEmpty(ctx context.Context, key string, offset int64, etag strin
 // Put uploads r, in 16 MiB parts when it is large or of unknown size (minio-go
 // aborts the multipart upload on failure, so no partial object appears).
 func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) (Info, error) {
+	return s.PutWithMetadata(ctx, key, r, size, contentType, nil)
+}
+
+// PutWithMetadata is Put with user metadata (x-amz-meta-*), which MinIO's
+// notifications carry (sluice publish sets the release channel there).
+func (s *S3) PutWithMetadata(ctx context.Context, key string, r io.Reader, size int64, contentType string, meta map[string]string) (Info, error) {
 	if err := ValidateKey(key); err != nil {
 		return Info{}, err
 	}
@@ -286,6 +292,7 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, conte
 	src, body := newSource(r, size)
 	_, err := s.core.Client.PutObject(ctx, s.bucket, s.object(key), body, size, minio.PutObjectOptions{
 		ContentType:          contentType,
+		UserMetadata:         meta,
 		PartSize:             s3PartSize,
 		ServerSideEncryption: s.sse,
 	})
