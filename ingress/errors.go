@@ -49,6 +49,10 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, objstore.ErrNotFound):
 		return &apiError{Status: http.StatusNotFound, Code: "object_not_found", Message: err.Error(),
 			Hint: "check the object key; keys are case-sensitive", cause: err}
+	case errors.As(err, new(*objstore.AccessError)):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "storage_access_denied",
+			Message: err.Error(), Hint: "an operator must fix the storage credentials or permissions (--s3-access-key, AWS_*, the IAM role)",
+			RetryAfter: 30, cause: err}
 	case errors.Is(err, objstore.ErrUnavailable):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "storage_unavailable",
 			Message: "object storage is not answering", Hint: "retry after the indicated delay", RetryAfter: 5, cause: err}

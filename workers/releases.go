@@ -57,6 +57,10 @@ type ReleasesConfig struct {
 	// Bucket is the S3 bucket the store reads; MinIO notifications about other buckets
 	// are dead-lettered. Empty when objects are on local disk.
 	Bucket string
+	// Prefix is where in Bucket the store's keys live ("" or ending in "/"): it is
+	// taken off notified keys, and notifications about keys outside it are
+	// dead-lettered.
+	Prefix string
 	// Parallel is how many events are processed at once (16): a slow or failing event
 	// never holds up the others.
 	Parallel int
@@ -489,6 +493,13 @@ func (r *Releases) decodeMinIO(data []byte, accepted time.Time) (releaseEvent, b
 	if r.cfg.Bucket == "" || bucket != r.cfg.Bucket {
 		return releaseEvent{}, false, fmt.Errorf("%w: notification for bucket %q, but this sluice serves %s", errPermanent, bucket,
 			servedFrom(r.cfg.Bucket))
+	}
+	if r.cfg.Prefix != "" {
+		rel, ok := strings.CutPrefix(key, r.cfg.Prefix)
+		if !ok {
+			return releaseEvent{}, false, fmt.Errorf("%w: notification for %q, outside the prefix %q this sluice serves", errPermanent, key, r.cfg.Prefix)
+		}
+		key = rel
 	}
 	if err := objstore.ValidateKey(key); err != nil {
 		return releaseEvent{}, false, fmt.Errorf("%w: %v", errPermanent, err)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+
+	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
 // serverConfig is every setting of the server roles. Each is a flag, and through ff an
@@ -29,6 +31,10 @@ type serverConfig struct {
 	RedisAddrs      string
 	RedisMasterName string
 	RedisPassword   string
+	RedisUsername   string
+	RedisTLS        bool
+	RedisCAFile     string
+	RedisCluster    bool
 	// EmbeddedRedisAddr is where serve's in-process Redis listens when none is set.
 	EmbeddedRedisAddr string
 
@@ -38,6 +44,9 @@ type serverConfig struct {
 	S3SecretKey string
 	S3UseSSL    bool
 	S3Region    string
+	S3Prefix    string
+	S3CAFile    string
+	S3SSE       string
 
 	SigningKeys string
 
@@ -101,7 +110,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.DataDir, "data-dir", "./var", "directory for local state: objects/ (local store), nats/ (embedded JetStream), signing.key")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: text, json, or auto (text for serve, json for the roles)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry collector for traces, OTLP over HTTP (http://collector:4318); empty: no traces exported")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry collector for traces (http://collector:4318, or :4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc); empty: OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, and without either no traces are exported")
 	fs.StringVar(&c.MetricsToken, "metrics-token", "", "bearer token /metrics requires (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port")
 	if r == roleWorker {
 		fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9090", "listen address of the worker's /metrics (Prometheus); empty: none")
@@ -124,18 +133,25 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.RedisURL, "redis-url", "", redisHelp)
 	fs.StringVar(&c.RedisAddrs, "redis-addrs", "", "Redis Sentinel or Cluster addresses host:port,... (instead of --redis-url)")
 	fs.StringVar(&c.RedisMasterName, "redis-master-name", "", "Sentinel master name; with --redis-addrs selects Sentinel")
-	fs.StringVar(&c.RedisPassword, "redis-password", "", "password for --redis-addrs")
+	fs.StringVar(&c.RedisPassword, "redis-password", "", "Redis password (with --redis-url, when the URL has none)")
+	fs.StringVar(&c.RedisUsername, "redis-username", "", "Redis ACL user (with --redis-url, when the URL has none); empty: the default user")
+	fs.BoolVar(&c.RedisTLS, "redis-tls", false, "reach Redis over TLS (what rediss:// says for --redis-url)")
+	fs.StringVar(&c.RedisCAFile, "redis-ca-file", "", "PEM file of certificate authorities to trust for Redis' TLS, besides the system's; implies --redis-tls")
+	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "speak Redis Cluster even to one address (a cluster's configuration endpoint); several --redis-addrs without --redis-master-name are a cluster anyway")
 	if r == roleServe {
 		fs.StringVar(&c.EmbeddedRedisAddr, "embedded-redis-addr", "127.0.0.1:0", "listen address of the embedded Redis-protocol server, used when --redis-url and --redis-addrs are empty (it has no password: keep it on loopback; port 0 picks one, logged at start)")
 	}
 
 	{ // workers use S3 only with --direct-downloads
 		fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty serves objects from <data-dir>/objects")
-		fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects")
-		fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
-		fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
+		fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects, or s3://bucket/prefix (bucket and --s3-prefix in one)")
+		fs.StringVar(&c.S3Prefix, "s3-prefix", "", "key prefix in the bucket: every object key is stored under <prefix>/; empty: the bucket's root")
+		fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key; with --s3-secret-key empty too, credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE), then an IAM role (IRSA, ECS, EC2)")
+		fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key (see --s3-access-key)")
 		fs.BoolVar(&c.S3UseSSL, "s3-use-ssl", false, "use HTTPS to reach S3")
 		fs.StringVar(&c.S3Region, "s3-region", "", "S3 region (optional)")
+		fs.StringVar(&c.S3CAFile, "s3-ca-file", "", "PEM file of certificate authorities to trust for S3's HTTPS, besides the system's")
+		fs.StringVar(&c.S3SSE, "s3-sse", "", "server-side encryption of the objects sluice writes: s3 (SSE-S3) or kms:<key-id> (SSE-KMS); empty: the bucket's default")
 	}
 	if r != roleIngress {
 		keysHelp := "token signing keys 'kid:base64key,...' (first signs, all verify: rotate by prepending)"
@@ -221,4 +237,59 @@ func (c *serverConfig) ticketLimits() (redis_rate.Limit, []string, error) {
 		proxies = append(proxies, p)
 	}
 	return limit, proxies, nil
+}
+
+// tracingConfig reads --otlp-endpoint and the OpenTelemetry variables that decide
+// whether to export and over which protocol; the SDK reads the others itself (see
+// telemetry.TracingConfig). A set flag wins over OTEL_EXPORTER_OTLP_ENDPOINT.
+func tracingConfig(c *serverConfig, r role, getenv func(string) string) (telemetry.TracingConfig, error) {
+	tc := telemetry.TracingConfig{Endpoint: c.OTLPEndpoint, Role: r.String(), Version: version}
+	tc.Export = c.OTLPEndpoint != "" || getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+	if strings.EqualFold(strings.TrimSpace(getenv("OTEL_SDK_DISABLED")), "true") {
+		tc.Export = false
+	}
+	switch e := strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER")); e {
+	case "", "otlp":
+	case "none":
+		tc.Export = false
+	default:
+		return tc, fmt.Errorf("OTEL_TRACES_EXPORTER=%s: sluice exports otlp or none", e)
+	}
+	tc.Protocol = strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
+	if tc.Protocol == "" {
+		tc.Protocol = strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_PROTOCOL"))
+	}
+	switch tc.Protocol {
+	case "":
+		tc.Protocol = telemetry.ProtocolHTTP
+	case telemetry.ProtocolHTTP, telemetry.ProtocolGRPC:
+	default:
+		return tc, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%s: sluice exports %s or %s", tc.Protocol, telemetry.ProtocolHTTP, telemetry.ProtocolGRPC)
+	}
+	return tc, nil
+}
+
+// s3Location reads --s3-bucket, which may be s3://bucket/prefix, and --s3-prefix.
+func (c *serverConfig) s3Location() (bucket, prefix string, err error) {
+	return s3Location(c.S3Bucket, c.S3Prefix)
+}
+
+func s3Location(bucketFlag, prefixFlag string) (bucket, prefix string, err error) {
+	bucket, prefix = bucketFlag, prefixFlag
+	rest, ok := strings.CutPrefix(bucket, "s3://")
+	if !ok {
+		return bucket, prefix, nil
+	}
+	bucket, urlPrefix, _ := strings.Cut(rest, "/")
+	if bucket == "" {
+		return "", "", fmt.Errorf("--s3-bucket %s: want s3://bucket or s3://bucket/prefix", bucketFlag)
+	}
+	urlPrefix = strings.Trim(urlPrefix, "/")
+	if urlPrefix != "" && prefix != "" && strings.Trim(prefix, "/") != urlPrefix {
+		return "", "", fmt.Errorf("--s3-bucket %s and --s3-prefix %s name different prefixes", bucketFlag, prefixFlag)
+	}
+	if urlPrefix != "" {
+		prefix = urlPrefix
+	}
+	return bucket, prefix, nil
 }

@@ -57,3 +57,63 @@ func TestServeListensOnLoopbackByDefault(t *testing.T) {
 		}
 	}
 }
+
+// Exporting is on with the flag or either OTLP endpoint variable; the protocol is the
+// traces variable's, then the general one's, then http/protobuf.
+func TestTracingConfigFromOTELVariables(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		flag     string
+		env      map[string]string
+		export   bool
+		protocol string
+		wantErr  string
+	}{
+		{"nothing set", "", nil, false, "http/protobuf", ""},
+		{"flag", "collector:4318", nil, true, "http/protobuf", ""},
+		{"endpoint variable", "", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, true, "http/protobuf", ""},
+		{"traces endpoint variable, grpc", "", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317",
+			"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, true, "grpc", ""},
+		{"traces protocol wins", "c:4317", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+			"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}, true, "grpc", ""},
+		{"exporter none", "c:4318", map[string]string{"OTEL_TRACES_EXPORTER": "none"}, false, "http/protobuf", ""},
+		{"sdk disabled", "c:4318", map[string]string{"OTEL_SDK_DISABLED": "true"}, false, "http/protobuf", ""},
+		{"json", "c:4318", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, false, "", "http/json"},
+		{"zipkin", "c:4318", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, false, "", "zipkin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tracingConfig(&serverConfig{OTLPEndpoint: tc.flag}, roleWorker, func(k string) string { return tc.env[k] })
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one naming %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got.Export != tc.export || got.Protocol != tc.protocol || got.Endpoint != tc.flag || got.Role != "worker" {
+				t.Fatalf("tracingConfig = %+v, %v; want export %v over %s", got, err, tc.export, tc.protocol)
+			}
+		})
+	}
+}
+
+func TestS3Location(t *testing.T) {
+	for _, tc := range []struct {
+		bucket, prefix         string
+		wantBucket, wantPrefix string
+		wantErr                bool
+	}{
+		{"downloads", "", "downloads", "", false},
+		{"downloads", "eu", "downloads", "eu", false},
+		{"s3://downloads", "", "downloads", "", false},
+		{"s3://downloads/sluice/eu/", "", "downloads", "sluice/eu", false},
+		{"s3://downloads/eu", "eu/", "downloads", "eu", false},
+		{"s3://downloads/eu", "us", "", "", true},
+		{"s3:///eu", "", "", "", true},
+	} {
+		b, p, err := (&serverConfig{S3Bucket: tc.bucket, S3Prefix: tc.prefix}).s3Location()
+		if (err != nil) != tc.wantErr || b != tc.wantBucket || p != tc.wantPrefix {
+			t.Errorf("--s3-bucket %q --s3-prefix %q: bucket %q prefix %q err %v; want %q %q (error: %v)",
+				tc.bucket, tc.prefix, b, p, err, tc.wantBucket, tc.wantPrefix, tc.wantErr)
+		}
+	}
+}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,27 +210,75 @@ func (d *deps) connectRedis(ctx context.Context, r role, c *serverConfig) error 
 
 // redisOptions reads one Redis URL, or a list of addresses that go-redis' universal
 // client turns into a Sentinel client (with a master name) or a Cluster client (with
-// several addresses). Every ledger key shares one hash tag, so the Lua scripts run in
-// one cluster slot.
+// several addresses, or --redis-cluster). TLS, the ACL user and the password apply to
+// every form. Every ledger key shares one hash tag, so the Lua scripts run in one
+// cluster slot.
 func redisOptions(c *serverConfig) (*redis.UniversalOptions, error) {
 	if c.RedisURL != "" && c.RedisAddrs != "" {
 		return nil, errors.New("set either --redis-url or --redis-addrs, not both")
 	}
+	if c.RedisCluster && c.RedisMasterName != "" {
+		return nil, errors.New("--redis-cluster and --redis-master-name (Sentinel) exclude each other")
+	}
+	opts := &redis.UniversalOptions{MasterName: c.RedisMasterName, Username: c.RedisUsername,
+		Password: c.RedisPassword, IsClusterMode: c.RedisCluster}
 	if c.RedisURL != "" {
 		o, err := redis.ParseURL(c.RedisURL)
 		if err != nil {
 			return nil, fmt.Errorf("--redis-url: %w", err)
 		}
-		return &redis.UniversalOptions{Addrs: []string{o.Addr}, DB: o.DB, Username: o.Username,
-			Password: o.Password, TLSConfig: o.TLSConfig}, nil
-	}
-	opts := &redis.UniversalOptions{MasterName: c.RedisMasterName, Password: c.RedisPassword}
-	for _, a := range strings.Split(c.RedisAddrs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			opts.Addrs = append(opts.Addrs, a)
+		opts.Addrs, opts.DB, opts.TLSConfig = []string{o.Addr}, o.DB, o.TLSConfig
+		if o.Username != "" || o.Password != "" {
+			opts.Username, opts.Password = o.Username, o.Password
+		}
+		if c.RedisCluster && o.DB != 0 {
+			return nil, fmt.Errorf("--redis-url %s: Redis Cluster has database 0 only", redactedURL(c.RedisURL))
+		}
+	} else {
+		for _, a := range strings.Split(c.RedisAddrs, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				opts.Addrs = append(opts.Addrs, a)
+			}
+		}
+		if len(opts.Addrs) == 0 {
+			return &redis.UniversalOptions{}, nil // serve embeds its own, on loopback
 		}
 	}
+	if (c.RedisTLS || c.RedisCAFile != "") && opts.TLSConfig == nil {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12} // the server name is each address' host
+	}
+	if c.RedisCAFile != "" {
+		pool, err := caPool(c.RedisCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-ca-file: %w", err)
+		}
+		opts.TLSConfig.RootCAs = pool
+	}
 	return opts, nil
+}
+
+// caPool is the system's certificate authorities and those in the PEM file.
+func caPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// redactedURL is u without its password, for errors.
+func redactedURL(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Redacted()
+	}
+	return "(unparsable URL)"
 }
 
 func (d *deps) openStore(ctx context.Context, r role, c *serverConfig) error {
@@ -244,9 +295,14 @@ func (d *deps) openStore(ctx context.Context, r role, c *serverConfig) error {
 		d.local, inner = local, local
 		d.log.Info("objects on local disk", "dir", dir)
 	} else {
+		bucket, prefix, err := c.s3Location()
+		if err != nil {
+			return err
+		}
 		s3, err := objstore.NewS3(objstore.S3Config{
-			Endpoint: c.S3Endpoint, Bucket: c.S3Bucket, AccessKey: c.S3AccessKey,
+			Endpoint: c.S3Endpoint, Bucket: bucket, Prefix: prefix, AccessKey: c.S3AccessKey,
 			SecretKey: c.S3SecretKey, UseSSL: c.S3UseSSL, Region: c.S3Region,
+			CAFile: c.S3CAFile, SSE: c.S3SSE,
 		})
 		if err != nil {
 			return err

@@ -47,12 +47,20 @@ type ops struct {
 }
 
 func startOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.Logger) (*ops, error) {
-	tracing, err := telemetry.NewTracing(ctx, c.OTLPEndpoint, r.String(), version)
+	tc, err := tracingConfig(c, r, os.Getenv)
 	if err != nil {
 		return nil, err
 	}
-	if c.OTLPEndpoint != "" {
-		log.Info("exporting traces over OTLP/HTTP", "endpoint", c.OTLPEndpoint)
+	tracing, err := telemetry.NewTracing(ctx, tc)
+	if err != nil {
+		return nil, err
+	}
+	if tc.Export {
+		endpoint := tc.Endpoint
+		if endpoint == "" {
+			endpoint = "from OTEL_EXPORTER_OTLP_*ENDPOINT"
+		}
+		log.Info("exporting traces over OTLP", "protocol", tc.Protocol, "endpoint", endpoint)
 	}
 	o := &ops{role: r, cfg: c, log: log, metrics: telemetry.NewMetrics(r.String(), version), tracing: tracing,
 		fleet: fleet.New(d.rdb, fleet.Config{})}

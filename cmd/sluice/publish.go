@@ -17,8 +17,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/schollz/progressbar/v3"
@@ -41,6 +39,7 @@ type publishConfig struct {
 	JSON     bool
 
 	S3Endpoint, S3Bucket, S3AccessKey, S3SecretKey, S3Region string
+	S3Prefix, S3CAFile, S3SSE                                string
 	S3UseSSL                                                 bool
 }
 
@@ -56,11 +55,14 @@ func publishCommand() *ffcli.Command {
 	fs.StringVar(&c.Progress, "progress", "auto", "progress display: bar, plain, or auto (a bar on a terminal)")
 	fs.BoolVar(&c.JSON, "json", false, "print one JSON event per line on stdout (uploaded, published, verified, note, error) instead of text on stderr")
 	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty writes to <data-dir>/objects")
-	fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects")
-	fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
-	fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
+	fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects, or s3://bucket/prefix (the server's --s3-bucket)")
+	fs.StringVar(&c.S3Prefix, "s3-prefix", "", "the server's --s3-prefix: where in the bucket its keys live")
+	fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key; with --s3-secret-key empty too, AWS_* variables, the shared credentials file, then an IAM role")
+	fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key (see --s3-access-key)")
 	fs.BoolVar(&c.S3UseSSL, "s3-use-ssl", false, "use HTTPS to reach S3")
 	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region (optional)")
+	fs.StringVar(&c.S3CAFile, "s3-ca-file", "", "PEM file of certificate authorities to trust for S3's HTTPS, besides the system's")
+	fs.StringVar(&c.S3SSE, "s3-sse", "", "server-side encryption of the uploads: s3 (SSE-S3) or kms:<key-id> (SSE-KMS)")
 	return &ffcli.Command{
 		Name:       "publish",
 		ShortUsage: "sluice publish FILE... [flags]",
@@ -179,23 +181,24 @@ func newUploader(c *publishConfig) (uploader, error) {
 			return err
 		}, nil
 	}
-	client, err := minio.New(c.S3Endpoint, &minio.Options{
-		Creds: credentials.NewStaticV4(c.S3AccessKey, c.S3SecretKey, ""), Secure: c.S3UseSSL, Region: c.S3Region,
-	})
+	bucket, prefix, err := s3Location(c.S3Bucket, c.S3Prefix)
 	if err != nil {
-		return nil, fmt.Errorf("s3 %s: %w", c.S3Endpoint, err)
+		return nil, err
+	}
+	store, err := objstore.NewS3(objstore.S3Config{Endpoint: c.S3Endpoint, Bucket: bucket, Prefix: prefix,
+		AccessKey: c.S3AccessKey, SecretKey: c.S3SecretKey, UseSSL: c.S3UseSSL, Region: c.S3Region,
+		CAFile: c.S3CAFile, SSE: c.S3SSE})
+	if err != nil {
+		return nil, err
 	}
 	return func(ctx context.Context, key string, r io.Reader, size int64, ct, channel string) error {
 		meta := map[string]string{}
 		if channel != "" {
 			meta["Sluice-Channel"] = channel // read from MinIO notifications
 		}
-		// minio-go uploads in parts (16 MiB here) past one part's size.
-		_, err := client.PutObject(ctx, c.S3Bucket, key, r, size, minio.PutObjectOptions{
-			ContentType: ct, UserMetadata: meta, PartSize: 16 << 20,
-		})
-		if err != nil {
-			return fmt.Errorf("upload to s3://%s/%s: %w", c.S3Bucket, key, err)
+		// Uploaded in 16 MiB parts past one part's size.
+		if _, err := store.PutWithMetadata(ctx, key, r, size, ct, meta); err != nil {
+			return fmt.Errorf("upload to s3://%s/%s%s: %w", bucket, store.Prefix(), key, err)
 		}
 		return nil
 	}, nil

@@ -45,6 +45,7 @@ type releases struct {
 	queue    *queue.ReleasePublisher
 	cfg      releaseConfig
 	bucket   string
+	prefix   string
 	// onOutcome counts each release event's outcome (set by ops, see server.go).
 	onOutcome func(outcome string)
 }
@@ -75,7 +76,7 @@ func buildReleases(ctx context.Context, r role, d *deps, c *serverConfig) (*rele
 	rel := &releases{consumer: cons, catalog: cat,
 		dead: queue.NewDeadLetters(d.js), queue: pub, cfg: c.Releases}
 	if d.s3 != nil {
-		rel.bucket = c.S3Bucket
+		rel.bucket, rel.prefix = d.s3.Bucket(), d.s3.Prefix()
 	}
 	return rel, nil
 }
@@ -92,7 +93,7 @@ func (rel *releases) ingressConfig() ingress.ReleasesConfig {
 func (rel *releases) startWorker(ctx context.Context, wg *sync.WaitGroup, d *deps, c *serverConfig, errs chan<- error, log *slog.Logger) {
 	w := workers.NewReleases(workers.ReleasesConfig{
 		Consumer: rel.consumer, Store: d.store, Catalog: rel.catalog, Dead: rel.dead,
-		Bucket: rel.bucket, Parallel: rel.cfg.Parallel, MaxAttempts: rel.cfg.Attempts,
+		Bucket: rel.bucket, Prefix: rel.prefix, Parallel: rel.cfg.Parallel, MaxAttempts: rel.cfg.Attempts,
 		AckWait: c.AckWait, Logger: log, OnOutcome: rel.onOutcome,
 	})
 	wg.Go(func() {

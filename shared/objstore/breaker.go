@@ -96,8 +96,13 @@ func NewBreaker(inner Store, name string, opts BreakerOptions) *Breaker {
 			settled := c.TotalSuccesses + c.TotalFailures
 			return settled >= opts.MinRequests && float64(c.TotalFailures) >= opts.FailureRatio*float64(settled)
 		},
-		IsSuccessful: func(err error) bool { return !errors.Is(err, ErrUnavailable) },
-		IsExcluded:   func(err error) bool { return errors.Is(err, errCallerGone) },
+		// Refused credentials are an answer: the breaker stays closed, so that every
+		// caller learns the reason instead of "breaker is open".
+		IsSuccessful: func(err error) bool {
+			var denied *AccessError
+			return !errors.Is(err, ErrUnavailable) || errors.As(err, &denied)
+		},
+		IsExcluded: func(err error) bool { return errors.Is(err, errCallerGone) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			log.Warn("object store breaker changed state", "from", from.String(), "to", to.String())
 		},

@@ -20,7 +20,7 @@ func (s *S3) Presign(ctx context.Context, key string, ttl time.Duration, filenam
 	if filename != "" {
 		params.Set("response-content-disposition", mime.FormatMediaType("attachment", map[string]string{"filename": filename}))
 	}
-	u, err := s.core.Client.PresignedGetObject(ctx, s.bucket, key, ttl, params)
+	u, err := s.core.Client.PresignedGetObject(ctx, s.bucket, s.object(key), ttl, params)
 	if err != nil {
 		return "", s3Error("presign", key, err)
 	}

@@ -2,17 +2,22 @@ package objstore
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/encrypt"
 )
 
 const (
@@ -31,19 +36,33 @@ const (
 
 // S3Config locates one bucket of an S3-compatible service.
 type S3Config struct {
-	Endpoint  string // host:port, or a URL whose scheme sets UseSSL
+	Endpoint string // host:port, or a URL whose scheme sets UseSSL
+	// AccessKey and SecretKey are static credentials. Both empty: minio-go's standard
+	// chain finds them (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the shared
+	// credentials file with AWS_PROFILE, then IAM: IRSA's web identity token, the
+	// container or instance role).
 	AccessKey string
 	SecretKey string
 	Bucket    string
-	UseSSL    bool
-	Region    string // empty: let the client discover it (MinIO: us-east-1)
+	// Prefix is where in the bucket the store lives: every key is stored under
+	// Prefix + "/" (empty: at the bucket's root).
+	Prefix string
+	UseSSL bool
+	Region string // empty: let the client discover it (MinIO: us-east-1)
+	// CAFile is a PEM bundle of certificate authorities trusted beyond the system's.
+	CAFile string
+	// SSE asks for server-side encryption of every object written: "" (the bucket's
+	// default), "s3" (SSE-S3) or "kms:<key-id>" (SSE-KMS).
+	SSE string
 }
 
 // S3 is a Store over one bucket of MinIO or AWS S3.
 type S3 struct {
 	core   minio.Core
 	bucket string
+	prefix string // "" or ending in "/"
 	region string
+	sse    encrypt.ServerSide // nil: none asked for
 }
 
 var _ Store = (*S3)(nil)
@@ -58,14 +77,36 @@ func NewS3(cfg S3Config) (*S3, error) {
 	if endpoint == "" || cfg.Bucket == "" {
 		return nil, errors.New("s3 store: endpoint and bucket are required")
 	}
+	prefix, err := s3Prefix(cfg.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	sse, err := ParseSSE(cfg.SSE)
+	if err != nil {
+		return nil, err
+	}
 	tr, err := minio.DefaultTransport(secure)
 	if err != nil {
 		return nil, fmt.Errorf("s3 store: %w", err)
 	}
 	tr.DialContext = (&net.Dialer{Timeout: s3DialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	tr.ResponseHeaderTimeout = s3HeaderTimeout
+	if cfg.CAFile != "" {
+		pool, err := caPool(cfg.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		if tr.TLSClientConfig == nil {
+			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	creds, err := s3Credentials(cfg)
+	if err != nil {
+		return nil, err
+	}
 	client, err := minio.New(endpoint, &minio.Options{
-		Creds:      credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Creds:      creds,
 		Secure:     secure,
 		Region:     cfg.Region,
 		Transport:  tr,
@@ -74,8 +115,77 @@ func NewS3(cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 store %s: %w", endpoint, err)
 	}
-	return &S3{core: minio.Core{Client: client}, bucket: cfg.Bucket, region: cfg.Region}, nil
+	return &S3{core: minio.Core{Client: client}, bucket: cfg.Bucket, prefix: prefix, region: cfg.Region, sse: sse}, nil
 }
+
+// s3Credentials are the static keys when set, minio-go's standard chain otherwise.
+func s3Credentials(cfg S3Config) (*credentials.Credentials, error) {
+	switch {
+	case cfg.AccessKey != "" && cfg.SecretKey != "":
+		return credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""), nil
+	case cfg.AccessKey != "" || cfg.SecretKey != "":
+		return nil, errors.New("s3 store: set both the access key and the secret key, or neither (for AWS_* variables, the shared credentials file or an IAM role)")
+	}
+	return credentials.NewChainCredentials([]credentials.Provider{
+		&credentials.EnvAWS{},
+		&credentials.FileAWSCredentials{},
+		&credentials.IAM{Client: &http.Client{Transport: http.DefaultTransport, Timeout: 10 * time.Second}},
+	}), nil
+}
+
+// s3Prefix turns "releases/eu" or "/releases/eu/" into "releases/eu/".
+func s3Prefix(p string) (string, error) {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return "", nil
+	}
+	if err := ValidateKey(p); err != nil {
+		return "", fmt.Errorf("s3 store prefix: %w", err)
+	}
+	return p + "/", nil
+}
+
+// ParseSSE reads a server-side encryption setting: "" none, "s3" SSE-S3,
+// "kms:<key-id>" SSE-KMS with that key.
+func ParseSSE(v string) (encrypt.ServerSide, error) {
+	switch kind, keyID, _ := strings.Cut(v, ":"); {
+	case v == "":
+		return nil, nil
+	case v == "s3":
+		return encrypt.NewSSE(), nil
+	case kind == "kms" && keyID != "":
+		sse, err := encrypt.NewSSEKMS(keyID, nil)
+		if err != nil {
+			return nil, fmt.Errorf("s3 store SSE-KMS: %w", err)
+		}
+		return sse, nil
+	}
+	return nil, fmt.Errorf("s3 store: server-side encryption %q: want s3 or kms:<key-id>", v)
+}
+
+func caPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("s3 store CA bundle: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("s3 store CA bundle %s: no PEM certificate in it", file)
+	}
+	return pool, nil
+}
+
+// Bucket is the bucket the store lives in.
+func (s *S3) Bucket() string { return s.bucket }
+
+// Prefix is where in the bucket the store lives: "" or a path ending in "/".
+func (s *S3) Prefix() string { return s.prefix }
+
+// object is where key lives in the bucket.
+func (s *S3) object(key string) string { return s.prefix + key }
 
 // EnsureBucket creates the bucket unless it exists.
 func (s *S3) EnsureBucket(ctx context.Context) error {
@@ -98,7 +208,7 @@ func (s *S3) Stat(ctx context.Context, key string) (Info, error) {
 	if err := ValidateKey(key); err != nil {
 		return Info{}, err
 	}
-	oi, err := s.core.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	oi, err := s.core.StatObject(ctx, s.bucket, s.object(key), minio.StatObjectOptions{})
 	if err != nil {
 		return Info{}, s3Error("stat", key, err)
 	}
@@ -137,7 +247,7 @@ func (s *S3) Open(ctx context.Context, key string, offset, length int64, etag st
 			return nil, fmt.Errorf("open %q: %w", key, err)
 		}
 	}
-	body, oi, _, err := s.core.GetObject(ctx, s.bucket, key, opts)
+	body, oi, _, err := s.core.GetObject(ctx, s.bucket, s.object(key), opts)
 	if err != nil {
 		return nil, s3Error("open", key, err)
 	}
@@ -167,6 +277,12 @@ func (s *S3) openEmpty(ctx context.Context, key string, offset int64, etag strin
 // Put uploads r, in 16 MiB parts when it is large or of unknown size (minio-go
 // aborts the multipart upload on failure, so no partial object appears).
 func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) (Info, error) {
+	return s.PutWithMetadata(ctx, key, r, size, contentType, nil)
+}
+
+// PutWithMetadata is Put with user metadata (x-amz-meta-*), which MinIO's
+// notifications carry (sluice publish sets the release channel there).
+func (s *S3) PutWithMetadata(ctx context.Context, key string, r io.Reader, size int64, contentType string, meta map[string]string) (Info, error) {
 	if err := ValidateKey(key); err != nil {
 		return Info{}, err
 	}
@@ -174,9 +290,11 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, conte
 		contentType = defaultContentType(key)
 	}
 	src, body := newSource(r, size)
-	_, err := s.core.Client.PutObject(ctx, s.bucket, key, body, size, minio.PutObjectOptions{
-		ContentType: contentType,
-		PartSize:    s3PartSize,
+	_, err := s.core.Client.PutObject(ctx, s.bucket, s.object(key), body, size, minio.PutObjectOptions{
+		ContentType:          contentType,
+		UserMetadata:         meta,
+		PartSize:             s3PartSize,
+		ServerSideEncryption: s.sse,
 	})
 	if err != nil {
 		if srcErr := src.failure(); srcErr != nil {
@@ -212,7 +330,8 @@ func s3Info(key string, oi minio.ObjectInfo) Info {
 
 // s3Error maps minio-go errors onto the package's sentinels. What the server said
 // about the object keeps its meaning; a server that cannot serve (5xx, throttling,
-// missing bucket) or cannot be reached is ErrUnavailable. A context that ended is
+// missing bucket), refuses the credentials (an *AccessError) or cannot be reached is
+// ErrUnavailable. A context that ended is
 // left as it is: only the caller knows whether that was its own doing.
 func s3Error(op, name string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -230,6 +349,9 @@ func s3Error(op, name string, err error) error {
 		return fmt.Errorf("%s %q: %w", op, name, ErrChanged)
 	case resp.Code == minio.InvalidRange || resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
 		return fmt.Errorf("%s %q: %w", op, name, errRange)
+	case accessCodes[resp.Code] || resp.StatusCode == http.StatusUnauthorized ||
+		resp.StatusCode == http.StatusForbidden:
+		return fmt.Errorf("%s %q: %w", op, name, &AccessError{Code: resp.Code, Message: resp.Message})
 	case resp.Code == minio.NoSuchBucket,
 		resp.StatusCode >= 500,
 		resp.StatusCode == http.StatusTooManyRequests,
@@ -238,6 +360,28 @@ func s3Error(op, name string, err error) error {
 	}
 	return fmt.Errorf("%s %q: %w", op, name, err)
 }
+
+// accessCodes are the S3 error codes of a request the service would not authorize.
+var accessCodes = map[string]bool{
+	"AccessDenied": true, "InvalidAccessKeyId": true, "SignatureDoesNotMatch": true,
+	"ExpiredToken": true, "InvalidToken": true, "TokenRefreshRequired": true,
+	"AllAccessDisabled": true, "AccountProblem": true, "InvalidSecurity": true,
+}
+
+// AccessError is storage refusing sluice's credentials (wrong or missing keys, a
+// role without the permission, a key the KMS will not use): the store answers but is
+// of no use until an operator fixes its configuration, so it is ErrUnavailable.
+type AccessError struct {
+	Code    string // S3's error code, as AccessDenied or SignatureDoesNotMatch
+	Message string // what the service said
+}
+
+func (e *AccessError) Error() string {
+	return fmt.Sprintf("object storage refused the credentials: %s: %s", e.Code, e.Message)
+}
+
+// Is makes an AccessError an ErrUnavailable.
+func (e *AccessError) Is(target error) bool { return target == ErrUnavailable }
 
 // source watches a Put's body, so that a body that fails or ends early is reported
 // as such, and not as the store failing (minio-go surfaces both as request errors).

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -16,50 +17,106 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
-// Tracing is one process's OpenTelemetry tracer provider: spans exported over OTLP/HTTP
-// when an endpoint is set, none otherwise (the W3C trace context is still carried
-// through, so a trace started by a client's traceparent stays whole).
+// Tracing is one process's OpenTelemetry tracer provider: spans exported over OTLP
+// (HTTP or gRPC) when exporting is on, none otherwise (the W3C trace context is still
+// carried through, so a trace started by a client's traceparent stays whole).
 type Tracing struct {
 	provider trace.TracerProvider
 	shutdown func(context.Context) error
 }
 
-// NewTracing builds the tracer provider of a process running role. endpoint is the
-// OTLP/HTTP collector ("http://collector:4318", or host:port for plain HTTP; spans
-// go to /v1/traces unless the URL has a path of its own); empty
-// turns exporting off. The exporter's environment (OTEL_EXPORTER_OTLP_HEADERS,
-// OTEL_BSP_SCHEDULE_DELAY, ...) applies as usual.
-func NewTracing(ctx context.Context, endpoint, role, version string) (*Tracing, error) {
-	if endpoint == "" {
+// OTLP protocols, as OTEL_EXPORTER_OTLP_PROTOCOL names them.
+const (
+	ProtocolHTTP = "http/protobuf"
+	ProtocolGRPC = "grpc"
+)
+
+// TracingConfig says whether and where a process exports its spans. Everything else
+// comes from OpenTelemetry's own environment variables, read by the SDK itself:
+// OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT (when Endpoint is empty), _HEADERS,
+// _TIMEOUT, _INSECURE, _CERTIFICATE; OTEL_TRACES_SAMPLER and _ARG; OTEL_SERVICE_NAME
+// and OTEL_RESOURCE_ATTRIBUTES; OTEL_BSP_*.
+type TracingConfig struct {
+	// Export turns exporting on: --otlp-endpoint or an OTLP endpoint variable is set.
+	Export bool
+	// Endpoint is --otlp-endpoint: a collector URL ("http://collector:4318") or
+	// host:port for plain text. Over HTTP spans go to /v1/traces unless the URL has
+	// a path of its own. Empty leaves the endpoint to the exporter's environment.
+	Endpoint string
+	// Protocol is ProtocolHTTP (when empty) or ProtocolGRPC.
+	Protocol string
+	Role     string
+	Version  string
+}
+
+// NewTracing builds the tracer provider of a process. Its resource names the service
+// "sluice-<role>" unless OTEL_SERVICE_NAME (or service.name in
+// OTEL_RESOURCE_ATTRIBUTES) says otherwise; the sampler is the SDK's default
+// (parent-based, always at a root) unless OTEL_TRACES_SAMPLER sets one.
+func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
+	if !cfg.Export {
 		return &Tracing{provider: noop.NewTracerProvider(), shutdown: func(context.Context) error { return nil }}, nil
 	}
-	if !strings.Contains(endpoint, "://") {
+	exp, err := newExporter(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Later sources win: the environment overrides the defaults.
+	res, err := resource.New(ctx,
+		resource.WithTelemetrySDK(),
+		resource.WithAttributes(
+			attribute.String("service.name", "sluice-"+cfg.Role),
+			attribute.String("service.version", cfg.Version),
+			attribute.String("sluice.role", cfg.Role),
+		),
+		resource.WithFromEnv(),
+	)
+	if err != nil {
+		_ = exp.Shutdown(ctx)
+		return nil, fmt.Errorf("trace resource (OTEL_RESOURCE_ATTRIBUTES?): %w", err)
+	}
+	// No WithSampler: an explicit sampler would override OTEL_TRACES_SAMPLER.
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	return &Tracing{provider: tp, shutdown: tp.Shutdown}, nil
+}
+
+func newExporter(ctx context.Context, cfg TracingConfig) (sdktrace.SpanExporter, error) {
+	endpoint := cfg.Endpoint
+	if endpoint != "" && !strings.Contains(endpoint, "://") {
 		endpoint = "http://" + endpoint
 	}
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		return nil, fmt.Errorf("--otlp-endpoint %s: %w", endpoint, err)
+	switch cfg.Protocol {
+	case "", ProtocolHTTP:
+		var opts []otlptracehttp.Option
+		if endpoint != "" {
+			u, err := url.Parse(endpoint)
+			if err != nil {
+				return nil, fmt.Errorf("--otlp-endpoint %s: %w", endpoint, err)
+			}
+			if u.Path == "" || u.Path == "/" {
+				// A collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT would be.
+				u.Path = "/v1/traces"
+			}
+			opts = append(opts, otlptracehttp.WithEndpointURL(u.String()))
+		}
+		exp, err := otlptracehttp.New(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("otlp/http exporter: %w", err)
+		}
+		return exp, nil
+	case ProtocolGRPC:
+		var opts []otlptracegrpc.Option
+		if endpoint != "" {
+			// http:// is plain text, https:// TLS; the path is not used by gRPC.
+			opts = append(opts, otlptracegrpc.WithEndpointURL(endpoint))
+		}
+		exp, err := otlptracegrpc.New(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("otlp/grpc exporter: %w", err)
+		}
+		return exp, nil
 	}
-	if u.Path == "" || u.Path == "/" {
-		// A collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT would be.
-		u.Path = "/v1/traces"
-		endpoint = u.String()
-	}
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
-	if err != nil {
-		return nil, fmt.Errorf("--otlp-endpoint %s: %w", endpoint, err)
-	}
-	res := resource.NewSchemaless(
-		attribute.String("service.name", "sluice"),
-		attribute.String("service.version", version),
-		attribute.String("sluice.role", role),
-	)
-	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(exp),
-		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())),
-	)
-	return &Tracing{provider: tp, shutdown: tp.Shutdown}, nil
+	return nil, fmt.Errorf("OTLP protocol %q: sluice exports %s or %s", cfg.Protocol, ProtocolHTTP, ProtocolGRPC)
 }
 
 // Provider is the tracer provider (for instrumentation libraries).

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"net/http"
 	"os"
 	"strconv"
@@ -156,4 +157,16 @@ func waitLive(tb testing.TB, url string, within time.Duration, p *Process) {
 	}
 	log, _ := os.ReadFile(p.Log)
 	tb.Fatalf("minio %s did not answer %s with 200 within %s; its log:\n%s", p.Addr, url, within, log)
+}
+
+// MinIOKMSKey is the key id of the KMS StartMinIOWithKMS configures.
+const MinIOKMSKey = "sluice-test-key"
+
+// StartMinIOWithKMS starts MinIO (as StartMinIO) with its built-in single-key KMS,
+// which server-side encryption (SSE-S3 and SSE-KMS with key MinIOKMSKey) needs.
+func StartMinIOWithKMS(tb testing.TB) *MinIO {
+	tb.Helper()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	return startMinIO(tb, []string{"MINIO_KMS_SECRET_KEY=" + MinIOKMSKey + ":" + base64.StdEncoding.EncodeToString(key)})
 }

@@ -12,7 +12,8 @@ import (
 // Redis is a real redis-server started for one test.
 type Redis struct {
 	*Process
-	URL string
+	URL    string
+	CAFile string // StartRedisTLS: the PEM of the CA its certificate is from
 
 	bin, dir string
 	port     int
