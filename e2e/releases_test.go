@@ -178,7 +178,7 @@ func TestReleasesPoisonEventsAreDeadLetteredAndReplayed(t *testing.T) {
 	// The good events do not wait for the failing one's retries (1 s, then 2 s).
 	s.waitStats(20*time.Second, "good events recorded", func(st releaseStats) bool { return st.Catalog.Recorded >= 500 })
 	goodDone := time.Since(start)
-	st := s.waitStats(30*time.Second, "two dead letters", func(st releaseStats) bool { return st.Dead == 2 })
+	st := s.waitStats(30*time.Second, "two dead letters and the good events counted", func(st releaseStats) bool { return st.Dead == 2 && st.Catalog.Recorded >= 500 })
 	if st.Catalog.Recorded != 500 {
 		t.Fatalf("stats %+v: want exactly the 500 good events recorded", st)
 	}
@@ -226,7 +226,12 @@ func TestReleasesPoisonEventsAreDeadLetteredAndReplayed(t *testing.T) {
 	if status, _ := s.call(http.MethodPost, fmt.Sprintf("/api/v1/admin/releases/dead/%d/replay", missingID), releaseAdminKey, "", nil); status != http.StatusNotFound {
 		t.Fatalf("second replay of the same dead letter: %d, want 404", status)
 	}
-	if st := s.stats(); st.Dead != 1 || st.Catalog.Recorded != 501 {
+	// The entry is written before the event's outcome and the counters (records.go):
+	// wait for the counters to catch up rather than read them once.
+	st = s.waitStats(15*time.Second, "the replayed event counted", func(st releaseStats) bool {
+		return st.Catalog.Recorded >= 501 && st.Backlog == 0
+	})
+	if st.Dead != 1 || st.Catalog.Recorded != 501 {
 		t.Fatalf("after the replay: %+v, want 1 dead letter left and 501 events recorded", st)
 	}
 }

@@ -1,6 +1,7 @@
 package objstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -205,6 +206,18 @@ func TestBreakerOverMinIO(t *testing.T) {
 	t.Run("hang", func(t *testing.T) {
 		if err := m.Process.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
+		}
+		// A signal is delivered in its own time: on a loaded machine MinIO may answer
+		// once more after kill(2) returned. Go on once the kernel says it is stopped.
+		stat := fmt.Sprintf("/proc/%d/stat", m.Process.Cmd.Process.Pid)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			raw, _ := os.ReadFile(stat)
+			if f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:])); len(f) > 0 && f[0] == "T" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("minio not stopped 10 s after SIGSTOP: %s", raw)
+			}
 		}
 		resumed := false
 		resume := func() {
