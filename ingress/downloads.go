@@ -105,10 +105,7 @@ func (s *Server) accept(ctx context.Context, who apikeys.Key, id string, info ob
 	if err != nil {
 		return msg, err
 	}
-	if _, err := s.cfg.Ledger.Enqueue(ctx, admission.Ticket{
-		ID: id, Object: msg.Object, ETag: msg.ETag, Size: msg.Size, ContentType: msg.ContentType,
-		Tenant: tenant, Owner: msg.Owner, Seq: seq, Created: msg.Created, TraceParent: telemetry.TraceParent(ctx),
-	}); err != nil {
+	if _, err := s.cfg.Ledger.Enqueue(ctx, msg.Ledger(seq, telemetry.TraceParent(ctx))); err != nil {
 		s.log.WarnContext(ctx, "record accepted ticket; a worker will record it", "ticket", id, "err", err)
 	}
 	s.log.InfoContext(ctx, "ticket accepted", "ticket", id, "tenant", tenant, "seq", seq)

@@ -46,10 +46,7 @@ func (s *Server) ticket(ctx context.Context, id string, touch bool) (admission.P
 	}
 	// Restored unclaimed, as the workers' refill does: a poll by its owner (touch)
 	// claims it back into line; a read that is not its client's must not.
-	if _, err := s.cfg.Ledger.Restore(ctx, admission.Ticket{
-		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
-		Tenant: t.Tenant, Owner: t.Owner, Seq: seq, Created: t.Created, TraceParent: telemetry.TraceParent(ctx),
-	}); err != nil {
+	if _, err := s.cfg.Ledger.Restore(ctx, t.Ledger(seq, telemetry.TraceParent(ctx))); err != nil {
 		return p, err
 	}
 	s.log.InfoContext(ctx, "ticket restored into the ledger from its message", "ticket", id, "seq", seq)

@@ -237,7 +237,7 @@ func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) (bool, error)
 // ledger lost it).
 func (a *Admission) enqueue(ctx context.Context, h *heldMsg, how func(context.Context, admission.Ticket) (bool, error)) bool {
 	t := h.ticket
-	_, err := how(ctx, ledgerTicket(t, h.seq, h.msg.Headers().Get("traceparent")))
+	_, err := how(ctx, t.Ledger(h.seq, h.msg.Headers().Get("traceparent")))
 	if err != nil {
 		a.log.Warn("enqueue ticket; will retry", "ticket", t.ID, "err", err)
 		return false
@@ -290,7 +290,7 @@ func (a *Admission) rebuild(ctx context.Context) {
 				return nil // ended (its holder acknowledges the message), or unknown: its holder decides
 			}
 			n++
-			_, err := a.cfg.Ledger.Restore(rctx, ledgerTicket(t, seq, traceparent))
+			_, err := a.cfg.Ledger.Restore(rctx, t.Ledger(seq, traceparent))
 			return err
 		})
 		if err != nil {
@@ -299,13 +299,6 @@ func (a *Admission) rebuild(ctx context.Context) {
 		}
 		a.log.Info("ledger refilled from the ticket stream", "tickets", n, "took", a.cfg.Now().Sub(start).Round(time.Millisecond))
 	})
-}
-
-func ledgerTicket(t queue.Ticket, seq uint64, traceparent string) admission.Ticket {
-	return admission.Ticket{
-		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
-		Tenant: t.Tenant, Owner: t.Owner, Seq: seq, Created: t.Created, TraceParent: traceparent,
-	}
 }
 
 func (a *Admission) issue(ctx context.Context, g admission.Grant) {

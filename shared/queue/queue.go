@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/sluice-dl/sluice/shared/admission"
 )
 
 // Errors callers branch on.
@@ -168,6 +170,15 @@ type Ticket struct {
 	// ticket, whose id is its bearer capability.
 	Owner   string    `json:"owner,omitempty"`
 	Created time.Time `json:"created_at"`
+}
+
+// Ledger is the ticket as the admission ledger records it: its message, its place in
+// line (the stream sequence) and the trace context it carries.
+func (t Ticket) Ledger(seq uint64, traceparent string) admission.Ticket {
+	return admission.Ticket{
+		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
+		Tenant: t.Tenant, Owner: t.Owner, Seq: seq, Created: t.Created, TraceParent: traceparent,
+	}
 }
 
 // Publisher publishes tickets and waits for JetStream's acknowledgement.
