@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/shared/testenv"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // k8sObject is one manifest.

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dl/sluice/shared/testenv"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // startLimited runs `sluice serve` under an open-files limit (prlimit execs it, so

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dl/sluice/shared/testenv"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // Every role is sent SIGTERM while clients create tickets and download: each goes

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/shared/testenv"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // The production shape on one machine: three nats-server processes in a cluster, the

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dl/sluice/shared/testenv"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // Redis can be wiped at any instant (issue 11, item 3). 4 workers and 2 edges serve a

@@ -17,7 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sluice-dl/sluice/shared/testenv"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // soakRetain is how long the soak's ended tickets stay readable: short, so that the test

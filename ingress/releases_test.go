@@ -18,7 +18,7 @@ import (
 
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/catalog"
-	"github.com/sluice-dl/sluice/shared/testenv"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // When the catalog's NATS (its records) or Redis (its aliases and pending entries)

@@ -18,7 +18,7 @@ import (
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 
-	"github.com/sluice-dl/sluice/shared/apiclient"
+	"github.com/sluice-dl/sluice/client"
 )
 
 // adminCLI is sluice admin: the operators' API from a shell, as tables or JSON.
@@ -36,7 +36,7 @@ func adminCommand() *ffcli.Command {
 	fs := flag.NewFlagSet("sluice admin", flag.ContinueOnError)
 	registerClientFlags(fs, &a.clientConfig)
 	fs.BoolVar(&a.JSON, "json", false, "print the server's JSON instead of tables")
-	sub := func(name, usage, help string, run func(ctx context.Context, api *apiclient.Client, args []string) error) *ffcli.Command {
+	sub := func(name, usage, help string, run func(ctx context.Context, api *client.Client, args []string) error) *ffcli.Command {
 		return &ffcli.Command{
 			Name: name, ShortUsage: "sluice admin " + usage + " [flags]", ShortHelp: help,
 			// The group's flags, before or after the subcommand's name.
@@ -63,10 +63,10 @@ func adminCommand() *ffcli.Command {
 		Subcommands: []*ffcli.Command{
 			sub("stats", "stats", "admission snapshot: limit, slots in use, backlog, tenants, activity", a.stats),
 			sub("limits", "limits [set KEY=VALUE ...]", "show the limits, or change them at runtime", a.limits),
-			sub("pause", "pause", "stop admitting tickets (queued tickets keep their place)", func(ctx context.Context, api *apiclient.Client, args []string) error {
+			sub("pause", "pause", "stop admitting tickets (queued tickets keep their place)", func(ctx context.Context, api *client.Client, args []string) error {
 				return a.setPaused(ctx, api, args, true)
 			}),
-			sub("resume", "resume", "admit tickets again", func(ctx context.Context, api *apiclient.Client, args []string) error {
+			sub("resume", "resume", "admit tickets again", func(ctx context.Context, api *client.Client, args []string) error {
 				return a.setPaused(ctx, api, args, false)
 			}),
 			sub("workers", "workers", "workers, edges and ingresses with their last heartbeat", a.workers),
@@ -77,7 +77,7 @@ func adminCommand() *ffcli.Command {
 // retry calls f through an outage of the server, for up to --timeout from the
 // command's start, telling the operator once per outage.
 func (a *adminCLI) retry(ctx context.Context, f func() error) error {
-	p := apiclient.RetryPolicy{Budget: a.Timeout, Deadline: a.start.Add(a.Timeout),
+	p := client.RetryPolicy{Budget: a.Timeout, Deadline: a.start.Add(a.Timeout),
 		Notify: func(msg string) { fmt.Fprintln(a.stderr, "sluice: "+msg) }}
 	return p.Do(ctx, f)
 }
@@ -106,11 +106,11 @@ func noArgs(cmd string, args []string) error {
 	return nil
 }
 
-func (a *adminCLI) stats(ctx context.Context, api *apiclient.Client, args []string) error {
+func (a *adminCLI) stats(ctx context.Context, api *client.Client, args []string) error {
 	if err := noArgs("stats", args); err != nil {
 		return err
 	}
-	var s apiclient.Stats
+	var s client.Stats
 	err := a.retry(ctx, func() (err error) { s, err = api.Stats(ctx); return err })
 	if err != nil {
 		return err
@@ -182,8 +182,8 @@ func limitText[N int | int64](n N) string {
 	return strconv.FormatInt(int64(n), 10)
 }
 
-func (a *adminCLI) limits(ctx context.Context, api *apiclient.Client, args []string) error {
-	var l apiclient.Limits
+func (a *adminCLI) limits(ctx context.Context, api *client.Client, args []string) error {
+	var l client.Limits
 	var err error
 	switch {
 	case len(args) == 0:
@@ -235,8 +235,8 @@ func (a *adminCLI) limits(ctx context.Context, api *apiclient.Client, args []str
 
 // parseLimits reads KEY=VALUE pairs: global, tenant_default, TENANT.limit,
 // TENANT.weight, TENANT.rate_bps (rates also as 1M, 500k).
-func parseLimits(args []string) (apiclient.LimitsUpdate, error) {
-	u := apiclient.LimitsUpdate{}
+func parseLimits(args []string) (client.LimitsUpdate, error) {
+	u := client.LimitsUpdate{}
 	for _, arg := range args {
 		k, v, ok := strings.Cut(arg, "=")
 		if !ok || v == "" {
@@ -270,7 +270,7 @@ func parseLimits(args []string) (apiclient.LimitsUpdate, error) {
 			return u, fmt.Errorf("unknown limit %q: use global, tenant_default, TENANT.limit, TENANT.weight or TENANT.rate_bps", k)
 		}
 		if u.Tenants == nil {
-			u.Tenants = map[string]apiclient.TenantLimits{}
+			u.Tenants = map[string]client.TenantLimits{}
 		}
 		t := u.Tenants[tenant]
 		switch field {
@@ -301,7 +301,7 @@ func parseLimits(args []string) (apiclient.LimitsUpdate, error) {
 	return u, nil
 }
 
-func (a *adminCLI) setPaused(ctx context.Context, api *apiclient.Client, args []string, paused bool) error {
+func (a *adminCLI) setPaused(ctx context.Context, api *client.Client, args []string, paused bool) error {
 	name := map[bool]string{true: "pause", false: "resume"}[paused]
 	if err := noArgs(name, args); err != nil {
 		return err
@@ -320,18 +320,18 @@ func (a *adminCLI) setPaused(ctx context.Context, api *apiclient.Client, args []
 	return nil
 }
 
-func (a *adminCLI) workers(ctx context.Context, api *apiclient.Client, args []string) error {
+func (a *adminCLI) workers(ctx context.Context, api *client.Client, args []string) error {
 	if err := noArgs("workers", args); err != nil {
 		return err
 	}
-	var nodes []apiclient.Node
+	var nodes []client.Node
 	err := a.retry(ctx, func() (err error) { nodes, err = api.Workers(ctx); return err })
 	if err != nil {
 		return err
 	}
 	if a.JSON {
 		if nodes == nil {
-			nodes = []apiclient.Node{}
+			nodes = []client.Node{}
 		}
 		return a.printJSON(map[string]any{"nodes": nodes})
 	}
@@ -339,7 +339,7 @@ func (a *adminCLI) workers(ctx context.Context, api *apiclient.Client, args []st
 		fmt.Fprintln(a.stdout, "no workers, edges or ingresses have reported a heartbeat")
 		return nil
 	}
-	slices.SortFunc(nodes, func(x, y apiclient.Node) int {
+	slices.SortFunc(nodes, func(x, y client.Node) int {
 		return strings.Compare(x.Role+" "+x.ID, y.Role+" "+y.ID)
 	})
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)

@@ -23,9 +23,9 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"golang.org/x/term"
 
-	"github.com/sluice-dl/sluice/shared/apiclient"
+	"github.com/sluice-dl/sluice/client"
 	"github.com/sluice-dl/sluice/shared/catalog"
-	"github.com/sluice-dl/sluice/shared/fetch"
+	"github.com/sluice-dl/sluice/client/fetch"
 )
 
 // Exit codes of the client commands (documented in README.md).
@@ -57,7 +57,7 @@ func registerClientFlags(fs *flag.FlagSet, c *clientConfig) {
 
 // client builds the API client; the key comes from --api-key-file or $SLUICE_API_KEY
 // (never a flag: command lines are visible to every user of the machine).
-func (c *clientConfig) client(getenv func(string) string) (*apiclient.Client, error) {
+func (c *clientConfig) client(getenv func(string) string) (*client.Client, error) {
 	key := strings.TrimSpace(getenv("SLUICE_API_KEY"))
 	if c.APIKeyFile != "" {
 		raw, err := os.ReadFile(c.APIKeyFile)
@@ -66,7 +66,7 @@ func (c *clientConfig) client(getenv func(string) string) (*apiclient.Client, er
 		}
 		key = strings.TrimSpace(string(raw))
 	}
-	cl, err := apiclient.New(c.Server, apiclient.Options{APIKey: key, Timeout: c.Timeout, UserAgent: "sluice/" + version})
+	cl, err := client.New(c.Server, client.Options{APIKey: key, Timeout: c.Timeout, UserAgent: "sluice/" + version})
 	if err != nil {
 		return nil, &exitError{exitUsage, fmt.Errorf("--server: %w", err)}
 	}
@@ -129,7 +129,7 @@ func getCommand() *ffcli.Command {
 // getter runs one sluice get.
 type getter struct {
 	cfg     *getConfig
-	api     *apiclient.Client
+	api     *client.Client
 	rep     reporter
 	log     *slog.Logger
 	maxRate int64
@@ -276,18 +276,18 @@ func (g *getter) checkDest(dest string) error {
 }
 
 // admitted creates a ticket and waits in line until it has a download link.
-func (g *getter) admitted(ctx context.Context, key string) (apiclient.Ticket, error) {
+func (g *getter) admitted(ctx context.Context, key string) (client.Ticket, error) {
 	var deadline time.Time
 	if g.cfg.WaitMax > 0 {
 		deadline = time.Now().Add(g.cfg.WaitMax)
 	}
-	var p apiclient.Poll
+	var p client.Poll
 	err := g.retry(ctx, deadline, func() (err error) {
 		p, err = g.api.CreateDownload(ctx, key, g.idem)
 		return err
 	})
 	if err != nil {
-		return apiclient.Ticket{}, err
+		return client.Ticket{}, err
 	}
 	g.idem = rand.Text() // a later ticket (new link) is a new request
 	g.rep.queued(p.Ticket)
@@ -297,7 +297,7 @@ func (g *getter) admitted(ctx context.Context, key string) (apiclient.Ticket, er
 			if p.Error != "" {
 				msg += ": " + p.Error
 			}
-			return apiclient.Ticket{}, &exitError{exitServer, errors.New(msg + "; run the command again")}
+			return client.Ticket{}, &exitError{exitServer, errors.New(msg + "; run the command again")}
 		}
 		wait := min(max(p.RetryAfter, 250*time.Millisecond), 30*time.Second)
 		if p.RetryAfter == 0 {
@@ -307,13 +307,13 @@ func (g *getter) admitted(ctx context.Context, key string) (apiclient.Ticket, er
 			left := time.Until(deadline)
 			if left <= 0 {
 				g.cancel(p.ID)
-				return apiclient.Ticket{}, &exitError{exitQueueTimeout, fmt.Errorf("not admitted within --wait-max %s (position %d); the ticket was canceled", g.cfg.WaitMax, p.Position)}
+				return client.Ticket{}, &exitError{exitQueueTimeout, fmt.Errorf("not admitted within --wait-max %s (position %d); the ticket was canceled", g.cfg.WaitMax, p.Position)}
 			}
 			wait = min(wait, left)
 		}
 		if !sleepCtx(ctx, wait) {
 			g.cancel(p.ID)
-			return apiclient.Ticket{}, g.interrupted(p.ID, "")
+			return client.Ticket{}, g.interrupted(p.ID, "")
 		}
 		prev := p
 		err := g.retry(ctx, deadline, func() (err error) {
@@ -323,9 +323,9 @@ func (g *getter) admitted(ctx context.Context, key string) (apiclient.Ticket, er
 		if err != nil {
 			if ctx.Err() != nil {
 				g.cancel(prev.ID)
-				return apiclient.Ticket{}, g.interrupted(prev.ID, "")
+				return client.Ticket{}, g.interrupted(prev.ID, "")
 			}
-			return apiclient.Ticket{}, err
+			return client.Ticket{}, err
 		}
 		if p.Ready() {
 			break
@@ -345,7 +345,7 @@ func (g *getter) admitted(ctx context.Context, key string) (apiclient.Ticket, er
 func (g *getter) retry(ctx context.Context, deadline time.Time, f func() error) error {
 	p := g.outagePolicy(deadline)
 	p.Retryable = func(err error) bool {
-		return apiclient.Retryable(err) || apiclient.CodeOf(err) == "object_pending"
+		return client.Retryable(err) || client.CodeOf(err) == "object_pending"
 	}
 	err := p.Do(ctx, f)
 	switch {
@@ -358,16 +358,16 @@ func (g *getter) retry(ctx context.Context, deadline time.Time, f func() error) 
 }
 
 // outagePolicy is how sluice get rides out an outage of the server or the edge: for
-// up to --wait-max (apiclient.DefaultRetryBudget when it is 0), never past deadline,
+// up to --wait-max (client.DefaultRetryBudget when it is 0), never past deadline,
 // telling the user once per outage.
-func (g *getter) outagePolicy(deadline time.Time) apiclient.RetryPolicy {
-	return apiclient.RetryPolicy{Budget: g.cfg.WaitMax, Deadline: deadline, FirstWait: g.cfg.retryFirstWait, Notify: g.rep.note}
+func (g *getter) outagePolicy(deadline time.Time) client.RetryPolicy {
+	return client.RetryPolicy{Budget: g.cfg.WaitMax, Deadline: deadline, FirstWait: g.cfg.retryFirstWait, Notify: g.rep.note}
 }
 
 // apiExit gives an API error the exit code that says what went wrong, naming the
 // setting to change when the server cannot be reached or refuses the key.
 func apiExit(c *clientConfig, err error) error {
-	ae, ok := errors.AsType[*apiclient.Error](err)
+	ae, ok := errors.AsType[*client.Error](err)
 	if !ok {
 		return &exitError{exitServer, unreachable(c.Server, err)}
 	}
@@ -394,7 +394,7 @@ func unreachable(server string, err error) error {
 // keyAdvice says what to set when the server refuses the key (or its absence);
 // source is where the key comes from.
 func keyAdvice(err error, source string) error {
-	switch apiclient.CodeOf(err) {
+	switch client.CodeOf(err) {
 	case "key_required":
 		return fmt.Errorf("%w; set %s to an API key", err, source)
 	case "invalid_key", "invalid_authorization":
@@ -406,21 +406,21 @@ func keyAdvice(err error, source string) error {
 }
 
 // catalogEntry reads what the catalog says the object must be; nil when it cannot say.
-func (g *getter) catalogEntry(ctx context.Context, object string) (*apiclient.CatalogEntry, error) {
+func (g *getter) catalogEntry(ctx context.Context, object string) (*client.CatalogEntry, error) {
 	if g.cfg.Verify == "off" {
 		return nil, nil
 	}
-	var e apiclient.CatalogEntry
+	var e client.CatalogEntry
 	err := g.retry(ctx, time.Time{}, func() (err error) {
 		e, err = g.api.Object(ctx, object)
-		if apiclient.StatusOf(err) == http.StatusNotFound {
+		if client.StatusOf(err) == http.StatusNotFound {
 			return nil
 		}
 		return err
 	})
 	switch {
-	case err != nil && apiclient.CodeOf(err) == "catalog_disabled":
-		e = apiclient.CatalogEntry{}
+	case err != nil && client.CodeOf(err) == "catalog_disabled":
+		e = client.CatalogEntry{}
 	case err != nil:
 		return nil, err
 	}
@@ -432,9 +432,9 @@ func (g *getter) catalogEntry(ctx context.Context, object string) (*apiclient.Ca
 		return nil, nil
 	}
 	switch e.State {
-	case apiclient.StateRejected:
+	case client.StateRejected:
 		return nil, &exitError{exitRejected, fmt.Errorf("the release catalog rejected %s: %s", object, e.Reason)}
-	case apiclient.StateVerified:
+	case client.StateVerified:
 		return &e, nil
 	}
 	if g.cfg.Verify == "require" {
@@ -447,7 +447,7 @@ func (g *getter) catalogEntry(ctx context.Context, object string) (*apiclient.Ca
 // download fetches the link into part. An outage of the edge (503 and other 5xx,
 // failed connections) is ridden out on the same link, resuming what arrived; a link
 // that stops working (expired, or the object changed) is replaced by a new ticket.
-func (g *getter) download(ctx context.Context, key string, tk apiclient.Ticket, part string) (fetch.Result, apiclient.Ticket, error) {
+func (g *getter) download(ctx context.Context, key string, tk client.Ticket, part string) (fetch.Result, client.Ticket, error) {
 	for attempt := 0; ; attempt++ {
 		var res fetch.Result
 		err := g.outagePolicy(time.Time{}).Do(ctx, func() (err error) {
@@ -491,7 +491,7 @@ func (g *getter) download(ctx context.Context, key string, tk apiclient.Ticket, 
 			return res, tk, &exitError{code, fmt.Errorf("%w; the partial file %s is kept for a later resume", err, part)}
 		}
 		code := exitFailure
-		if apiclient.ConnectionFailed(err) {
+		if client.ConnectionFailed(err) {
 			code = exitServer
 		}
 		return res, tk, &exitError{code, fmt.Errorf("%w; the partial file %s is kept for a later resume", err, part)}
@@ -499,7 +499,7 @@ func (g *getter) download(ctx context.Context, key string, tk apiclient.Ticket, 
 }
 
 // finish verifies the complete partial file and moves it into place.
-func (g *getter) finish(tk apiclient.Ticket, res fetch.Result, entry *apiclient.CatalogEntry, part, dest string) error {
+func (g *getter) finish(tk client.Ticket, res fetch.Result, entry *client.CatalogEntry, part, dest string) error {
 	if res.Fetched < res.Size {
 		// A resumed download never sends every byte on this ticket, so the edge keeps
 		// its slot for a resume; give it back now.

@@ -12,19 +12,19 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
-	"github.com/sluice-dl/sluice/shared/apiclient"
-	"github.com/sluice-dl/sluice/shared/fetch"
+	"github.com/sluice-dl/sluice/client"
+	"github.com/sluice-dl/sluice/client/fetch"
 )
 
 // reporter shows a download's life to a person (terminal or log lines) or a program
 // (JSON events). Errors are printed by main; failed only adds the JSON event.
 type reporter interface {
-	queued(t apiclient.Ticket)
-	position(t apiclient.Ticket)
-	ready(t apiclient.Ticket)
+	queued(t client.Ticket)
+	position(t client.Ticket)
+	ready(t client.Ticket)
 	note(msg string)
 	// downloading shows d's progress until the returned func is called.
-	downloading(t apiclient.Ticket, d *fetch.Download) (stop func(ok bool))
+	downloading(t client.Ticket, d *fetch.Download) (stop func(ok bool))
 	verifying()
 	done(e doneEvent)
 	failed(code int, err error)
@@ -57,7 +57,7 @@ func newReporter(c *getConfig, stdout, stderr io.Writer, tty bool) reporter {
 	}
 }
 
-func waitText(t apiclient.Ticket) string {
+func waitText(t client.Ticket) string {
 	s := fmt.Sprintf("position %d", t.Position)
 	if t.ETAKnown {
 		s += ", about " + (time.Duration(t.ETASeconds) * time.Second).String() + " to wait"
@@ -167,21 +167,21 @@ type ticketEvent struct {
 	Size       int64  `json:"size"`
 }
 
-func ticketFields(t apiclient.Ticket) ticketEvent {
+func ticketFields(t client.Ticket) ticketEvent {
 	return ticketEvent{t.ID, t.Object, t.Status, t.Position, t.ETASeconds, t.ETAKnown, t.Size}
 }
 
-func (r *jsonReporter) queued(t apiclient.Ticket)   { r.emit("queued", ticketFields(t)) }
-func (r *jsonReporter) position(t apiclient.Ticket) { r.emit("position", ticketFields(t)) }
-func (r *jsonReporter) ready(t apiclient.Ticket)    { r.emit("ready", ticketFields(t)) }
+func (r *jsonReporter) queued(t client.Ticket)   { r.emit("queued", ticketFields(t)) }
+func (r *jsonReporter) position(t client.Ticket) { r.emit("position", ticketFields(t)) }
+func (r *jsonReporter) ready(t client.Ticket)    { r.emit("ready", ticketFields(t)) }
 func (r *jsonReporter) note(msg string)             { r.emit("note", map[string]string{"message": msg}) }
 func (r *jsonReporter) verifying()                  { r.emit("verifying", nil) }
 func (r *jsonReporter) done(e doneEvent)            { r.emit("done", e) }
 func (r *jsonReporter) failed(code int, err error) {
-	r.emit("error", map[string]any{"exit_code": code, "error": err.Error(), "code": apiclient.CodeOf(err)})
+	r.emit("error", map[string]any{"exit_code": code, "error": err.Error(), "code": client.CodeOf(err)})
 }
 
-func (r *jsonReporter) downloading(t apiclient.Ticket, d *fetch.Download) func(bool) {
+func (r *jsonReporter) downloading(t client.Ticket, d *fetch.Download) func(bool) {
 	m := rateMeter{}
 	progress := func() {
 		done, size, conns := d.Progress()
@@ -203,11 +203,11 @@ func (r *lineReporter) printf(format string, a ...any) {
 	fmt.Fprintf(r.w, "sluice: "+format+"\n", a...)
 }
 
-func (r *lineReporter) queued(t apiclient.Ticket) {
+func (r *lineReporter) queued(t client.Ticket) {
 	r.printf("ticket %s for %s: queued, %s", t.ID, t.Object, waitText(t))
 }
-func (r *lineReporter) position(t apiclient.Ticket) { r.printf("queued, %s", waitText(t)) }
-func (r *lineReporter) ready(t apiclient.Ticket) {
+func (r *lineReporter) position(t client.Ticket) { r.printf("queued, %s", waitText(t)) }
+func (r *lineReporter) ready(t client.Ticket) {
 	r.printf("admitted; downloading %s (%s)", t.Object, humanize.IBytes(uint64(t.Size)))
 }
 func (r *lineReporter) note(msg string) { r.printf("%s", msg) }
@@ -217,7 +217,7 @@ func (r *lineReporter) done(e doneEvent) {
 }
 func (r *lineReporter) failed(int, error) {}
 
-func (r *lineReporter) downloading(t apiclient.Ticket, d *fetch.Download) func(bool) {
+func (r *lineReporter) downloading(t client.Ticket, d *fetch.Download) func(bool) {
 	m := rateMeter{}
 	stop := every(r.every, func() {
 		done, size, conns := d.Progress()
@@ -254,11 +254,11 @@ func (r *ttyReporter) endStatus() {
 	}
 }
 
-func (r *ttyReporter) queued(t apiclient.Ticket) {
+func (r *ttyReporter) queued(t client.Ticket) {
 	r.status(fmt.Sprintf("Waiting in line for %s: %s", t.Object, waitText(t)))
 }
-func (r *ttyReporter) position(t apiclient.Ticket) { r.queued(t) }
-func (r *ttyReporter) ready(t apiclient.Ticket) {
+func (r *ttyReporter) position(t client.Ticket) { r.queued(t) }
+func (r *ttyReporter) ready(t client.Ticket) {
 	r.endStatus()
 	fmt.Fprintf(r.w, "Admitted: downloading %s (%s)\n", t.Object, humanize.IBytes(uint64(t.Size)))
 }
@@ -269,7 +269,7 @@ func (r *ttyReporter) done(e doneEvent) {
 }
 func (r *ttyReporter) failed(int, error) { r.endStatus() }
 
-func (r *ttyReporter) downloading(t apiclient.Ticket, d *fetch.Download) func(bool) {
+func (r *ttyReporter) downloading(t client.Ticket, d *fetch.Download) func(bool) {
 	r.endStatus()
 	p := mpb.New(mpb.WithOutput(r.w), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
 	bar := p.AddBar(t.Size,
@@ -314,11 +314,11 @@ func (r *ttyReporter) downloading(t apiclient.Ticket, d *fetch.Download) func(bo
 
 type quietReporter struct{}
 
-func (quietReporter) queued(apiclient.Ticket)   {}
-func (quietReporter) position(apiclient.Ticket) {}
-func (quietReporter) ready(apiclient.Ticket)    {}
+func (quietReporter) queued(client.Ticket)   {}
+func (quietReporter) position(client.Ticket) {}
+func (quietReporter) ready(client.Ticket)    {}
 func (quietReporter) note(string)               {}
-func (quietReporter) downloading(apiclient.Ticket, *fetch.Download) func(bool) {
+func (quietReporter) downloading(client.Ticket, *fetch.Download) func(bool) {
 	return func(bool) {}
 }
 func (quietReporter) verifying()        {}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dl/sluice/shared/apiclient"
+	"github.com/sluice-dl/sluice/client"
 )
 
 // outageServer is an ingress and an edge in one httptest server that fail the way
@@ -65,8 +65,8 @@ func (s *outageServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ticket := func(status string) {
-		tk := apiclient.Ticket{ID: "T", Object: "rel/app.bin", Status: status, Size: int64(len(s.data))}
-		if status == apiclient.StatusReady {
+		tk := client.Ticket{ID: "T", Object: "rel/app.bin", Status: status, Size: int64(len(s.data))}
+		if status == client.StatusReady {
 			tk.DownloadURL = s.url + "/d/tok/app.bin"
 		} else {
 			tk.Position = 1
@@ -80,7 +80,7 @@ func (s *outageServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodPost && r.URL.Path == "/api/v1/downloads":
 		s.creates++
-		ticket(apiclient.StatusQueued)
+		ticket(client.StatusQueued)
 	case r.Method == http.MethodGet && r.URL.Path == "/api/v1/tickets/T":
 		s.polls++
 		if len(s.pollFails) > 0 {
@@ -89,10 +89,10 @@ func (s *outageServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fail(w)
 			return
 		}
-		ticket(apiclient.StatusReady)
+		ticket(client.StatusReady)
 	case r.Method == http.MethodDelete && r.URL.Path == "/api/v1/tickets/T":
 		s.cancels++
-		ticket(apiclient.StatusCanceled)
+		ticket(client.StatusCanceled)
 	case strings.HasPrefix(r.URL.Path, "/api/v1/objects/"):
 		w.WriteHeader(http.StatusNotFound)
 		json.NewEncoder(w).Encode(map[string]string{"error": "never published", "code": "object_not_found"})

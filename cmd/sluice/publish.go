@@ -22,7 +22,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
-	"github.com/sluice-dl/sluice/shared/apiclient"
+	"github.com/sluice-dl/sluice/client"
 	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
@@ -82,7 +82,7 @@ func publishCommand() *ffcli.Command {
 			}
 			err := runPublish(ctx, c, args, out)
 			if err != nil {
-				out.event("error", map[string]any{"error": err.Error(), "code": apiclient.CodeOf(err)})
+				out.event("error", map[string]any{"error": err.Error(), "code": client.CodeOf(err)})
 			}
 			return err
 		},
@@ -132,7 +132,7 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out *publ
 			return fmt.Errorf("--channel: %w", err)
 		}
 	}
-	api, err := apiclient.New(c.Server, apiclient.Options{APIKey: c.APIKey, Timeout: 2 * time.Minute, UserAgent: "sluice/" + version})
+	api, err := client.New(c.Server, client.Options{APIKey: c.APIKey, Timeout: 2 * time.Minute, UserAgent: "sluice/" + version})
 	if err != nil {
 		return fmt.Errorf("--server: %w", err)
 	}
@@ -253,24 +253,24 @@ func uploadOne(ctx context.Context, up uploader, c *publishConfig, file string, 
 // publishRetry is how sluice publish rides out an outage of the server: for up to
 // --wait (2 minutes when --wait is 0, as the events must still go in), telling the
 // user once per outage. An ingress without a release queue will not grow one.
-func publishRetry(c *publishConfig, deadline time.Time, out *publishOutput) apiclient.RetryPolicy {
+func publishRetry(c *publishConfig, deadline time.Time, out *publishOutput) client.RetryPolicy {
 	budget := c.Wait
 	if budget <= 0 {
 		budget = 2 * time.Minute
 	}
-	return apiclient.RetryPolicy{Budget: budget, Deadline: deadline,
+	return client.RetryPolicy{Budget: budget, Deadline: deadline,
 		Retryable: func(err error) bool {
-			return apiclient.Retryable(err) && apiclient.CodeOf(err) != "releases_disabled"
+			return client.Retryable(err) && client.CodeOf(err) != "releases_disabled"
 		},
 		Notify: out.note}
 }
 
 // publishError says what a failed API call means for the user of sluice publish.
 func publishError(c *publishConfig, err error) error {
-	if _, ok := errors.AsType[*apiclient.Error](err); ok {
+	if _, ok := errors.AsType[*client.Error](err); ok {
 		return keyAdvice(err, "SLUICE_API_KEY or --api-key")
 	}
-	if !apiclient.ConnectionFailed(err) {
+	if !client.ConnectionFailed(err) {
 		return err
 	}
 	return unreachable(c.Server, err)
@@ -278,14 +278,14 @@ func publishError(c *publishConfig, err error) error {
 
 // announce publishes the events, sending the batch again through an outage or while
 // the server's queue is full (what was stored already comes back as a duplicate).
-func announce(ctx context.Context, c *publishConfig, api *apiclient.Client, events []uploaded, out *publishOutput) error {
+func announce(ctx context.Context, c *publishConfig, api *client.Client, events []uploaded, out *publishOutput) error {
 	var body bytes.Buffer
 	for _, ev := range events {
 		j, _ := json.Marshal(ev)
 		body.Write(j)
 		body.WriteByte('\n')
 	}
-	var res apiclient.ReleaseResult
+	var res client.ReleaseResult
 	err := publishRetry(c, time.Time{}, out).Do(ctx, func() (err error) {
 		res, err = api.PublishReleases(ctx, body.Bytes())
 		return err
@@ -302,7 +302,7 @@ func announce(ctx context.Context, c *publishConfig, api *apiclient.Client, even
 }
 
 // waitVerified polls the catalog until every file is verified; a rejection fails.
-func waitVerified(ctx context.Context, c *publishConfig, api *apiclient.Client, events []uploaded, out *publishOutput) error {
+func waitVerified(ctx context.Context, c *publishConfig, api *client.Client, events []uploaded, out *publishOutput) error {
 	deadline := time.Now().Add(c.Wait)
 	pending := map[string]uploaded{}
 	for _, ev := range events {
@@ -315,7 +315,7 @@ func waitVerified(ctx context.Context, c *publishConfig, api *apiclient.Client, 
 				e, err = api.Object(ctx, key)
 				return err
 			})
-			if apiclient.StatusOf(err) == http.StatusNotFound {
+			if client.StatusOf(err) == http.StatusNotFound {
 				continue // not recorded yet
 			}
 			if err != nil {

@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dl/sluice/shared/catalog"
-	"github.com/sluice-dl/sluice/shared/testenv"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // backends runs a test against a real redis-server and against the in-process

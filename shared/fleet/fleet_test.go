@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dl/sluice/shared/fleet"
-	"github.com/sluice-dl/sluice/shared/testenv"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 func backends(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient)) {

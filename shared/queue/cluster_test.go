@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/shared/testenv"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // Against three real nats-server processes: Connect takes the comma-separated URL list,

@@ -1,8 +1,8 @@
-// Package apiclient is a typed client of sluice's HTTP API: tickets (create, poll,
+// Package client is a typed client of sluice's HTTP API: tickets (create, poll,
 // cancel), the release catalog, and the operators' admin API. Every refusal comes back
 // as an *Error carrying the HTTP status and the server's problem details (RFC 9457:
 // detail, and the code and hint extension members).
-package apiclient
+package client
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package apiclient
+package client
 
 import (
 	"context"
@@ -134,7 +134,7 @@ func retryHint(err error) (time.Duration, bool) {
 }
 
 // StatusError is an HTTP answer that refused a request: an *Error from the API, or
-// the download link's refusal as shared/fetch reports it.
+// the download link's refusal as client/fetch reports it.
 type StatusError interface {
 	error
 	HTTPStatus() int
