@@ -62,3 +62,49 @@ func TestWaitEstimate(t *testing.T) {
 		}
 	})
 }
+
+// A poll's cost follows the slots held, never the limit: free slots are counted, not
+// listed. Polls at a global limit of 100,000 against the same polls at a limit of 4,
+// in one run (a ratio, so a loaded machine does not fail it); listing the free slots
+// made the first about 70 times slower.
+func TestPollCostDoesNotGrowWithTheLimit(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		timePolls := func(limit int) time.Duration {
+			rdb.FlushAll(ctx)
+			l := newLedger(t, rdb, admission.Config{GlobalLimit: limit})
+			var seq uint64
+			warm := enqueue(t, l, "w", 3, &seq)
+			if _, err := l.Admit(ctx, 3); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range warm { // three releases: the estimate is known
+				if _, err := l.Cancel(ctx, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := l.SetPaused(ctx, true); err != nil { // keep the ticket queued
+				t.Fatal(err)
+			}
+			if err := l.SetPaused(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			q := enqueue(t, l, "q", 1, &seq)[0]
+			best := time.Duration(1 << 62)
+			for range 5 {
+				start := time.Now()
+				for range 40 {
+					if p, err := l.Poll(ctx, q); err != nil || !p.ETAKnown {
+						t.Fatalf("poll: %+v %v", p, err)
+					}
+				}
+				best = min(best, time.Since(start))
+			}
+			return best
+		}
+		small, large := timePolls(4), timePolls(100_000)
+		if large > 4*small {
+			t.Errorf("40 polls took %s at a limit of 100,000 and %s at a limit of 4: a poll's cost grows with the limit", large, small)
+		}
+	})
+}

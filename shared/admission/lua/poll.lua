@@ -63,7 +63,9 @@ local span = NOW - first
 -- When the nth (0-based) admission comes with `slots` slots held by `holders`, each
 -- slot freeing once per mean hold: sorted residuals, then whole rounds. Holders past
 -- the mean are taken to be about to finish; while more are held than the limit (it
--- was lowered), the first releases admit nobody.
+-- was lowered), the first releases admit nobody. Free slots are residuals of 0 and are
+-- counted, not listed: the cost follows the holders looked at (at most 1024), never
+-- the limit.
 local function nth_admission(holders, slots, nth, hold)
   if slots <= 0 then return nil end
   local left = {}
@@ -73,10 +75,15 @@ local function nth_admission(holders, slots, nth, hold)
     if r < 0 then r = 0 end
     left[#left + 1] = r
   end
-  for _ = #left + 1, slots do left[#left + 1] = 0 end -- free slots
   table.sort(left)
-  local skip = #left - slots
-  return left[skip + (nth % slots) + 1] + math.floor(nth / slots) * hold
+  local free = slots - #left
+  if free < 0 then free = 0 end
+  -- the sorted residuals are `free` zeros followed by `left`; skip what exceeds slots
+  local skip = free + #left - slots
+  local i = skip + (nth % slots) + 1
+  local first = 0
+  if i > free then first = left[i - free] end
+  return first + math.floor(nth / slots) * hold
 end
 
 local eta, known = 0, 1
