@@ -20,6 +20,9 @@
 --   holds          hash   avg_ms: running mean of how long a slot is held, admission to
 --                         release, over tickets that ended holding one; n: how many
 --   ended          hash   status -> tickets that ended in it, ever (metrics counters)
+--   wake           channel (pub/sub, not a key) published when a slot frees or a ticket
+--                         joins a wait queue: workers admit at once instead of at their
+--                         next tick (Ledger.Wakeups); at most one message per script run
 --   gen            hash   the ledger's generation (rebuild.lua): base (first epoch of this
 --                         generation), open_ms (admission resumes then), id, built_ms.
 --                         Missing: the ledger was lost (or never built) and must be
@@ -64,19 +67,30 @@ local function tenant_used(tenant)
   return redis.call('ZCOUNT', skey(tenant), '(' .. NOW, '+inf')
 end
 
+-- Tells the workers that admission may have work: a slot was freed or a ticket joined
+-- a wait queue. Once per script run, however many tickets it touched.
+local woken = false
+local function wake()
+  if woken then return end
+  woken = true
+  redis.call('PUBLISH', P .. 'wake', '')
+end
+
 local function lease(id, tenant, until_ms)
   redis.call('ZADD', SLOTS, until_ms, id)
   redis.call('ZADD', skey(tenant), until_ms, id)
 end
 
 local function release(id, tenant)
-  redis.call('ZREM', SLOTS, id)
+  if redis.call('ZREM', SLOTS, id) == 1 then wake() end
   if tenant then redis.call('ZREM', skey(tenant), id) end
 end
 
 -- A tenant that gets a queued ticket takes its place in the fair order: never behind
 -- its own past (vt) and never ahead of the present (vclock), so idling earns no credit.
 local function activate(tenant)
+  local global = redis.call('HGET', LIMITS, 'global')
+  if not global or redis.call('ZCARD', SLOTS) < tonumber(global) then wake() end
   if redis.call('ZSCORE', TENANTS, tenant) then return end
   local vt = tonumber(redis.call('HGET', VT, tenant) or '0')
   local clock = tonumber(redis.call('GET', VCLOCK) or '0')

@@ -1,0 +1,70 @@
+package admission_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+)
+
+// A worker hears at once when there is admission work: a ticket queued while a slot is
+// free, a slot given back. A ticket queued while every slot is held wakes nobody.
+func TestWakeupsSignalAdmissionWork(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1})
+		one := 1
+		if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Global: &one}); err != nil {
+			t.Fatal(err)
+		}
+		wake := l.Wakeups(ctx)
+		// the subscription is live once a published signal arrives: retry until then
+		var seq uint64
+		first := enqueue(t, l, "a", 1, &seq)[0]
+		expect := func(what string) {
+			t.Helper()
+			select {
+			case <-wake:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no wake-up after %s", what)
+			}
+		}
+		drain := func() {
+			for {
+				select {
+				case <-wake:
+				case <-time.After(200 * time.Millisecond):
+					return
+				}
+			}
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			select {
+			case <-wake:
+			case <-time.After(100 * time.Millisecond):
+				if time.Now().After(deadline) {
+					t.Fatal("no wake-up for a ticket queued with a free slot")
+				}
+				enqueue(t, l, "a", 1, &seq) // the first publish came before the subscription
+				continue
+			}
+			break
+		}
+		if g, err := l.Admit(ctx, 1); err != nil || len(g) != 1 || g[0].TicketID != first {
+			t.Fatalf("admit: %v %v", g, err)
+		}
+		drain()
+		enqueue(t, l, "b", 1, &seq)
+		select {
+		case <-wake:
+			t.Fatal("woken by a ticket queued while every slot is held")
+		case <-time.After(300 * time.Millisecond):
+		}
+		if _, err := l.Cancel(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		expect("a slot was given back")
+	})
+}
