@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 type server struct {
 	ingress, edge string
 	dataDir       string
+	natsURL       string // the server's NATS (SyncAlways, as testenv starts it)
 	minio         *testenv.MinIO
 	bucket        string
 	proc          *testenv.Process
@@ -40,6 +41,7 @@ func startServer(b *testing.B, withMinIO bool, env ...string) *server {
 	s := &server{dataDir: b.TempDir()}
 	redis := testenv.StartRedis(b)
 	nats := testenv.StartNATS(b)
+	s.natsURL = nats.URL
 	ip, ep := testenv.FreePort(b), testenv.FreePort(b)
 	s.ingress = "http://127.0.0.1:" + strconv.Itoa(ip)
 	s.edge = "http://127.0.0.1:" + strconv.Itoa(ep)

@@ -102,6 +102,8 @@ func (c *StreamConfig) workQueue(name, description, subjects string) jetstream.S
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  c.DedupWindow,
 		MaxAge:      7 * 24 * time.Hour,
+		// Concurrent publishes are stored in atomic batches (groupCommit).
+		AllowAtomicPublish: true,
 	}
 }
 
@@ -181,16 +183,17 @@ func (t Ticket) Ledger(seq uint64, traceparent string) admission.Ticket {
 	}
 }
 
-// Publisher publishes tickets and waits for JetStream's acknowledgement.
+// Publisher publishes tickets and waits for JetStream's acknowledgement. Concurrent
+// publishes share atomic batches (groupCommit).
 type Publisher struct {
 	nc      *nats.Conn
-	js      jetstream.JetStream
 	timeout time.Duration
+	batches *groupCommit
 }
 
 // NewPublisher returns a publisher whose publishes give up after timeout.
 func NewPublisher(nc *nats.Conn, js jetstream.JetStream, timeout time.Duration) *Publisher {
-	return &Publisher{nc: nc, js: js, timeout: timeout}
+	return &Publisher{nc: nc, timeout: timeout, batches: newGroupCommit(js, timeout)}
 }
 
 // Publish stores t durably and returns its stream sequence. The message id is the
@@ -206,13 +209,14 @@ func (p *Publisher) Publish(ctx context.Context, t Ticket) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	msg := &nats.Msg{Subject: ticketSubject(t.Tenant, t.ID), Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, "ticket:"+t.ID)
 	// The ticket's trace goes on in the worker that receives the message.
 	propagation.TraceContext{}.Inject(ctx, HeaderCarrier(msg.Header))
-	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID("ticket:"+t.ID))
+	seq, err := p.batches.publish(ctx, msg)
 	if err != nil {
 		return 0, publishError("publish ticket", err)
 	}
-	return ack.Sequence, nil
+	return seq, nil
 }
 
 // ticketSubject is where a ticket's message is stored: one subject per ticket, so that

@@ -1,0 +1,102 @@
+package queue_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/queue"
+)
+
+// Concurrent publishes share atomic batches, and each still gets the sequence its own
+// message is stored at: what the stream holds under each ticket's subject. Tickets
+// published again (a retry after a timeout) mixed with new ones make batches the
+// server refuses whole; each is then stored once and answered with its first
+// sequence.
+func TestConcurrentPublishesKeepTheirOwnSequences(t *testing.T) {
+	srv := testenv.StartNATS(t)
+	nc, err := queue.Connect(srv.URL, "batch-test", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if _, err := queue.EnsureTickets(ctx, js, queue.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	pub := queue.NewPublisher(nc, js, 10*time.Second)
+
+	const writers, each = 64, 30
+	var mu sync.Mutex
+	seqs := map[string]uint64{}
+	publishAll := func(ids func(w, i int) string) {
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := range each {
+					id := ids(w, i)
+					seq, err := pub.Publish(ctx, queue.Ticket{ID: id, Object: "o", Tenant: fmt.Sprint("t", w%4), Created: time.Now()})
+					if err != nil {
+						t.Errorf("publish %s: %v", id, err)
+						return
+					}
+					mu.Lock()
+					if old, ok := seqs[id]; ok && old != seq {
+						t.Errorf("ticket %s published again answered sequence %d, first %d", id, seq, old)
+					}
+					seqs[id] = seq
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+	}
+	publishAll(func(w, i int) string { return fmt.Sprintf("a-%d-%d", w, i) })
+	// every other ticket again, among new ones
+	publishAll(func(w, i int) string {
+		if i%2 == 0 {
+			return fmt.Sprintf("a-%d-%d", w, i)
+		}
+		return fmt.Sprintf("b-%d-%d", w, i)
+	})
+	if t.Failed() {
+		return
+	}
+
+	want := writers*each + writers*each/2
+	if len(seqs) != want {
+		t.Fatalf("%d tickets answered, want %d", len(seqs), want)
+	}
+	bySeq := map[uint64]string{}
+	for id, seq := range seqs {
+		if other, ok := bySeq[seq]; ok {
+			t.Fatalf("tickets %s and %s both answered sequence %d", id, other, seq)
+		}
+		bySeq[seq] = id
+	}
+	s, err := js.Stream(ctx, queue.TicketStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.Msgs != uint64(want) {
+		t.Fatalf("stream holds %v messages (%v), want %d: a retried ticket was stored twice", info.State.Msgs, err, want)
+	}
+	tickets := queue.NewTickets(js)
+	for id, seq := range seqs {
+		tk, stored, err := tickets.Lookup(ctx, id)
+		if err != nil || tk.ID != id || stored != seq {
+			t.Fatalf("ticket %s answered sequence %d; the stream holds it at %d (%v)", id, seq, stored, err)
+		}
+	}
+}
