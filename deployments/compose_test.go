@@ -278,8 +278,9 @@ func TestComposeObservability(t *testing.T) {
 	if services[u.Hostname()] == nil || u.Port() != "9090" {
 		t.Errorf("the grafana datasource %s is not the prometheus service", u)
 	}
-	if uid := str(get(ds, "datasources", 0, "uid")); uid != dashboardDatasourceUID(t) {
-		t.Errorf("datasource uid %q, the dashboard uses %q", uid, dashboardDatasourceUID(t))
+	// The dashboard's data source variable starts on the default data source of its type.
+	if typ, def := str(get(ds, "datasources", 0, "type")), get(ds, "datasources", 0, "isDefault"); typ != dashboardDatasourceType(t) || def != true {
+		t.Errorf("datasource of type %q (default: %v), the dashboard's variable wants the default %q", typ, def, dashboardDatasourceType(t))
 	}
 }
 

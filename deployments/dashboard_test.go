@@ -134,21 +134,97 @@ func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 	}
 }
 
-func dashboardDatasourceUID(t *testing.T) string {
+// dashboardVariables returns the dashboard's template variables by name.
+func dashboardVariables(t *testing.T, d map[string]any) map[string]map[string]any {
 	t.Helper()
-	uids := map[string]bool{}
-	walk(loadDashboard(t), func(m map[string]any) {
+	vars := map[string]map[string]any{}
+	list, _ := get(d, "templating", "list").([]any)
+	for _, v := range list {
+		if m, ok := v.(map[string]any); ok {
+			vars[str(m["name"])] = m
+		}
+	}
+	return vars
+}
+
+// dashboardDatasourceType is the plugin type of the dashboard's data source variable.
+func dashboardDatasourceType(t *testing.T) string {
+	t.Helper()
+	v := dashboardVariables(t, loadDashboard(t))["datasource"]
+	if v == nil || str(v["type"]) != "datasource" {
+		t.Fatalf("the dashboard has no datasource variable: %v", v)
+	}
+	return str(v["query"])
+}
+
+// The dashboard works on any Grafana: every query goes to the data source the viewer
+// picks (${datasource}, no fixed uid), and the per-process panels follow the job and
+// instance variables, while the ledger's system-wide figures (exported by one ingress
+// at a time) are never filtered by them.
+func TestDashboardVariables(t *testing.T) {
+	d := loadDashboard(t)
+	if typ := dashboardDatasourceType(t); typ != "prometheus" {
+		t.Errorf("the datasource variable lists %q data sources, want prometheus", typ)
+	}
+	vars := dashboardVariables(t, d)
+	for _, name := range []string{"job", "instance"} {
+		v := vars[name]
+		if v == nil {
+			t.Errorf("the dashboard has no %s variable", name)
+			continue
+		}
+		q := str(get(v, "query", "query"))
+		if str(v["type"]) != "query" || !strings.Contains(q, "label_values(") || !strings.HasSuffix(q, ", "+name+")") ||
+			v["includeAll"] != true || v["multi"] != true || str(v["allValue"]) != ".*" {
+			t.Errorf("variable %s: want a multi-value label_values(…, %s) query with All as .*, have %v", name, name, v)
+		}
+		for _, m := range metricsIn(q) {
+			if _, ok := exportedName(m, telemetry.MetricNames()); !ok {
+				t.Errorf("variable %s queries %s, which sluice does not export", name, m)
+			}
+		}
+	}
+	if q := str(get(vars["instance"], "query", "query")); !strings.Contains(q, `job=~"$job"`) {
+		t.Errorf("the instance variable does not follow the job variable: %s", q)
+	}
+
+	var sources, panels int
+	walk(d, func(m map[string]any) {
 		if ds, ok := m["datasource"].(map[string]any); ok {
-			uids[str(ds["uid"])] = true
+			sources++
+			if str(ds["uid"]) != "${datasource}" {
+				t.Errorf("a datasource with uid %q, want ${datasource}", ds["uid"])
+			}
+		}
+		if targets, ok := m["targets"].([]any); ok && len(targets) > 0 {
+			panels++
+			if ds, ok := m["datasource"].(map[string]any); !ok || str(ds["uid"]) != "${datasource}" {
+				t.Errorf("panel %q does not use ${datasource}", m["title"])
+			}
 		}
 	})
-	if len(uids) != 1 {
-		t.Fatalf("the dashboard uses datasources %v, want one", uids)
+	if sources == 0 || panels < 10 {
+		t.Fatalf("%d datasources in %d panels", sources, panels)
 	}
-	for uid := range uids {
-		return uid
-	}
-	return ""
+
+	ledger := telemetry.LedgerNames()
+	selector := regexp.MustCompile(`\b(sluice_[a-z0-9_]+)(\{[^}]*\})?`)
+	walk(d, func(m map[string]any) {
+		expr, ok := m["expr"].(string)
+		if !ok {
+			return
+		}
+		for _, sm := range selector.FindAllStringSubmatch(expr, -1) {
+			name, _ := exportedName(sm[1], telemetry.MetricNames())
+			filtered := strings.Contains(sm[2], `job=~"$job"`) && strings.Contains(sm[2], `instance=~"$instance"`)
+			switch {
+			case slices.Contains(ledger, name) && strings.Contains(sm[2], "$"):
+				t.Errorf("%s is system-wide (one ingress exports it) but is filtered by a variable: %s", name, expr)
+			case !slices.Contains(ledger, name) && !filtered:
+				t.Errorf("%s is per process but does not follow $job and $instance: %s", sm[1], expr)
+			}
+		}
+	})
 }
 
 // The recommended KEDA alternative scales on a metric sluice exports.

@@ -18,6 +18,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-dl/sluice/ingress"
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/connlimit"
 	"github.com/sluice-dl/sluice/shared/fleet"
 	"github.com/sluice-dl/sluice/shared/objstore"
@@ -42,8 +44,9 @@ type ops struct {
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	worker  atomic.Pointer[fleet.Member]
-	servers []*http.Server     // a worker's metrics listener
-	conns   *connlimit.Limiter // the per-address cap of the process's listeners
+	front   atomic.Pointer[fleet.Member] // its ingress's entry: the leading one exports the ledger's figures
+	servers []*http.Server               // a worker's metrics listener
+	conns   *connlimit.Limiter           // the per-address cap of the process's listeners
 }
 
 func startOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.Logger) (*ops, error) {
@@ -66,7 +69,7 @@ func startOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.L
 		fleet: fleet.New(d.rdb, fleet.Config{})}
 	o.metrics.Token = c.MetricsToken
 	o.ctx, o.stop = context.WithCancel(context.WithoutCancel(ctx))
-	d.rdb.AddHook(o.metrics.RedisHook())
+	d.rdb.AddHook(o.metrics.RedisHook(admission.Scripts(), catalog.Scripts(), fleet.Scripts()))
 	breakers := map[string]func() string{"redis": d.rdbCB.State}
 	if d.store != nil {
 		if b, ok := d.store.(*objstore.Breaker); ok {
@@ -76,8 +79,8 @@ func startOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.L
 	}
 	o.metrics.Registry.MustRegister(telemetry.NewBreakerCollector(breakers))
 	if r == roleServe || r == roleIngress {
-		// The ledger's figures are the whole system's; the ingress exports them.
-		o.metrics.Registry.MustRegister(telemetry.NewLedgerCollector(d.ledger, telemetry.LedgerCollectorOptions{}))
+		// The ledger's figures are the whole system's: the leading ingress exports them.
+		o.metrics.Registry.MustRegister(telemetry.NewLedgerCollector(d.ledger, telemetry.LedgerCollectorOptions{Leader: o.leadsIngresses}))
 	}
 	return o, nil
 }
@@ -148,7 +151,16 @@ func (o *ops) ingress() *ingress.Ops {
 // joinIngress registers the ingress and counts its connections.
 func (o *ops) joinIngress(l *listener) {
 	o.watchConns(l)
-	o.join("ingress", l.ln.Addr().String(), nil, nil)
+	o.front.Store(o.join("ingress", l.ln.Addr().String(), nil, nil))
+}
+
+// leadsIngresses says whether this process's ingress leads the fleet's ingresses.
+func (o *ops) leadsIngresses(ctx context.Context) (bool, error) {
+	m := o.front.Load()
+	if m == nil {
+		return false, nil
+	}
+	return m.Leads(ctx)
 }
 
 // publisher times the ticket publishes (publish to PubAck).

@@ -79,6 +79,16 @@ var (
 	rebuildScript = redis.NewScript(prelude + rebuildLua)
 )
 
+// Scripts names the ledger's Lua scripts, so that the Redis metrics
+// (telemetry.Metrics.RedisHook) record which one ran instead of evalsha.
+func Scripts() map[string]*redis.Script {
+	return map[string]*redis.Script{
+		"admission.enqueue": enqueueScript, "admission.admit": admitScript, "admission.ready": readyScript,
+		"admission.stream": streamScript, "admission.cancel": cancelScript, "admission.check": checkScript,
+		"admission.poll": pollScript, "admission.rebuild": rebuildScript, "admission.stats": statsScript,
+	}
+}
+
 // Config holds the ledger's timings and default limits.
 type Config struct {
 	Prefix       string        // key prefix with a hash tag, default "sluice:{adm}:"

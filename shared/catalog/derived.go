@@ -40,6 +40,15 @@ var (
 	deadLetteredScript = redis.NewScript(deadLetteredLua)
 )
 
+// Scripts names the catalog's Lua scripts, so that the Redis metrics
+// (telemetry.Metrics.RedisHook) record which one ran instead of evalsha.
+func Scripts() map[string]*redis.Script {
+	return map[string]*redis.Script{
+		"catalog.alias": aliasScript, "catalog.heal": healScript, "catalog.rebuilt": rebuiltScript,
+		"catalog.pending": pendingScript, "catalog.dead_lettered": deadLetteredScript,
+	}
+}
+
 func aliasArgs(rev uint64, r record) []any {
 	return []any{r.Object, rev, r.State, r.Channel, r.PublishedUS}
 }

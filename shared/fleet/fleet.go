@@ -37,6 +37,12 @@ var (
 	windowScript = redis.NewScript(windowLua)
 )
 
+// Scripts names the registry's Lua scripts, so that the Redis metrics
+// (telemetry.Metrics.RedisHook) record which one ran instead of evalsha.
+func Scripts() map[string]*redis.Script {
+	return map[string]*redis.Script{"fleet.beat": beatScript, "fleet.nodes": nodesScript, "fleet.window": windowScript}
+}
+
 // Config holds the registry's keys and timings; zero values take the defaults.
 type Config struct {
 	Prefix     string        // key prefix with a hash tag ("sluice:{fleet}:")
@@ -230,6 +236,24 @@ func (r *Registry) Join(cfg MemberConfig) *Member {
 
 // ID is the node's id in the registry.
 func (m *Member) ID() string { return m.node.ID }
+
+// Leads reports whether this node leads its role: it is the live node of its role with
+// the smallest id. Every node of the role reads the same registry, so one of them leads
+// at a time (two callers can disagree only for the moment between a beat and a read);
+// a node that has not beaten yet does not lead, and when the leader stops without
+// leaving the next one leads once its entry lapses (the TTL).
+func (m *Member) Leads(ctx context.Context) (bool, error) {
+	nodes, err := m.reg.Nodes(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, n := range nodes { // by role, then id
+		if n.Role == m.node.Role {
+			return n.ID == m.node.ID, nil
+		}
+	}
+	return false, nil
+}
 
 // Admitted records one admission that waited wait, reported with the next beat.
 func (m *Member) Admitted(wait time.Duration) {

@@ -146,3 +146,57 @@ func TestFleetWindowRatesAndPercentiles(t *testing.T) {
 		}
 	})
 }
+
+// TestFleetOneLeaderPerRole: of the live nodes of a role, exactly one leads (the
+// smallest id); when it leaves, another takes over; a node of another role does not
+// count.
+func TestFleetOneLeaderPerRole(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		reg := fleet.New(rdb, fleet.Config{TTL: 1500 * time.Millisecond})
+		var members []*fleet.Member
+		stops := map[*fleet.Member]func(){}
+		for _, role := range []string{"ingress", "ingress", "ingress", "edge"} {
+			m := reg.Join(fleet.MemberConfig{Role: role, Every: 100 * time.Millisecond})
+			ctx, stop := context.WithCancel(t.Context())
+			done := make(chan struct{})
+			go func() { m.Run(ctx); close(done) }()
+			stops[m] = func() { stop(); <-done }
+			members = append(members, m)
+		}
+		defer func() {
+			for _, stop := range stops {
+				stop()
+			}
+		}()
+		waitNodes(t, reg, 4)
+		leaders := func() []*fleet.Member {
+			var out []*fleet.Member
+			for _, m := range members[:3] {
+				if _, stopped := stops[m]; !stopped {
+					continue
+				}
+				ok, err := m.Leads(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ok {
+					out = append(out, m)
+				}
+			}
+			return out
+		}
+		first := leaders()
+		if len(first) != 1 {
+			t.Fatalf("%d ingress leaders, want 1", len(first))
+		}
+		if ok, _ := members[3].Leads(t.Context()); !ok {
+			t.Error("the only edge does not lead its role")
+		}
+		stops[first[0]]()
+		delete(stops, first[0])
+		waitNodes(t, reg, 3)
+		if next := leaders(); len(next) != 1 || next[0] == first[0] {
+			t.Fatalf("after the leader left: %d leaders", len(next))
+		}
+	})
+}

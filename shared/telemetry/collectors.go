@@ -24,8 +24,13 @@ type StatsReader interface {
 // LedgerCollector exports the admission ledger's figures, read at scrape time. One
 // read serves every scrape within CacheFor, and a read is bounded by Timeout, so a
 // slow Redis cannot hold scrapes (sluice_ledger_up then says 0).
+//
+// The figures are the whole system's, the same from every process that reads them;
+// with Leader set, only the process it names exports them, so that Prometheus stores
+// them once (the others export sluice_ledger_up alone).
 type LedgerCollector struct {
 	src        StatsReader
+	leader     func(context.Context) (bool, error)
 	timeout    time.Duration
 	cacheFor   time.Duration
 	maxTenants int
@@ -33,15 +38,19 @@ type LedgerCollector struct {
 
 	mu     sync.Mutex
 	last   admission.Stats
+	leads  bool
 	lastAt time.Time
 	err    error
 
-	tickets, ended, backlog, admissible, inUse, limit        *prometheus.Desc
-	tenantInUse, tenantLimit, tenantQueued, paused, rate, up *prometheus.Desc
+	tickets, ended, backlog, admissible, inUse, limit  *prometheus.Desc
+	tenantInUse, tenantLimit, tenantQueued, paused, up *prometheus.Desc
 }
 
 // LedgerCollectorOptions tune a LedgerCollector; zero values take the defaults.
 type LedgerCollectorOptions struct {
+	// Leader says whether this process exports the figures now (fleet.Member.Leads:
+	// the ingress with the smallest id); nil: it always does.
+	Leader     func(context.Context) (bool, error)
 	Timeout    time.Duration // bound of one ledger read (2s)
 	CacheFor   time.Duration // how long one read serves scrapes (1s)
 	MaxTenants int           // tenants exported by name, the busiest first (20); the rest are summed as OtherTenants
@@ -62,12 +71,15 @@ func NewLedgerCollector(src StatsReader, o LedgerCollectorOptions) *LedgerCollec
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Leader == nil {
+		o.Leader = func(context.Context) (bool, error) { return true, nil }
+	}
 	d := prometheus.NewDesc
 	tenant := []string{"tenant"}
 	return &LedgerCollector{
-		src: src, timeout: o.Timeout, cacheFor: o.CacheFor, maxTenants: o.MaxTenants, now: o.Now,
+		src: src, leader: o.Leader, timeout: o.Timeout, cacheFor: o.CacheFor, maxTenants: o.MaxTenants, now: o.Now,
 		tickets:      d(NameTickets, "Live tickets by state: queued, admitting, ready, streaming.", []string{"state"}, nil),
-		ended:        d(NameTicketsEnded, "Tickets that ended, by state: done, expired, failed, canceled.", []string{"state"}, nil),
+		ended:        d(NameTicketsEnded, "Tickets that ended, by state: done, expired, failed, canceled (rate of done: completions per second).", []string{"state"}, nil),
 		backlog:      d(NameQueueBacklog, "Tickets waiting for a slot.", nil, nil),
 		admissible:   d(NameQueueAdmissibleBacklog, "Waiting tickets that free slots would admit now (0 while paused): scale workers on this.", nil, nil),
 		inUse:        d(NameSlotsInUse, "Download slots held now, system-wide.", nil, nil),
@@ -76,8 +88,7 @@ func NewLedgerCollector(src StatsReader, o LedgerCollectorOptions) *LedgerCollec
 		tenantLimit:  d(NameTenantSlotsLimit, "A tenant's own slot limit, 0 for none (for (other): the sum of their limits).", tenant, nil),
 		tenantQueued: d(NameTenantQueued, "Tickets a tenant has waiting.", tenant, nil),
 		paused:       d(NameAdmissionPaused, "1 while an operator has paused admission.", nil, nil),
-		rate:         d(NameCompletionRate, "Completed downloads per second over the ledger's rate window (the basis of ETAs).", nil, nil),
-		up:           d(NameLedgerUp, "1 if the last read of the admission ledger worked.", nil, nil),
+		up:           d(NameLedgerUp, "1 if this process's last read of the admission ledger worked.", nil, nil),
 	}
 }
 
@@ -86,21 +97,27 @@ var _ prometheus.Collector = (*LedgerCollector)(nil)
 // Describe implements prometheus.Collector.
 func (c *LedgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.tickets, c.ended, c.backlog, c.admissible, c.inUse, c.limit,
-		c.tenantInUse, c.tenantLimit, c.tenantQueued, c.paused, c.rate, c.up} {
+		c.tenantInUse, c.tenantLimit, c.tenantQueued, c.paused, c.up} {
 		ch <- d
 	}
 }
 
-func (c *LedgerCollector) snapshot() (admission.Stats, error) {
+// snapshot returns the figures, whether this process exports them, and the error of
+// the reads.
+func (c *LedgerCollector) snapshot() (admission.Stats, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if now := c.now(); c.lastAt.IsZero() || now.Sub(c.lastAt) >= c.cacheFor {
 		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-		c.last, c.err = c.src.Stats(ctx)
+		c.last = admission.Stats{}
+		c.leads, c.err = c.leader(ctx)
+		if c.err == nil && c.leads {
+			c.last, c.err = c.src.Stats(ctx)
+		}
 		cancel()
 		c.lastAt = now
 	}
-	return c.last, c.err
+	return c.last, c.leads, c.err
 }
 
 // Collect implements prometheus.Collector.
@@ -108,12 +125,15 @@ func (c *LedgerCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	s, err := c.snapshot()
+	s, leads, err := c.snapshot()
 	if err != nil {
 		gauge(c.up, 0)
 		return
 	}
 	gauge(c.up, 1)
+	if !leads {
+		return
+	}
 	for st, n := range s.Tickets {
 		gauge(c.tickets, float64(n), string(st))
 	}
@@ -129,7 +149,6 @@ func (c *LedgerCollector) Collect(ch chan<- prometheus.Metric) {
 		paused = 1
 	}
 	gauge(c.paused, paused)
-	gauge(c.rate, s.Rate)
 	for _, t := range CapTenants(s.Tenants, c.maxTenants) {
 		gauge(c.tenantInUse, float64(t.InUse), t.Name)
 		gauge(c.tenantLimit, float64(t.Limit), t.Name)

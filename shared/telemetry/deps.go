@@ -2,6 +2,8 @@ package telemetry
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net"
@@ -12,11 +14,24 @@ import (
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
-// RedisHook times every Redis command (a pipeline counts as one "pipeline" call) into
-// sluice_redis_command_duration_seconds; add it with rdb.AddHook.
-func (m *Metrics) RedisHook() redis.Hook { return redisHook{m} }
+// RedisHook times every Redis command into sluice_redis_command_duration_seconds, by
+// command name; a pipeline counts as one "pipeline" call. A Lua script of scripts
+// (name → script, as admission.Scripts lists them) is recorded under its name, not as
+// the evalsha (or, the first time, eval) that runs it. Add it with rdb.AddHook.
+func (m *Metrics) RedisHook(scripts ...map[string]*redis.Script) redis.Hook {
+	byHash := map[string]string{}
+	for _, set := range scripts {
+		for name, s := range set {
+			byHash[s.Hash()] = name
+		}
+	}
+	return redisHook{m: m, scripts: byHash}
+}
 
-type redisHook struct{ m *Metrics }
+type redisHook struct {
+	m       *Metrics
+	scripts map[string]string // SHA-1 of the source (hex) → script name
+}
 
 func (h redisHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -24,7 +39,7 @@ func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		start := time.Now()
 		err := next(ctx, cmd)
-		h.observe(cmd.Name(), start, err)
+		h.observe(h.command(cmd), start, err)
 		return err
 	}
 }
@@ -36,6 +51,31 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		h.observe("pipeline", start, err)
 		return err
 	}
+}
+
+// command is the label of cmd: the script's name for a known script, else the
+// command's name.
+func (h redisHook) command(cmd redis.Cmder) string {
+	name := cmd.Name()
+	args := cmd.Args()
+	if len(args) < 2 {
+		return name
+	}
+	var hash string
+	switch name {
+	case "evalsha", "evalsha_ro":
+		hash, _ = args[1].(string)
+	case "eval", "eval_ro":
+		src, _ := args[1].(string)
+		sum := sha1.Sum([]byte(src))
+		hash = hex.EncodeToString(sum[:])
+	default:
+		return name
+	}
+	if script, ok := h.scripts[hash]; ok {
+		return script
+	}
+	return name
 }
 
 func (h redisHook) observe(name string, start time.Time, err error) {

@@ -30,7 +30,7 @@ type Metrics struct {
 	HTTPRequestDuration *prometheus.HistogramVec // {server, route}
 	HTTPOpenConnections *prometheus.GaugeVec     // {server}
 
-	RedisDuration   *prometheus.HistogramVec // {command}
+	RedisDuration   *prometheus.HistogramVec // {command}: a command, or a script's name (RedisHook)
 	RedisErrors     *prometheus.CounterVec   // {command}
 	NATSPublish     *prometheus.HistogramVec // {stream}
 	NATSErrors      *prometheus.CounterVec   // {stream}
@@ -69,7 +69,7 @@ func NewMetrics(role, version string) *Metrics {
 			Name: NameHTTPOpenConnections, Help: "Client connections open now, by server.",
 		}, []string{"server"}),
 		RedisDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: NameRedisDuration, Help: "Latency of Redis commands (scripts show as evalsha), by command.", Buckets: latencyBuckets,
+			Name: NameRedisDuration, Help: "Latency of Redis commands, by command (a Lua script: by its name, such as admission.admit).", Buckets: latencyBuckets,
 		}, []string{"command"}),
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameRedisErrors, Help: "Redis commands that failed (not counting nil answers), by command.",

@@ -24,7 +24,9 @@ const (
 	NameStorageErrors       = "sluice_storage_operation_errors_total"     // counter {operation}
 	NameBreakerState        = "sluice_breaker_state"                      // gauge {breaker, state} one-hot
 
-	// Admission figures read from the ledger at scrape time (ingress and serve).
+	// Admission figures read from the ledger at scrape time, the whole system's: one
+	// ingress at a time exports them (LedgerCollectorOptions.Leader), every ingress
+	// exports NameLedgerUp. LedgerNames lists them.
 	NameTickets                = "sluice_tickets"                          // gauge {state}: queued, admitting, ready, streaming
 	NameTicketsEnded           = "sluice_tickets_ended_total"              // counter {state}: done, expired, failed, canceled
 	NameQueueBacklog           = "sluice_queue_backlog_tickets"            // gauge
@@ -35,8 +37,7 @@ const (
 	NameTenantSlotsLimit       = "sluice_tenant_slots_limit"               // gauge {tenant}, 0 = no own limit
 	NameTenantQueued           = "sluice_tenant_queued_tickets"            // gauge {tenant}
 	NameAdmissionPaused        = "sluice_admission_paused"                 // gauge 0/1
-	NameCompletionRate         = "sluice_completions_per_second"           // gauge, the ledger's measured rate (ETA basis)
-	NameLedgerUp               = "sluice_ledger_up"                        // gauge: 1 if the last ledger read worked
+	NameLedgerUp               = "sluice_ledger_up"                        // gauge: 1 if this process's last ledger read worked
 
 	// Workers.
 	NameAdmissions    = "sluice_admissions_total"     // counter: tickets given a download link
@@ -79,8 +80,17 @@ func MetricNames() []string {
 		NameStorageDuration, NameStorageErrors, NameBreakerState,
 		NameTickets, NameTicketsEnded, NameQueueBacklog, NameQueueAdmissibleBacklog,
 		NameSlotsInUse, NameSlotsLimit, NameTenantSlotsInUse, NameTenantSlotsLimit, NameTenantQueued,
-		NameAdmissionPaused, NameCompletionRate, NameLedgerUp,
+		NameAdmissionPaused, NameLedgerUp,
 		NameAdmissions, NameTicketWait, NameHeldTickets, NameReleaseEvents,
 		NameEdgeSentBytes, NameEdgeZeroCopyBytes, NameEdgeActiveStreams, NameEdgeActiveDownloads, NameTokenRejections,
 	}
+}
+
+// LedgerNames lists the families read from the admission ledger that only the leading
+// ingress exports: system-wide figures, which dashboards and alerts aggregate with
+// max() (sum() for the rate of the counter) and never filter by instance.
+func LedgerNames() []string {
+	return []string{NameTickets, NameTicketsEnded, NameQueueBacklog, NameQueueAdmissibleBacklog,
+		NameSlotsInUse, NameSlotsLimit, NameTenantSlotsInUse, NameTenantSlotsLimit, NameTenantQueued,
+		NameAdmissionPaused}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -99,11 +100,49 @@ sluice_tenant_slots_limit{tenant="t09"} 1
 
 	down := NewLedgerCollector(&fixedStats{err: errors.New("redis down")}, LedgerCollectorOptions{})
 	if err := testutil.CollectAndCompare(down, strings.NewReader(`
-# HELP sluice_ledger_up 1 if the last read of the admission ledger worked.
+# HELP sluice_ledger_up 1 if this process's last read of the admission ledger worked.
 # TYPE sluice_ledger_up gauge
 sluice_ledger_up 0
 `)); err != nil {
 		t.Errorf("with the ledger down, only sluice_ledger_up 0 is exported: %v", err)
+	}
+}
+
+// TestLedgerCollectorOnlyOnTheLeader: the system-wide figures come from the leading
+// process alone; the others export only whether they reach the ledger, and a failed
+// leader check counts as the ledger being down.
+func TestLedgerCollectorOnlyOnTheLeader(t *testing.T) {
+	src := &fixedStats{s: admission.Stats{Limit: 10, InUse: 7, Tickets: map[admission.Status]int64{"queued": 0}}}
+	leads, leaderErr := false, error(nil)
+	clock := time.Unix(0, 0)
+	c := NewLedgerCollector(src, LedgerCollectorOptions{
+		Leader: func(context.Context) (bool, error) { return leads, leaderErr },
+		Now:    func() time.Time { return clock },
+	})
+	up := func(v int) string {
+		return fmt.Sprintf("# HELP sluice_ledger_up 1 if this process's last read of the admission ledger worked.\n"+
+			"# TYPE sluice_ledger_up gauge\nsluice_ledger_up %d\n", v)
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(up(1))); err != nil {
+		t.Errorf("a process that does not lead exports only sluice_ledger_up: %v", err)
+	}
+	leads = true
+	clock = clock.Add(time.Second)
+	if n := testutil.CollectAndCount(c); n < 7 {
+		t.Errorf("the leader exports %d series, want the ledger's figures", n)
+	}
+	for _, name := range LedgerNames() {
+		if name == NameTenantSlotsInUse || name == NameTenantSlotsLimit || name == NameTenantQueued || name == NameTicketsEnded {
+			continue // no tenants and no ended tickets in this snapshot
+		}
+		if testutil.CollectAndCount(c, name) == 0 {
+			t.Errorf("the leader does not export %s", name)
+		}
+	}
+	leaderErr = errors.New("redis down")
+	clock = clock.Add(time.Second)
+	if err := testutil.CollectAndCompare(c, strings.NewReader(up(0))); err != nil {
+		t.Errorf("a failed leader check: %v", err)
 	}
 }
 
