@@ -214,12 +214,3 @@ func RetryAfter(h http.Header) time.Duration {
 	}
 	return 0
 }
-
-// escapeKey escapes each segment of an object key for a URL path, keeping the slashes.
-func escapeKey(key string) string {
-	parts := strings.Split(key, "/")
-	for i, p := range parts {
-		parts[i] = url.PathEscape(p)
-	}
-	return strings.Join(parts, "/")
-}
