@@ -136,11 +136,16 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out *publ
 	// Every file is checked before the first is sent: a typo in the last name does
 	// not leave the others published alone.
 	locals := make([]localFile, len(files))
+	named := map[string]string{} // key -> the file published under it
 	for i, name := range files {
 		if locals[i], err = openLocal(name, c.Prefix); err != nil {
 			return err
 		}
 		defer locals[i].f.Close()
+		if other, dup := named[locals[i].key]; dup {
+			return &exitError{exitUsage, fmt.Errorf("%s and %s would both be published as %s: publish them with different --prefix values", other, name, locals[i].key)}
+		}
+		named[locals[i].key] = name
 	}
 	var events []uploaded
 	for _, lf := range locals {
