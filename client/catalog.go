@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/sluice-dl/sluice/shared/catalog"
+	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
 // Catalog states of a published object.
@@ -22,6 +23,6 @@ type CatalogEntry = catalog.Entry
 // stable/latest). An object that was never published answers 404.
 func (c *Client) Object(ctx context.Context, key string) (CatalogEntry, error) {
 	var e CatalogEntry
-	_, err := c.do(ctx, http.MethodGet, "/api/v1/objects/"+escapeKey(key), nil, nil, &e)
+	_, err := c.do(ctx, http.MethodGet, "/api/v1/objects/"+objstore.EscapeKey(key), nil, nil, &e)
 	return e, err
 }

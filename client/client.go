@@ -146,12 +146,19 @@ func (c *Client) send(ctx context.Context, method, path string, hdr http.Header,
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	return c.roundTrip(c.http, req, path, out)
+}
+
+// roundTrip sends req through hc with the client's headers and decodes the answer
+// as send does.
+func (c *Client) roundTrip(hc *http.Client, req *http.Request, path string, out any) (http.Header, error) {
+	method := req.Method
 	req.Header.Set("Accept", "application/json, application/problem+json")
 	req.Header.Set("User-Agent", c.userAgent)
 	if c.key != "" {
 		req.Header.Set("Authorization", "Bearer "+c.key)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
@@ -213,13 +220,4 @@ func RetryAfter(h http.Header) time.Duration {
 		return max(time.Until(t), 0)
 	}
 	return 0
-}
-
-// escapeKey escapes each segment of an object key for a URL path, keeping the slashes.
-func escapeKey(key string) string {
-	parts := strings.Split(key, "/")
-	for i, p := range parts {
-		parts[i] = url.PathEscape(p)
-	}
-	return strings.Join(parts, "/")
 }

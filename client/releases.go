@@ -2,7 +2,10 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+
+	"github.com/sluice-dl/sluice/shared/queue"
 )
 
 // RejectedLine is an event of a batch the server refused, with why.
@@ -25,4 +28,29 @@ func (c *Client) PublishReleases(ctx context.Context, ndjson []byte) (ReleaseRes
 	var r ReleaseResult
 	_, err := c.send(ctx, http.MethodPost, "/api/v1/releases", nil, "application/x-ndjson", ndjson, &r)
 	return r, err
+}
+
+// DeadLetter is a release event the workers gave up on, with why
+// (GET /api/v1/admin/releases/dead): the server's own type.
+type DeadLetter = queue.DeadLetter
+
+// DeadReleases lists up to limit dead-lettered release events with ids after after,
+// oldest first; more is true when the server has further ones.
+func (c *Client) DeadReleases(ctx context.Context, after uint64, limit int) (list []DeadLetter, more bool, err error) {
+	var out struct {
+		Dead []DeadLetter `json:"dead"`
+		Next string       `json:"next"`
+	}
+	path := fmt.Sprintf("/api/v1/admin/releases/dead?after=%d&limit=%d", after, limit)
+	_, err = c.do(ctx, http.MethodGet, path, nil, nil, &out)
+	return out.Dead, out.Next != "", err
+}
+
+// ReplayRelease sends a dead-lettered event back to the workers and returns it.
+func (c *Client) ReplayRelease(ctx context.Context, id uint64) (DeadLetter, error) {
+	var out struct {
+		Replayed DeadLetter `json:"replayed"`
+	}
+	_, err := c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/admin/releases/dead/%d/replay", id), nil, nil, &out)
+	return out.Replayed, err
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -74,7 +75,7 @@ func (c *Client) CreateDownload(ctx context.Context, object, idempotencyKey stri
 // its owner is still waiting.
 func (c *Client) Ticket(ctx context.Context, id string) (Poll, error) {
 	var p Poll
-	h, err := c.do(ctx, http.MethodGet, "/api/v1/tickets/"+escapeKey(id), nil, nil, &p.Ticket)
+	h, err := c.do(ctx, http.MethodGet, "/api/v1/tickets/"+url.PathEscape(id), nil, nil, &p.Ticket)
 	if err != nil {
 		return Poll{}, err
 	}
@@ -86,6 +87,6 @@ func (c *Client) Ticket(ctx context.Context, id string) (Poll, error) {
 // ticket that had already ended answers 409 (code "ticket_ended").
 func (c *Client) Cancel(ctx context.Context, id string) (Ticket, error) {
 	var t Ticket
-	_, err := c.do(ctx, http.MethodDelete, "/api/v1/tickets/"+escapeKey(id), nil, nil, &t)
+	_, err := c.do(ctx, http.MethodDelete, "/api/v1/tickets/"+url.PathEscape(id), nil, nil, &t)
 	return t, err
 }

@@ -107,7 +107,7 @@ func TestCLIHelpOnStdoutForEveryCommand(t *testing.T) {
 		}
 	}
 	walk(nil)
-	// sluice; serve ingress worker edge publish get version; admin and its 5;
+	// sluice; serve ingress worker edge publish get version; admin and its 6 (releases with its 2);
 	// completion and its 3.
 	if seen < 18 {
 		t.Fatalf("help reached only %d commands; the walk lost its way", seen)
@@ -179,6 +179,7 @@ func TestCLICompletion(t *testing.T) {
 		{[]string{"sluice", "admin", "st"}, "stats"},
 		{[]string{"sluice", "admin", "--json", "l"}, "limits"},
 		{[]string{"sluice", "admin", "stats", "--j"}, "--json"},
+		{[]string{"sluice", "admin", "releases", "r"}, "replay"},
 		{[]string{"sluice", "get", "demo/hello.txt", "--conn"}, "--connections"},
 		{[]string{"sluice", "publish", "--ch"}, "--channel"},
 		{[]string{"sluice", "--ver"}, "--version"},
@@ -194,14 +195,14 @@ func TestCLICompletion(t *testing.T) {
 
 	zsh, _, _ := sluiceRun(t, sluiceBin, nil, "completion", "zsh")
 	fish, _, _ := sluiceRun(t, sluiceBin, nil, "completion", "fish")
-	for _, want := range []string{"#compdef sluice", `"admin") subs=(stats limits pause resume workers)`, "--connections", "compdef _sluice sluice"} {
+	for _, want := range []string{"#compdef sluice", `"admin") subs=(stats limits pause resume workers releases)`, "--connections", "compdef _sluice sluice"} {
 		if !strings.Contains(zsh, want) {
 			t.Errorf("zsh completion lacks %q", want)
 		}
 	}
 	for _, want := range []string{
 		"complete -c sluice -n '__fish_use_subcommand' -a get",
-		"complete -c sluice -n '__fish_seen_subcommand_from admin; and not __fish_seen_subcommand_from stats limits pause resume workers' -a stats",
+		"complete -c sluice -n '__fish_seen_subcommand_from admin; and not __fish_seen_subcommand_from stats limits pause resume workers releases' -a stats",
 		"complete -c sluice -n '__fish_seen_subcommand_from get' -l connections -r",
 		"complete -c sluice -n '__fish_seen_subcommand_from publish' -F",
 	} {

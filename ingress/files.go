@@ -8,7 +8,6 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -80,7 +79,7 @@ func (s *Server) getFile(c *gin.Context) {
 	retry := int(max(p.PollAfter(), time.Second) / time.Second)
 	c.Header("Retry-After", strconv.Itoa(retry))
 	hop, _ := strconv.Atoi(c.Query("wait"))
-	next := "/api/v1/files/" + escapeKey(key) + "?ticket=" + id
+	next := "/api/v1/files/" + objstore.EscapeKey(key) + "?ticket=" + id
 	switch {
 	case strings.Contains(c.GetHeader("Accept"), "text/html"):
 		s.waitingPage(c, key, next, retry, s.view(p))
@@ -180,14 +179,6 @@ func (s *Server) awaitAdmission(ctx context.Context, id string, wait time.Durati
 		case <-time.After(filesPoll):
 		}
 	}
-}
-
-func escapeKey(key string) string {
-	parts := strings.Split(key, "/")
-	for i, p := range parts {
-		parts[i] = url.PathEscape(p)
-	}
-	return strings.Join(parts, "/")
 }
 
 var waitingTemplate = template.Must(template.New("waiting").Parse(`<!doctype html>

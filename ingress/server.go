@@ -62,6 +62,8 @@ type Config struct {
 	TrustedProxies []string
 	// Releases wires the release API and the catalog check of downloads (releases.go).
 	Releases ReleasesConfig
+	// Uploads wires PUT /api/v1/uploads/{key} (upload.go).
+	Uploads UploadsConfig
 	// Ops wires metrics, tracing, the fleet registry and the dashboard (ops.go).
 	Ops *Ops
 	// BodyTimeout and BodyMinRate bound how long a request body may take to arrive:
@@ -128,7 +130,7 @@ func (s *Server) router() *gin.Engine {
 	}
 	r.Use(s.observe()...)
 	r.Use(recovery(s.log), s.accessLog(), errorsToJSON(s.log),
-		limitBody(smallBody, map[string]int64{"/api/v1/releases": maxReleaseBody}))
+		limitBody(smallBody, map[string]int64{"/api/v1/releases": maxReleaseBody, uploadRoute: s.maxUpload()}))
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", s.ready)
 
@@ -142,6 +144,7 @@ func (s *Server) router() *gin.Engine {
 	api.GET("/files/*key", client, s.getFile)
 	s.routeAdmin(api)
 	s.routeReleases(api)
+	s.routeUploads(api)
 	s.routeOps(r)
 	api.GET("/openapi.json", serveOpenAPI)
 

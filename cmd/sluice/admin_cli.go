@@ -53,8 +53,8 @@ func adminCommand() *ffcli.Command {
 	}
 	return &ffcli.Command{
 		Name:       "admin",
-		ShortUsage: "sluice admin stats|limits|pause|resume|workers [flags]",
-		ShortHelp:  "operate a running sluice: stats, limits, pause and resume admission, workers and edges",
+		ShortUsage: "sluice admin stats|limits|pause|resume|workers|releases [flags]",
+		ShortHelp:  "operate a running sluice: stats, limits, pause and resume admission, workers and edges, dead release events",
 		LongHelp: "Calls the admin API with the operator key in $SLUICE_API_KEY (or --api-key-file).\n" +
 			"Flags go anywhere: sluice admin stats --json.\n\n" +
 			"  limits set global=N tenant_default=N TENANT.limit=N TENANT.weight=W TENANT.rate_bps=N",
@@ -70,6 +70,15 @@ func adminCommand() *ffcli.Command {
 				return a.setPaused(ctx, api, args, false)
 			}),
 			sub("workers", "workers", "workers, edges and ingresses with their last heartbeat", a.workers),
+			{
+				Name: "releases", ShortUsage: "sluice admin releases dead|replay [flags]",
+				ShortHelp: "release events the workers gave up on: list them, send one back",
+				FlagSet:   fs, Options: []ff.Option{ff.WithEnvVarPrefix("SLUICE")},
+				Subcommands: []*ffcli.Command{
+					sub("dead", "releases dead", "dead-lettered release events with their reason, oldest first", a.deadReleases),
+					sub("replay", "releases replay ID", "send a dead-lettered event back to the workers (after fixing its cause)", a.replayRelease),
+				},
+			},
 		},
 	}
 }
@@ -360,4 +369,76 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// deadReleases lists every dead-lettered release event, a page at a time.
+func (a *adminCLI) deadReleases(ctx context.Context, api *client.Client, args []string) error {
+	if err := noArgs("releases dead", args); err != nil {
+		return err
+	}
+	const page = 1000
+	all := []client.DeadLetter{}
+	for after := uint64(0); ; {
+		var list []client.DeadLetter
+		var more bool
+		err := a.retry(ctx, func() (err error) { list, more, err = api.DeadReleases(ctx, after, page); return err })
+		if err != nil {
+			return err
+		}
+		all = append(all, list...)
+		if !more || len(list) == 0 {
+			break
+		}
+		after = list[len(list)-1].ID
+	}
+	if a.JSON {
+		return a.printJSON(map[string]any{"dead": all})
+	}
+	if len(all) == 0 {
+		fmt.Fprintln(a.stdout, "no dead-lettered release events")
+		return nil
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tDEAD AT\tATTEMPTS\tOBJECT\tREASON")
+	for _, d := range all {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", d.ID, d.DeadAt.Local().Format(time.DateTime), d.Attempts, orDash(deadObject(d)), d.Reason)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, "\nfix the cause (for example, put the object into the store), then: sluice admin releases replay ID")
+	return nil
+}
+
+// deadObject is the object a dead-lettered API event names; "" for another shape
+// (a MinIO notification, or the malformed event that was dead-lettered for it).
+func deadObject(d client.DeadLetter) string {
+	var ev struct {
+		Object string `json:"object"`
+	}
+	if json.Unmarshal(d.Event, &ev) != nil {
+		return ""
+	}
+	return ev.Object
+}
+
+func (a *adminCLI) replayRelease(ctx context.Context, api *client.Client, args []string) error {
+	if len(args) != 1 {
+		return &exitError{exitUsage, fmt.Errorf("admin releases replay takes one dead-letter ID (sluice admin releases dead lists them), got %q", args)}
+	}
+	id, err := strconv.ParseUint(args[0], 10, 64)
+	if err != nil {
+		return &exitError{exitUsage, fmt.Errorf("dead-letter ID %q is not a number (sluice admin releases dead lists them)", args[0])}
+	}
+	var d client.DeadLetter
+	// Not retried through an outage: a replay whose answer was lost may have gone
+	// through, and the dead letter would then be gone (404) on the second try.
+	if d, err = api.ReplayRelease(ctx, id); err != nil {
+		return err
+	}
+	if a.JSON {
+		return a.printJSON(map[string]any{"replayed": d})
+	}
+	fmt.Fprintf(a.stdout, "replayed dead letter %d (%s): the workers process it again\n", d.ID, orDash(deadObject(d)))
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 
+	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
@@ -89,6 +90,7 @@ type serverConfig struct {
 	BodyTimeout    time.Duration
 	BodyMinRate    int64
 	MaxLargeBodies int
+	MaxUploadSize  int64
 }
 
 func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
@@ -199,6 +201,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.DurationVar(&c.BodyTimeout, "body-timeout", 10*time.Second, "a request body must arrive within this, plus a second per --body-min-rate bytes received; else 408 and the connection is closed; 0: no bound")
 		fs.Int64Var(&c.BodyMinRate, "body-min-rate", 32<<10, "bytes/s a request body must arrive at, on average, after --body-timeout")
 		fs.IntVar(&c.MaxLargeBodies, "max-large-bodies", 4, "requests with a body over 64 KiB (release batches) read at once; the others wait 2 s for a turn, then get 503 + Retry-After")
+		fs.Int64Var(&c.MaxUploadSize, "max-upload-size", ingress.DefaultMaxUpload, "largest file PUT /api/v1/uploads (sluice publish) takes, in bytes; past it 413 before the body is read")
 	}
 	if r == roleServe {
 		fs.BoolVar(&c.Demo, "demo", true, "store demo objects under demo/ in the local object store at start")

@@ -15,12 +15,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/sluice-dl/sluice/client"
 	"github.com/sluice-dl/sluice/shared/catalog"
@@ -29,47 +31,34 @@ import (
 
 // publishConfig is the settings of `sluice publish`.
 type publishConfig struct {
-	Server   string
-	APIKey   string
+	clientConfig
 	Channel  string
 	Prefix   string
-	DataDir  string
 	Wait     time.Duration
 	Progress string
 	JSON     bool
-
-	S3Endpoint, S3Bucket, S3AccessKey, S3SecretKey, S3Region string
-	S3Prefix, S3CAFile, S3SSE                                string
-	S3UseSSL                                                 bool
 }
 
 func publishCommand() *ffcli.Command {
 	fs := flag.NewFlagSet("sluice publish", flag.ContinueOnError)
 	c := &publishConfig{}
-	fs.StringVar(&c.Server, "server", "http://localhost:8080", "the sluice API")
-	fs.StringVar(&c.APIKey, "api-key", "", "an API key with publisher scope (SLUICE_API_KEY)")
+	registerClientFlags(fs, &c.clientConfig)
 	fs.StringVar(&c.Channel, "channel", "", "release channel, like stable: '<channel>/latest' then names the newest verified file")
 	fs.StringVar(&c.Prefix, "prefix", "", "object key prefix, like releases/v1.2/ (the key is prefix + file name)")
-	fs.StringVar(&c.DataDir, "data-dir", "./var", "the server's data directory, when objects are on local disk (<data-dir>/objects)")
 	fs.DurationVar(&c.Wait, "wait", 2*time.Minute, "wait this long for the server to verify the files (0: do not wait)")
 	fs.StringVar(&c.Progress, "progress", "auto", "progress display: bar, plain, or auto (a bar on a terminal)")
 	fs.BoolVar(&c.JSON, "json", false, "print one JSON event per line on stdout (uploaded, published, verified, note, error) instead of text on stderr")
-	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3/MinIO endpoint host:port; empty writes to <data-dir>/objects")
-	fs.StringVar(&c.S3Bucket, "s3-bucket", "sluice", "bucket holding the objects, or s3://bucket/prefix (the server's --s3-bucket)")
-	fs.StringVar(&c.S3Prefix, "s3-prefix", "", "the server's --s3-prefix: where in the bucket its keys live")
-	fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key; with --s3-secret-key empty too, AWS_* variables, the shared credentials file, then an IAM role")
-	fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key (see --s3-access-key)")
-	fs.BoolVar(&c.S3UseSSL, "s3-use-ssl", false, "use HTTPS to reach S3")
-	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region (optional)")
-	fs.StringVar(&c.S3CAFile, "s3-ca-file", "", "PEM file of certificate authorities to trust for S3's HTTPS, besides the system's")
-	fs.StringVar(&c.S3SSE, "s3-sse", "", "server-side encryption of the uploads: s3 (SSE-S3) or kms:<key-id> (SSE-KMS)")
 	return &ffcli.Command{
 		Name:       "publish",
 		ShortUsage: "sluice publish FILE... [flags]",
-		ShortHelp:  "upload release files to the store and announce them (SHA-256 computed while uploading)",
-		LongHelp: "Uploads each FILE to the object store (multipart for big files), computing its SHA-256 on the way,\n" +
-			"then publishes one release event per file to POST /api/v1/releases and waits until the server has\n" +
-			"verified them. Publishing the same file again is recognised as a duplicate.",
+		ShortHelp:  "upload release files through the API and announce them (SHA-256 computed by the server)",
+		LongHelp: "Uploads each FILE to the server (PUT /api/v1/uploads/<prefix><name>), which streams it into its\n" +
+			"object store and computes its SHA-256, then publishes one release event per file to\n" +
+			"POST /api/v1/releases and waits until a worker has verified them. Needs only SLUICE_SERVER and\n" +
+			"a publisher key in SLUICE_API_KEY (or --api-key-file): no access to the server's disk or storage.\n" +
+			"A failed upload is sent again whole; a file the server already holds verified is not sent again.\n\n" +
+			"Exit codes: 0 verified (or published, with --wait 0), 1 other error, 2 usage, 4 rejected or\n" +
+			"dead-lettered by the server (the reason is printed), 7 server error, 8 API key refused.",
 		FlagSet: fs,
 		Options: []ff.Option{ff.WithEnvVarPrefix("SLUICE")},
 		Exec: func(ctx context.Context, args []string) error {
@@ -80,7 +69,7 @@ func publishCommand() *ffcli.Command {
 			if c.JSON {
 				out.js = &jsonReporter{w: os.Stdout}
 			}
-			err := runPublish(ctx, c, args, out)
+			err := runPublish(ctx, c, args, out, os.Getenv)
 			if err != nil {
 				out.event("error", map[string]any{"error": err.Error(), "code": client.CodeOf(err)})
 			}
@@ -100,8 +89,9 @@ type uploaded struct {
 // publishOutput shows a run of sluice publish to a person (lines on stderr) or, with
 // --json, to a program (one JSON event per line on stdout, as sluice get --json).
 type publishOutput struct {
-	w  io.Writer
-	js *jsonReporter // nil: text
+	w   io.Writer
+	js  *jsonReporter // nil: text
+	bar bool          // a progress bar per upload
 }
 
 // line prints text for a person; nothing with --json.
@@ -123,27 +113,43 @@ func (o *publishOutput) note(msg string) {
 	o.event("note", map[string]string{"message": msg})
 }
 
-func runPublish(ctx context.Context, c *publishConfig, files []string, out *publishOutput) error {
-	if c.APIKey == "" {
-		return errors.New("publish: set SLUICE_API_KEY (or --api-key) to an API key with publisher scope")
+// keySource is where sluice publish takes its key from, for the errors that say so.
+const keySource = "SLUICE_API_KEY or --api-key-file"
+
+func runPublish(ctx context.Context, c *publishConfig, files []string, out *publishOutput, getenv func(string) string) error {
+	if c.Progress != "auto" && c.Progress != "bar" && c.Progress != "plain" {
+		return &exitError{exitUsage, fmt.Errorf("--progress must be auto, bar or plain, got %q", c.Progress)}
 	}
 	if c.Channel != "" {
 		if err := catalog.ValidateChannel(c.Channel); err != nil {
-			return fmt.Errorf("--channel: %w", err)
+			return &exitError{exitUsage, fmt.Errorf("--channel: %w", err)}
 		}
 	}
-	api, err := client.New(c.Server, client.Options{APIKey: c.APIKey, Timeout: 2 * time.Minute, UserAgent: "sluice/" + version})
-	if err != nil {
-		return fmt.Errorf("--server: %w", err)
-	}
-	up, err := newUploader(c)
+	api, err := c.client(getenv)
 	if err != nil {
 		return err
 	}
-	bar := out.js == nil && (c.Progress == "bar" || (c.Progress == "auto" && uploadsToTerminal(out.w)))
+	if strings.TrimSpace(getenv("SLUICE_API_KEY")) == "" && c.APIKeyFile == "" {
+		return &exitError{exitAuth, errors.New("publish needs an API key with publisher scope: set SLUICE_API_KEY (or --api-key-file)")}
+	}
+	out.bar = out.js == nil && (c.Progress == "bar" || (c.Progress == "auto" && isTerminal(out.w)))
+	// Every file is checked before the first is sent: a typo in the last name does
+	// not leave the others published alone.
+	locals := make([]localFile, len(files))
+	named := map[string]string{} // key -> the file published under it
+	for i, name := range files {
+		if locals[i], err = openLocal(name, c.Prefix); err != nil {
+			return err
+		}
+		defer locals[i].f.Close()
+		if other, dup := named[locals[i].key]; dup {
+			return &exitError{exitUsage, fmt.Errorf("%s and %s would both be published as %s: publish them with different --prefix values", other, name, locals[i].key)}
+		}
+		named[locals[i].key] = name
+	}
 	var events []uploaded
-	for _, f := range files {
-		ev, err := uploadOne(ctx, up, c, f, out, bar)
+	for _, lf := range locals {
+		ev, err := uploadOne(ctx, c, api, lf, out)
 		if err != nil {
 			return err
 		}
@@ -158,96 +164,103 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out *publ
 	return waitVerified(ctx, c, api, events, out)
 }
 
-func uploadsToTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+// localFile is a file named on the command line with the key it is published under.
+type localFile struct {
+	name, key string
+	f         *os.File
+	size      int64
 }
 
-// uploader puts one file into the store and returns the stored size.
-type uploader func(ctx context.Context, key string, r io.Reader, size int64, contentType, channel string) error
-
-func newUploader(c *publishConfig) (uploader, error) {
-	if c.S3Endpoint == "" {
-		dir := filepath.Join(c.DataDir, "objects")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("object directory: %w", err)
-		}
-		local, err := objstore.NewLocal(dir)
-		if err != nil {
-			return nil, err
-		}
-		return func(ctx context.Context, key string, r io.Reader, size int64, ct, _ string) error {
-			_, err := local.Put(ctx, key, r, size, ct)
-			return err
-		}, nil
-	}
-	bucket, prefix, err := s3Location(c.S3Bucket, c.S3Prefix)
+func openLocal(name, prefix string) (localFile, error) {
+	f, err := os.Open(name)
 	if err != nil {
-		return nil, err
+		return localFile{}, &exitError{exitUsage, err}
 	}
-	store, err := objstore.NewS3(objstore.S3Config{Endpoint: c.S3Endpoint, Bucket: bucket, Prefix: prefix,
-		AccessKey: c.S3AccessKey, SecretKey: c.S3SecretKey, UseSSL: c.S3UseSSL, Region: c.S3Region,
-		CAFile: c.S3CAFile, SSE: c.S3SSE})
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context, key string, r io.Reader, size int64, ct, channel string) error {
-		meta := map[string]string{}
-		if channel != "" {
-			meta["Sluice-Channel"] = channel // read from MinIO notifications
-		}
-		// Uploaded in 16 MiB parts past one part's size.
-		if _, err := store.PutWithMetadata(ctx, key, r, size, ct, meta); err != nil {
-			return fmt.Errorf("upload to s3://%s/%s%s: %w", bucket, store.Prefix(), key, err)
-		}
-		return nil
-	}, nil
-}
-
-// uploadOne uploads a file, hashing the bytes as they go to the store.
-func uploadOne(ctx context.Context, up uploader, c *publishConfig, file string, out *publishOutput, bar bool) (uploaded, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return uploaded{}, err
-	}
-	defer f.Close()
 	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", name)
+	}
 	if err != nil {
-		return uploaded{}, err
+		f.Close()
+		return localFile{}, &exitError{exitUsage, err}
 	}
-	if !st.Mode().IsRegular() {
-		return uploaded{}, fmt.Errorf("%s is not a regular file", file)
-	}
-	key := c.Prefix + filepath.Base(file)
+	key := prefix + filepath.Base(name)
 	if err := objstore.ValidateKey(key); err != nil {
-		return uploaded{}, fmt.Errorf("--prefix %q with %s: %w", c.Prefix, file, err)
+		f.Close()
+		return localFile{}, &exitError{exitUsage, fmt.Errorf("--prefix %q with %s: %w", prefix, name, err)}
 	}
-	ct := mime.TypeByExtension(path.Ext(key))
+	return localFile{name: name, key: key, f: f, size: st.Size()}, nil
+}
+
+// uploadOne sends a file to the server, which stores it and computes its SHA-256.
+// The local digest goes along (Content-Digest): the server refuses bytes damaged on
+// the way, and does not take again a file it already holds verified.
+func uploadOne(ctx context.Context, c *publishConfig, api *client.Client, lf localFile, out *publishOutput) (uploaded, error) {
 	h := sha256.New()
-	var r io.Reader = io.TeeReader(f, h)
-	start := time.Now()
-	if bar {
-		pb := progressbar.NewOptions64(st.Size(),
-			progressbar.OptionSetWriter(out.w), progressbar.OptionSetDescription(key),
-			progressbar.OptionShowBytes(true), progressbar.OptionShowTotalBytes(true),
-			progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionShowCount(), progressbar.OptionOnCompletion(func() { fmt.Fprintln(out.w) }),
-			progressbar.OptionFullWidth())
-		defer pb.Close()
-		r = io.TeeReader(r, pb)
-	} else {
-		out.line("uploading %s (%d bytes)", key, st.Size())
-	}
-	if err := up(ctx, key, r, st.Size(), ct, c.Channel); err != nil {
-		return uploaded{}, err
+	if _, err := io.Copy(h, io.NewSectionReader(lf.f, 0, lf.size)); err != nil {
+		return uploaded{}, fmt.Errorf("read %s: %w", lf.name, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if !bar {
-		out.line("uploaded  %s in %s, sha256 %s", key, time.Since(start).Round(time.Millisecond), sum)
+	file := client.UploadFile{Key: lf.key, Body: lf.f, Size: lf.size, SHA256: sum,
+		ContentType: mime.TypeByExtension(path.Ext(lf.key))}
+	start := time.Now()
+	var finish func()
+	if out.bar {
+		file.Sent, finish = progressBar(out.w, lf.key, lf.size)
+	} else {
+		out.line("uploading %s (%s)", lf.key, humanize.IBytes(uint64(lf.size)))
 	}
-	ev := uploaded{Object: key, SHA256: sum, Size: st.Size(), Channel: c.Channel}
-	out.event("uploaded", ev)
+	var up client.Upload
+	err := uploadRetry(c, out).Do(ctx, func() (err error) {
+		up, err = api.Upload(ctx, file)
+		return err
+	})
+	if finish != nil {
+		finish()
+	}
+	if err != nil {
+		return uploaded{}, publishError(c, fmt.Errorf("upload %s: %w", lf.name, err))
+	}
+	if up.SHA256 != sum || up.Size != lf.size {
+		return uploaded{}, fmt.Errorf("upload %s: the server stored %d bytes with sha256 %s, the file has %d bytes with %s (did it change while it was sent?)",
+			lf.name, up.Size, up.SHA256, lf.size, sum)
+	}
+	how := "in " + time.Since(start).Round(time.Millisecond).String()
+	if !up.Stored {
+		how = "already on the server"
+	}
+	out.line("uploaded  %s %s, sha256 %s", lf.key, how, up.SHA256)
+	ev := uploaded{Object: up.Object, SHA256: up.SHA256, Size: up.Size, Channel: c.Channel}
+	out.event("uploaded", map[string]any{"object": ev.Object, "sha256": ev.SHA256, "size": ev.Size,
+		"channel": ev.Channel, "stored": up.Stored})
 	return ev, nil
+}
+
+// progressBar draws an upload's progress (mpb, as sluice get); sent moves it, done
+// ends it.
+func progressBar(w io.Writer, name string, size int64) (sent func(int64), done func()) {
+	p := mpb.New(mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
+	bar := p.AddBar(size,
+		mpb.PrependDecorators(decor.Name(name, decor.WCSyncSpaceR), decor.CountersKibiByte("% .1f / % .1f", decor.WCSyncSpace)),
+		mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace), decor.AverageSpeed(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace)),
+	)
+	// A retried upload starts again at 0: the bar follows the bytes of the attempt.
+	return func(n int64) { bar.SetCurrent(n) }, func() {
+		if !bar.Completed() {
+			bar.Abort(false)
+		}
+		p.Wait()
+	}
+}
+
+// uploadRetry rides out an outage of the server during an upload, sending the file
+// again whole, for up to --wait (2 minutes when --wait is 0).
+func uploadRetry(c *publishConfig, out *publishOutput) client.RetryPolicy {
+	p := publishRetry(c, time.Time{}, out)
+	p.Retryable = func(err error) bool {
+		return client.Retryable(err) && client.CodeOf(err) != "uploads_disabled"
+	}
+	return p
 }
 
 // publishRetry is how sluice publish rides out an outage of the server: for up to
@@ -265,15 +278,10 @@ func publishRetry(c *publishConfig, deadline time.Time, out *publishOutput) clie
 		Notify: out.note}
 }
 
-// publishError says what a failed API call means for the user of sluice publish.
+// publishError says what a failed API call means for the user of sluice publish,
+// naming the setting to change, with the exit code of the client commands.
 func publishError(c *publishConfig, err error) error {
-	if _, ok := errors.AsType[*client.Error](err); ok {
-		return keyAdvice(err, "SLUICE_API_KEY or --api-key")
-	}
-	if !client.ConnectionFailed(err) {
-		return err
-	}
-	return unreachable(c.Server, err)
+	return apiExit(&c.clientConfig, err)
 }
 
 // announce publishes the events, sending the batch again through an outage or while
@@ -294,7 +302,7 @@ func announce(ctx context.Context, c *publishConfig, api *client.Client, events 
 		return publishError(c, fmt.Errorf("publish: %w", err))
 	}
 	for _, r := range res.Rejected {
-		return fmt.Errorf("the server refused %s: %s", events[r.Line-1].Object, r.Error)
+		return &exitError{exitRejected, fmt.Errorf("the server refused the release event of %s: %s", events[r.Line-1].Object, r.Error)}
 	}
 	out.line("published %d release events (%d new, %d already known)", len(events), res.Accepted, res.Duplicates)
 	out.event("published", map[string]int{"events": len(events), "accepted": res.Accepted, "duplicates": res.Duplicates})
@@ -323,7 +331,11 @@ func waitVerified(ctx context.Context, c *publishConfig, api *client.Client, eve
 			}
 			switch {
 			case e.State == catalog.StateRejected && e.SHA256 == ev.SHA256:
-				return fmt.Errorf("the server rejected %s: %s", key, e.Reason)
+				return &exitError{exitRejected, fmt.Errorf("the server rejected %s: %s", key, e.Reason)}
+			case e.State == catalog.StatePending && e.SHA256 == ev.SHA256 && e.Reason != "":
+				// A pending entry with a reason: its event was dead-lettered, and nothing
+				// but a replay (or a new event) moves it on. Waiting longer is pointless.
+				return &exitError{exitRejected, fmt.Errorf("the server could not verify %s: %s (an operator lists it with `sluice admin releases dead` and replays it with `sluice admin releases replay ID`)", key, e.Reason)}
 			case e.State == catalog.StateVerified && e.SHA256 == ev.SHA256:
 				out.line("verified  %s", key)
 				out.event("verified", map[string]string{"object": key, "sha256": e.SHA256, "channel": e.Channel})
@@ -334,7 +346,7 @@ func waitVerified(ctx context.Context, c *publishConfig, api *client.Client, eve
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d file(s) not verified within --wait %s; see GET /api/v1/objects/<key>", len(pending), c.Wait)
+			return fmt.Errorf("%d file(s) not verified within --wait %s (set a longer --wait, or see GET /api/v1/objects/<key>)", len(pending), c.Wait)
 		}
 		select {
 		case <-ctx.Done():

@@ -167,6 +167,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			Ops:    o.ingress(),
 			// The publish API, the catalog and the catalog check of downloads.
 			Releases: rel.ingressConfig(),
+			Uploads:  ingress.UploadsConfig{Store: d.store, MaxSize: c.MaxUploadSize},
 			// Slow and large bodies (ingress/bounds.go).
 			BodyTimeout:    cmp.Or(c.BodyTimeout, -1), // the flag's 0 is "no bound", Config's the default
 			BodyMinRate:    c.BodyMinRate,
