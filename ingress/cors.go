@@ -13,7 +13,7 @@ import (
 // credentials are not allowed and "*" is safe to use.
 const (
 	corsAllowMethods  = "GET, HEAD, POST, PUT, DELETE"
-	corsAllowHeaders  = "Authorization, Content-Type, Idempotency-Key, X-API-Key"
+	corsAllowHeaders  = "Authorization, Content-Type, Content-Digest, Idempotency-Key, X-API-Key"
 	corsExposeHeaders = "Location, Retry-After"
 	corsMaxAge        = "600"
 )
