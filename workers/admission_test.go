@@ -172,8 +172,9 @@ func TestAdmissionAdmitsUnderTheLimit(t *testing.T) {
 	e := startAdmission(t, 2, 100*time.Millisecond)
 	ids := e.publish(t, 5)
 
-	eventually(t, 10*time.Second, "two of five tickets ready", func() bool {
-		return e.statuses(t, ids)[admission.StatusReady] == 2
+	eventually(t, 10*time.Second, "two of five tickets ready, three queued", func() bool {
+		n := e.statuses(t, ids)
+		return n[admission.StatusReady] == 2 && n[admission.StatusQueued] == 3
 	})
 	// Many admit rounds later the limit still holds.
 	time.Sleep(20 * 20 * time.Millisecond)
@@ -194,9 +195,7 @@ func TestAdmissionAdmitsUnderTheLimit(t *testing.T) {
 			t.Errorf("claims of %s: %+v", id, c)
 		}
 	}
-	if n := e.worker.Held(); n != 5 {
-		t.Errorf("the worker holds %d messages, want 5 (one per live ticket)", n)
-	}
+	eventually(t, 10*time.Second, "the worker holds one message per live ticket", func() bool { return e.worker.Held() == 5 })
 
 	// A cancel frees a slot: the next oldest is admitted, and the canceled ticket's
 	// message is acknowledged once its end is recorded.
@@ -225,8 +224,9 @@ func TestAdmissionRebuildsAWipedLedger(t *testing.T) {
 	// the lost tickets back.
 	e := startAdmission(t, 2, time.Hour)
 	ids := e.publish(t, 4)
-	eventually(t, 10*time.Second, "two tickets ready", func() bool {
-		return e.statuses(t, ids)[admission.StatusReady] == 2
+	eventually(t, 10*time.Second, "two tickets ready, two queued, all four held", func() bool {
+		n := e.statuses(t, ids)
+		return n[admission.StatusReady] == 2 && n[admission.StatusQueued] == 2 && e.worker.Held() == 4
 	})
 	seqs := map[string]uint64{}
 	for _, id := range ids {
