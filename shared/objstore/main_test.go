@@ -6,5 +6,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-// Stores, breakers and the readers they return leave no goroutine behind (idle HTTP connections are closed by the tests that open them).
+// Stores, breakers and the readers they return leave no goroutine behind once the
+// tests' servers are stopped.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
