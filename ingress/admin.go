@@ -60,7 +60,8 @@ func (s *Server) createKey(c *gin.Context) {
 		return
 	}
 	if !req.Scope.Valid() {
-		c.Error(badRequest("invalid_scope", "scope must be client, publisher or operator", ""))
+		c.Error(badRequest("invalid_scope", "scope must be client, publisher or operator",
+			"client keys take tickets, publisher keys publish releases, operator keys use the admin API"))
 		return
 	}
 	k, secret, err := s.cfg.Keys.Create(c.Request.Context(), req.Scope, req.Tenant, req.Name)

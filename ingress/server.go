@@ -13,7 +13,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/go-redis/redis_rate/v10"
 
-	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
@@ -38,11 +37,11 @@ type Check struct {
 // Config wires the ingress to its dependencies.
 type Config struct {
 	Objects   Objects
-	Ledger    *admission.Ledger
+	Ledger    Ledger
 	Publisher Publisher
 	// Tickets reads accepted tickets from JetStream, for those the ledger lost.
 	Tickets TicketRecords
-	Keys    *apikeys.Store
+	Keys    Keys
 	Checks  []Check
 	// RequireClientKey refuses downloads without a client key (otherwise they run
 	// under the tenant "public").

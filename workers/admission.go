@@ -35,7 +35,7 @@ type TokenIssuer interface {
 type AdmissionConfig struct {
 	Consumer      jetstream.Consumer
 	Backlog       Backlog // the ticket stream; nil: a lost ledger refills from held messages only
-	Ledger        *admission.Ledger
+	Ledger        Ledger
 	Tokens        TokenIssuer
 	PublicEdgeURL string        // download links start with this
 	Direct        Presigner     // non-nil: links are presigned storage URLs (direct mode, links.go)

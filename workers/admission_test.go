@@ -1,0 +1,277 @@
+package workers_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/signer"
+	"github.com/sluice-dl/sluice/workers"
+)
+
+// tokens is a token issuer that names the ticket in the token, and keeps the claims.
+type tokens struct {
+	mu     sync.Mutex
+	claims map[string]signer.Claims
+}
+
+func (k *tokens) Issue(c signer.Claims) (string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.claims == nil {
+		k.claims = map[string]signer.Claims{}
+	}
+	k.claims[c.Ticket] = c
+	return "token-" + c.Ticket, nil
+}
+
+func (k *tokens) issued(id string) (signer.Claims, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	c, ok := k.claims[id]
+	return c, ok
+}
+
+// admissionEnv is an admission worker over redis-server and an in-process JetStream,
+// with the ticket stream, its consumer and the ledger's records, as a sluice worker
+// has them.
+type admissionEnv struct {
+	rdb      *redis.Client
+	js       jetstream.JetStream
+	ledger   *admission.Ledger
+	pub      *queue.Publisher
+	tokens   *tokens
+	worker   *workers.Admission
+	admitted atomic.Int64
+	seq      int
+}
+
+// startAdmission runs an admission worker until the test ends, under a global limit,
+// sweeping its held messages every sweep.
+func startAdmission(t *testing.T, limit int, sweep time.Duration) *admissionEnv {
+	t.Helper()
+	ctx := t.Context()
+	js := testenv.StartNATS(t).JetStream(t)
+	consumer, err := queue.EnsureTickets(ctx, js, queue.StreamConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := admission.Config{
+		GlobalLimit: limit,
+		// A rebuilt ledger waits half a stream lease for streams to re-register.
+		StreamLease: 2 * time.Second,
+		LiveTickets: queue.NewTickets(js).Live,
+	}
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{{queue.SettingsBucket, &cfg.Records}, {queue.IdempotencyBucket, &cfg.Bindings}, {queue.EndedBucket, &cfg.Ended}} {
+		if *b.kv, err = queue.EnsureRecords(ctx, js, queue.RecordConfig{Bucket: b.name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := &admissionEnv{rdb: testenv.StartRedis(t).Client(t), js: js, tokens: &tokens{},
+		pub: queue.NewPublisher(js.Conn(), js, 5*time.Second)}
+	e.ledger = admission.New(e.rdb, cfg)
+	e.worker = workers.NewAdmission(workers.AdmissionConfig{
+		Consumer:      consumer,
+		Backlog:       queue.NewTickets(js),
+		Ledger:        e.ledger,
+		Tokens:        e.tokens,
+		PublicEdgeURL: "https://edge.test",
+		AdmitEvery:    20 * time.Millisecond,
+		SweepEvery:    sweep,
+		Logger:        slog.New(slog.DiscardHandler),
+		OnAdmitted:    func(time.Duration) { e.admitted.Add(1) },
+	})
+	// As a sluice process does before its ingress takes a ticket: a fresh ledger is
+	// built before any ticket could be live.
+	e.worker.Prepare(ctx)
+	run(t, e.worker.Run)
+	return e
+}
+
+// run runs fn until the test ends, and checks that it then returns nil.
+func run(t *testing.T, fn func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("worker: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the worker did not stop within 30 s of its context's end")
+		}
+	})
+}
+
+// publish stores n tickets in the stream, as the ingress does (without recording them
+// in the ledger: the worker does that when it receives them), and returns their ids
+// in order.
+func (e *admissionEnv) publish(t *testing.T, n int) []string {
+	t.Helper()
+	var ids []string
+	for range n {
+		e.seq++
+		tk := queue.Ticket{ID: fmt.Sprintf("t%026d", e.seq), Object: "demo/hello.txt", ETag: "e1", Size: 14,
+			Tenant: "public", Created: time.Now()}
+		if _, err := e.pub.Publish(t.Context(), tk); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, tk.ID)
+	}
+	return ids
+}
+
+// statuses counts the tickets' statuses in the ledger.
+func (e *admissionEnv) statuses(t *testing.T, ids []string) map[admission.Status]int {
+	t.Helper()
+	st, err := e.ledger.Statuses(t.Context(), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[admission.Status]int{}
+	for _, s := range st {
+		n[s]++
+	}
+	return n
+}
+
+// eventually polls cond until it holds, failing the test after within.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The worker records the tickets it receives, admits as many as the limit allows,
+// oldest first, gives each a link carrying its signed claims, and admits the next
+// when a slot frees.
+func TestAdmissionAdmitsUnderTheLimit(t *testing.T) {
+	e := startAdmission(t, 2, 100*time.Millisecond)
+	ids := e.publish(t, 5)
+
+	eventually(t, 10*time.Second, "two of five tickets ready, three queued", func() bool {
+		n := e.statuses(t, ids)
+		return n[admission.StatusReady] == 2 && n[admission.StatusQueued] == 3
+	})
+	// Many admit rounds later the limit still holds.
+	time.Sleep(20 * 20 * time.Millisecond)
+	if n := e.statuses(t, ids); n[admission.StatusReady] != 2 || n[admission.StatusQueued] != 3 {
+		t.Fatalf("statuses under a limit of 2: %v", n)
+	}
+	for _, id := range ids[:2] {
+		p, err := e.ledger.Get(t.Context(), id)
+		if err != nil || p.Status != admission.StatusReady {
+			t.Fatalf("the oldest ticket %s: %+v %v", id, p.Status, err)
+		}
+		if want := "https://edge.test/d/token-" + id + "/hello.txt"; p.DownloadURL != want {
+			t.Errorf("link %q, want %q", p.DownloadURL, want)
+		}
+		c, ok := e.tokens.issued(id)
+		if !ok || c.Object != "demo/hello.txt" || c.ETag != "e1" || c.Tenant != "public" || c.Epoch == 0 ||
+			time.Until(c.Expires) <= 0 {
+			t.Errorf("claims of %s: %+v", id, c)
+		}
+	}
+	eventually(t, 10*time.Second, "the worker holds one message per live ticket", func() bool { return e.worker.Held() == 5 })
+
+	// A cancel frees a slot: the next oldest is admitted, and the canceled ticket's
+	// message is acknowledged once its end is recorded.
+	if _, err := e.ledger.Cancel(t.Context(), ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the third ticket admitted after a cancel", func() bool {
+		st, err := e.ledger.Statuses(t.Context(), ids[2:3])
+		return err == nil && st[0] == admission.StatusReady
+	})
+	eventually(t, 10*time.Second, "the canceled ticket's message acknowledged", func() bool { return e.worker.Held() == 4 })
+	if _, err := e.ledger.Ended(t.Context(), ids[0]); err != nil {
+		t.Errorf("the canceled ticket's end is not recorded: %v", err)
+	}
+	if n := e.admitted.Load(); n != 3 {
+		t.Errorf("OnAdmitted told of %d admissions, want 3", n)
+	}
+}
+
+// When Redis loses the ledger (FLUSHALL), the worker rebuilds it and refills it from
+// the ticket stream at once: every live ticket is back, at its old place in line,
+// before its message is redelivered; once their clients poll, admission resumes under
+// the limit.
+func TestAdmissionRebuildsAWipedLedger(t *testing.T) {
+	// No sweep during the test: only the rebuild's refill from the stream can bring
+	// the lost tickets back.
+	e := startAdmission(t, 2, time.Hour)
+	ids := e.publish(t, 4)
+	eventually(t, 10*time.Second, "two tickets ready, two queued, all four held", func() bool {
+		n := e.statuses(t, ids)
+		return n[admission.StatusReady] == 2 && n[admission.StatusQueued] == 2 && e.worker.Held() == 4
+	})
+	seqs := map[string]uint64{}
+	for _, id := range ids {
+		p, err := e.ledger.Get(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs[id] = p.Seq
+	}
+
+	if err := e.rdb.FlushAll(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "every ticket back in the ledger", func() bool {
+		return e.statuses(t, ids)[""] == 0
+	})
+	for _, id := range ids {
+		p, err := e.ledger.Get(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Seq != seqs[id] || p.Status != admission.StatusQueued {
+			t.Errorf("%s restored as %s at seq %d, was seq %d", id, p.Status, p.Seq, seqs[id])
+		}
+	}
+	if n := e.worker.Held(); n != 4 {
+		t.Errorf("the worker holds %d messages, want 4", n)
+	}
+
+	// Clients poll; after the rebuild's pause the oldest two are admitted again.
+	eventually(t, 15*time.Second, "two tickets admitted again after the rebuild", func() bool {
+		for _, id := range ids {
+			if _, err := e.ledger.Poll(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return e.statuses(t, ids)[admission.StatusReady] == 2
+	})
+	time.Sleep(10 * 20 * time.Millisecond)
+	if n := e.statuses(t, ids); n[admission.StatusReady] != 2 || n[admission.StatusQueued] != 2 {
+		t.Errorf("statuses after the rebuild: %v", n)
+	}
+	for _, id := range ids[:2] {
+		if p, _ := e.ledger.Get(t.Context(), id); !strings.HasSuffix(p.DownloadURL, "/hello.txt") || p.Status != admission.StatusReady {
+			t.Errorf("after the rebuild the oldest ticket %s is %s", id, p.Status)
+		}
+	}
+}

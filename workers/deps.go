@@ -1,0 +1,35 @@
+package workers
+
+import (
+	"context"
+	"time"
+
+	"github.com/sluice-dl/sluice/shared/admission"
+)
+
+// Ledger is what the admission worker asks of the admission ledger
+// (*admission.Ledger), declared here as the worker uses it so that it can be built
+// over a fake in tests. The worker's other dependencies are declared next to their
+// use: Backlog and TokenIssuer (admission.go), Presigner (links.go), ReleaseStore,
+// ReleaseCatalog and DeadLetterer (releases.go).
+type Ledger interface {
+	// Config is the ledger's effective configuration (the worker reads Retain).
+	Config() admission.Config
+	// Rebuild gives a lost ledger a new generation; Admit fails with
+	// admission.ErrNoGeneration until it has one.
+	Rebuild(ctx context.Context) (bool, error)
+	WatchLimits(ctx context.Context) error
+
+	Enqueue(ctx context.Context, t admission.Ticket) (bool, error)
+	Restore(ctx context.Context, t admission.Ticket) (bool, error)
+	Statuses(ctx context.Context, ids []string) ([]admission.Status, error)
+	Get(ctx context.Context, id string) (admission.Position, error)
+	Ended(ctx context.Context, id string) (admission.Ticket, error)
+	RecordEnded(ctx context.Context, t admission.Ticket) error
+
+	Admit(ctx context.Context, max int) ([]admission.Grant, error)
+	MarkReady(ctx context.Context, g admission.Grant, url string, expires time.Time) error
+	TenantRate(ctx context.Context, tenant string) (int64, error)
+}
+
+var _ Ledger = (*admission.Ledger)(nil)
