@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
@@ -198,11 +199,10 @@ var (
 	errNoRoute            = errors.New("no such endpoint")
 )
 
-// statusError is an error that knows its HTTP status, as the admission ledger's are
-// (see SlotKeeper).
-type statusError interface {
-	error
-	HTTPStatus() int
+// refused reports whether err is the ledger's definite answer to a stream (see
+// SlotKeeper) rather than a failure to ask it.
+func refused(err error) bool {
+	return errors.Is(err, admission.ErrSlotNotHeld) || errors.Is(err, admission.ErrTooManyConnections)
 }
 
 // problem is an error as the client sees it: code is stable, for programs (the
@@ -307,20 +307,11 @@ func problemFor(err error) problem {
 		return problem{http.StatusNotFound, "no_route", "no such endpoint", "download links look like /d/<token>; use the download_url of your ticket", 0}
 	case errors.Is(err, errLedgerUnavailable):
 		return problem{http.StatusServiceUnavailable, "redis_unavailable", "admission ledger unavailable", "retry after the Retry-After delay", retryAfter}
-	}
-	if st, ok := errors.AsType[statusError](err); ok {
-		p := problem{status: st.HTTPStatus(), code: "refused", message: st.Error()}
-		switch p.status {
-		case http.StatusGone:
-			p.code, p.hint = "slot_not_held", newTicket
-		case http.StatusTooManyRequests:
-			p.code, p.hint = "too_many_connections", "close another download on this link, then retry"
-			p.retryAfter = retryAfter
-		case http.StatusServiceUnavailable:
-			p.code, p.hint = "unavailable", "retry after the Retry-After delay"
-			p.retryAfter = retryAfter
-		}
-		return p
+	case errors.Is(err, admission.ErrSlotNotHeld):
+		return problem{http.StatusGone, "slot_not_held", admission.ErrSlotNotHeld.Error(), newTicket, 0}
+	case errors.Is(err, admission.ErrTooManyConnections):
+		return problem{http.StatusTooManyRequests, "too_many_connections", admission.ErrTooManyConnections.Error(),
+			"close another download on this link, then retry", retryAfter}
 	}
 	return problem{http.StatusInternalServerError, "internal", "internal error", "retry later", 0}
 }

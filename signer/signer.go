@@ -30,10 +30,10 @@ type Claims struct {
 // fenced by (ticket, slot, epoch): a slot that lapsed or was granted again answers
 // admission.ErrSlotNotHeld, and the edge must stop serving it.
 //
-// The edge tells the ledger's answers apart by one rule: an error that has a method
-// HTTPStatus() int (anywhere in its chain) is a definite answer, sent to the client
-// with that status (ErrSlotNotHeld 410, ErrTooManyConnections 429) and, from
-// RenewStream, ending the stream at once. Any other error means the ledger could not
+// The edge tells the ledger's answers apart by one rule: admission.ErrSlotNotHeld or
+// admission.ErrTooManyConnections (anywhere in the error's chain) is a definite answer,
+// sent to the client as 410 or 429 (problemFor, the one place these become statuses)
+// and, from RenewStream, ending the stream at once. Any other error means the ledger could not
 // be asked: BeginStream answers 503 with Retry-After, and a running stream keeps going
 // for EdgeConfig.RenewGrace before it stops.
 //

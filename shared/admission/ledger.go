@@ -9,7 +9,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -21,9 +20,9 @@ import (
 var (
 	ErrNotFound = errors.New("ticket not found")
 	// ErrSlotNotHeld: the ticket's slot lapsed, was released or belongs to another grant.
-	ErrSlotNotHeld = statusError{errors.New("the download slot of this ticket is no longer held"), http.StatusGone}
+	ErrSlotNotHeld = errors.New("the download slot of this ticket is no longer held")
 	// ErrTooManyConnections: the token already has the most connections it may open.
-	ErrTooManyConnections = statusError{errors.New("too many connections on this download link"), http.StatusTooManyRequests}
+	ErrTooManyConnections = errors.New("too many connections on this download link")
 	// ErrFenced: the grant was taken back (its lease lapsed) before the link was issued.
 	ErrFenced = errors.New("admission grant lapsed before the link was issued")
 	// ErrUnavailable: Redis, which holds the ledger, cannot be reached or did not answer in time.
@@ -40,14 +39,6 @@ var (
 func unavailable(what string, err error) error {
 	return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
 }
-
-type statusError struct {
-	error
-	status int
-}
-
-// HTTPStatus is the status the edge answers with.
-func (e statusError) HTTPStatus() int { return e.status }
 
 var (
 	//go:embed lua/prelude.lua
