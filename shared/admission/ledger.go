@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/redisreply"
 )
 
 // Errors callers branch on.
@@ -187,11 +189,14 @@ func (l *Ledger) Admit(ctx context.Context, max int) ([]Grant, error) {
 	if err != nil {
 		return nil, err
 	}
-	grants := make([]Grant, 0, len(vals)/2)
-	for i := 0; i+1 < len(vals); i += 2 {
-		id, _ := vals[i].(string)
-		epoch, _ := vals[i+1].(int64)
-		grants = append(grants, Grant{TicketID: id, Epoch: epoch})
+	d := redisreply.New("admit")
+	reply := d.Array(vals, 0)
+	grants := make([]Grant, 0, reply.Len()/2)
+	for i := 0; i+1 < reply.Len(); i += 2 {
+		grants = append(grants, Grant{TicketID: reply.String(i), Epoch: reply.Int(i + 1)})
+	}
+	if err := d.Err(); err != nil {
+		return nil, err
 	}
 	return grants, nil
 }
@@ -373,24 +378,19 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, err
 	if err != nil {
 		return Position{}, unavailable("read ticket "+id, err)
 	}
-	flat, _ := vals[0].([]any)
-	h := make(map[string]string, len(flat)/2)
-	for i := 0; i+1 < len(flat); i += 2 {
-		k, _ := flat[i].(string)
-		v, _ := flat[i+1].(string)
-		h[k] = v
+	// { fields, position, completions, span ms, NOW, eta ms, eta known, paused }
+	d := redisreply.New("poll")
+	reply := d.Array(vals, 7)
+	p := Position{Ticket: ticketFromHash(reply.Pairs(0))}
+	p.Ahead = reply.Int(1)
+	p.Completions = reply.Int(2)
+	p.Span = time.Duration(reply.Int(3)) * time.Millisecond
+	p.ETA, p.ETAKnown = time.Duration(reply.Int(5))*time.Millisecond, reply.Int(6) == 1
+	if reply.Len() > 7 {
+		p.Paused = reply.Int(7) == 1
 	}
-	p := Position{Ticket: ticketFromHash(h)}
-	p.Ahead, _ = vals[1].(int64)
-	p.Completions, _ = vals[2].(int64)
-	span, _ := vals[3].(int64)
-	p.Span = time.Duration(span) * time.Millisecond
-	eta, _ := vals[5].(int64)
-	known, _ := vals[6].(int64)
-	p.ETA, p.ETAKnown = time.Duration(eta)*time.Millisecond, known == 1
-	if len(vals) > 7 {
-		paused, _ := vals[7].(int64)
-		p.Paused = paused == 1
+	if err := d.Err(); err != nil {
+		return Position{}, fmt.Errorf("read ticket %s: %w", id, err)
 	}
 	return p, nil
 }
