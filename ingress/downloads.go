@@ -99,13 +99,14 @@ func (s *Server) accept(ctx context.Context, who apikeys.Key, id string, info ob
 	tenant := who.Tenant
 	msg := queue.Ticket{
 		ID: id, Object: info.Key, ETag: info.ETag, Size: info.Size, ContentType: info.ContentType,
-		Tenant: tenant, Owner: ownerOf(who), Created: s.cfg.Now().UTC(),
+		Tenant: tenant, Owner: ownerOf(who), Created: s.cfg.Now().UTC(), TraceParent: telemetry.TraceParent(ctx),
 	}
 	seq, err := s.cfg.Publisher.Publish(ctx, msg)
 	if err != nil {
 		return msg, err
 	}
-	if _, err := s.cfg.Ledger.Enqueue(ctx, msg.Ledger(seq, telemetry.TraceParent(ctx))); err != nil {
+	msg.Seq = seq
+	if _, err := s.cfg.Ledger.Enqueue(ctx, msg.Ledger()); err != nil {
 		s.log.WarnContext(ctx, "record accepted ticket; a worker will record it", "ticket", id, "err", err)
 	}
 	s.log.InfoContext(ctx, "ticket accepted", "ticket", id, "tenant", tenant, "seq", seq)
