@@ -354,7 +354,7 @@ func (h *harness) url(t testing.TB, key string, modify ...func(*Claims)) string 
 	if info, err := h.store.Stat(t.Context(), key); err == nil {
 		etag = info.ETag
 	}
-	c := Claims{Ticket: "t-1", Object: key, ETag: etag, Slot: "s-1", Epoch: 7, Expires: h.clock.Now().Add(time.Hour)}
+	c := Claims{Ticket: "t-1", Object: key, ETag: etag, Epoch: 7, Expires: h.clock.Now().Add(time.Hour)}
 	for _, m := range modify {
 		m(&c)
 	}

@@ -14,11 +14,15 @@ import (
 )
 
 // Claims are what a token binds together. Changing any field invalidates the MAC.
+//
+// Verify ignores members it does not know, so a field can be dropped while tokens
+// that carry it are still live: tokens issued before "s" (a slot name that was never
+// read; the ticket id names the slot) was removed verify as before, and an edge that
+// still knows "s" reads an empty one from a newer token.
 type Claims struct {
 	Ticket  string    `json:"t"`
 	Object  string    `json:"o"`
 	ETag    string    `json:"e"`
-	Slot    string    `json:"s"`
 	Epoch   int64     `json:"f"` // fencing epoch of the slot grant
 	Tenant  string    `json:"n,omitempty"`
 	RateBps int64     `json:"r,omitempty"` // per-download bandwidth cap, 0 = none
