@@ -15,6 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/objstore"
@@ -170,11 +171,12 @@ func validateIdempotencyKey(k string) error {
 }
 
 // viewOrAccepted reads the new ticket for the answer; when the ledger cannot be read
-// it describes the accepted ticket from the message.
-func (s *Server) viewOrAccepted(c *gin.Context, msg queue.Ticket) ticketView {
+// it describes the accepted ticket from the message, as the ledger would record it.
+func (s *Server) viewOrAccepted(c *gin.Context, msg queue.Ticket) api.Ticket {
 	p, err := s.cfg.Ledger.Poll(c.Request.Context(), msg.ID)
-	if err == nil {
-		return s.view(p)
+	if err != nil {
+		p = admission.Position{Ticket: msg.Ledger()}
+		p.Status = admission.StatusQueued
 	}
-	return ticketView{ID: msg.ID, Object: msg.Object, Status: admission.StatusQueued, Size: msg.Size, CreatedAt: msg.Created}
+	return wireTicket(p)
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
@@ -215,26 +216,10 @@ type problem struct {
 	retryAfter time.Duration
 }
 
-// problemTypeBase is where each code's problem type lives, as on the ingress.
-const problemTypeBase = "https://sluice.dev/problems/"
-
 // redactedInstance stands for the request path in problem details: the path holds
 // the token, a bearer credential that must not be echoed into bodies clients and
 // proxies may log.
 const redactedInstance = "/d/redacted"
-
-// problemDetails is a problem as RFC 9457 application/problem+json, with code and
-// hint as extension members and error (the same as detail) for older clients.
-type problemDetails struct {
-	Type     string `json:"type"`
-	Title    string `json:"title"`
-	Status   int    `json:"status"`
-	Detail   string `json:"detail"`
-	Instance string `json:"instance"`
-	Code     string `json:"code"`
-	Error    string `json:"error"`
-	Hint     string `json:"hint,omitempty"`
-}
 
 // handle adapts a handler that returns errors; it is the one place errors become
 // responses.
@@ -269,14 +254,11 @@ func (e *Edge) handle(h func(http.ResponseWriter, *http.Request) error) http.Han
 		if p.retryAfter > 0 {
 			hdr.Set("Retry-After", strconv.Itoa(int(p.retryAfter/time.Second)))
 		}
-		hdr.Set("Content-Type", "application/problem+json")
+		hdr.Set("Content-Type", api.ProblemContentType)
 		hdr.Set("Cache-Control", "no-store")
 		hdr.Set("X-Content-Type-Options", "nosniff")
 		w.WriteHeader(p.status)
-		_ = json.NewEncoder(w).Encode(problemDetails{
-			Type: problemTypeBase + p.code, Title: http.StatusText(p.status), Status: p.status,
-			Detail: p.message, Instance: redactedInstance, Code: p.code, Error: p.message, Hint: p.hint,
-		})
+		_ = json.NewEncoder(w).Encode(api.NewProblem(p.status, p.code, p.message, p.hint, redactedInstance))
 	})
 }
 

@@ -145,27 +145,27 @@ func ValidateTenant(name string) error {
 
 // TenantStats is one tenant's part of the picture.
 type TenantStats struct {
-	Queued int64   `json:"queued"`
-	InUse  int64   `json:"in_use"`
-	Limit  int64   `json:"limit"` // 0 = no own limit
-	Weight float64 `json:"weight"`
+	Queued int64
+	InUse  int64
+	Limit  int64 // 0 = no own limit
+	Weight float64
 }
 
-// Stats is a consistent snapshot of admission.
+// Stats is a consistent snapshot of admission. Its wire form is api.Stats.
 type Stats struct {
-	Paused     bool                   `json:"paused"`
-	Limit      int64                  `json:"global_limit"`
-	InUse      int64                  `json:"slots_in_use"`
-	Backlog    int64                  `json:"backlog"`
-	Admissible int64                  `json:"admissible_backlog"` // what more workers could admit now
-	Rate       float64                `json:"completions_per_second"`
-	Tenants    map[string]TenantStats `json:"tenants"`
+	Paused     bool
+	Limit      int64
+	InUse      int64
+	Backlog    int64
+	Admissible int64 // what more workers could admit now
+	Rate       float64
+	Tenants    map[string]TenantStats
 	// Tickets counts live tickets by status: queued (the backlog) and those holding a
 	// slot (admitting, ready, streaming).
-	Tickets map[Status]int64 `json:"tickets"`
+	Tickets map[Status]int64
 	// Ended counts the tickets that ever ended, by status (done, expired, failed,
 	// canceled): counters for metrics, kept as long as Redis keeps its data.
-	Ended map[Status]int64 `json:"ended"`
+	Ended map[Status]int64
 }
 
 // Stats reads the snapshot in one script, so its numbers agree with each other.
