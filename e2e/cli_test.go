@@ -398,11 +398,7 @@ func TestCLIAdmin(t *testing.T) {
 		t.Fatal("admission still paused after sluice admin resume")
 	}
 
-	var nodes struct {
-		Nodes []struct {
-			Role string `json:"role"`
-		} `json:"nodes"`
-	}
+	var nodes api.Nodes
 	if out := run(0, "workers", "--json").stdout.String(); json.Unmarshal([]byte(out), &nodes) != nil || len(nodes.Nodes) < 3 {
 		t.Fatalf("workers --json printed:\n%s", out)
 	}

@@ -9,9 +9,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // backends runs a test against a real redis-server and against the in-process
