@@ -3,47 +3,19 @@ package client
 import (
 	"context"
 	"net/http"
-	"time"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 )
 
-// TenantStats is one tenant's share of admission.
-type TenantStats struct {
-	Queued int64   `json:"queued"`
-	InUse  int64   `json:"in_use"`
-	Limit  int64   `json:"limit"`
-	Weight float64 `json:"weight"`
-}
-
-// Activity is the fleet's recent activity.
-type Activity struct {
-	RateSeconds         int     `json:"rate_window_seconds"`
-	AdmissionsPerSecond float64 `json:"admissions_per_second"`
-	BytesPerSecond      float64 `json:"bytes_per_second"`
-	WaitSeconds         int     `json:"wait_window_seconds"`
-	Admissions          int64   `json:"admissions"`
-	WaitP50             float64 `json:"wait_p50_seconds"`
-	WaitP90             float64 `json:"wait_p90_seconds"`
-	WaitP99             float64 `json:"wait_p99_seconds"`
-}
-
-// Stats is the admin snapshot (GET /api/v1/admin/stats).
-type Stats struct {
-	Paused      bool                   `json:"paused"`
-	GlobalLimit int64                  `json:"global_limit"`
-	SlotsInUse  int64                  `json:"slots_in_use"`
-	Backlog     int64                  `json:"backlog"`
-	Admissible  int64                  `json:"admissible_backlog"`
-	Rate        float64                `json:"completions_per_second"`
-	Tenants     map[string]TenantStats `json:"tenants"`
-	Tickets     map[string]int64       `json:"tickets"`
-	Ended       map[string]int64       `json:"ended"`
-	Activity    *Activity              `json:"activity,omitempty"`
-	Nodes       map[string]int         `json:"nodes"`
-	EdgeStreams int64                  `json:"edge_streams"`
-	At          time.Time              `json:"at"`
-}
+// The admin snapshot (GET /api/v1/admin/stats) and the fleet's nodes
+// (GET /api/v1/admin/workers), as the server encodes them.
+type (
+	Stats       = api.Stats
+	TenantStats = api.TenantStats
+	Activity    = api.Activity
+	Node        = api.Node
+)
 
 // The admission limits (GET and PUT /api/v1/admin/limits) are the server's own types,
 // so the two cannot drift.
@@ -52,18 +24,6 @@ type (
 	Limits       = admission.Limits
 	LimitsUpdate = admission.LimitsUpdate
 )
-
-// Node is a registered worker, edge or ingress (GET /api/v1/admin/workers).
-type Node struct {
-	ID         string    `json:"id"`
-	Role       string    `json:"role"`
-	Version    string    `json:"version"`
-	Address    string    `json:"address"`
-	InFlight   int64     `json:"in_flight"`
-	Started    time.Time `json:"started_at"`
-	LastBeat   time.Time `json:"last_beat"`
-	AgeSeconds float64   `json:"last_beat_age_seconds"`
-}
 
 // Stats reads the admission snapshot.
 func (c *Client) Stats(ctx context.Context) (Stats, error) {
@@ -98,9 +58,7 @@ func (c *Client) SetPaused(ctx context.Context, paused bool) error {
 
 // Workers lists the live workers, edges and ingresses.
 func (c *Client) Workers(ctx context.Context) ([]Node, error) {
-	var out struct {
-		Nodes []Node `json:"nodes"`
-	}
+	var out api.Nodes
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/admin/workers", nil, nil, &out)
 	return out.Nodes, err
 }

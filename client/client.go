@@ -6,7 +6,6 @@ package client
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,10 +16,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// problemTypeBase starts the type URI of sluice's problem details; the code follows.
-const problemTypeBase = "https://sluice.dev/problems/"
+	"github.com/sluice-dl/sluice/api"
+)
 
 // Error is an answer the server gave instead of what was asked.
 type Error struct {
@@ -182,20 +180,11 @@ func apiError(method, path string, resp *http.Response, raw []byte) *Error {
 	e := &Error{Status: resp.StatusCode, Method: method, Path: path, RetryAfter: RetryAfter(resp.Header)}
 	// sluice answers RFC 9457 problem details that also carry error; a server (or a
 	// proxy) that sends problem details alone has detail and title, and a type URI
-	// whose last segment is sluice's code.
-	var body struct {
-		Error  string `json:"error"`
-		Code   string `json:"code"`
-		Hint   string `json:"hint"`
-		Detail string `json:"detail"`
-		Title  string `json:"title"`
-		Type   string `json:"type"`
-	}
-	if json.Unmarshal(raw, &body) == nil {
-		e.Message, e.Code, e.Hint = cmp.Or(body.Error, body.Detail, body.Title), body.Code, body.Hint
-		if rest, ok := strings.CutPrefix(body.Type, problemTypeBase); e.Code == "" && ok {
-			e.Code = rest
-		}
+	// whose last segment is sluice's code. A member of another type (a proxy's
+	// "status": "error") leaves the others readable.
+	var p api.Problem
+	if err := json.Unmarshal(raw, &p); err == nil || errors.As(err, new(*json.UnmarshalTypeError)) {
+		e.Message, e.Code, e.Hint = p.Message(), p.ErrorCode(), p.Hint
 	}
 	if e.Message == "" {
 		e.Message = strings.TrimSpace(string(raw))

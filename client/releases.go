@@ -5,21 +5,16 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/queue"
 )
 
-// RejectedLine is an event of a batch the server refused, with why.
-type RejectedLine struct {
-	Line  int    `json:"line"` // 1-based line of the NDJSON batch
-	Error string `json:"error"`
-}
-
-// ReleaseResult is the answer to a batch of release events (POST /api/v1/releases).
-type ReleaseResult struct {
-	Accepted   int            `json:"accepted"`
-	Duplicates int            `json:"duplicates"`
-	Rejected   []RejectedLine `json:"rejected"`
-}
+// The answer to a batch of release events (POST /api/v1/releases), as the server
+// encodes it.
+type (
+	ReleaseResult = api.ReleaseResult
+	RejectedLine  = api.RejectedLine
+)
 
 // PublishReleases sends release events, one JSON object a line (NDJSON). A full
 // queue answers 503 with Retry-After: send the same batch again, and what went in

@@ -5,49 +5,23 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // Ticket statuses as the API shows them.
 const (
-	StatusQueued    = "queued"
-	StatusReady     = "ready"
-	StatusStreaming = "streaming"
-	StatusDone      = "done"
-	StatusExpired   = "expired"
-	StatusFailed    = "failed"
-	StatusCanceled  = "canceled"
+	StatusQueued    = api.StatusQueued
+	StatusReady     = api.StatusReady
+	StatusStreaming = api.StatusStreaming
+	StatusDone      = api.StatusDone
+	StatusExpired   = api.StatusExpired
+	StatusFailed    = api.StatusFailed
+	StatusCanceled  = api.StatusCanceled
 )
 
-// Ticket is a download ticket (GET /api/v1/tickets/{id}).
-type Ticket struct {
-	ID           string     `json:"id"`
-	Object       string     `json:"object"`
-	Status       string     `json:"status"`
-	Position     int64      `json:"position"`
-	ETASeconds   int64      `json:"eta_seconds"`
-	ETAKnown     bool       `json:"eta_known"`
-	DownloadURL  string     `json:"download_url,omitempty"`
-	ExpiresAt    *time.Time `json:"expires_at,omitempty"`
-	BytesSent    int64      `json:"bytes_sent"`
-	BytesCovered int64      `json:"bytes_covered"`
-	Size         int64      `json:"size"`
-	Error        string     `json:"error,omitempty"`
-	CreatedAt    time.Time  `json:"created_at"`
-}
-
-// Ended reports whether the ticket can no longer change.
-func (t Ticket) Ended() bool {
-	switch t.Status {
-	case StatusDone, StatusExpired, StatusFailed, StatusCanceled:
-		return true
-	}
-	return false
-}
-
-// Ready reports whether the ticket has a download link.
-func (t Ticket) Ready() bool {
-	return (t.Status == StatusReady || t.Status == StatusStreaming) && t.DownloadURL != ""
-}
+// Ticket is a download ticket (GET /api/v1/tickets/{id}), as the server encodes it.
+type Ticket = api.Ticket
 
 // Poll is a ticket with the server's pacing: poll again after RetryAfter.
 type Poll struct {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // etaPoll is one answer a waiting client got.
@@ -198,7 +200,7 @@ func pollOnce(base, id string) (etaPoll, string, error) {
 		return etaPoll{}, "", err
 	}
 	defer resp.Body.Close()
-	var tk ticketJSON
+	var tk api.Ticket
 	if err := decodeJSON(resp, &tk); err != nil {
 		return etaPoll{}, "", err
 	}

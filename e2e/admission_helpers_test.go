@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
@@ -86,28 +87,16 @@ func (s *stack) createKey(scope, tenant string) (id, key string) {
 }
 
 // requestAs creates a ticket with a client key.
-func (s *stack) requestAs(key, object string) ticketJSON {
+func (s *stack) requestAs(key, object string) api.Ticket {
 	s.t.Helper()
 	tk := s.request(object, "Authorization", "Bearer "+key)
 	s.owners.Store(tk.ID, key)
 	return tk
 }
 
-type statsJSON struct {
-	Paused     bool  `json:"paused"`
-	Limit      int64 `json:"global_limit"`
-	InUse      int64 `json:"slots_in_use"`
-	Backlog    int64 `json:"backlog"`
-	Admissible int64 `json:"admissible_backlog"`
-	Tenants    map[string]struct {
-		Queued int64 `json:"queued"`
-		InUse  int64 `json:"in_use"`
-	} `json:"tenants"`
-}
-
-func (s *stack) admissionStats() statsJSON {
+func (s *stack) admissionStats() api.Stats {
 	s.t.Helper()
-	var st statsJSON
+	var st api.Stats
 	s.operator(http.MethodGet, "/api/v1/admin/stats", nil, &st)
 	return st
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // API keys across several ingress processes: the bootstrap operator key from
@@ -146,7 +148,7 @@ func TestAdmissionAPIKeysAcrossIngresses(t *testing.T) {
 	_, key2 := s.createKey("client", "acme")
 	code, _, body = call(t, http.MethodPost, strict+"/api/v1/downloads", key2, map[string]string{"object": "k.bin"})
 	expect("download with a client key where keys are required", code, 202, body)
-	var tk ticketJSON
+	var tk api.Ticket
 	_ = json.Unmarshal(body, &tk)
 	s.owners.Store(tk.ID, key2)
 	// ... and the ticket goes all the way through.

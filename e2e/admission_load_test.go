@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
@@ -86,7 +87,7 @@ func TestAdmissionProofUnderLoad(t *testing.T) {
 			problems = append(problems, fmt.Sprintf(format, args...))
 		}
 	}
-	api := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2},
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	dl := slowClient()
 	jobs := make(chan int)
@@ -102,12 +103,12 @@ func TestAdmissionProofUnderLoad(t *testing.T) {
 				body, _ := json.Marshal(map[string]string{"object": name})
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.ingressURL+"/api/v1/downloads", bytes.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+keys[n%tenants])
-				resp, err := api.Do(req)
+				resp, err := hc.Do(req)
 				if err != nil {
 					problem("POST: %v", err)
 					continue
 				}
-				var tk ticketJSON
+				var tk api.Ticket
 				raw, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusAccepted || json.Unmarshal(raw, &tk) != nil {
@@ -119,12 +120,12 @@ func TestAdmissionProofUnderLoad(t *testing.T) {
 					time.Sleep(50 * time.Millisecond)
 					preq, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+tk.ID, nil)
 					preq.Header.Set("Authorization", "Bearer "+keys[n%tenants]) // the ticket is its tenant's
-					r, err := api.Do(preq)
+					r, err := hc.Do(preq)
 					if err != nil {
 						problem("poll: %v", err)
 						break
 					}
-					tk = ticketJSON{}
+					tk = api.Ticket{}
 					err = decodeJSON(r, &tk)
 					r.Body.Close()
 					if err != nil {
@@ -169,7 +170,7 @@ func TestAdmissionProofUnderLoad(t *testing.T) {
 				if o.aborted && rng.IntN(2) == 0 { // gives up and says so
 					req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, s.ingressURL+"/api/v1/tickets/"+tk.ID, nil)
 					req.Header.Set("Authorization", "Bearer "+keys[n%tenants])
-					if r, err := api.Do(req); err == nil {
+					if r, err := hc.Do(req); err == nil {
 						r.Body.Close()
 						o.canceled = r.StatusCode == http.StatusOK
 					}

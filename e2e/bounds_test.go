@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
@@ -155,7 +156,7 @@ func TestSlowClientsCannotTakeEveryDescriptor(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("a ticket from 127.0.0.2 during the flood: %v %v", err, resp)
 	}
-	var tk ticketJSON
+	var tk api.Ticket
 	if err := json.NewDecoder(resp.Body).Decode(&tk); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func TestSlowClientsCannotTakeEveryDescriptor(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var now ticketJSON
+		var now api.Ticket
 		_ = json.NewDecoder(resp.Body).Decode(&now)
 		resp.Body.Close()
 		if link = now.DownloadURL; link == "" {

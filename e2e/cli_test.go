@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // Tests of the client commands (sluice get, sluice admin), run as a user runs them:
@@ -348,10 +350,7 @@ func TestCLIAdmin(t *testing.T) {
 			t.Fatalf("stats table lacks %q:\n%s", want, table)
 		}
 	}
-	var st struct {
-		GlobalLimit int  `json:"global_limit"`
-		Paused      bool `json:"paused"`
-	}
+	var st api.Stats
 	if err := json.Unmarshal([]byte(run(0, "--json", "stats").stdout.String()), &st); err != nil || st.GlobalLimit != 7 {
 		t.Fatalf("--json stats: %+v %v", st, err)
 	}
@@ -399,11 +398,7 @@ func TestCLIAdmin(t *testing.T) {
 		t.Fatal("admission still paused after sluice admin resume")
 	}
 
-	var nodes struct {
-		Nodes []struct {
-			Role string `json:"role"`
-		} `json:"nodes"`
-	}
+	var nodes api.Nodes
 	if out := run(0, "workers", "--json").stdout.String(); json.Unmarshal([]byte(out), &nodes) != nil || len(nodes.Nodes) < 3 {
 		t.Fatalf("workers --json printed:\n%s", out)
 	}

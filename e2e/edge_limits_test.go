@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // sparseObject makes a large object on the local store without writing its bytes.
@@ -110,7 +112,7 @@ func rateRun(t *testing.T, s *stack, id string, size int64, name string, args ..
 	t.Helper()
 	var (
 		maxStreams atomic.Int64
-		polls      []ticketJSON
+		polls      []api.Ticket
 		finished   atomic.Bool
 		wg         sync.WaitGroup
 	)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
@@ -172,28 +173,13 @@ func (s *stack) putObject(key string, data []byte) {
 	}
 }
 
-type ticketJSON struct {
-	ID           string    `json:"id"`
-	Object       string    `json:"object"`
-	Status       string    `json:"status"`
-	Position     int64     `json:"position"`
-	ETASeconds   int64     `json:"eta_seconds"`
-	ETAKnown     bool      `json:"eta_known"`
-	DownloadURL  string    `json:"download_url"`
-	ExpiresAt    time.Time `json:"expires_at"`
-	BytesSent    int64     `json:"bytes_sent"`
-	BytesCovered int64     `json:"bytes_covered"`
-	Size         int64     `json:"size"`
-	Error        string    `json:"error"`
-}
-
 var noRedirect = &http.Client{
 	Timeout:       10 * time.Second,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
 // request creates a ticket and checks the 202 contract.
-func (s *stack) request(object string, header ...string) ticketJSON {
+func (s *stack) request(object string, header ...string) api.Ticket {
 	s.t.Helper()
 	body, _ := json.Marshal(map[string]string{"object": object})
 	req, _ := http.NewRequest(http.MethodPost, s.ingressURL+"/api/v1/downloads", bytes.NewReader(body))
@@ -210,7 +196,7 @@ func (s *stack) request(object string, header ...string) ticketJSON {
 	if resp.StatusCode != http.StatusAccepted {
 		s.t.Fatalf("POST /api/v1/downloads %q: %d %s", object, resp.StatusCode, raw)
 	}
-	var tk ticketJSON
+	var tk api.Ticket
 	if err := json.Unmarshal(raw, &tk); err != nil {
 		s.t.Fatalf("ticket JSON: %v: %s", err, raw)
 	}
@@ -231,7 +217,7 @@ func (s *stack) asOwner(req *http.Request, id string) (*http.Response, error) {
 	return noRedirect.Do(req)
 }
 
-func (s *stack) ticket(id string) ticketJSON {
+func (s *stack) ticket(id string) api.Ticket {
 	s.t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, s.ingressURL+"/api/v1/tickets/"+id, nil)
 	resp, err := s.asOwner(req, id)
@@ -239,7 +225,7 @@ func (s *stack) ticket(id string) ticketJSON {
 		s.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var tk ticketJSON
+	var tk api.Ticket
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&tk) != nil {
 		s.t.Fatalf("GET ticket %s: %d", id, resp.StatusCode)
 	}
@@ -274,7 +260,7 @@ func (s *stack) follow(id string, within time.Duration) string {
 }
 
 // waitStatus polls a ticket until it has the status.
-func (s *stack) waitStatus(id, status string, within time.Duration) ticketJSON {
+func (s *stack) waitStatus(id, status string, within time.Duration) api.Ticket {
 	s.t.Helper()
 	deadline := time.Now().Add(within)
 	for {

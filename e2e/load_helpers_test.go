@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
@@ -198,7 +199,7 @@ func (l *load) one(object string) {
 		resp.Body.Close()
 		switch resp.StatusCode {
 		case http.StatusAccepted:
-			var tk ticketJSON
+			var tk api.Ticket
 			if err := json.Unmarshal(raw, &tk); err != nil || tk.ID == "" {
 				l.problem("202 without a ticket: %s", raw)
 				return

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 const opsAdminKey = "slk_e2e_ops_operator_key"
@@ -47,18 +49,9 @@ func (s *stack) opsCall(method, path string, body any, want int, out any) {
 	}
 }
 
-type nodeJSON struct {
-	ID       string    `json:"id"`
-	Role     string    `json:"role"`
-	Version  string    `json:"version"`
-	Address  string    `json:"address"`
-	InFlight int64     `json:"in_flight"`
-	LastBeat time.Time `json:"last_beat"`
-}
-
-func (s *stack) nodes() []nodeJSON {
+func (s *stack) nodes() []api.Node {
 	s.t.Helper()
-	var out struct{ Nodes []nodeJSON }
+	var out api.Nodes
 	s.opsCall(http.MethodGet, "/api/v1/admin/workers", nil, http.StatusOK, &out)
 	return out.Nodes
 }
@@ -127,12 +120,12 @@ func TestOpsMetricsRegistryAndStats(t *testing.T) {
 	edgeLog, workerLogs, ingressLog := s.roles[0].Log, []string{s.roles[1].Log, s.roles[2].Log}, s.roles[3].Log
 
 	// Every worker and the edge register and keep beating.
-	var nodes []nodeJSON
+	var nodes []api.Node
 	opsWait(t, 10*time.Second, "two workers, one edge and one ingress in the registry", func() bool {
 		nodes = s.nodes()
 		return len(nodes) == 4
 	})
-	byRole := map[string][]nodeJSON{}
+	byRole := map[string][]api.Node{}
 	for _, n := range nodes {
 		byRole[n.Role] = append(byRole[n.Role], n)
 		if n.Version == "" || n.Address == "" || time.Since(n.LastBeat) > 5*time.Second {
@@ -247,21 +240,13 @@ func TestOpsMetricsRegistryAndStats(t *testing.T) {
 	}
 
 	// The admin stats: the live picture plus the fleet's recent activity.
-	var st struct {
-		Limit    int64            `json:"global_limit"`
-		Tickets  map[string]int64 `json:"tickets"`
-		Ended    map[string]int64 `json:"ended"`
-		Nodes    map[string]int   `json:"nodes"`
-		Activity struct {
-			Admissions int64   `json:"admissions"`
-			P50        float64 `json:"wait_p50_seconds"`
-		} `json:"activity"`
-	}
+	var st api.Stats
 	opsWait(t, 5*time.Second, "the admission in the stats' activity window", func() bool {
+		st = api.Stats{}
 		s.opsCall(http.MethodGet, "/api/v1/admin/stats", nil, http.StatusOK, &st)
-		return st.Activity.Admissions == 1
+		return st.Activity != nil && st.Activity.Admissions == 1
 	})
-	if st.Limit != 3 || st.Ended["done"] != 1 || st.Nodes["worker"] != 2 || st.Nodes["edge"] != 1 || st.Activity.P50 <= 0 {
+	if st.GlobalLimit != 3 || st.Ended["done"] != 1 || st.Nodes["worker"] != 2 || st.Nodes["edge"] != 1 || st.Activity.WaitP50 <= 0 {
 		t.Errorf("stats: %+v", st)
 	}
 	// Without the operator key: refused.

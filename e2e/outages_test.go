@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // names reports whether an error code names the dependency (the ticket queue is NATS).
@@ -88,7 +90,7 @@ func TestDependencyOutagesAreAnswered(t *testing.T) {
 	s.redis.Restart(t) // empty: no persistence
 	eventually(t, 30*time.Second, "the waiting ticket to answer again after Redis came back empty", func() bool {
 		st, _, raw := call(t, http.MethodGet, s.ingressURL+"/api/v1/tickets/"+waiting.ID, clientKey, nil)
-		var tk ticketJSON
+		var tk api.Ticket
 		_ = json.Unmarshal(raw, &tk)
 		return st == http.StatusOK && tk.ID == waiting.ID && tk.Status != ""
 	})

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
@@ -57,7 +58,7 @@ type wipeOutcome struct {
 	fullAt   time.Time // when the last byte arrived
 	cuts     int       // streams cut before the end, resumed with Range
 	gone     int       // 410 on a link: re-read the ticket, followed its new link
-	final    ticketJSON
+	final    api.Ticket
 }
 
 type wipeLoad struct {
@@ -135,8 +136,8 @@ func wipedUnderLoad(t *testing.T, wipe func(*stack)) {
 		"global": wipeLimit, "tenants": map[string]any{"tenant-0": map[string]any{"weight": weight}},
 	}, nil)
 	limitsBefore, keysBefore := adminJSON(t, s, opKey, "/api/v1/admin/limits"), adminJSON(t, s, opKey, "/api/v1/admin/keys")
-	if st := s.admissionStats(); st.Limit != wipeLimit {
-		t.Fatalf("global limit %d after the PUT, want %d", st.Limit, wipeLimit)
+	if st := s.admissionStats(); st.GlobalLimit != wipeLimit {
+		t.Fatalf("global limit %d after the PUT, want %d", st.GlobalLimit, wipeLimit)
 	}
 
 	rdb := s.redis.Client(t)
@@ -194,7 +195,7 @@ func wipedUnderLoad(t *testing.T, wipe func(*stack)) {
 		for _, o := range w.outcomes {
 			if !terminal(o.final.Status) {
 				h := ledgerTicket(t, rdb, o.id)
-				o.final = ticketJSON{ID: o.id, Status: h["status"], Error: h["error"]}
+				o.final = api.Ticket{ID: o.id, Status: h["status"], Error: h["error"]}
 				if h["status"] == "" {
 					o.final = w.ticket(o.id)
 				}
@@ -333,8 +334,8 @@ func wipedUnderLoad(t *testing.T, wipe func(*stack)) {
 	if got := adminJSON(t, s, opKey, "/api/v1/admin/keys"); !reflect.DeepEqual(got, keysBefore) {
 		t.Errorf("API keys after the wipe %v, before %v", got, keysBefore)
 	}
-	if st := s.admissionStats(); st.Limit != wipeLimit {
-		t.Errorf("the ledger's global limit is %d after the wipe, want the operator's %d", st.Limit, wipeLimit)
+	if st := s.admissionStats(); st.GlobalLimit != wipeLimit {
+		t.Errorf("the ledger's global limit is %d after the wipe, want the operator's %d", st.GlobalLimit, wipeLimit)
 	}
 	tk := s.requestAs(w.keys[0], w.names[0])
 	if got := w.ticket(tk.ID); got.ID != tk.ID {
@@ -379,7 +380,7 @@ func adminJSON(t *testing.T, s *stack, key, path string) any {
 
 // ticket reads a ticket as its client would, riding out 503s and refused connections;
 // a 404 is a lost ticket. It answers an empty ticket if ctx ends first.
-func (w *wipeLoad) ticket(id string) ticketJSON {
+func (w *wipeLoad) ticket(id string) api.Ticket {
 	for range 600 {
 		req, _ := http.NewRequest(http.MethodGet, w.s.ingressURL+"/api/v1/tickets/"+id, nil)
 		if k, ok := w.s.owners.Load(id); ok {
@@ -395,10 +396,10 @@ func (w *wipeLoad) ticket(id string) ticketJSON {
 		resp.Body.Close()
 		switch resp.StatusCode {
 		case http.StatusOK:
-			var tk ticketJSON
+			var tk api.Ticket
 			if err := json.Unmarshal(raw, &tk); err != nil {
 				w.problem("ticket %s: %v: %s", id, err, raw)
-				return ticketJSON{}
+				return api.Ticket{}
 			}
 			return tk
 		case http.StatusServiceUnavailable:
@@ -407,11 +408,11 @@ func (w *wipeLoad) ticket(id string) ticketJSON {
 		default:
 			w.saw(strconv.Itoa(resp.StatusCode))
 			w.problem("ticket %s: GET answered %d %s", id, resp.StatusCode, raw)
-			return ticketJSON{}
+			return api.Ticket{}
 		}
 	}
 	w.problem("ticket %s: no answer but 503 for 30 s", id)
-	return ticketJSON{}
+	return api.Ticket{}
 }
 
 // one takes ticket n and sees it through: waits in line, downloads at a random rate
@@ -436,7 +437,7 @@ func (w *wipeLoad) one(ctx context.Context, rng *rand.Rand, n int) {
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		var tk ticketJSON
+		var tk api.Ticket
 		switch {
 		case resp.StatusCode == http.StatusServiceUnavailable:
 			time.Sleep(50 * time.Millisecond)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/catalog"
 )
 
@@ -69,15 +70,12 @@ func (s *releaseStack) callH(method, path, key, contentType string, body []byte)
 	return resp.StatusCode, resp.Header, raw
 }
 
+// publishAnswer is the answer to a batch: its result, or problem details carrying
+// the same counts and not_accepted.
 type publishAnswer struct {
-	Accepted    int `json:"accepted"`
-	Duplicates  int `json:"duplicates"`
+	api.ReleaseResult
+	api.Problem
 	NotAccepted int `json:"not_accepted"`
-	Rejected    []struct {
-		Line  int    `json:"line"`
-		Error string `json:"error"`
-	} `json:"rejected"`
-	Code string `json:"code"`
 }
 
 type releaseEvent struct {

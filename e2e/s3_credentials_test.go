@@ -15,6 +15,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
@@ -78,9 +79,7 @@ func TestS3RefusedCredentialsAnswer503WithTheReason(t *testing.T) {
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		var e struct {
-			Code string `json:"code"`
-		}
+		var e api.Problem
 		_ = json.Unmarshal(raw, &e)
 		if resp.StatusCode != http.StatusServiceUnavailable || e.Code != "storage_access_denied" ||
 			!strings.Contains(string(raw), "SignatureDoesNotMatch") {

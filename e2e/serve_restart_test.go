@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
@@ -92,16 +93,16 @@ func (a *allInOne) mustJSON(method, path, key string, body, out any, want int) {
 	}
 }
 
-func (a *allInOne) ticket(id string) (int, ticketJSON) {
+func (a *allInOne) ticket(id string) (int, api.Ticket) {
 	a.t.Helper()
 	// As an operator, who may read any ticket (one here is made with a client key).
 	code, raw := a.call(http.MethodGet, "/api/v1/tickets/"+id, serveOperatorKey, nil)
-	var tk ticketJSON
+	var tk api.Ticket
 	_ = json.Unmarshal(raw, &tk)
 	return code, tk
 }
 
-func (a *allInOne) newTicket(object, key, idem string) ticketJSON {
+func (a *allInOne) newTicket(object, key, idem string) api.Ticket {
 	a.t.Helper()
 	b, _ := json.Marshal(map[string]string{"object": object})
 	req, _ := http.NewRequest(http.MethodPost, a.api+"/api/v1/downloads", bytes.NewReader(b))
@@ -120,16 +121,16 @@ func (a *allInOne) newTicket(object, key, idem string) ticketJSON {
 	if resp.StatusCode != http.StatusAccepted {
 		a.t.Fatalf("POST /api/v1/downloads %s: %d %s", object, resp.StatusCode, raw)
 	}
-	var tk ticketJSON
+	var tk api.Ticket
 	if err := json.Unmarshal(raw, &tk); err != nil {
 		a.t.Fatal(err)
 	}
 	return tk
 }
 
-func (a *allInOne) awaitStatus(id, status string, within time.Duration) ticketJSON {
+func (a *allInOne) awaitStatus(id, status string, within time.Duration) api.Ticket {
 	a.t.Helper()
-	var tk ticketJSON
+	var tk api.Ticket
 	waitFor(a.t, within, "ticket "+id+" "+status, func() bool {
 		_, tk = a.ticket(id)
 		return tk.Status == status
@@ -306,9 +307,9 @@ func serveRestart(t *testing.T, sig syscall.Signal) {
 			t.Errorf("cancel %s: %d %s", id, code, raw)
 		}
 	}
-	var st statsJSON
+	var st api.Stats
 	waitFor(t, 10*time.Second, "every slot free", func() bool {
 		a.mustJSON(http.MethodGet, "/api/v1/admin/stats", serveOperatorKey, nil, &st, http.StatusOK)
-		return st.InUse == 0
+		return st.SlotsInUse == 0
 	})
 }

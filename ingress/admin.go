@@ -149,5 +149,5 @@ func (s *Server) stats(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	c.JSON(http.StatusOK, s.withActivity(c.Request.Context(), st))
+	c.JSON(http.StatusOK, s.wireStats(c.Request.Context(), st))
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/objstore"
@@ -99,13 +100,14 @@ func (s *Server) accept(ctx context.Context, who apikeys.Key, id string, info ob
 	tenant := who.Tenant
 	msg := queue.Ticket{
 		ID: id, Object: info.Key, ETag: info.ETag, Size: info.Size, ContentType: info.ContentType,
-		Tenant: tenant, Owner: ownerOf(who), Created: s.cfg.Now().UTC(),
+		Tenant: tenant, Owner: ownerOf(who), Created: s.cfg.Now().UTC(), TraceParent: telemetry.TraceParent(ctx),
 	}
 	seq, err := s.cfg.Publisher.Publish(ctx, msg)
 	if err != nil {
 		return msg, err
 	}
-	if _, err := s.cfg.Ledger.Enqueue(ctx, msg.Ledger(seq, telemetry.TraceParent(ctx))); err != nil {
+	msg.Seq = seq
+	if _, err := s.cfg.Ledger.Enqueue(ctx, msg.Ledger()); err != nil {
 		s.log.WarnContext(ctx, "record accepted ticket; a worker will record it", "ticket", id, "err", err)
 	}
 	s.log.InfoContext(ctx, "ticket accepted", "ticket", id, "tenant", tenant, "seq", seq)
@@ -169,11 +171,12 @@ func validateIdempotencyKey(k string) error {
 }
 
 // viewOrAccepted reads the new ticket for the answer; when the ledger cannot be read
-// it describes the accepted ticket from the message.
-func (s *Server) viewOrAccepted(c *gin.Context, msg queue.Ticket) ticketView {
+// it describes the accepted ticket from the message, as the ledger would record it.
+func (s *Server) viewOrAccepted(c *gin.Context, msg queue.Ticket) api.Ticket {
 	p, err := s.cfg.Ledger.Poll(c.Request.Context(), msg.ID)
-	if err == nil {
-		return s.view(p)
+	if err != nil {
+		p = admission.Position{Ticket: msg.Ledger()}
+		p.Status = admission.StatusQueued
 	}
-	return ticketView{ID: msg.ID, Object: msg.Object, Status: admission.StatusQueued, Size: msg.Size, CreatedAt: msg.Created}
+	return wireTicket(p)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/objstore"
@@ -103,32 +104,12 @@ func errorsToJSON(log *slog.Logger) gin.HandlerFunc {
 	}
 }
 
-// problemTypeBase is where each error code's problem type lives: the type of an
-// answer with code "object_not_found" is problemTypeBase + "object_not_found".
-const problemTypeBase = "https://sluice.dev/problems/"
-
-// problemContentType is RFC 9457's media type for error answers.
-const problemContentType = "application/problem+json"
-
-// problemBody is an error as RFC 9457 problem details: the standard members, plus
-// code and hint as extension members and error (the same text as detail) for clients
-// written before problem details.
-func problemBody(ae *apiError, instance string) map[string]any {
-	body := make(map[string]any, len(ae.Fields)+8)
-	for k, v := range ae.Fields {
-		body[k] = v
-	}
-	body["type"] = problemTypeBase + ae.Code
-	body["title"] = http.StatusText(ae.Status)
-	body["status"] = ae.Status
-	body["detail"] = ae.Message
-	body["instance"] = instance
-	body["code"] = ae.Code
-	body["error"] = ae.Message
-	if ae.Hint != "" {
-		body["hint"] = ae.Hint
-	}
-	return body
+// problem is ae as RFC 9457 problem details for the request path instance; ae's
+// Fields are extension members.
+func problem(ae *apiError, instance string) api.Problem {
+	p := api.NewProblem(ae.Status, ae.Code, ae.Message, ae.Hint, instance)
+	p.Extensions = ae.Fields
+	return p
 }
 
 // writeError answers with ae as application/problem+json and stops the chain.
@@ -140,15 +121,15 @@ func writeError(c *gin.Context, ae *apiError) {
 // writeProblem answers with ae as application/problem+json. The instance is the
 // request's path without its query, which may carry a ticket id.
 func writeProblem(w http.ResponseWriter, r *http.Request, ae *apiError) {
-	raw, err := json.Marshal(problemBody(ae, r.URL.EscapedPath()))
+	raw, err := json.Marshal(problem(ae, r.URL.EscapedPath()))
 	if err != nil { // Fields hold only plain values; this is a programming mistake
 		ae = &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
-		raw, _ = json.Marshal(problemBody(ae, r.URL.EscapedPath()))
+		raw, _ = json.Marshal(problem(ae, r.URL.EscapedPath()))
 	}
 	if ae.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(ae.RetryAfter))
 	}
-	w.Header().Set("Content-Type", problemContentType)
+	w.Header().Set("Content-Type", api.ProblemContentType)
 	w.WriteHeader(ae.Status)
 	_, _ = w.Write(raw)
 }

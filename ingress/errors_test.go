@@ -12,21 +12,16 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
 )
 
-// problemAnswer is an error answer as a client decodes it.
+// problemAnswer is an error answer as a client decodes it (a refused release batch
+// adds its counts).
 type problemAnswer struct {
-	Type        string `json:"type"`
-	Title       string `json:"title"`
-	Status      int    `json:"status"`
-	Detail      string `json:"detail"`
-	Instance    string `json:"instance"`
-	Code        string `json:"code"`
-	Hint        string `json:"hint"`
-	Error       string `json:"error"`
-	NotAccepted int    `json:"not_accepted"`
+	api.Problem
+	NotAccepted int `json:"not_accepted"`
 }
 
 // answerTo sends a request to handler and decodes its problem details.

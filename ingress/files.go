@@ -14,6 +14,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
@@ -82,7 +83,7 @@ func (s *Server) getFile(c *gin.Context) {
 	next := "/api/v1/files/" + objstore.EscapeKey(key) + "?ticket=" + id
 	switch {
 	case strings.Contains(c.GetHeader("Accept"), "text/html"):
-		s.waitingPage(c, key, next, retry, s.view(p))
+		s.waitingPage(c, key, next, retry, wireTicket(p))
 	case hop >= filesMaxHops:
 		c.Header("Location", next)
 		writeError(c, &apiError{Status: http.StatusServiceUnavailable, Code: "still_queued", RetryAfter: retry,
@@ -206,7 +207,7 @@ var waitingCSP = func() string {
 		"'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 }()
 
-func (s *Server) waitingPage(c *gin.Context, key, next string, retry int, v ticketView) {
+func (s *Server) waitingPage(c *gin.Context, key, next string, retry int, v api.Ticket) {
 	eta := time.Duration(v.ETASeconds) * time.Second
 	c.Header("Cache-Control", "no-store")
 	c.Header("Content-Type", "text/html; charset=utf-8")

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
@@ -150,7 +151,7 @@ func (doc openAPIDoc) checkContent(t *testing.T, where string, obj map[string]an
 		}
 		if media == "application/problem+json" {
 			p := ex.(map[string]any)
-			if p["status"] != float64(status) || p["type"] != problemTypeBase+fmt.Sprint(p["code"]) ||
+			if p["status"] != float64(status) || p["type"] != api.ProblemTypeBase+fmt.Sprint(p["code"]) ||
 				p["title"] != http.StatusText(status) || p["detail"] != p["error"] {
 				t.Errorf("%s: problem example %v does not match its status %d", where, p, status)
 			}

@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/contrib/instrumentation/github.com/gin-gonic/gin/otelgin"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/fleet"
 	"github.com/sluice-dl/sluice/shared/telemetry"
@@ -70,9 +71,10 @@ func (s *Server) routeOps(r *gin.Engine) {
 // listNodes answers GET /api/v1/admin/workers: every worker, edge and ingress that
 // beat within the registry's TTL.
 func (s *Server) listNodes(c *gin.Context) {
+	out := api.Nodes{Nodes: []api.Node{}}
 	f := s.fleet()
 	if f == nil {
-		c.JSON(http.StatusOK, gin.H{"nodes": []fleet.Node{}})
+		c.JSON(http.StatusOK, out)
 		return
 	}
 	nodes, err := f.Nodes(c.Request.Context())
@@ -81,15 +83,12 @@ func (s *Server) listNodes(c *gin.Context) {
 		return
 	}
 	now := time.Now()
-	type nodeView struct {
-		fleet.Node
-		AgeSeconds float64 `json:"last_beat_age_seconds"`
+	for _, n := range nodes {
+		out.Nodes = append(out.Nodes, api.Node{ID: n.ID, Role: n.Role, Version: n.Version, Address: n.Address,
+			InFlight: n.InFlight, Started: n.Started, LastBeat: n.LastBeat,
+			AgeSeconds: max(now.Sub(n.LastBeat), 0).Round(time.Millisecond).Seconds()})
 	}
-	out := make([]nodeView, len(nodes))
-	for i, n := range nodes {
-		out[i] = nodeView{n, max(now.Sub(n.LastBeat), 0).Round(time.Millisecond).Seconds()}
-	}
-	c.JSON(http.StatusOK, gin.H{"nodes": out})
+	c.JSON(http.StatusOK, out)
 }
 
 func (s *Server) fleet() Fleet {
@@ -106,27 +105,25 @@ const (
 	statsRateSeconds = 5
 )
 
-// statsView is the admin stats: the ledger's snapshot, the fleet's recent activity
-// (rates, wait percentiles) and who is running.
-type statsView struct {
-	admission.Stats
-	Activity *fleet.Summary `json:"activity,omitempty"`
-	// Nodes counts live nodes by role; Streams sums the edges' running streams.
-	Nodes   map[string]int `json:"nodes"`
-	Streams int64          `json:"edge_streams"`
-	At      time.Time      `json:"at"`
-}
-
-func (s *Server) withActivity(ctx context.Context, st admission.Stats) statsView {
-	v := statsView{Stats: st, Nodes: map[string]int{}, At: time.Now().UTC()}
+// wireStats is the admin stats: the ledger's snapshot (the one conversion from it to
+// the wire), the fleet's recent activity (rates, wait percentiles) and who is running.
+func (s *Server) wireStats(ctx context.Context, st admission.Stats) api.Stats {
+	v := api.Stats{
+		Paused: st.Paused, GlobalLimit: st.Limit, SlotsInUse: st.InUse, Backlog: st.Backlog, Admissible: st.Admissible,
+		Rate: st.Rate, Tenants: make(map[string]api.TenantStats, len(st.Tenants)),
+		Tickets: counts(st.Tickets), Ended: counts(st.Ended), Nodes: map[string]int{}, At: time.Now().UTC(),
+	}
+	for name, ts := range st.Tenants {
+		v.Tenants[name] = api.TenantStats(ts)
+	}
 	f := s.fleet()
 	if f == nil {
 		return v
 	}
 	// The ledger figures are what matters; the fleet's are best effort.
 	if secs, err := f.Window(ctx, statsWindow); err == nil {
-		sum := fleet.Summarize(secs, statsRateSeconds)
-		v.Activity = &sum
+		a := api.Activity(fleet.Summarize(secs, statsRateSeconds))
+		v.Activity = &a
 	} else {
 		s.log.WarnContext(ctx, "read fleet activity", "err", err)
 	}
@@ -134,9 +131,18 @@ func (s *Server) withActivity(ctx context.Context, st admission.Stats) statsView
 		for _, n := range nodes {
 			v.Nodes[n.Role]++
 			if n.Role == "edge" {
-				v.Streams += n.InFlight
+				v.EdgeStreams += n.InFlight
 			}
 		}
 	}
 	return v
+}
+
+// counts are tickets by status, as the wire names statuses.
+func counts(by map[admission.Status]int64) map[string]int64 {
+	out := make(map[string]int64, len(by))
+	for st, n := range by {
+		out[string(st)] = n
+	}
+	return out
 }

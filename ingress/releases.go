@@ -18,6 +18,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/objstore"
@@ -90,12 +91,6 @@ type releaseEventJSON struct {
 	Channel string  `json:"channel"`
 }
 
-// RejectedLine is a line of a batch that was not accepted, and why.
-type RejectedLine struct {
-	Line  int    `json:"line"`
-	Error string `json:"error"`
-}
-
 var (
 	sha256Pattern  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	eventIDPattern = regexp.MustCompile(`^[\x21-\x7e]{1,256}$`)
@@ -163,8 +158,8 @@ func isNDJSON(contentType string) bool {
 // readReleaseBatch reads the body: one JSON event, or NDJSON with one event a line,
 // decoded line by line as it arrives. Blank lines are skipped; line numbers count every
 // line from 1.
-func readReleaseBatch(c *gin.Context) (events []queue.ReleaseEvent, rejected []RejectedLine, err error) {
-	rejected = []RejectedLine{}
+func readReleaseBatch(c *gin.Context) (events []queue.ReleaseEvent, rejected []api.RejectedLine, err error) {
+	rejected = []api.RejectedLine{}
 	if !isNDJSON(c.ContentType()) {
 		raw, err := io.ReadAll(io.LimitReader(c.Request.Body, maxEventBytes+1))
 		if err != nil {
@@ -195,9 +190,9 @@ func readReleaseBatch(c *gin.Context) (events []queue.ReleaseEvent, rejected []R
 					Hint:    "split the batch; nothing of this one was stored"}
 			}
 			if tooLong {
-				rejected = append(rejected, RejectedLine{Line: line, Error: fmt.Sprintf("longer than %d bytes: one event is at most that", maxEventBytes)})
+				rejected = append(rejected, api.RejectedLine{Line: line, Error: fmt.Sprintf("longer than %d bytes: one event is at most that", maxEventBytes)})
 			} else if ev, perr := parseReleaseEvent(trimmed); perr != nil {
-				rejected = append(rejected, RejectedLine{Line: line, Error: perr.Error()})
+				rejected = append(rejected, api.RejectedLine{Line: line, Error: perr.Error()})
 			} else {
 				events = append(events, ev)
 			}
@@ -291,11 +286,11 @@ func (s *Server) publishReleases(c *gin.Context) {
 	}
 	s.log.Info("release events accepted", "accepted", res.Accepted, "duplicates", res.Duplicates,
 		"rejected", len(rejected), "by", principal(c).ID)
-	c.JSON(http.StatusAccepted, gin.H{"accepted": res.Accepted, "duplicates": res.Duplicates, "rejected": rejected})
+	c.JSON(http.StatusAccepted, api.ReleaseResult{Accepted: res.Accepted, Duplicates: res.Duplicates, Rejected: rejected})
 }
 
 // releasePublishError says how much of the batch went in before the stream refused.
-func releasePublishError(err error, res queue.BatchResult, rejected []RejectedLine) *apiError {
+func releasePublishError(err error, res queue.BatchResult, rejected []api.RejectedLine) *apiError {
 	fields := gin.H{"accepted": res.Accepted, "duplicates": res.Duplicates, "not_accepted": res.NotStored, "rejected": rejected}
 	hint := "send the whole batch again after Retry-After: events already stored are recognised and counted as duplicates, never stored twice"
 	if errors.Is(err, queue.ErrFull) {

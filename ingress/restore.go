@@ -6,13 +6,12 @@ import (
 
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
 // TicketRecords reads tickets back from JetStream, where they are kept for good: the
 // ledger in Redis is rebuilt from them.
 type TicketRecords interface {
-	Lookup(ctx context.Context, id string) (queue.Ticket, uint64, error)
+	Lookup(ctx context.Context, id string) (queue.Ticket, error)
 }
 
 // ticket reads a ticket from the ledger (Poll when touch: the caller is its waiting
@@ -37,7 +36,7 @@ func (s *Server) ticket(ctx context.Context, id string, touch bool) (admission.P
 	if !errors.Is(err, admission.ErrNotFound) {
 		return p, err
 	}
-	t, seq, err := s.cfg.Tickets.Lookup(ctx, id)
+	t, err := s.cfg.Tickets.Lookup(ctx, id)
 	if errors.Is(err, queue.ErrNoTicket) {
 		return p, admission.ErrNotFound
 	}
@@ -45,10 +44,11 @@ func (s *Server) ticket(ctx context.Context, id string, touch bool) (admission.P
 		return p, err
 	}
 	// Restored unclaimed, as the workers' refill does: a poll by its owner (touch)
-	// claims it back into line; a read that is not its client's must not.
-	if _, err := s.cfg.Ledger.Restore(ctx, t.Ledger(seq, telemetry.TraceParent(ctx))); err != nil {
+	// claims it back into line; a read that is not its client's must not. It keeps
+	// the trace of the request that created it, which its message carries.
+	if _, err := s.cfg.Ledger.Restore(ctx, t.Ledger()); err != nil {
 		return p, err
 	}
-	s.log.InfoContext(ctx, "ticket restored into the ledger from its message", "ticket", id, "seq", seq)
+	s.log.InfoContext(ctx, "ticket restored into the ledger from its message", "ticket", id, "seq", t.Seq)
 	return read(ctx, id)
 }

@@ -8,36 +8,22 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 )
 
-// ticketView is the public JSON form of a ticket.
-type ticketView struct {
-	ID           string           `json:"id"`
-	Object       string           `json:"object"`
-	Status       admission.Status `json:"status"`
-	Position     int64            `json:"position"`
-	ETASeconds   int64            `json:"eta_seconds"`
-	ETAKnown     bool             `json:"eta_known"`
-	Paused       bool             `json:"paused,omitempty"` // admission paused by an operator: no estimate
-	DownloadURL  string           `json:"download_url,omitempty"`
-	ExpiresAt    *time.Time       `json:"expires_at,omitempty"`
-	BytesSent    int64            `json:"bytes_sent"`
-	BytesCovered int64            `json:"bytes_covered"` // distinct bytes sent: done when it reaches size
-	Size         int64            `json:"size"`
-	Error        string           `json:"error,omitempty"`
-	CreatedAt    time.Time        `json:"created_at"`
-}
-
-func (s *Server) view(p admission.Position) ticketView {
-	v := ticketView{
-		ID: p.ID, Object: p.Object, Status: p.Status, BytesSent: p.BytesSent, BytesCovered: p.BytesCovered, Size: p.Size,
-		Error: p.Error, CreatedAt: p.Created.UTC(),
+// wireTicket is a ticket as the API shows it: the one conversion from the ledger's
+// record to the wire. Admitting (a worker is issuing the link) shows as queued at
+// position 0; the link only while it may be used.
+func wireTicket(p admission.Position) api.Ticket {
+	v := api.Ticket{
+		ID: p.ID, Object: p.Object, Status: string(p.Status), BytesSent: p.BytesSent, BytesCovered: p.BytesCovered,
+		Size: p.Size, Error: p.Error, CreatedAt: p.Created.UTC(),
 	}
 	if p.Status == admission.StatusAdmitting {
-		v.Status = admission.StatusQueued // the link is being issued
+		v.Status = api.StatusQueued // the link is being issued
 	}
-	if v.Status == admission.StatusQueued {
+	if v.Status == api.StatusQueued {
 		v.Position = p.Ahead
 		v.ETASeconds, v.ETAKnown = int64((p.ETA+time.Second/2)/time.Second), p.ETAKnown
 		v.Paused = p.Paused
@@ -80,7 +66,7 @@ func (s *Server) poll(c *gin.Context) (admission.Position, bool) {
 
 func (s *Server) getTicket(c *gin.Context) {
 	if p, ok := s.poll(c); ok {
-		c.JSON(http.StatusOK, s.view(p))
+		c.JSON(http.StatusOK, wireTicket(p))
 	}
 }
 
@@ -94,7 +80,7 @@ func (s *Server) followTicket(c *gin.Context) {
 	case admission.StatusReady, admission.StatusStreaming:
 		c.Redirect(http.StatusSeeOther, p.DownloadURL)
 	case admission.StatusQueued, admission.StatusAdmitting:
-		c.JSON(http.StatusAccepted, s.view(p))
+		c.JSON(http.StatusAccepted, wireTicket(p))
 	default:
 		msg := "this ticket has ended (" + string(p.Status) + ")"
 		if p.Error != "" {
@@ -140,5 +126,5 @@ func (s *Server) cancelTicket(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	c.JSON(http.StatusOK, s.view(p))
+	c.JSON(http.StatusOK, wireTicket(p))
 }

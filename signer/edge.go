@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-dl/sluice/api"
+	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
@@ -198,11 +200,10 @@ var (
 	errNoRoute            = errors.New("no such endpoint")
 )
 
-// statusError is an error that knows its HTTP status, as the admission ledger's are
-// (see SlotKeeper).
-type statusError interface {
-	error
-	HTTPStatus() int
+// refused reports whether err is the ledger's definite answer to a stream (see
+// SlotKeeper) rather than a failure to ask it.
+func refused(err error) bool {
+	return errors.Is(err, admission.ErrSlotNotHeld) || errors.Is(err, admission.ErrTooManyConnections)
 }
 
 // problem is an error as the client sees it: code is stable, for programs (the
@@ -215,26 +216,10 @@ type problem struct {
 	retryAfter time.Duration
 }
 
-// problemTypeBase is where each code's problem type lives, as on the ingress.
-const problemTypeBase = "https://sluice.dev/problems/"
-
 // redactedInstance stands for the request path in problem details: the path holds
 // the token, a bearer credential that must not be echoed into bodies clients and
 // proxies may log.
 const redactedInstance = "/d/redacted"
-
-// problemDetails is a problem as RFC 9457 application/problem+json, with code and
-// hint as extension members and error (the same as detail) for older clients.
-type problemDetails struct {
-	Type     string `json:"type"`
-	Title    string `json:"title"`
-	Status   int    `json:"status"`
-	Detail   string `json:"detail"`
-	Instance string `json:"instance"`
-	Code     string `json:"code"`
-	Error    string `json:"error"`
-	Hint     string `json:"hint,omitempty"`
-}
 
 // handle adapts a handler that returns errors; it is the one place errors become
 // responses.
@@ -269,14 +254,11 @@ func (e *Edge) handle(h func(http.ResponseWriter, *http.Request) error) http.Han
 		if p.retryAfter > 0 {
 			hdr.Set("Retry-After", strconv.Itoa(int(p.retryAfter/time.Second)))
 		}
-		hdr.Set("Content-Type", "application/problem+json")
+		hdr.Set("Content-Type", api.ProblemContentType)
 		hdr.Set("Cache-Control", "no-store")
 		hdr.Set("X-Content-Type-Options", "nosniff")
 		w.WriteHeader(p.status)
-		_ = json.NewEncoder(w).Encode(problemDetails{
-			Type: problemTypeBase + p.code, Title: http.StatusText(p.status), Status: p.status,
-			Detail: p.message, Instance: redactedInstance, Code: p.code, Error: p.message, Hint: p.hint,
-		})
+		_ = json.NewEncoder(w).Encode(api.NewProblem(p.status, p.code, p.message, p.hint, redactedInstance))
 	})
 }
 
@@ -307,20 +289,11 @@ func problemFor(err error) problem {
 		return problem{http.StatusNotFound, "no_route", "no such endpoint", "download links look like /d/<token>; use the download_url of your ticket", 0}
 	case errors.Is(err, errLedgerUnavailable):
 		return problem{http.StatusServiceUnavailable, "redis_unavailable", "admission ledger unavailable", "retry after the Retry-After delay", retryAfter}
-	}
-	if st, ok := errors.AsType[statusError](err); ok {
-		p := problem{status: st.HTTPStatus(), code: "refused", message: st.Error()}
-		switch p.status {
-		case http.StatusGone:
-			p.code, p.hint = "slot_not_held", newTicket
-		case http.StatusTooManyRequests:
-			p.code, p.hint = "too_many_connections", "close another download on this link, then retry"
-			p.retryAfter = retryAfter
-		case http.StatusServiceUnavailable:
-			p.code, p.hint = "unavailable", "retry after the Retry-After delay"
-			p.retryAfter = retryAfter
-		}
-		return p
+	case errors.Is(err, admission.ErrSlotNotHeld):
+		return problem{http.StatusGone, "slot_not_held", admission.ErrSlotNotHeld.Error(), newTicket, 0}
+	case errors.Is(err, admission.ErrTooManyConnections):
+		return problem{http.StatusTooManyRequests, "too_many_connections", admission.ErrTooManyConnections.Error(),
+			"close another download on this link, then retry", retryAfter}
 	}
 	return problem{http.StatusInternalServerError, "internal", "internal error", "retry later", 0}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
@@ -311,11 +312,11 @@ func TestEmptyObject(t *testing.T) {
 
 // wantProblem checks a refusal is RFC 9457 problem details with a code, that the
 // token never comes back in the body, and returns the details.
-func wantProblem(t testing.TB, resp *http.Response, body []byte, status int, mentions string) problemDetails {
+func wantProblem(t testing.TB, resp *http.Response, body []byte, status int, mentions string) api.Problem {
 	t.Helper()
 	wantStatus(t, resp, status)
 	wantHeader(t, resp, "Content-Type", "application/problem+json")
-	var e problemDetails
+	var e api.Problem
 	if err := json.Unmarshal(body, &e); err != nil {
 		t.Fatalf("body %q: %v", body, err)
 	}

@@ -185,18 +185,10 @@ func patternBytes(off, n int64) []byte {
 	return b
 }
 
-// ledgerError is an admission-ledger answer: it carries its HTTP status.
-type ledgerError struct {
-	msg    string
-	status int
-}
-
-func (e ledgerError) Error() string   { return e.msg }
-func (e ledgerError) HTTPStatus() int { return e.status }
-
+// The admission ledger's refusals, as the edge receives them.
 var (
-	errNotHeld = ledgerError{"the download slot of this ticket is no longer held", http.StatusGone}
-	errTooMany = ledgerError{"too many connections on this download link", http.StatusTooManyRequests}
+	errNotHeld = admission.ErrSlotNotHeld
+	errTooMany = admission.ErrTooManyConnections
 )
 
 // fakeSlots records the edge's calls to the ledger and answers as told.
@@ -362,7 +354,7 @@ func (h *harness) url(t testing.TB, key string, modify ...func(*Claims)) string 
 	if info, err := h.store.Stat(t.Context(), key); err == nil {
 		etag = info.ETag
 	}
-	c := Claims{Ticket: "t-1", Object: key, ETag: etag, Slot: "s-1", Epoch: 7, Expires: h.clock.Now().Add(time.Hour)}
+	c := Claims{Ticket: "t-1", Object: key, ETag: etag, Epoch: 7, Expires: h.clock.Now().Add(time.Hour)}
 	for _, m := range modify {
 		m(&c)
 	}

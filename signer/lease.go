@@ -82,7 +82,7 @@ func (h *slotHold) renew(ctx context.Context) {
 			h.reported, lastOK = sent, h.e.now()
 			continue
 		}
-		if _, ok := errors.AsType[statusError](err); ok {
+		if refused(err) {
 			h.abort(fmt.Errorf("%w: %w", errSlotLost, err))
 			return
 		}
@@ -101,7 +101,7 @@ func (h *slotHold) release(ctx context.Context) int64 {
 	<-h.done
 	sent := h.sent.Load()
 	err := h.end(ctx, sent)
-	if _, refused := errors.AsType[statusError](err); refused {
+	if refused(err) {
 		// The slot lapsed or was taken back: nothing is left to release.
 		h.e.log.Debug("end stream refused", "ticket", h.claims.Ticket, "sent", sent, "err", err)
 	} else if err != nil {

@@ -3,9 +3,10 @@ package signer
 import (
 	"context"
 	"errors"
-	"net/http"
 
+	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
 // EdgeObserver is told what the edge does, for metrics, traces and logs. It must not
@@ -28,33 +29,20 @@ func (nopObserver) Streaming(ctx context.Context, _ Claims) (context.Context, fu
 	return ctx, func(error) {}
 }
 
-// Reasons a download is refused, as RefusalReason names them.
-const (
-	ReasonInvalid       = "invalid"        // 403: forged, tampered, malformed
-	ReasonExpired       = "expired"        // 410: the link's start window passed
-	ReasonSlotNotHeld   = "slot_not_held"  // 410: the ticket's slot lapsed, was released or re-granted
-	ReasonTooMany       = "too_many"       // 429: too many connections on one link
-	ReasonObjectChanged = "object_changed" // 410: the object is no longer the version the link names
-)
-
-// RefusalReason names why err refused a download with a token-related reason, or ""
-// when the refusal is about something else.
+// RefusalReason names why err refused a download with a token-related reason (a
+// telemetry.Reject* label value), or "" when the refusal is about something else.
 func RefusalReason(err error) string {
 	switch {
 	case errors.Is(err, ErrTokenInvalid):
-		return ReasonInvalid
+		return telemetry.RejectInvalid
 	case errors.Is(err, ErrTokenExpired):
-		return ReasonExpired
+		return telemetry.RejectExpired
 	case errors.Is(err, errObjectChanged), errors.Is(err, objstore.ErrChanged):
-		return ReasonObjectChanged
-	}
-	if st, ok := errors.AsType[statusError](err); ok {
-		switch st.HTTPStatus() {
-		case http.StatusGone:
-			return ReasonSlotNotHeld
-		case http.StatusTooManyRequests:
-			return ReasonTooMany
-		}
+		return telemetry.RejectObjectChanged
+	case errors.Is(err, admission.ErrSlotNotHeld):
+		return telemetry.RejectSlotNotHeld
+	case errors.Is(err, admission.ErrTooManyConnections):
+		return telemetry.RejectTooMany
 	}
 	return ""
 }

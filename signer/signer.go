@@ -14,11 +14,15 @@ import (
 )
 
 // Claims are what a token binds together. Changing any field invalidates the MAC.
+//
+// Verify ignores members it does not know, so a field can be dropped while tokens
+// that carry it are still live: tokens issued before "s" (a slot name that was never
+// read; the ticket id names the slot) was removed verify as before, and an edge that
+// still knows "s" reads an empty one from a newer token.
 type Claims struct {
 	Ticket  string    `json:"t"`
 	Object  string    `json:"o"`
 	ETag    string    `json:"e"`
-	Slot    string    `json:"s"`
 	Epoch   int64     `json:"f"` // fencing epoch of the slot grant
 	Tenant  string    `json:"n,omitempty"`
 	RateBps int64     `json:"r,omitempty"` // per-download bandwidth cap, 0 = none
@@ -30,10 +34,10 @@ type Claims struct {
 // fenced by (ticket, slot, epoch): a slot that lapsed or was granted again answers
 // admission.ErrSlotNotHeld, and the edge must stop serving it.
 //
-// The edge tells the ledger's answers apart by one rule: an error that has a method
-// HTTPStatus() int (anywhere in its chain) is a definite answer, sent to the client
-// with that status (ErrSlotNotHeld 410, ErrTooManyConnections 429) and, from
-// RenewStream, ending the stream at once. Any other error means the ledger could not
+// The edge tells the ledger's answers apart by one rule: admission.ErrSlotNotHeld or
+// admission.ErrTooManyConnections (anywhere in the error's chain) is a definite answer,
+// sent to the client as 410 or 429 (problemFor, the one place these become statuses)
+// and, from RenewStream, ending the stream at once. Any other error means the ledger could not
 // be asked: BeginStream answers 503 with Retry-After, and a running stream keeps going
 // for EdgeConfig.RenewGrace before it stops.
 //

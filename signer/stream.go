@@ -67,7 +67,7 @@ func (e *Edge) serveDownload(w http.ResponseWriter, r *http.Request) error {
 		ref := admission.Stream{Ticket: claims.Ticket, Epoch: claims.Epoch, Tenant: claims.Tenant,
 			Object: claims.Object, ETag: claims.ETag, Size: info.Size}
 		if err := e.slots.CheckStream(r.Context(), ref); err != nil {
-			if _, ok := errors.AsType[statusError](err); ok {
+			if refused(err) {
 				return fmt.Errorf("check stream: %w", err)
 			}
 			return fmt.Errorf("check stream: %w: %w", errLedgerUnavailable, err)
@@ -96,7 +96,7 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 		ref.Parts = append(ref.Parts, admission.Span{Start: p.span.start, Length: p.span.length})
 	}
 	if err := e.slots.BeginStream(r.Context(), ref); err != nil {
-		if _, ok := errors.AsType[statusError](err); ok {
+		if refused(err) {
 			return fmt.Errorf("begin stream: %w", err)
 		}
 		return fmt.Errorf("begin stream: %w: %w", errLedgerUnavailable, err)

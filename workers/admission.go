@@ -4,7 +4,6 @@ package workers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -23,7 +22,7 @@ import (
 
 // Backlog is every live ticket in the stream, for refilling a ledger that was lost.
 type Backlog interface {
-	Each(ctx context.Context, fn func(t queue.Ticket, seq uint64, traceparent string) error) error
+	Each(ctx context.Context, fn func(t queue.Ticket) error) error
 }
 
 // TokenIssuer signs download tokens.
@@ -69,7 +68,6 @@ type Admission struct {
 type heldMsg struct {
 	msg          jetstream.Msg
 	ticket       queue.Ticket
-	seq          uint64
 	enqueued     bool
 	lastProgress time.Time
 }
@@ -183,14 +181,13 @@ func (a *Admission) watchLimits(ctx context.Context) {
 
 // receive takes one ticket message: enqueue it (idempotent) and hold it.
 func (a *Admission) receive(msg jetstream.Msg) {
-	var t queue.Ticket
-	meta, err := msg.Metadata()
-	if err != nil || json.Unmarshal(msg.Data(), &t) != nil || t.ID == "" || t.Tenant == "" {
+	t, err := queue.Received(msg)
+	if err != nil {
 		a.log.Error("dropping a malformed ticket message", "subject", msg.Subject(), "err", err)
 		_ = msg.Term()
 		return
 	}
-	h := &heldMsg{msg: msg, ticket: t, seq: meta.Sequence.Stream, lastProgress: a.cfg.Now()}
+	h := &heldMsg{msg: msg, ticket: t, lastProgress: a.cfg.Now()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := a.cfg.Ledger.Statuses(ctx, []string{t.ID})
@@ -237,7 +234,7 @@ func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) (bool, error)
 // ledger lost it).
 func (a *Admission) enqueue(ctx context.Context, h *heldMsg, how func(context.Context, admission.Ticket) (bool, error)) bool {
 	t := h.ticket
-	_, err := how(ctx, t.Ledger(h.seq, h.msg.Headers().Get("traceparent")))
+	_, err := how(ctx, t.Ledger())
 	if err != nil {
 		a.log.Warn("enqueue ticket; will retry", "ticket", t.ID, "err", err)
 		return false
@@ -285,12 +282,12 @@ func (a *Admission) rebuild(ctx context.Context) {
 	a.restoring.Go(func() {
 		start, n := a.cfg.Now(), 0
 		rctx := context.WithoutCancel(ctx)
-		err := a.cfg.Backlog.Each(rctx, func(t queue.Ticket, seq uint64, traceparent string) error {
+		err := a.cfg.Backlog.Each(rctx, func(t queue.Ticket) error {
 			if ended, err := a.forgotten(rctx, t); ended || err != nil {
 				return nil // ended (its holder acknowledges the message), or unknown: its holder decides
 			}
 			n++
-			_, err := a.cfg.Ledger.Restore(rctx, t.Ledger(seq, traceparent))
+			_, err := a.cfg.Ledger.Restore(rctx, t.Ledger())
 			return err
 		})
 		if err != nil {

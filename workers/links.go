@@ -37,7 +37,7 @@ func (a *Admission) link(ctx context.Context, t admission.Ticket, g admission.Gr
 		a.log.Warn("read tenant rate; the edge's default applies", "ticket", t.ID, "tenant", t.Tenant, "err", err)
 	}
 	token, err := a.cfg.Tokens.Issue(signer.Claims{
-		Ticket: t.ID, Object: t.Object, ETag: t.ETag, Slot: t.ID, Epoch: g.Epoch,
+		Ticket: t.ID, Object: t.Object, ETag: t.ETag, Epoch: g.Epoch,
 		Tenant: t.Tenant, RateBps: rate, Expires: expires, Trace: telemetry.TraceParent(ctx),
 	})
 	if err != nil {

@@ -9,21 +9,22 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/redisreply"
 )
 
 // Errors callers branch on.
 var (
 	ErrNotFound = errors.New("ticket not found")
 	// ErrSlotNotHeld: the ticket's slot lapsed, was released or belongs to another grant.
-	ErrSlotNotHeld = statusError{errors.New("the download slot of this ticket is no longer held"), http.StatusGone}
+	ErrSlotNotHeld = errors.New("the download slot of this ticket is no longer held")
 	// ErrTooManyConnections: the token already has the most connections it may open.
-	ErrTooManyConnections = statusError{errors.New("too many connections on this download link"), http.StatusTooManyRequests}
+	ErrTooManyConnections = errors.New("too many connections on this download link")
 	// ErrFenced: the grant was taken back (its lease lapsed) before the link was issued.
 	ErrFenced = errors.New("admission grant lapsed before the link was issued")
 	// ErrUnavailable: Redis, which holds the ledger, cannot be reached or did not answer in time.
@@ -40,14 +41,6 @@ var (
 func unavailable(what string, err error) error {
 	return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
 }
-
-type statusError struct {
-	error
-	status int
-}
-
-// HTTPStatus is the status the edge answers with.
-func (e statusError) HTTPStatus() int { return e.status }
 
 var (
 	//go:embed lua/prelude.lua
@@ -206,11 +199,14 @@ func (l *Ledger) Admit(ctx context.Context, max int) ([]Grant, error) {
 	if err != nil {
 		return nil, err
 	}
-	grants := make([]Grant, 0, len(vals)/2)
-	for i := 0; i+1 < len(vals); i += 2 {
-		id, _ := vals[i].(string)
-		epoch, _ := vals[i+1].(int64)
-		grants = append(grants, Grant{TicketID: id, Epoch: epoch})
+	d := redisreply.New("admit")
+	reply := d.Array(vals, 0)
+	grants := make([]Grant, 0, reply.Len()/2)
+	for i := 0; i+1 < reply.Len(); i += 2 {
+		grants = append(grants, Grant{TicketID: reply.String(i), Epoch: reply.Int(i + 1)})
+	}
+	if err := d.Err(); err != nil {
+		return nil, err
 	}
 	return grants, nil
 }
@@ -392,24 +388,19 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, err
 	if err != nil {
 		return Position{}, unavailable("read ticket "+id, err)
 	}
-	flat, _ := vals[0].([]any)
-	h := make(map[string]string, len(flat)/2)
-	for i := 0; i+1 < len(flat); i += 2 {
-		k, _ := flat[i].(string)
-		v, _ := flat[i+1].(string)
-		h[k] = v
+	// { fields, position, completions, span ms, NOW, eta ms, eta known, paused }
+	d := redisreply.New("poll")
+	reply := d.Array(vals, 7)
+	p := Position{Ticket: ticketFromHash(reply.Pairs(0))}
+	p.Ahead = reply.Int(1)
+	p.Completions = reply.Int(2)
+	p.Span = time.Duration(reply.Int(3)) * time.Millisecond
+	p.ETA, p.ETAKnown = time.Duration(reply.Int(5))*time.Millisecond, reply.Int(6) == 1
+	if reply.Len() > 7 {
+		p.Paused = reply.Int(7) == 1
 	}
-	p := Position{Ticket: ticketFromHash(h)}
-	p.Ahead, _ = vals[1].(int64)
-	p.Completions, _ = vals[2].(int64)
-	span, _ := vals[3].(int64)
-	p.Span = time.Duration(span) * time.Millisecond
-	eta, _ := vals[5].(int64)
-	known, _ := vals[6].(int64)
-	p.ETA, p.ETAKnown = time.Duration(eta)*time.Millisecond, known == 1
-	if len(vals) > 7 {
-		paused, _ := vals[7].(int64)
-		p.Paused = paused == 1
+	if err := d.Err(); err != nil {
+		return Position{}, fmt.Errorf("read ticket %s: %w", id, err)
 	}
 	return p, nil
 }

@@ -9,9 +9,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // backends runs a test against a real redis-server and against the in-process
@@ -154,7 +154,7 @@ func TestLedgerReclaimsLapsedGrants(t *testing.T) {
 func TestConnectionsAreLeases(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1, MaxConns: 2, StreamLease: 600 * time.Millisecond})
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1, MaxConns: 2, StreamLease: 1200 * time.Millisecond})
 		var seq uint64
 		ids := enqueue(t, l, "public", 2, &seq)
 		grants, _ := l.Admit(ctx, 1)
@@ -165,18 +165,19 @@ func TestConnectionsAreLeases(t *testing.T) {
 		if err := l.MarkReady(ctx, g, "http://edge/d/x", time.Now().Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		start := time.Now()
 		for _, c := range []string{"a1", "a2"} {
 			if err := l.BeginStream(ctx, stream(g.TicketID, c, g.Epoch)); err != nil {
 				t.Fatalf("begin %s: %v", c, err)
 			}
 		}
+		// a2's lease (and the slot's, which its begin extended) started before this.
+		start := time.Now()
 		if err := l.BeginStream(ctx, stream(g.TicketID, "a3", g.Epoch)); err != admission.ErrTooManyConnections {
 			t.Fatalf("a third connection with a cap of 2: %v, want ErrTooManyConnections", err)
 		}
 		// The edge holding a1 and a2 dies: nothing renews them. Between their lease
-		// (400 ms) and the slot's (600 ms) the client comes back on another edge.
-		time.Sleep(time.Until(start.Add(480 * time.Millisecond)))
+		// (800 ms) and the slot's (1200 ms) the client comes back on another edge.
+		time.Sleep(time.Until(start.Add(1000 * time.Millisecond)))
 		if err := l.BeginStream(ctx, stream(g.TicketID, "b1", g.Epoch)); err != nil {
 			t.Fatalf("resume after the dead edge's connections lapsed: %v", err)
 		}

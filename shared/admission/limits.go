@@ -5,10 +5,11 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/redisreply"
 )
 
 var (
@@ -144,27 +145,27 @@ func ValidateTenant(name string) error {
 
 // TenantStats is one tenant's part of the picture.
 type TenantStats struct {
-	Queued int64   `json:"queued"`
-	InUse  int64   `json:"in_use"`
-	Limit  int64   `json:"limit"` // 0 = no own limit
-	Weight float64 `json:"weight"`
+	Queued int64
+	InUse  int64
+	Limit  int64 // 0 = no own limit
+	Weight float64
 }
 
-// Stats is a consistent snapshot of admission.
+// Stats is a consistent snapshot of admission. Its wire form is api.Stats.
 type Stats struct {
-	Paused     bool                   `json:"paused"`
-	Limit      int64                  `json:"global_limit"`
-	InUse      int64                  `json:"slots_in_use"`
-	Backlog    int64                  `json:"backlog"`
-	Admissible int64                  `json:"admissible_backlog"` // what more workers could admit now
-	Rate       float64                `json:"completions_per_second"`
-	Tenants    map[string]TenantStats `json:"tenants"`
+	Paused     bool
+	Limit      int64
+	InUse      int64
+	Backlog    int64
+	Admissible int64 // what more workers could admit now
+	Rate       float64
+	Tenants    map[string]TenantStats
 	// Tickets counts live tickets by status: queued (the backlog) and those holding a
 	// slot (admitting, ready, streaming).
-	Tickets map[Status]int64 `json:"tickets"`
+	Tickets map[Status]int64
 	// Ended counts the tickets that ever ended, by status (done, expired, failed,
 	// canceled): counters for metrics, kept as long as Redis keeps its data.
-	Ended map[Status]int64 `json:"ended"`
+	Ended map[Status]int64
 }
 
 // Stats reads the snapshot in one script, so its numbers agree with each other.
@@ -173,20 +174,19 @@ func (l *Ledger) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, unavailable("read admission stats", err)
 	}
-	num := func(v any) int64 { n, _ := v.(int64); return n }
-	s := Stats{Paused: num(vals[0]) == 1, Limit: num(vals[1]), InUse: num(vals[2]), Tenants: map[string]TenantStats{}}
-	if count, span := num(vals[3]), num(vals[4]); count >= minCompletions && span >= 1000 {
+	d := redisreply.New("stats")
+	reply := d.Array(vals, 6)
+	s := Stats{Paused: reply.Int(0) == 1, Limit: reply.Int(1), InUse: reply.Int(2), Tenants: map[string]TenantStats{}}
+	if count, span := reply.Int(3), reply.Int(4); count >= minCompletions && span >= 1000 {
 		s.Rate = float64(count) / (time.Duration(span) * time.Millisecond).Seconds()
 	}
-	rows, _ := vals[5].([]any)
+	rows := reply.Array(5, 0)
 	free := max(s.Limit-s.InUse, 0)
 	var admissible int64
-	for _, r := range rows {
-		f, _ := r.([]any)
-		name, _ := f[0].(string)
-		w, _ := strconv.ParseFloat(fmt.Sprint(f[4]), 64)
-		ts := TenantStats{Queued: num(f[1]), InUse: num(f[2]), Limit: num(f[3]), Weight: w}
-		s.Tenants[name] = ts
+	for i := range rows.Len() {
+		r := rows.Array(i, 5) // { tenant, queued, in use, limit, weight }
+		ts := TenantStats{Queued: r.Int(1), InUse: r.Int(2), Limit: r.Int(3), Weight: r.Float(4)}
+		s.Tenants[r.String(0)] = ts
 		s.Backlog += ts.Queued
 		can := ts.Queued
 		if ts.Limit > 0 {
@@ -200,15 +200,16 @@ func (l *Ledger) Stats(ctx context.Context) (Stats, error) {
 	s.Tickets = map[Status]int64{StatusQueued: s.Backlog, StatusAdmitting: 0, StatusReady: 0, StatusStreaming: 0}
 	s.Ended = map[Status]int64{StatusDone: 0, StatusExpired: 0, StatusFailed: 0, StatusCanceled: 0}
 	for i, dst := range []map[Status]int64{s.Tickets, s.Ended} {
-		if len(vals) <= 6+i {
+		if reply.Len() <= 6+i {
 			break
 		}
-		flat, _ := vals[6+i].([]any)
-		for j := 0; j+1 < len(flat); j += 2 {
-			st, _ := flat[j].(string)
-			n, _ := strconv.ParseInt(fmt.Sprint(flat[j+1]), 10, 64)
-			dst[Status(st)] = n
+		counts := reply.Pairs(6 + i) // { status, count, ... }
+		for st := range counts.Fields() {
+			dst[Status(st)] = counts.Int(st)
 		}
+	}
+	if err := d.Err(); err != nil {
+		return Stats{}, fmt.Errorf("read admission stats: %w", err)
 	}
 	return s, nil
 }

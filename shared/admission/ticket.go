@@ -1,8 +1,9 @@
 package admission
 
 import (
-	"strconv"
 	"time"
+
+	"github.com/sluice-dl/sluice/shared/redisreply"
 )
 
 // Status is where a ticket is in its life.
@@ -77,33 +78,34 @@ type Position struct {
 	Paused bool
 }
 
-func ticketFromHash(h map[string]string) Ticket {
-	num := func(k string) int64 { n, _ := strconv.ParseInt(h[k], 10, 64); return n }
+// ticketFromHash reads a ticket's hash in the ledger (t:<id>); a field of the wrong
+// form is h's decoder's error.
+func ticketFromHash(h redisreply.Hash) Ticket {
 	ms := func(k string) time.Time {
-		if n := num(k); n > 0 {
+		if n := h.Int(k); n > 0 {
 			return time.UnixMilli(n)
 		}
 		return time.Time{}
 	}
 	return Ticket{
-		ID:           h["id"],
-		Object:       h["object"],
-		ETag:         h["etag"],
-		Size:         num("size"),
-		ContentType:  h["content_type"],
-		Tenant:       h["tenant"],
-		Owner:        h["owner"],
-		Seq:          uint64(num("seq")),
+		ID:           h.String("id"),
+		Object:       h.String("object"),
+		ETag:         h.String("etag"),
+		Size:         h.Int("size"),
+		ContentType:  h.String("content_type"),
+		Tenant:       h.String("tenant"),
+		Owner:        h.String("owner"),
+		Seq:          uint64(h.Int("seq")),
 		Created:      ms("created_ms"),
-		TraceParent:  h["traceparent"],
-		Status:       Status(h["status"]),
-		Epoch:        num("epoch"),
-		DownloadURL:  h["download_url"],
+		TraceParent:  h.String("traceparent"),
+		Status:       Status(h.String("status")),
+		Epoch:        h.Int("epoch"),
+		DownloadURL:  h.String("download_url"),
 		Expires:      ms("expires_ms"),
-		BytesSent:    num("bytes_sent"),
-		BytesCovered: num("bytes_covered"),
-		Conns:        int(num("conns")),
-		Error:        h["error"],
+		BytesSent:    h.Int("bytes_sent"),
+		BytesCovered: h.Int("bytes_covered"),
+		Conns:        int(h.Int("conns")),
+		Error:        h.String("error"),
 		LastPoll:     ms("last_poll_ms"),
 		Admitted:     ms("admitted_ms"),
 		Ready:        ms("ready_ms"),

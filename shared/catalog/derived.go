@@ -5,10 +5,11 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/redisreply"
 )
 
 // Derived state in Redis, under the prefix (all of it may be lost at any moment):
@@ -127,12 +128,16 @@ func (c *Catalog) lookupPending(ctx context.Context, key string) (Entry, error) 
 	if len(m) == 0 || m["state"] != StatePending {
 		return Entry{}, fmt.Errorf("%q: %w", key, ErrNotFound)
 	}
-	size, _ := strconv.ParseInt(m["size"], 10, 64)
-	pub, _ := strconv.ParseInt(m["published_us"], 10, 64)
-	return Entry{
-		Object: m["object"], Size: size, SHA256: m["sha256"],
-		PublishedAt: time.UnixMicro(pub).UTC(), Channel: m["channel"], State: StatePending, Reason: m["reason"],
-	}, nil
+	d := redisreply.New("pending entry")
+	h := d.Hash(m)
+	e := Entry{
+		Object: h.String("object"), Size: h.Int("size"), SHA256: h.String("sha256"),
+		PublishedAt: time.UnixMicro(h.Int("published_us")).UTC(), Channel: h.String("channel"), State: StatePending, Reason: h.String("reason"),
+	}
+	if err := d.Err(); err != nil {
+		return Entry{}, fmt.Errorf("read pending entry %q: %w", key, err)
+	}
+	return e, nil
 }
 
 // Verified returns the cached verification of an object version.
@@ -144,8 +149,12 @@ func (c *Catalog) Verified(ctx context.Context, key, etag string) (Verification,
 	if len(m) == 0 {
 		return Verification{}, false, nil
 	}
-	size, _ := strconv.ParseInt(m["size"], 10, 64)
-	return Verification{Size: size, SHA256: m["sha256"]}, true, nil
+	d := redisreply.New("verification")
+	v := Verification{Size: d.Hash(m).Int("size"), SHA256: m["sha256"]}
+	if err := d.Err(); err != nil {
+		return Verification{}, false, fmt.Errorf("read verification of %q: %w", key, err)
+	}
+	return v, true, nil
 }
 
 // StoreVerification caches what a worker measured for an object version.
@@ -199,7 +208,12 @@ func (c *Catalog) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, redisDown("read catalog stats", err)
 	}
-	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
-	return Stats{Recorded: n("recorded"), Verified: n("verified"), Rejected: n("rejected"),
-		Superseded: n("superseded"), DuplicateDeliveries: n("duplicate_deliveries"), HashesComputed: n("hashes_computed")}, nil
+	d := redisreply.New("catalog stats")
+	h := d.Hash(m)
+	st := Stats{Recorded: h.Int("recorded"), Verified: h.Int("verified"), Rejected: h.Int("rejected"),
+		Superseded: h.Int("superseded"), DuplicateDeliveries: h.Int("duplicate_deliveries"), HashesComputed: h.Int("hashes_computed")}
+	if err := d.Err(); err != nil {
+		return Stats{}, fmt.Errorf("read catalog stats: %w", err)
+	}
+	return st, nil
 }

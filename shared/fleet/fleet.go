@@ -21,6 +21,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sluice-dl/sluice/shared/redisreply"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
@@ -122,13 +123,16 @@ func (r *Registry) Nodes(ctx context.Context) ([]Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list the fleet: %w", err)
 	}
-	rows, _ := vals[1].([]any)
-	nodes := make([]Node, 0, len(rows))
-	for _, row := range rows {
-		h := pairs(row)
-		num := func(k string) int64 { n, _ := strconv.ParseInt(h[k], 10, 64); return n }
-		nodes = append(nodes, Node{ID: h["id"], Role: h["role"], Version: h["version"], Address: h["address"],
-			InFlight: num("in_flight"), Started: time.UnixMilli(num("started_ms")).UTC(), LastBeat: time.UnixMilli(num("last_beat_ms")).UTC()})
+	d := redisreply.New("fleet nodes")
+	rows := d.Array(vals, 2).Array(1, 0) // { NOW, { node hash, ... } }
+	nodes := make([]Node, 0, rows.Len())
+	for i := range rows.Len() {
+		h := rows.Pairs(i)
+		nodes = append(nodes, Node{ID: h.String("id"), Role: h.String("role"), Version: h.String("version"), Address: h.String("address"),
+			InFlight: h.Int("in_flight"), Started: time.UnixMilli(h.Int("started_ms")).UTC(), LastBeat: time.UnixMilli(h.Int("last_beat_ms")).UTC()})
+	}
+	if err := d.Err(); err != nil {
+		return nil, fmt.Errorf("list the fleet: %w", err)
 	}
 	slices.SortFunc(nodes, func(a, b Node) int {
 		if a.Role != b.Role {
@@ -149,16 +153,6 @@ func compare(a, b string) int {
 	return 0
 }
 
-func pairs(v any) map[string]string {
-	flat, _ := v.([]any)
-	h := make(map[string]string, len(flat)/2)
-	for i := 0; i+1 < len(flat); i += 2 {
-		k, _ := flat[i].(string)
-		h[k] = fmt.Sprint(flat[i+1])
-	}
-	return h
-}
-
 // Second is the fleet's activity in one second of Redis time.
 type Second struct {
 	At time.Time
@@ -171,19 +165,23 @@ func (r *Registry) Window(ctx context.Context, n int) ([]Second, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the activity window: %w", err)
 	}
-	first, _ := vals[0].(int64)
-	rows, _ := vals[1].([]any)
-	out := make([]Second, len(rows))
-	for i, row := range rows {
-		h := pairs(row)
+	d := redisreply.New("fleet activity window")
+	reply := d.Array(vals, 2) // { first second, { second hash, ... } }
+	first, rows := reply.Int(0), reply.Array(1, 0)
+	out := make([]Second, rows.Len())
+	for i := range rows.Len() {
+		h := rows.Pairs(i)
 		s := Second{At: time.Unix(first+int64(i), 0).UTC()}
-		s.Admissions, _ = strconv.ParseInt(h["admissions"], 10, 64)
-		s.Bytes, _ = strconv.ParseInt(h["bytes"], 10, 64)
+		s.Admissions = h.Int("admissions")
+		s.Bytes = h.Int("bytes")
 		s.Waits = make([]int64, len(telemetry.WaitBuckets)+1)
 		for b := range s.Waits {
-			s.Waits[b], _ = strconv.ParseInt(h["w"+strconv.Itoa(b)], 10, 64)
+			s.Waits[b] = h.Int("w" + strconv.Itoa(b))
 		}
 		out[i] = s
+	}
+	if err := d.Err(); err != nil {
+		return nil, fmt.Errorf("read the activity window: %w", err)
 	}
 	return out, nil
 }

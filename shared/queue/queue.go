@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/sluice-dl/sluice/shared/admission"
 )
@@ -172,15 +171,51 @@ type Ticket struct {
 	// ticket, whose id is its bearer capability.
 	Owner   string    `json:"owner,omitempty"`
 	Created time.Time `json:"created_at"`
+
+	// The message's, not its body's: read back with the message (Lookup, Each,
+	// Received).
+	//
+	// TraceParent is the W3C trace context of the request that created the ticket,
+	// set by its creator and carried in the message's traceparent header, so that
+	// whichever worker admits it, and whoever restores it, continues that trace.
+	TraceParent string `json:"-"`
+	// Seq is the message's stream sequence: the ticket's place in line. Publish
+	// answers it.
+	Seq uint64 `json:"-"`
 }
 
-// Ledger is the ticket as the admission ledger records it: its message, its place in
-// line (the stream sequence) and the trace context it carries.
-func (t Ticket) Ledger(seq uint64, traceparent string) admission.Ticket {
+// traceHeader is the message header that carries Ticket.TraceParent.
+const traceHeader = "traceparent"
+
+// Ledger is the ticket as the admission ledger records it.
+func (t Ticket) Ledger() admission.Ticket {
 	return admission.Ticket{
 		ID: t.ID, Object: t.Object, ETag: t.ETag, Size: t.Size, ContentType: t.ContentType,
-		Tenant: t.Tenant, Owner: t.Owner, Seq: seq, Created: t.Created, TraceParent: traceparent,
+		Tenant: t.Tenant, Owner: t.Owner, Seq: t.Seq, Created: t.Created, TraceParent: t.TraceParent,
 	}
+}
+
+// decodeTicket reads a ticket message: its body, its trace header and its sequence.
+func decodeTicket(data []byte, hdr nats.Header, seq uint64) (Ticket, error) {
+	var t Ticket
+	if err := json.Unmarshal(data, &t); err != nil {
+		return Ticket{}, fmt.Errorf("ticket message at sequence %d: %w", seq, err)
+	}
+	if t.ID == "" || t.Tenant == "" {
+		return Ticket{}, fmt.Errorf("ticket message at sequence %d: no id or tenant", seq)
+	}
+	t.TraceParent, t.Seq = hdr.Get(traceHeader), seq
+	return t, nil
+}
+
+// Received decodes a ticket message as a consumer delivers it; an error means a
+// malformed message (to be terminated).
+func Received(msg jetstream.Msg) (Ticket, error) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return Ticket{}, fmt.Errorf("ticket message on %s: %w", msg.Subject(), err)
+	}
+	return decodeTicket(msg.Data(), msg.Headers(), meta.Sequence.Stream)
 }
 
 // Publisher publishes tickets and waits for JetStream's acknowledgement. Concurrent
@@ -196,8 +231,9 @@ func NewPublisher(nc *nats.Conn, js jetstream.JetStream, timeout time.Duration) 
 	return &Publisher{nc: nc, timeout: timeout, batches: newGroupCommit(js, timeout)}
 }
 
-// Publish stores t durably and returns its stream sequence. The message id is the
-// ticket id, so a retried publish of the same ticket is stored once.
+// Publish stores t durably, its TraceParent in the message's header, and returns its
+// stream sequence. The message id is the ticket id, so a retried publish of the same
+// ticket is stored once.
 func (p *Publisher) Publish(ctx context.Context, t Ticket) (uint64, error) {
 	if !p.nc.IsConnected() {
 		return 0, fmt.Errorf("publish ticket: nats is %s: %w", p.nc.Status(), ErrUnavailable)
@@ -210,8 +246,9 @@ func (p *Publisher) Publish(ctx context.Context, t Ticket) (uint64, error) {
 	defer cancel()
 	msg := &nats.Msg{Subject: ticketSubject(t.Tenant, t.ID), Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, "ticket:"+t.ID)
-	// The ticket's trace goes on in the worker that receives the message.
-	propagation.TraceContext{}.Inject(ctx, HeaderCarrier(msg.Header))
+	if t.TraceParent != "" {
+		msg.Header.Set(traceHeader, t.TraceParent)
+	}
 	seq, err := p.batches.publish(ctx, msg)
 	if err != nil {
 		return 0, publishError("publish ticket", err)
@@ -235,30 +272,30 @@ func NewTickets(js jetstream.JetStream) *Tickets { return &Tickets{js: js} }
 // ended and was acknowledged).
 var ErrNoTicket = errors.New("no such ticket in the stream")
 
-// Lookup returns a live ticket's message and its stream sequence (its place in line).
-func (t *Tickets) Lookup(ctx context.Context, id string) (Ticket, uint64, error) {
+// Lookup returns a live ticket's message.
+func (t *Tickets) Lookup(ctx context.Context, id string) (Ticket, error) {
 	s, err := t.js.Stream(ctx, TicketStream)
 	if err != nil {
-		return Ticket{}, 0, fmt.Errorf("read ticket stream: %v: %w", err, ErrUnavailable)
+		return Ticket{}, fmt.Errorf("read ticket stream: %v: %w", err, ErrUnavailable)
 	}
 	m, err := s.GetLastMsgForSubject(ctx, TicketSubjectBase+"*."+id)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Ticket{}, 0, ErrNoTicket
+		return Ticket{}, ErrNoTicket
 	}
 	if err != nil {
-		return Ticket{}, 0, fmt.Errorf("read ticket %s from the stream: %v: %w", id, err, ErrUnavailable)
+		return Ticket{}, fmt.Errorf("read ticket %s from the stream: %v: %w", id, err, ErrUnavailable)
 	}
-	var tk Ticket
-	if err := json.Unmarshal(m.Data, &tk); err != nil || tk.ID != id {
-		return Ticket{}, 0, fmt.Errorf("ticket %s: unreadable message at sequence %d", id, m.Sequence)
+	tk, err := decodeTicket(m.Data, m.Header, m.Sequence)
+	if err != nil || tk.ID != id {
+		return Ticket{}, fmt.Errorf("ticket %s: unreadable message at sequence %d", id, m.Sequence)
 	}
-	return tk, m.Sequence, nil
+	return tk, nil
 }
 
-// Each calls fn for every ticket the stream holds, oldest first, with its sequence
-// and trace context: what a rebuilt ledger is filled from. It reads with direct gets
-// (a work-queue stream admits no second consumer) and stops at the first error of fn.
-func (t *Tickets) Each(ctx context.Context, fn func(tk Ticket, seq uint64, traceparent string) error) error {
+// Each calls fn for every ticket the stream holds, oldest first: what a rebuilt
+// ledger is filled from. It reads with direct gets (a work-queue stream admits no
+// second consumer) and stops at the first error of fn.
+func (t *Tickets) Each(ctx context.Context, fn func(tk Ticket) error) error {
 	s, err := t.js.Stream(ctx, TicketStream)
 	if err != nil {
 		return fmt.Errorf("read ticket stream: %v: %w", err, ErrUnavailable)
@@ -273,11 +310,11 @@ func (t *Tickets) Each(ctx context.Context, fn func(tk Ticket, seq uint64, trace
 			return fmt.Errorf("read ticket stream at %d: %v: %w", seq, err, ErrUnavailable)
 		}
 		seq = m.Sequence
-		var tk Ticket
-		if json.Unmarshal(m.Data, &tk) != nil || tk.ID == "" {
+		tk, err := decodeTicket(m.Data, m.Header, m.Sequence)
+		if err != nil {
 			continue // the admission worker terminates malformed messages
 		}
-		if err := fn(tk, m.Sequence, m.Header.Get("traceparent")); err != nil {
+		if err := fn(tk); err != nil {
 			return err
 		}
 	}

@@ -53,11 +53,12 @@ const (
 	NameTokenRejections     = "sluice_edge_token_rejections_total"     // counter {reason}
 )
 
-// Token rejection reasons (label values of NameTokenRejections).
+// Reasons a download is refused at the edge: the label values of NameTokenRejections,
+// and what signer.RefusalReason answers (the one set of them).
 const (
 	RejectInvalid       = "invalid"        // forged, tampered or malformed link (403)
 	RejectExpired       = "expired"        // the link's start window passed (410)
-	RejectSlotNotHeld   = "slot_not_held"  // the ticket's slot lapsed or was released (410)
+	RejectSlotNotHeld   = "slot_not_held"  // the ticket's slot lapsed, was released or re-granted (410)
 	RejectTooMany       = "too_many"       // too many connections on one link (429)
 	RejectObjectChanged = "object_changed" // the object changed since the ticket (410)
 )
