@@ -63,6 +63,8 @@ type Cache struct {
 	mu    sync.Mutex
 	index index            // verified entries, least recently used first
 	fills map[string]*fill // fills in progress by entry name
+	// rejected holds, until when, the versions whose last copy failed verification.
+	rejected map[string]time.Time
 	// pausedUntil stops new fills for a while after the disk refused one (full,
 	// read-only): each would fail the same way.
 	pausedUntil time.Time
@@ -108,7 +110,7 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{
 		dir: cfg.Dir, capacity: cfg.Size, origin: cfg.Origin, digests: cfg.Digests,
 		requireDigest: cfg.RequireDigest, log: cfg.Logger, fillTimeout: cfg.FillTimeout,
-		fills: map[string]*fill{},
+		fills: map[string]*fill{}, rejected: map[string]time.Time{},
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)

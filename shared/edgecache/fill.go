@@ -21,6 +21,9 @@ const (
 	fillChunk = 256 << 10
 	// diskPause is how long fills stop after the disk refused one.
 	diskPause = 30 * time.Second
+	// rejectPause is how long a version whose copy failed verification is not filled
+	// again: the origin would most likely send the same bytes.
+	rejectPause = 10 * time.Minute
 )
 
 // fill is one copy of an object version from the origin into a temporary file in
@@ -116,6 +119,11 @@ func (c *Cache) startFill(ctx context.Context, name, key, etag string) *fill {
 		c.mu.Unlock()
 		return nil // verified meanwhile, or being checked after a restart
 	}
+	if until, ok := c.rejected[name]; ok && time.Now().Before(until) {
+		c.mu.Unlock()
+		return nil // its last copy did not verify: not again so soon
+	}
+	delete(c.rejected, name)
 	evicted := c.evictLocked(info.Size)
 	if c.index.used+c.index.reserved+info.Size > c.capacity {
 		c.mu.Unlock()
@@ -166,6 +174,9 @@ func (c *Cache) runFill(f *fill, info objstore.Info, want string, file *os.File)
 	}
 	if isDiskFull(err) {
 		c.pausedUntil = time.Now().Add(diskPause)
+	}
+	if errors.Is(err, errVerification) {
+		c.rejected[f.name] = time.Now().Add(rejectPause)
 	}
 	c.mu.Unlock()
 	if e != nil {
