@@ -195,6 +195,9 @@ func (c *Cache) Open(ctx context.Context, key string, offset, length int64, etag
 	if rd, ok := c.follow(ctx, name, key, offset, length, etag); ok {
 		return rd, nil
 	}
+	if rd, ok := c.openEntry(name, offset, length); ok {
+		return rd, nil // a fill was published between the two looks
+	}
 	return c.fromOrigin(ctx, key, offset, length, etag)
 }
 

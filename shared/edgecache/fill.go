@@ -35,7 +35,12 @@ type fill struct {
 	tmp             string // path of the temporary file
 	size            int64
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// reader reads the temporary file for all followers (ReadAt is safe for
+	// concurrent use); refs counts the fill itself and each follower, and the last
+	// to let go closes it. Held this way, it outlives the file's rename or removal.
+	reader   *os.File
+	refs     int
 	written  int64
 	done     bool
 	err      error         // why it stopped early; nil once every byte was written
@@ -47,6 +52,27 @@ func (f *fill) state() (written int64, done bool, err error, next <-chan struct{
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.written, f.done, f.err, f.progress
+}
+
+// acquire returns the shared reader for a follower of [start, end), or false when the
+// section must come from the origin: the fill has not reached start, or has failed.
+func (f *fill) acquire(start, end int64) (*os.File, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refs == 0 || start > f.written || end > f.size || (f.done && f.err != nil) {
+		return nil, false
+	}
+	f.refs++
+	return f.reader, true
+}
+
+// release lets go of the shared reader.
+func (f *fill) release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refs--; f.refs == 0 {
+		_ = f.reader.Close()
+	}
 }
 
 func (f *fill) advance(n int64, finished bool, err error) {
@@ -75,13 +101,9 @@ func (c *Cache) follow(ctx context.Context, name, key string, offset, length int
 			return nil, false
 		}
 	}
-	written, done, _, _ := f.state()
-	if done || offset > written || offset+length > f.size {
+	file, ok := f.acquire(offset, offset+length)
+	if !ok {
 		return nil, false
-	}
-	file, err := os.Open(f.tmp)
-	if err != nil {
-		return nil, false // it just ended: the origin answers this one
 	}
 	return &followReader{c: c, ctx: ctx, f: f, file: file, pos: offset, end: offset + length}, true
 }
@@ -140,8 +162,16 @@ func (c *Cache) startFill(ctx context.Context, name, key, etag string) *fill {
 		c.log.Warn("cannot write to the edge cache; serving from the origin", "dir", c.dir, "err", err, "retry_in", diskPause)
 		return nil
 	}
+	reader, err := os.Open(tmp)
+	if err != nil {
+		c.mu.Unlock()
+		_ = file.Close()
+		_ = os.Remove(tmp)
+		c.removeEvicted(evicted)
+		return nil
+	}
 	c.index.reserved += info.Size
-	f := &fill{key: key, etag: etag, name: name, tmp: tmp, size: info.Size, progress: make(chan struct{})}
+	f := &fill{key: key, etag: etag, name: name, tmp: tmp, size: info.Size, reader: reader, refs: 1, progress: make(chan struct{})}
 	c.fills[name] = f
 	c.mu.Unlock()
 	c.removeEvicted(evicted)
@@ -179,6 +209,7 @@ func (c *Cache) runFill(f *fill, info objstore.Info, want string, file *os.File)
 		c.rejected[f.name] = time.Now().Add(rejectPause)
 	}
 	c.mu.Unlock()
+	f.release() // after the entry is in: a reader finds one or the other
 	if e != nil {
 		c.stats.fills.Add(1)
 		c.log.Debug("cached a verified copy", "object", f.key, "etag", f.etag, "size", f.size, "digest", e.DigestSource)
@@ -286,7 +317,8 @@ func isDiskFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS)
 }
 
-// followReader reads a section from a fill's temporary file as the fill writes it.
+// followReader reads a section from a fill's temporary file as the fill writes it
+// (file is the fill's shared reader).
 // Should the fill stop early, the rest of the section comes from the origin.
 type followReader struct {
 	c        *Cache
@@ -336,11 +368,11 @@ func (r *followReader) Read(p []byte) (int, error) {
 }
 
 func (r *followReader) Close() error {
-	err := r.file.Close()
+	r.f.release()
 	if r.origin != nil {
-		err = errors.Join(err, r.origin.Close())
+		return r.origin.Close()
 	}
-	return err
+	return nil
 }
 
 // ctxReader stops reading once ctx ends.
