@@ -66,13 +66,17 @@ func New(rdb redis.UniversalClient, cfg Config) *Registry {
 
 // Node is one process part (a worker, an edge, an ingress) as it last reported.
 type Node struct {
-	ID       string    `json:"id"`
-	Role     string    `json:"role"`
-	Version  string    `json:"version"`
-	Address  string    `json:"address"`
-	InFlight int64     `json:"in_flight"` // worker: tickets held; edge: streams running
-	Started  time.Time `json:"started_at"`
-	LastBeat time.Time `json:"last_beat"`
+	ID       string `json:"id"`
+	Role     string `json:"role"`
+	Version  string `json:"version"`
+	Address  string `json:"address"`
+	InFlight int64  `json:"in_flight"` // worker: tickets held; edge: streams running
+	// PublicURL is where clients reach an edge that takes part in edge choice
+	// (ChooseEdge); CacheBytes its disk cache's capacity, the weight of its share.
+	PublicURL  string    `json:"public_url,omitempty"`
+	CacheBytes int64     `json:"cache_bytes,omitempty"`
+	Started    time.Time `json:"started_at"`
+	LastBeat   time.Time `json:"last_beat"`
 }
 
 // Activity is what a node did between two beats.
@@ -87,7 +91,7 @@ type Activity struct {
 // Beat records n as alive now, with what it did since its previous beat.
 func (r *Registry) Beat(ctx context.Context, n Node, a Activity) error {
 	argv := []any{n.ID, n.Role, n.Version, n.Address, n.InFlight, n.Started.UnixMilli(),
-		r.cfg.TTL.Milliseconds(), r.cfg.WindowKeep.Milliseconds(), a.Admissions, a.Bytes}
+		r.cfg.TTL.Milliseconds(), r.cfg.WindowKeep.Milliseconds(), a.Admissions, a.Bytes, n.PublicURL, n.CacheBytes}
 	for _, w := range a.Waits {
 		argv = append(argv, w)
 	}
@@ -122,7 +126,7 @@ func (r *Registry) Nodes(ctx context.Context) ([]Node, error) {
 		h := pairs(row)
 		num := func(k string) int64 { n, _ := strconv.ParseInt(h[k], 10, 64); return n }
 		nodes = append(nodes, Node{ID: h["id"], Role: h["role"], Version: h["version"], Address: h["address"],
-			InFlight: num("in_flight"), Started: time.UnixMilli(num("started_ms")).UTC(), LastBeat: time.UnixMilli(num("last_beat_ms")).UTC()})
+			InFlight: num("in_flight"), PublicURL: h["public_url"], CacheBytes: num("cache_bytes"), Started: time.UnixMilli(num("started_ms")).UTC(), LastBeat: time.UnixMilli(num("last_beat_ms")).UTC()})
 	}
 	slices.SortFunc(nodes, func(a, b Node) int {
 		if a.Role != b.Role {
@@ -184,10 +188,13 @@ func (r *Registry) Window(ctx context.Context, n int) ([]Second, error) {
 
 // MemberConfig describes the node a Member beats for.
 type MemberConfig struct {
-	Role     string
-	Version  string
-	Address  string       // where operators reach it (its HTTP listener)
-	InFlight func() int64 // its in-flight work now; nil: 0
+	Role    string
+	Version string
+	Address string // where operators reach it (its HTTP listener)
+	// PublicURL and CacheBytes: an edge that workers may choose for links (ChooseEdge).
+	PublicURL  string
+	CacheBytes int64
+	InFlight   func() int64 // its in-flight work now; nil: 0
 	// BytesSent is the node's running total of bytes sent (an edge); nil: none.
 	BytesSent func() int64
 	Every     time.Duration // beat interval (1s)
@@ -223,7 +230,8 @@ func (r *Registry) Join(cfg MemberConfig) *Member {
 	_, _ = rand.Read(b)
 	id := fmt.Sprintf("%s-%s-%s", host, cfg.Role, hex.EncodeToString(b))
 	m := &Member{reg: r, cfg: cfg, log: cfg.Logger.With("component", "fleet", "node", id),
-		node: Node{ID: id, Role: cfg.Role, Version: cfg.Version, Address: cfg.Address, Started: cfg.Now()}}
+		node: Node{ID: id, Role: cfg.Role, Version: cfg.Version, Address: cfg.Address,
+			PublicURL: cfg.PublicURL, CacheBytes: cfg.CacheBytes, Started: cfg.Now()}}
 	m.pending.Waits = make([]int64, len(telemetry.WaitBuckets)+1)
 	return m
 }
