@@ -3,18 +3,24 @@ package main
 import (
 	"context"
 	"errors"
+	"strings"
+	"time"
 
 	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/edgecache"
+	"github.com/sluice-dl/sluice/shared/fleet"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/telemetry"
+	"github.com/sluice-dl/sluice/workers"
 )
 
 // edgeStore is what the edge reads objects from: the store, behind the disk cache
 // when --edge-cache-dir is set. Copies are checked against the catalog where this
 // process has one (serve); an edge role has none, and keeps the SHA-256 measured
 // while filling (see docs/ARCHITECTURE.md, Edge cache).
+// It also sets what the edge advertises for edge choice.
 func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (objstore.Store, error) {
+	o.edgeAdvert = fleet.MemberConfig{PublicURL: strings.TrimRight(c.EdgeAdvertise, "/"), CacheBytes: cacheBytes(c)}
 	if c.EdgeCacheDir == "" {
 		return d.store, nil
 	}
@@ -54,4 +60,20 @@ func (g catalogDigests) SHA256(ctx context.Context, key, etag string) (string, e
 		return "", nil // not that version, or not verified: nothing to check against
 	}
 	return e.SHA256, nil
+}
+
+// cacheBytes is the capacity an edge advertises as its weight in edge choice.
+func cacheBytes(c *serverConfig) int64 {
+	if c.EdgeCacheDir == "" {
+		return 0
+	}
+	return c.EdgeCacheSize
+}
+
+// edgeChooser is the workers' choice of edge per object, when asked for.
+func (o *ops) edgeChooser(on bool) workers.EdgeChooser {
+	if !on {
+		return nil
+	}
+	return fleet.NewEdgeChooser(o.fleet, time.Second, o.log)
 }

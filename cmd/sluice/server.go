@@ -226,6 +226,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			Ledger:        d.ledger,
 			Tokens:        d.keyring,
 			PublicEdgeURL: strings.TrimRight(c.PublicEdgeURL, "/"),
+			Edges:         o.edgeChooser(c.EdgeAffinity),
 			TokenTTL:      c.TokenTTL,
 			AckWait:       c.AckWait,
 			Logger:        log,
