@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"time"
 )
@@ -43,8 +44,10 @@ func ChooseEdge(nodes []Node, key string) (Node, bool) {
 }
 
 // EdgeChooser picks edges from the registry, reading the list of nodes at most once
-// per refresh interval: an edge that stops beating drops out within its TTL plus one
-// refresh.
+// per refresh interval. An edge that left drops out at the next refresh; one that
+// stopped beating (crashed, cut off) once it missed two beats (the registry's own
+// TTL is longer: operators should still see a node that hiccuped), judged by the
+// registry's clock, not the worker's.
 type EdgeChooser struct {
 	reg     *Registry
 	refresh time.Duration
@@ -54,6 +57,9 @@ type EdgeChooser struct {
 	nodes   []Node
 	fetched time.Time
 }
+
+// edgeSilence is how long since its last beat an edge is still chosen: two beats.
+const edgeSilence = 2 * time.Second
 
 // NewEdgeChooser returns a chooser over reg's edges, refreshed every refresh (1s).
 func NewEdgeChooser(reg *Registry, refresh time.Duration, log *slog.Logger) *EdgeChooser {
@@ -73,11 +79,11 @@ func (c *EdgeChooser) EdgeURL(ctx context.Context, key string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if time.Since(c.fetched) >= c.refresh {
-		nodes, err := c.reg.Nodes(ctx)
+		nodes, now, err := c.reg.nodesAt(ctx)
 		if err != nil {
 			c.log.Debug("read the fleet for edge choice; using the last list", "err", err)
 		} else {
-			c.nodes = nodes
+			c.nodes = slices.DeleteFunc(nodes, func(n Node) bool { return now.Sub(n.LastBeat) > edgeSilence })
 		}
 		c.fetched = time.Now()
 	}

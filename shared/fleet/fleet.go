@@ -116,10 +116,17 @@ func (r *Registry) Leave(ctx context.Context, id string) error {
 
 // Nodes lists the nodes that beat within the TTL, by role then id.
 func (r *Registry) Nodes(ctx context.Context) ([]Node, error) {
+	nodes, _, err := r.nodesAt(ctx)
+	return nodes, err
+}
+
+// nodesAt is Nodes and the registry's time (Redis TIME) when it listed them.
+func (r *Registry) nodesAt(ctx context.Context) ([]Node, time.Time, error) {
 	vals, err := nodesScript.Run(ctx, r.rdb, []string{r.cfg.Prefix}, r.cfg.TTL.Milliseconds()).Slice()
 	if err != nil {
-		return nil, fmt.Errorf("list the fleet: %w", err)
+		return nil, time.Time{}, fmt.Errorf("list the fleet: %w", err)
 	}
+	nowMs, _ := vals[0].(int64)
 	rows, _ := vals[1].([]any)
 	nodes := make([]Node, 0, len(rows))
 	for _, row := range rows {
@@ -134,7 +141,7 @@ func (r *Registry) Nodes(ctx context.Context) ([]Node, error) {
 		}
 		return compare(a.ID, b.ID)
 	})
-	return nodes, nil
+	return nodes, time.UnixMilli(nowMs).UTC(), nil
 }
 
 func compare(a, b string) int {
