@@ -162,8 +162,9 @@ func (c *Cache) StatVersion(ctx context.Context, key, etag string) (objstore.Inf
 	}
 	c.mu.Lock()
 	e := c.index.get(entryName(key, etag))
+	servable := e != nil && e.checked
 	c.mu.Unlock()
-	if e == nil || !e.checked {
+	if !servable {
 		return info, err
 	}
 	c.stats.stale.Add(1)
