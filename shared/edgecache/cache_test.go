@@ -292,3 +292,51 @@ func TestStaleOnError(t *testing.T) {
 		t.Error("uncached b was vouched for")
 	}
 }
+
+// failingOnce cuts the first whole-object read after half of it, as a store that
+// drops the connection (or a disk that fills up under the fill) would.
+type failingOnce struct {
+	*countingStore
+	failed atomic.Bool
+}
+
+func (s *failingOnce) Open(ctx context.Context, key string, off, n int64, etag string) (io.ReadCloser, error) {
+	rc, err := s.countingStore.Open(ctx, key, off, n, etag)
+	if err != nil || off != 0 || s.failed.Swap(true) {
+		return rc, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(io.LimitReader(rc, n/2), errReader{}), rc}, nil
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, fmt.Errorf("test: connection reset: %w", objstore.ErrUnavailable) }
+
+// A fill cut midway hands its followers to the origin at the byte they reached: the
+// clients get every byte right, and nothing is cached.
+func TestFillCutMidwayFallsBackToOrigin(t *testing.T) {
+	fx := newFixture(t, 64<<20, map[string]int{"a.bin": 4 << 20})
+	origin := &failingOnce{countingStore: fx.origin}
+	_ = fx.cache.Close()
+	c, err := New(Config{Dir: fx.dir, Size: 64 << 20, Origin: origin, Digests: fx.digest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	fx.cache = c
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { fx.readAll(t, "a.bin") })
+	}
+	wg.Wait()
+	waitFor(t, "the failed fill counted", func() bool { return c.Stats().FillErrors == 1 })
+	if s := c.Stats(); s.Fills != 0 || s.Entries != 0 {
+		t.Errorf("a cut fill was kept: %+v", s)
+	}
+	if left, _ := filepath.Glob(filepath.Join(fx.dir, "*")); len(left) != 0 {
+		t.Errorf("files left behind: %v", left)
+	}
+}

@@ -212,7 +212,13 @@ func (c *Cache) runFill(f *fill, info objstore.Info, want string, file *os.File)
 		c.pausedUntil = time.Now().Add(diskPause)
 	}
 	if errors.Is(err, errVerification) {
-		c.rejected[f.name] = time.Now().Add(rejectPause)
+		now := time.Now()
+		for name, until := range c.rejected {
+			if now.After(until) {
+				delete(c.rejected, name) // bounded by the versions rejected in rejectPause
+			}
+		}
+		c.rejected[f.name] = now.Add(rejectPause)
 	}
 	c.mu.Unlock()
 	f.release() // after the entry is in: a reader finds one or the other
