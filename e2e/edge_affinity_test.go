@@ -54,8 +54,10 @@ func TestLinksNameTheEdgeChosenForTheirObject(t *testing.T) {
 		t.Fatalf("12 objects all on one edge: %v", chosen)
 	}
 
-	second.Stop() // killed: it never leaves the registry, it only stops beating
-	time.Sleep(3500 * time.Millisecond) // two missed beats, and the workers' view is at most 1 s old
+	// Killed: it never leaves the registry, it only stops beating. Two missed beats,
+	// and the workers' view is at most 1 s old.
+	second.Stop()
+	time.Sleep(3500 * time.Millisecond)
 	for key, was := range chosen {
 		if _, link := s.link(key); edgeOf(link) != s.edgeURL {
 			t.Fatalf("%s (was on %s): link to the stopped edge", key, was)

@@ -319,7 +319,9 @@ func (s *failingOnce) Open(ctx context.Context, key string, off, n int64, etag s
 
 type errReader struct{}
 
-func (errReader) Read([]byte) (int, error) { return 0, fmt.Errorf("test: connection reset: %w", objstore.ErrUnavailable) }
+func (errReader) Read([]byte) (int, error) {
+	return 0, fmt.Errorf("test: connection reset: %w", objstore.ErrUnavailable)
+}
 
 // A fill cut midway hands its followers to the origin at the byte they reached: the
 // clients get every byte right, and the cut copy is never kept.
