@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
 // serveDownload answers GET and HEAD /d/{token}: verify the token, check the object is
@@ -23,7 +24,7 @@ func (e *Edge) serveDownload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	info, err := e.store.Stat(r.Context(), claims.Object)
+	info, err := e.stat(r.Context(), claims)
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", claims.Object, err)
 	}
@@ -77,6 +78,20 @@ func (e *Edge) serveDownload(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	return e.stream(w, r, claims, b, info.Size)
+}
+
+// versionStater is a store that can vouch for one version while the storage behind
+// it cannot answer (edgecache.Cache serves its verified copies stale on error).
+type versionStater interface {
+	StatVersion(ctx context.Context, key, etag string) (objstore.Info, error)
+}
+
+// stat returns the current version of the token's object.
+func (e *Edge) stat(ctx context.Context, claims Claims) (objstore.Info, error) {
+	if vs, ok := e.store.(versionStater); ok {
+		return vs.StatVersion(ctx, claims.Object, claims.ETag)
+	}
+	return e.store.Stat(ctx, claims.Object)
 }
 
 // stream sends b for claims' object while the ticket's slot is held.

@@ -37,6 +37,7 @@ type AdmissionConfig struct {
 	Ledger        Ledger
 	Tokens        TokenIssuer
 	PublicEdgeURL string        // download links start with this
+	Edges         EdgeChooser   // non-nil: the edge of each link is chosen per object (links.go)
 	Direct        Presigner     // non-nil: links are presigned storage URLs (direct mode, links.go)
 	TokenTTL      time.Duration // how long a link accepts new connections (2m)
 	AdmitEvery    time.Duration // how often the worker looks for free slots (100ms)

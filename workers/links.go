@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/admission"
@@ -15,6 +16,12 @@ import (
 // Presigner makes links that fetch an object straight from storage (objstore.S3).
 type Presigner interface {
 	Presign(ctx context.Context, key string, ttl time.Duration, filename string) (string, error)
+}
+
+// EdgeChooser picks the edge that serves an object (fleet.EdgeChooser): the public
+// URL of a live edge, or "" for none, when links use PublicEdgeURL.
+type EdgeChooser interface {
+	EdgeURL(ctx context.Context, key string) string
 }
 
 // link makes the download link of an admitted ticket: a signed edge link carrying the
@@ -43,5 +50,12 @@ func (a *Admission) link(ctx context.Context, t admission.Ticket, g admission.Gr
 	if err != nil {
 		return "", fmt.Errorf("issue token: %w", err)
 	}
-	return a.cfg.PublicEdgeURL + "/d/" + token + "/" + url.PathEscape(name), nil
+	base := a.cfg.PublicEdgeURL
+	if a.cfg.Edges != nil {
+		// The same object on the same few edges, so that each keeps it in its cache.
+		if u := a.cfg.Edges.EdgeURL(ctx, t.Object); u != "" {
+			base = strings.TrimRight(u, "/")
+		}
+	}
+	return base + "/d/" + token + "/" + url.PathEscape(name), nil
 }

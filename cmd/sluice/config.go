@@ -82,6 +82,10 @@ type serverConfig struct {
 	MinRateWindow   time.Duration
 	DirectDownloads bool
 	FilesWait       time.Duration
+	EdgeCacheDir    string
+	EdgeCacheSize   int64
+	EdgeAdvertise   string
+	EdgeAffinity    bool
 
 	Releases releaseConfig // the release pipeline (releases.go)
 
@@ -189,8 +193,12 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "a download whose client accepts nothing for this long is ended")
 		fs.Int64Var(&c.MinRate, "min-rate", 1024, "bytes/s a client must read at, over --min-rate-window, while the edge waits on it; 0: no minimum")
 		fs.DurationVar(&c.MinRateWindow, "min-rate-window", 60*time.Second, "the span --min-rate is measured over (and the warm-up before it applies)")
+		fs.StringVar(&c.EdgeCacheDir, "edge-cache-dir", "", "directory where the edge keeps verified copies of the objects it serves, served from disk and through storage outages; empty: no cache")
+		fs.Int64Var(&c.EdgeCacheSize, "edge-cache-size", 10<<30, "bytes --edge-cache-dir may hold; least recently used copies are evicted beyond it")
+		fs.StringVar(&c.EdgeAdvertise, "edge-advertise-url", "", "this edge's own URL as clients reach it, advertised in the fleet registry for workers with --edge-affinity; empty: not advertised")
 	}
 	if r == roleServe || r == roleWorker {
+		fs.BoolVar(&c.EdgeAffinity, "edge-affinity", false, "each link names the edge chosen for its object among live edges advertising --edge-advertise-url (rendezvous hashing weighted by cache size); none live: --public-edge-url")
 		fs.BoolVar(&c.DirectDownloads, "direct-downloads", false, "links are presigned S3/MinIO URLs instead of edge links: storage serves the bytes, with no throttling, and a slot lapses only at --token-ttl")
 	}
 	if r == roleServe || r == roleIngress {

@@ -47,6 +47,9 @@ type ops struct {
 	front   atomic.Pointer[fleet.Member] // its ingress's entry: the leading one exports the ledger's figures
 	servers []*http.Server               // a worker's metrics listener
 	conns   *connlimit.Limiter           // the per-address cap of the process's listeners
+
+	// edgeAdvert is what an edge advertises for edge choice (PublicURL, CacheBytes).
+	edgeAdvert fleet.MemberConfig
 }
 
 func startOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.Logger) (*ops, error) {
@@ -102,8 +105,12 @@ func (o *ops) close() {
 
 // join registers one role of this process in the fleet while ops runs.
 func (o *ops) join(role, addr string, inFlight, bytesSent func() int64) *fleet.Member {
-	m := o.fleet.Join(fleet.MemberConfig{Role: role, Version: version, Address: advertised(addr),
-		InFlight: inFlight, BytesSent: bytesSent, Logger: o.log})
+	cfg := fleet.MemberConfig{Role: role, Version: version, Address: advertised(addr),
+		InFlight: inFlight, BytesSent: bytesSent, Logger: o.log}
+	if role == fleet.RoleEdge {
+		cfg.PublicURL, cfg.CacheBytes = o.edgeAdvert.PublicURL, o.edgeAdvert.CacheBytes
+	}
+	m := o.fleet.Join(cfg)
 	o.wg.Go(func() { m.Run(o.ctx) })
 	return m
 }

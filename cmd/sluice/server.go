@@ -179,9 +179,13 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		o.joinIngress(api)
 	}
 	if r == roleServe || r == roleEdge {
+		store, err := edgeStore(d, c, rel, o)
+		if err != nil {
+			return err
+		}
 		e := signer.NewEdge(signer.EdgeConfig{
 			Keyring: d.keyring,
-			Store:   d.store,
+			Store:   store,
 			Slots:   d.ledger,
 			Logger:  log,
 			// Renew three times per lease; stop streaming on a ledger outage before the
@@ -223,6 +227,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 			Ledger:        d.ledger,
 			Tokens:        d.keyring,
 			PublicEdgeURL: strings.TrimRight(c.PublicEdgeURL, "/"),
+			Edges:         o.edgeChooser(c.EdgeAffinity),
 			TokenTTL:      c.TokenTTL,
 			AckWait:       c.AckWait,
 			Logger:        log,

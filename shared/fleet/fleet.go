@@ -73,13 +73,17 @@ func New(rdb redis.UniversalClient, cfg Config) *Registry {
 
 // Node is one process part (a worker, an edge, an ingress) as it last reported.
 type Node struct {
-	ID       string    `json:"id"`
-	Role     string    `json:"role"`
-	Version  string    `json:"version"`
-	Address  string    `json:"address"`
-	InFlight int64     `json:"in_flight"` // worker: tickets held; edge: streams running
-	Started  time.Time `json:"started_at"`
-	LastBeat time.Time `json:"last_beat"`
+	ID       string `json:"id"`
+	Role     string `json:"role"`
+	Version  string `json:"version"`
+	Address  string `json:"address"`
+	InFlight int64  `json:"in_flight"` // worker: tickets held; edge: streams running
+	// PublicURL is where clients reach an edge that takes part in edge choice
+	// (ChooseEdge); CacheBytes its disk cache's capacity, the weight of its share.
+	PublicURL  string    `json:"public_url,omitempty"`
+	CacheBytes int64     `json:"cache_bytes,omitempty"`
+	Started    time.Time `json:"started_at"`
+	LastBeat   time.Time `json:"last_beat"`
 }
 
 // Activity is what a node did between two beats.
@@ -94,7 +98,7 @@ type Activity struct {
 // Beat records n as alive now, with what it did since its previous beat.
 func (r *Registry) Beat(ctx context.Context, n Node, a Activity) error {
 	argv := []any{n.ID, n.Role, n.Version, n.Address, n.InFlight, n.Started.UnixMilli(),
-		r.cfg.TTL.Milliseconds(), r.cfg.WindowKeep.Milliseconds(), a.Admissions, a.Bytes}
+		r.cfg.TTL.Milliseconds(), r.cfg.WindowKeep.Milliseconds(), a.Admissions, a.Bytes, n.PublicURL, n.CacheBytes}
 	for _, w := range a.Waits {
 		argv = append(argv, w)
 	}
@@ -119,20 +123,29 @@ func (r *Registry) Leave(ctx context.Context, id string) error {
 
 // Nodes lists the nodes that beat within the TTL, by role then id.
 func (r *Registry) Nodes(ctx context.Context) ([]Node, error) {
+	nodes, _, err := r.nodesAt(ctx)
+	return nodes, err
+}
+
+// nodesAt is Nodes and the registry's time (Redis TIME) when it listed them.
+func (r *Registry) nodesAt(ctx context.Context) ([]Node, time.Time, error) {
 	vals, err := nodesScript.Run(ctx, r.rdb, []string{r.cfg.Prefix}, r.cfg.TTL.Milliseconds()).Slice()
 	if err != nil {
-		return nil, fmt.Errorf("list the fleet: %w", err)
+		return nil, time.Time{}, fmt.Errorf("list the fleet: %w", err)
 	}
 	d := redisreply.New("fleet nodes")
-	rows := d.Array(vals, 2).Array(1, 0) // { NOW, { node hash, ... } }
+	top := d.Array(vals, 2) // { NOW, { node hash, ... } }
+	nowMs := top.Int(0)
+	rows := top.Array(1, 0)
 	nodes := make([]Node, 0, rows.Len())
 	for i := range rows.Len() {
 		h := rows.Pairs(i)
 		nodes = append(nodes, Node{ID: h.String("id"), Role: h.String("role"), Version: h.String("version"), Address: h.String("address"),
-			InFlight: h.Int("in_flight"), Started: time.UnixMilli(h.Int("started_ms")).UTC(), LastBeat: time.UnixMilli(h.Int("last_beat_ms")).UTC()})
+			InFlight: h.Int("in_flight"), PublicURL: h.String("public_url"), CacheBytes: h.Int("cache_bytes"),
+			Started: time.UnixMilli(h.Int("started_ms")).UTC(), LastBeat: time.UnixMilli(h.Int("last_beat_ms")).UTC()})
 	}
 	if err := d.Err(); err != nil {
-		return nil, fmt.Errorf("list the fleet: %w", err)
+		return nil, time.Time{}, fmt.Errorf("list the fleet: %w", err)
 	}
 	slices.SortFunc(nodes, func(a, b Node) int {
 		if a.Role != b.Role {
@@ -140,7 +153,7 @@ func (r *Registry) Nodes(ctx context.Context) ([]Node, error) {
 		}
 		return compare(a.ID, b.ID)
 	})
-	return nodes, nil
+	return nodes, time.UnixMilli(nowMs).UTC(), nil
 }
 
 func compare(a, b string) int {
@@ -188,10 +201,13 @@ func (r *Registry) Window(ctx context.Context, n int) ([]Second, error) {
 
 // MemberConfig describes the node a Member beats for.
 type MemberConfig struct {
-	Role     string
-	Version  string
-	Address  string       // where operators reach it (its HTTP listener)
-	InFlight func() int64 // its in-flight work now; nil: 0
+	Role    string
+	Version string
+	Address string // where operators reach it (its HTTP listener)
+	// PublicURL and CacheBytes: an edge that workers may choose for links (ChooseEdge).
+	PublicURL  string
+	CacheBytes int64
+	InFlight   func() int64 // its in-flight work now; nil: 0
 	// BytesSent is the node's running total of bytes sent (an edge); nil: none.
 	BytesSent func() int64
 	Every     time.Duration // beat interval (1s)
@@ -227,7 +243,8 @@ func (r *Registry) Join(cfg MemberConfig) *Member {
 	_, _ = rand.Read(b)
 	id := fmt.Sprintf("%s-%s-%s", host, cfg.Role, hex.EncodeToString(b))
 	m := &Member{reg: r, cfg: cfg, log: cfg.Logger.With("component", "fleet", "node", id),
-		node: Node{ID: id, Role: cfg.Role, Version: cfg.Version, Address: cfg.Address, Started: cfg.Now()}}
+		node: Node{ID: id, Role: cfg.Role, Version: cfg.Version, Address: cfg.Address,
+			PublicURL: cfg.PublicURL, CacheBytes: cfg.CacheBytes, Started: cfg.Now()}}
 	m.pending.Waits = make([]int64, len(telemetry.WaitBuckets)+1)
 	return m
 }

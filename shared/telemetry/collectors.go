@@ -224,6 +224,55 @@ func (c *edgeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.downloads, prometheus.GaugeValue, float64(s.Downloads))
 }
 
+// EdgeCacheStats are an edge cache's running figures (edgecache.Cache.Stats, adapted
+// in cmd). Hits include StaleHits.
+type EdgeCacheStats struct {
+	Hits, Misses, StaleHits, BytesFromCache, BytesFromOrigin int64
+	Evictions, VerificationFailures, FillErrors              int64
+	UsedBytes, CapacityBytes                                 int64
+}
+
+// NewEdgeCacheCollector exports an edge cache's counters, read at scrape time.
+func NewEdgeCacheCollector(stats func() EdgeCacheStats) prometheus.Collector {
+	return &edgeCacheCollector{stats: stats,
+		requests: prometheus.NewDesc(NameEdgeCacheRequests, "Object reads by the edge: hit (from a verified copy on disk), miss (from the origin or a fill in progress), stale (hits answered while storage was unavailable, also counted as hits).", []string{"result"}, nil),
+		bytes:    prometheus.NewDesc(NameEdgeCacheBytes, "Bytes the edge cache read, from its copies (cache) or from the object store (origin: fills and misses).", []string{"source"}, nil),
+		evicted:  prometheus.NewDesc(NameEdgeCacheEvictions, "Copies removed to make room (least recently used first).", nil, nil),
+		failed:   prometheus.NewDesc(NameEdgeCacheVerifyFailed, "Copies discarded because their SHA-256 did not match or their file changed after verification.", nil, nil),
+		fillErrs: prometheus.NewDesc(NameEdgeCacheFillErrors, "Fills that failed (object store or local disk); those reads went to the origin.", nil, nil),
+		used:     prometheus.NewDesc(NameEdgeCacheUsedBytes, "Bytes the cached copies take.", nil, nil),
+		capacity: prometheus.NewDesc(NameEdgeCacheCapacityBytes, "Bytes the cache may take (--edge-cache-size).", nil, nil),
+	}
+}
+
+type edgeCacheCollector struct {
+	stats                                                      func() EdgeCacheStats
+	requests, bytes, evicted, failed, fillErrs, used, capacity *prometheus.Desc
+}
+
+func (c *edgeCacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.requests, c.bytes, c.evicted, c.failed, c.fillErrs, c.used, c.capacity} {
+		ch <- d
+	}
+}
+
+func (c *edgeCacheCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.requests, s.Hits, "hit")
+	counter(c.requests, s.Misses, "miss")
+	counter(c.requests, s.StaleHits, "stale")
+	counter(c.bytes, s.BytesFromCache, "cache")
+	counter(c.bytes, s.BytesFromOrigin, "origin")
+	counter(c.evicted, s.Evictions)
+	counter(c.failed, s.VerificationFailures)
+	counter(c.fillErrs, s.FillErrors)
+	ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(s.UsedBytes))
+	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(s.CapacityBytes))
+}
+
 // BreakerStates are the states a circuit breaker reports (objstore.Breaker.State).
 var breakerStates = []string{"closed", "half-open", "open"}
 

@@ -51,6 +51,15 @@ const (
 	NameEdgeActiveStreams   = "sluice_edge_active_streams"             // gauge: responses streaming now
 	NameEdgeActiveDownloads = "sluice_edge_active_downloads"           // gauge: distinct downloads among them
 	NameTokenRejections     = "sluice_edge_token_rejections_total"     // counter {reason}
+
+	// Edge disk cache (shared/edgecache), when --edge-cache-dir is set.
+	NameEdgeCacheRequests      = "sluice_edge_cache_requests_total"              // counter {result}: hit, miss, stale
+	NameEdgeCacheBytes         = "sluice_edge_cache_read_bytes_total"            // counter {source}: cache, origin
+	NameEdgeCacheEvictions     = "sluice_edge_cache_evictions_total"             // counter
+	NameEdgeCacheVerifyFailed  = "sluice_edge_cache_verification_failures_total" // counter: copies discarded
+	NameEdgeCacheFillErrors    = "sluice_edge_cache_fill_errors_total"           // counter: origin or disk failed a fill
+	NameEdgeCacheUsedBytes     = "sluice_edge_cache_used_bytes"                  // gauge
+	NameEdgeCacheCapacityBytes = "sluice_edge_cache_capacity_bytes"              // gauge
 )
 
 // Reasons a download is refused at the edge: the label values of NameTokenRejections,
@@ -84,6 +93,8 @@ func MetricNames() []string {
 		NameAdmissionPaused, NameLedgerUp,
 		NameAdmissions, NameTicketWait, NameHeldTickets, NameReleaseEvents,
 		NameEdgeSentBytes, NameEdgeZeroCopyBytes, NameEdgeActiveStreams, NameEdgeActiveDownloads, NameTokenRejections,
+		NameEdgeCacheRequests, NameEdgeCacheBytes, NameEdgeCacheEvictions, NameEdgeCacheVerifyFailed,
+		NameEdgeCacheFillErrors, NameEdgeCacheUsedBytes, NameEdgeCacheCapacityBytes,
 	}
 }
 

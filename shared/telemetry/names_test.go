@@ -41,6 +41,7 @@ func TestMetricNamesMatchRegistry(t *testing.T) {
 		m.Admissions, m.TicketWait, m.ReleaseEvents, m.TokenRejections,
 		NewLedgerCollector(&fixedStats{}, LedgerCollectorOptions{}),
 		NewEdgeCollector(func() EdgeStats { return EdgeStats{} }),
+		NewEdgeCacheCollector(func() EdgeCacheStats { return EdgeCacheStats{} }),
 		NewBreakerCollector(nil), NewHeldTickets(func() int { return 0 })} {
 		c.Describe(descs)
 	}

@@ -2,7 +2,8 @@
 -- KEYS[1] prefix with a hash tag: "sluice:{fleet}:"
 -- ARGV: 1 node id, 2 role, 3 version, 4 address, 5 in-flight, 6 started ms,
 --       7 node ttl ms, 8 window keep ms, 9 admissions, 10 bytes sent,
---       11.. wait histogram bucket counts (bucket i at ARGV[11 + i])
+--       11 public url (edges that take part in edge choice, else ""), 12 cache bytes,
+--       13.. wait histogram bucket counts (bucket i at ARGV[13 + i])
 -- Keys: node:<id> hash (expires ttl after the last beat), nodes zset id -> last beat ms,
 --       win:<unix second> hash admissions, bytes, w<i> (expires after the window keep).
 -- Returns the beat's time, ms (Redis TIME).
@@ -12,7 +13,8 @@ local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
 local id = ARGV[1]
 local nk = P .. 'node:' .. id
 redis.call('HSET', nk, 'id', id, 'role', ARGV[2], 'version', ARGV[3], 'address', ARGV[4],
-  'in_flight', ARGV[5], 'started_ms', ARGV[6], 'last_beat_ms', NOW)
+  'in_flight', ARGV[5], 'started_ms', ARGV[6], 'last_beat_ms', NOW,
+  'public_url', ARGV[11], 'cache_bytes', ARGV[12])
 redis.call('PEXPIRE', nk, ARGV[7])
 redis.call('ZADD', P .. 'nodes', NOW, id)
 local wk = P .. 'win:' .. math.floor(NOW / 1000)
@@ -26,7 +28,7 @@ local function add(field, v)
 end
 add('admissions', ARGV[9])
 add('bytes', ARGV[10])
-for i = 11, #ARGV do add('w' .. (i - 11), ARGV[i]) end
+for i = 13, #ARGV do add('w' .. (i - 13), ARGV[i]) end
 if touched then redis.call('PEXPIRE', wk, ARGV[8]) end
 -- Servers that do not expire keys on their own (the embedded one) still forget old seconds.
 local old = math.floor((NOW - tonumber(ARGV[8])) / 1000)

@@ -1,0 +1,56 @@
+package fleet_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/sluice-dl/sluice/shared/fleet"
+)
+
+func edges(weights ...int64) []fleet.Node {
+	var out []fleet.Node
+	for i, w := range weights {
+		out = append(out, fleet.Node{ID: fmt.Sprint("n", i), Role: fleet.RoleEdge,
+			PublicURL: fmt.Sprintf("http://edge-%d:8081", i), CacheBytes: w})
+	}
+	return append(out, fleet.Node{ID: "w", Role: "worker"}, fleet.Node{ID: "x", Role: fleet.RoleEdge}) // never chosen
+}
+
+func TestChooseEdgeSpreadsKeysByWeightAndMovesOnlyALostEdgesKeys(t *testing.T) {
+	nodes := edges(100, 100, 100, 300)
+	const keys = 20000
+	share := map[string]int{}
+	before := map[string]string{}
+	for i := range keys {
+		key := fmt.Sprintf("releases/%d/app.tar.gz", i)
+		n, ok := fleet.ChooseEdge(nodes, key)
+		if !ok || n.PublicURL == "" {
+			t.Fatalf("no edge for %s", key)
+		}
+		if again, _ := fleet.ChooseEdge(nodes, key); again.PublicURL != n.PublicURL {
+			t.Fatalf("%s: %s, then %s", key, n.PublicURL, again.PublicURL)
+		}
+		share[n.PublicURL]++
+		before[key] = n.PublicURL
+	}
+	// Weight 3 of 6: about half the keys; 1 of 6 each for the others.
+	if got := float64(share["http://edge-3:8081"]) / keys; got < 0.45 || got > 0.55 {
+		t.Errorf("the heaviest edge got %.2f of the keys, want about 0.5: %v", got, share)
+	}
+	for i := range 3 {
+		if got := float64(share[fmt.Sprintf("http://edge-%d:8081", i)]) / keys; got < 0.13 || got > 0.20 {
+			t.Errorf("edge %d got %.2f of the keys, want about 0.17: %v", i, got, share)
+		}
+	}
+	// Edge 1 goes away: its keys move, no other key does.
+	gone := append(nodes[:1:1], nodes[2:]...)
+	for key, was := range before {
+		now, _ := fleet.ChooseEdge(gone, key)
+		if was != "http://edge-1:8081" && now.PublicURL != was {
+			t.Fatalf("%s moved from %s to %s though its edge is still there", key, was, now.PublicURL)
+		}
+	}
+	if _, ok := fleet.ChooseEdge(edges()[:0], "k"); ok {
+		t.Error("an edge was chosen among none")
+	}
+}
