@@ -311,8 +311,9 @@ func (ra *readyAnnouncer) Start(ctx context.Context) error {
 		ra.p.log.Info("listening on this machine only; to listen on every interface set SLUICE_INGRESS_ADDR=:8080 and SLUICE_EDGE_ADDR=:8081 (or --ingress-addr, --edge-addr), and SLUICE_PUBLIC_EDGE_URL to the edge's address as clients reach it")
 	}
 	msg := "sluice is ready; try: curl -si -X POST localhost" + portOf(api) + "/api/v1/downloads -d '{\"object\":\"demo/hello.txt\"}'"
+	// The API first: it is what the person at the terminal calls.
 	ra.run.start(ctx, ra.p, "ready announcement", func(ctx context.Context) error {
-		announceReady(ctx, ra.p.log, ra.p.public, msg)
+		announceReady(ctx, ra.p.log, []*listener{api, edge}, msg)
 		return nil
 	})
 	return nil
