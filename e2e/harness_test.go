@@ -131,7 +131,14 @@ func (s *stack) start(role string, env ...string) *testenv.Process {
 	if ready != "" {
 		testenv.WaitHTTP(s.t, ready, 20*time.Second, p.Log)
 	} else {
-		time.Sleep(300 * time.Millisecond) // a worker has no port; give it its first fetch
+		// A worker's metrics port (on a port of its choosing) serves once it has
+		// rebuilt the ledger: tickets taken from then on are admitted without the
+		// pause a rebuild makes for live streams. Then its first fetch.
+		eventually(s.t, 30*time.Second, "the worker listens", func() bool {
+			b, _ := os.ReadFile(p.Log)
+			return bytes.Contains(b, []byte(`"server":"metrics"`))
+		})
+		time.Sleep(300 * time.Millisecond)
 	}
 	return p
 }
