@@ -79,7 +79,7 @@ func TestComposeRunsTheRoles(t *testing.T) {
 	}
 	nats := natsServices(t, services)
 	for _, s := range services {
-		if s.role == "" {
+		if s.role == "" || s.role == "init" { // init: TestComposeInitRunsFirst
 			continue
 		}
 		if _, ok := listenSetting[s.role]; !ok {
@@ -239,15 +239,15 @@ func TestComposeObservability(t *testing.T) {
 				if s.role != name {
 					t.Errorf("prometheus job %s scrapes %s, which runs `sluice %s`: the dashboard and alerts take the job for the role", name, host, s.role)
 				}
-				if p, _ := strconv.Atoi(port); p != listenPort(t, s.role, s.env) {
-					t.Errorf("prometheus scrapes %s on %s, but `sluice %s` serves /metrics on %d", host, port, s.role, listenPort(t, s.role, s.env))
+				if p, _ := strconv.Atoi(port); p != metricsPort(t, s.role, s.env) {
+					t.Errorf("prometheus scrapes %s on %s, but `sluice %s` serves /metrics on %d", host, port, s.role, metricsPort(t, s.role, s.env))
 				}
 				scraped[host] = true
 			}
 		}
 	}
 	for _, s := range services {
-		if s.role != "" && !scraped[s.name] {
+		if s.role != "" && s.role != "init" && !scraped[s.name] {
 			t.Errorf("prometheus does not scrape %s", s.name)
 		}
 	}
@@ -421,7 +421,7 @@ func TestComposeImagesAndHealthchecks(t *testing.T) {
 		if s.raw["build"] == nil && !pinnedTagRE.MatchString(tag) {
 			t.Errorf("service %s runs %s: pin %s to a release tag", s.name, img, name)
 		}
-		if s.role == "" {
+		if s.role == "" || s.role == "init" { // init runs to completion: no healthcheck
 			continue
 		}
 		argv := strAll(list(get(s.raw, "healthcheck", "test")))
@@ -434,6 +434,44 @@ func TestComposeImagesAndHealthchecks(t *testing.T) {
 	for _, e := range byRole(services, "edge") {
 		if str(get(services["edge-lb"].raw, "depends_on", e.name, "condition")) != "service_healthy" {
 			t.Errorf("edge-lb does not wait for %s to be healthy", e.name)
+		}
+	}
+}
+
+// sluice init runs once, first: after NATS and MinIO are healthy, with the same NATS
+// and S3 settings as the roles and only variables init reads; every role waits until
+// it has completed.
+func TestComposeInitRunsFirst(t *testing.T) {
+	services := loadCompose(t)
+	inits := byRole(services, "init")
+	if len(inits) != 1 {
+		t.Fatalf("docker-compose.yml runs %d `sluice init` services, want 1", len(inits))
+	}
+	init := inits[0]
+	reads := initSettings(t)
+	for name := range init.env {
+		if strings.HasPrefix(name, "SLUICE_") && !reads[name] {
+			t.Errorf("service %s sets %s, which `sluice init` does not read", init.name, name)
+		}
+	}
+	for _, dep := range append(natsServices(t, services), "minio") {
+		if str(get(init.raw, "depends_on", dep, "condition")) != "service_healthy" {
+			t.Errorf("service %s does not wait for %s to be healthy", init.name, dep)
+		}
+	}
+	if r := str(init.raw["restart"]); r != "no" && r != "on-failure" {
+		t.Errorf("service %s: restart %q; a completed init must stay completed", init.name, r)
+	}
+	for _, role := range []string{"ingress", "worker", "edge"} {
+		for _, s := range byRole(services, role) {
+			if str(get(s.raw, "depends_on", init.name, "condition")) != "service_completed_successfully" {
+				t.Errorf("service %s does not wait for %s to complete", s.name, init.name)
+			}
+			for name, v := range init.env {
+				if got, ok := s.env[name]; ok && got != v {
+					t.Errorf("service %s: %s=%q, init creates with %q", s.name, name, got, v)
+				}
+			}
 		}
 	}
 }

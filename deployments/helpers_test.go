@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +69,40 @@ var listenSetting = map[string]string{
 	"worker":  "SLUICE_METRICS_ADDR",
 }
 
+// metricsSetting is the setting holding the address each role serves /metrics on: the
+// edge's is its operations port, never the public one.
+var metricsSetting = map[string]string{
+	"ingress": "SLUICE_INGRESS_ADDR",
+	"edge":    "SLUICE_EDGE_METRICS_ADDR",
+	"worker":  "SLUICE_METRICS_ADDR",
+}
+
+// metricsPort is the port a role serves /metrics on as deployed.
+func metricsPort(t *testing.T, role string, env map[string]string) int {
+	t.Helper()
+	return portOf(t, role, value(t, role, env, metricsSetting[role]))
+}
+
+// initSettings are the variables `sluice init` reads (from its help: init is no
+// server role, so the configuration reference does not list it).
+func initSettings(t *testing.T) map[string]bool {
+	t.Helper()
+	out, err := exec.Command(sluiceBin, "init", "--help").Output()
+	if err != nil {
+		t.Fatalf("sluice init --help: %v", err)
+	}
+	vars := map[string]bool{}
+	for _, m := range helpFlagRE.FindAllStringSubmatch(string(out), -1) {
+		vars["SLUICE_"+strings.ToUpper(strings.ReplaceAll(m[1], "-", "_"))] = true
+	}
+	if !vars["SLUICE_NATS_URL"] {
+		t.Fatalf("sluice init --help lists no --nats-url:\n%s", out)
+	}
+	return vars
+}
+
+var helpFlagRE = regexp.MustCompile(`(?m)^  --([a-z0-9-]+)`)
+
 // cutGrace is what a role may take after --shutdown-wait for cut requests to clean up
 // (cmd/sluice/lifecycle.go).
 const cutGrace = 3 * time.Second
@@ -106,7 +141,11 @@ func value(t *testing.T, role string, env map[string]string, name string) string
 // listenPort is the port a role listens on as deployed.
 func listenPort(t *testing.T, role string, env map[string]string) int {
 	t.Helper()
-	addr := value(t, role, env, listenSetting[role])
+	return portOf(t, role, value(t, role, env, listenSetting[role]))
+}
+
+func portOf(t *testing.T, role, addr string) int {
+	t.Helper()
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatalf("%s listen address %q: %v", role, addr, err)

@@ -10,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	psaapi "k8s.io/pod-security-admission/api"
@@ -153,8 +154,8 @@ func anyMap(m map[string]string) map[string]any {
 }
 
 // NetworkPolicies deny traffic into sluice pods by default and let through exactly the
-// port each role serves: the API and downloads from anywhere, the workers' metrics
-// port from the monitoring namespace only.
+// port each role serves: the API and downloads from anywhere, the metrics ports of the
+// workers and the edges from the monitoring namespace only.
 func TestKubernetesNetworkPolicy(t *testing.T) {
 	applied, _ := loadK8s(t)
 	var policies []networkingv1.NetworkPolicy
@@ -166,9 +167,9 @@ func TestKubernetesNetworkPolicy(t *testing.T) {
 		}
 	}
 	for role, d := range deployments(t, applied) {
-		port := listenPort(t, role, d.env)
-		var isolated, open bool
-		var from [][]networkingv1.NetworkPolicyPeer
+		var isolated bool
+		// from lists, per port the policies open, the peers each rule admits.
+		from := map[int][][]networkingv1.NetworkPolicyPeer{}
 		for _, p := range policies {
 			if !selects(anyMap(p.Spec.PodSelector.MatchLabels), d.labels) || !slices.Contains(p.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
 				continue
@@ -176,9 +177,9 @@ func TestKubernetesNetworkPolicy(t *testing.T) {
 			isolated = true
 			for _, rule := range p.Spec.Ingress {
 				for _, rp := range rule.Ports {
-					if rp.Port != nil && d.resolvePort(rp.Port.String()) == port {
-						open = true
-						from = append(from, rule.From)
+					if rp.Port != nil {
+						port := d.resolvePort(rp.Port.String())
+						from[port] = append(from[port], rule.From)
 					}
 				}
 				if len(rule.Ports) == 0 {
@@ -189,17 +190,21 @@ func TestKubernetesNetworkPolicy(t *testing.T) {
 		if !isolated {
 			t.Errorf("no NetworkPolicy isolates the %s pods", role)
 		}
-		if !open {
-			t.Errorf("no NetworkPolicy lets traffic reach port %d, where `sluice %s` listens", port, role)
+		port, mport := listenPort(t, role, d.env), metricsPort(t, role, d.env)
+		for _, p := range []int{port, mport} {
+			if _, open := from[p]; !open {
+				t.Errorf("no NetworkPolicy lets traffic reach port %d, where `sluice %s` listens", p, role)
+			}
 		}
-		if role == "worker" {
-			for _, peers := range from {
+		// A metrics port of its own (workers, edges) is Prometheus' only.
+		if role == "worker" || mport != port {
+			for _, peers := range from[mport] {
 				if len(peers) == 0 {
-					t.Error("the workers' metrics port is open to every pod; only Prometheus needs it")
+					t.Errorf("the %s's metrics port is open to every pod; only Prometheus needs it", role)
 				}
 				for _, peer := range peers {
 					if peer.NamespaceSelector == nil || peer.NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != "monitoring" {
-						t.Errorf("the workers' metrics port is open to %v, not the monitoring namespace", peer)
+						t.Errorf("the %s's metrics port is open to %v, not the monitoring namespace", role, peer)
 					}
 				}
 			}
@@ -256,7 +261,7 @@ func TestKubernetesServiceMonitor(t *testing.T) {
 			}
 			for _, p := range svc.Spec.Ports {
 				path, ok := endpoints[p.Name]
-				if ok && d.resolvePort(p.TargetPort.String()) == listenPort(t, role, d.env) && (path == "" || path == "/metrics") {
+				if ok && d.resolvePort(p.TargetPort.String()) == metricsPort(t, role, d.env) && (path == "" || path == "/metrics") {
 					scraped[role] = true
 				}
 			}
@@ -285,5 +290,48 @@ func checkScaleDown(t *testing.T, o k8sObject) {
 	decodeStrict(t, o.file+" behavior", raw, &b)
 	if b.ScaleDown == nil || b.ScaleDown.StabilizationWindowSeconds == nil || *b.ScaleDown.StabilizationWindowSeconds < 60 || len(b.ScaleDown.Policies) == 0 {
 		t.Errorf("%s: scaleDown %+v: want a stabilization window of a minute or more and a rate policy", o.file, b.ScaleDown)
+	}
+}
+
+// The init Job runs `sluice init` in a pod the restricted profile admits, with the
+// pinned image and the same NATS and S3 settings as the workers, and only variables
+// init reads.
+func TestKubernetesInitJob(t *testing.T) {
+	applied, _ := loadK8s(t)
+	var job *batchv1.Job
+	for _, o := range applied {
+		if o.kind() == "Job" {
+			job = &batchv1.Job{}
+			decodeStrict(t, o.file, o.doc, job)
+		}
+	}
+	if job == nil {
+		t.Fatal("kustomization.yaml applies no Job running sluice init")
+	}
+	if v := restrictedViolations(t, &job.Spec.Template); len(v) > 0 {
+		t.Errorf("Job %s: the restricted Pod Security profile forbids its pod: %s", job.Name, strings.Join(v, "; "))
+	}
+	c := job.Spec.Template.Spec.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "init" {
+		t.Fatalf("Job %s runs %v, want sluice init", job.Name, c.Args)
+	}
+	if name, tag, _ := strings.Cut(c.Image, ":"); name != "sluice" || tag == "" || tag == "latest" {
+		t.Errorf("Job %s: image %q, want sluice:<version>", job.Name, c.Image)
+	}
+	if p := job.Spec.Template.Spec.RestartPolicy; p != corev1.RestartPolicyOnFailure && p != corev1.RestartPolicyNever {
+		t.Errorf("Job %s: restartPolicy %q", job.Name, p)
+	}
+	reads := initSettings(t)
+	worker := deployments(t, applied)["worker"]
+	for _, e := range c.Env {
+		if !reads[e.Name] {
+			t.Errorf("Job %s sets %s, which `sluice init` does not read", job.Name, e.Name)
+		}
+		if e.ValueFrom != nil {
+			continue
+		}
+		if got, ok := worker.env[e.Name]; ok && got != e.Value {
+			t.Errorf("Job %s: %s=%q, the workers run with %q", job.Name, e.Name, e.Value, got)
+		}
 	}
 }

@@ -193,8 +193,8 @@ func TestKubernetesManifests(t *testing.T) {
 		if budget := shutdownBudget(t, role, d.env); grace < budget {
 			t.Errorf("%s: terminationGracePeriodSeconds %s is shorter than the graceful shutdown (%s)", where, grace, budget)
 		}
-		if ann := str(get(d.obj.doc, "spec", "template", "metadata", "annotations", "prometheus.io/port")); ann != strconv.Itoa(port) {
-			t.Errorf("%s: prometheus.io/port %q, /metrics is on %d", where, ann, port)
+		if ann, mp := str(get(d.obj.doc, "spec", "template", "metadata", "annotations", "prometheus.io/port")), metricsPort(t, role, d.env); ann != strconv.Itoa(mp) {
+			t.Errorf("%s: prometheus.io/port %q, /metrics is on %d", where, ann, mp)
 		}
 	}
 
@@ -214,8 +214,10 @@ func TestKubernetesManifests(t *testing.T) {
 				continue
 			}
 			for _, p := range list(get(o.doc, "spec", "ports")) {
-				if got := target.resolvePort(get(p, "targetPort")); got != listenPort(t, target.role, target.env) {
-					t.Errorf("Service %s targets port %v, `sluice %s` listens on %d", o.name(), get(p, "targetPort"), target.role, listenPort(t, target.role, target.env))
+				got := target.resolvePort(get(p, "targetPort"))
+				if got != listenPort(t, target.role, target.env) && got != metricsPort(t, target.role, target.env) {
+					t.Errorf("Service %s targets port %v, `sluice %s` listens on %d (and %d for /metrics)", o.name(), get(p, "targetPort"),
+						target.role, listenPort(t, target.role, target.env), metricsPort(t, target.role, target.env))
 				}
 			}
 		case "PodDisruptionBudget":
@@ -287,9 +289,14 @@ func TestKubernetesProbesAnswer(t *testing.T) {
 			if _, ok := d.fromSecret["SLUICE_ADMIN_KEY"]; ok {
 				env["SLUICE_ADMIN_KEY"] = "slk_probe_test_operator_key"
 			}
-			// The manifest's port, moved to a free one on loopback.
-			port := testenv.FreePort(t)
+			// The manifest's ports, moved to free ones on loopback.
+			port, mport := testenv.FreePort(t), testenv.FreePort(t)
 			env[listenSetting[role]] = "127.0.0.1:" + strconv.Itoa(port)
+			if metricsSetting[role] != listenSetting[role] {
+				env[metricsSetting[role]] = "127.0.0.1:" + strconv.Itoa(mport)
+			} else {
+				mport = port
+			}
 			var kv []string
 			for k, v := range env {
 				kv = append(kv, k+"="+v)
@@ -313,6 +320,17 @@ func TestKubernetesProbesAnswer(t *testing.T) {
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
+			// /metrics on its port; the edge's public port has neither it nor /debug/edge.
+			if code := getStatus(t, "http://127.0.0.1:"+strconv.Itoa(mport)+"/metrics"); code != http.StatusOK {
+				t.Errorf("`sluice %s`: /metrics on its metrics port answers %d", role, code)
+			}
+			if role == "edge" {
+				for _, path := range []string{"/metrics", "/debug/edge"} {
+					if code := getStatus(t, base+path); code != http.StatusNotFound {
+						t.Errorf("the edge's public port answers %d to %s, want 404", code, path)
+					}
+				}
+			}
 			// docker-compose.yml's healthcheck: `sluice health <role>` with the role's
 			// own environment finds the listener and passes.
 			health := exec.Command(sluiceBin, "health", role)
@@ -322,4 +340,14 @@ func TestKubernetesProbesAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

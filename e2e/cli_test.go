@@ -269,7 +269,7 @@ var tooManyMetric = regexp.MustCompile(`(?m)^sluice_edge_token_rejections_total\
 // edgeTooMany reads how many connections the edge refused with 429.
 func edgeTooMany(t *testing.T, s *stack) int {
 	t.Helper()
-	code, _, body := call(t, http.MethodGet, s.edgeURL+"/metrics", "", nil)
+	code, _, body := call(t, http.MethodGet, s.edgeMetricsURL+"/metrics", "", nil)
 	if code != http.StatusOK {
 		t.Fatalf("edge /metrics: %d", code)
 	}

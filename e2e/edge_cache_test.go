@@ -29,7 +29,7 @@ func startCachedEdge(t *testing.T, dir string, size int64) *stack {
 // cacheMetrics reads the edge cache's counters from the edge's /metrics.
 func (s *stack) cacheMetrics() map[string]float64 {
 	s.t.Helper()
-	m, _ := scrape(s.t, s.edgeURL+"/metrics")
+	m, _ := scrape(s.t, s.edgeMetricsURL+"/metrics")
 	return map[string]float64{
 		"hit":      m[`sluice_edge_cache_requests_total{result="hit"}`],
 		"stale":    m[`sluice_edge_cache_requests_total{result="stale"}`],
@@ -154,7 +154,7 @@ func TestEdgeCacheServesThroughStorageOutage(t *testing.T) {
 		if st != http.StatusServiceUnavailable || retry == "" {
 			t.Fatalf("uncached object with MinIO down: %d Retry-After=%q, want 503 with Retry-After", st, retry)
 		}
-		m, _ := scrape(t, s.edgeURL+"/metrics")
+		m, _ := scrape(t, s.edgeMetricsURL+"/metrics")
 		return m[`sluice_breaker_state{breaker="objects",state="open"}`] == 1
 	})
 	start := time.Now()

@@ -47,7 +47,7 @@ func TestStorageOutageAtTheEdge(t *testing.T) {
 		if st, retry := getStatus(t, link); st != http.StatusServiceUnavailable || retry == "" {
 			t.Fatalf("with MinIO down: %d Retry-After=%q, want 503 with Retry-After", st, retry)
 		}
-		if m, _ := scrape(t, s.edgeURL+"/metrics"); m[`sluice_breaker_state{breaker="objects",state="open"}`] == 1 {
+		if m, _ := scrape(t, s.edgeMetricsURL+"/metrics"); m[`sluice_breaker_state{breaker="objects",state="open"}`] == 1 {
 			break
 		}
 	}

@@ -90,7 +90,7 @@ func (s *stack) edgeStats() edgeDebug {
 	// A connection of its own, closed after the answer, so that asking does not
 	// change the edge's count of connections and goroutines.
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	resp, err := c.Get(s.edgeURL + "/debug/edge")
+	resp, err := c.Get(s.edgeMetricsURL + "/debug/edge")
 	if err != nil {
 		s.t.Fatal(err)
 	}

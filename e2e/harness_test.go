@@ -45,11 +45,15 @@ type stack struct {
 
 	ingressURL string
 	edgeURL    string
+	// edgeMetricsURL is the edge's operations port (/metrics, /debug/edge), which
+	// the public edgeURL never serves.
+	edgeMetricsURL string
 	// owners holds the client key of each ticket made with one: a ticket is its
 	// tenant's, so reading or following it needs that key.
-	owners   sync.Map // ticket id -> key
-	edgePort int
-	roles    []*testenv.Process
+	owners          sync.Map // ticket id -> key
+	edgePort        int
+	edgeMetricsPort int
+	roles           []*testenv.Process
 }
 
 type stackOptions struct {
@@ -71,6 +75,8 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	s.edgePort = testenv.FreePort(t)
 	s.edgeURL = "http://127.0.0.1:" + strconv.Itoa(s.edgePort)
+	s.edgeMetricsPort = testenv.FreePort(t)
+	s.edgeMetricsURL = "http://127.0.0.1:" + strconv.Itoa(s.edgeMetricsPort)
 	s.env = []string{
 		"SLUICE_NATS_URL=" + s.nats.URL,
 		"SLUICE_REDIS_URL=" + s.redis.URL,
@@ -83,6 +89,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		// Several workers on one machine: each one's /metrics on a free port (the
 		// fleet registry, GET /api/v1/admin/workers, tells which).
 		"SLUICE_METRICS_ADDR=127.0.0.1:0",
+		// Each edge's operations port likewise; the stack's own edge (edgePort) has
+		// edgeMetricsPort.
+		"SLUICE_EDGE_METRICS_ADDR=127.0.0.1:0",
 		// Tests take tickets far faster than a person: the per-client ticket rate is
 		// off unless a test sets it (admission_ratelimit_test.go).
 		"SLUICE_TICKET_RATE=0",
@@ -114,7 +123,8 @@ func (s *stack) start(role string, env ...string) *testenv.Process {
 		env = append(env, "SLUICE_INGRESS_ADDR=127.0.0.1:"+strconv.Itoa(port))
 		ready = s.ingressURL + "/readyz"
 	case "edge":
-		env = append(env, "SLUICE_EDGE_ADDR=127.0.0.1:"+strconv.Itoa(s.edgePort))
+		env = append(env, "SLUICE_EDGE_ADDR=127.0.0.1:"+strconv.Itoa(s.edgePort),
+			"SLUICE_EDGE_METRICS_ADDR=127.0.0.1:"+strconv.Itoa(s.edgeMetricsPort))
 		ready = s.edgeURL + "/readyz"
 	}
 	p := testenv.Start(s.t, s.t.TempDir(), sluiceBin, env, role)
@@ -122,7 +132,14 @@ func (s *stack) start(role string, env ...string) *testenv.Process {
 	if ready != "" {
 		testenv.WaitHTTP(s.t, ready, 20*time.Second, p.Log)
 	} else {
-		time.Sleep(300 * time.Millisecond) // a worker has no port; give it its first fetch
+		// A worker's metrics port (on a port of its choosing) serves once it has
+		// rebuilt the ledger: tickets taken from then on are admitted without the
+		// pause a rebuild makes for live streams. Then its first fetch.
+		eventually(s.t, 30*time.Second, "the worker listens", func() bool {
+			b, _ := os.ReadFile(p.Log)
+			return bytes.Contains(b, []byte(`"server":"metrics"`))
+		})
+		time.Sleep(300 * time.Millisecond)
 	}
 	return p
 }

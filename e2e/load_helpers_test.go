@@ -41,6 +41,9 @@ func (s *stack) startRoleOn(role string, port int, env ...string) *testenv.Proce
 		s.ingressURL = "http://" + addr
 	case "edge":
 		env = append(env, "SLUICE_EDGE_ADDR="+addr)
+		if port == s.edgePort {
+			env = append(env, "SLUICE_EDGE_METRICS_ADDR=127.0.0.1:"+strconv.Itoa(s.edgeMetricsPort))
+		}
 	case "worker": // its own /metrics listener: one port per worker
 		addr, probe = "127.0.0.1:"+strconv.Itoa(testenv.FreePort(s.t)), "/healthz"
 		env = append(env, "SLUICE_METRICS_ADDR="+addr)

@@ -148,8 +148,15 @@ func TestOpsMetricsRegistryAndStats(t *testing.T) {
 		t.Fatalf("forged link: %d", resp.StatusCode)
 	}
 
+	// The edge's public port serves downloads only: its metrics and debug counters
+	// are on its operations port.
+	for _, path := range []string{"/metrics", "/debug/edge"} {
+		if code := httpStatus(s.edgeURL + path); code != http.StatusNotFound {
+			t.Errorf("GET %s on the edge's public port: %d, want 404", path, code)
+		}
+	}
 	// /metrics wants the token on every role.
-	for _, url := range []string{s.edgeURL, s.ingressURL, "http://" + byRole["worker"][0].Address} {
+	for _, url := range []string{s.edgeMetricsURL, s.ingressURL, "http://" + byRole["worker"][0].Address} {
 		resp, err := http.Get(url + "/metrics")
 		if err != nil {
 			t.Fatal(err)
@@ -161,7 +168,7 @@ func TestOpsMetricsRegistryAndStats(t *testing.T) {
 	}
 
 	// The edge: bytes, streams, the refused link by reason, requests by route pattern.
-	edge, edgeText := scrape(t, s.edgeURL+"/metrics")
+	edge, edgeText := scrape(t, s.edgeMetricsURL+"/metrics")
 	needSeries(t, "edge", edge, "sluice_edge_sent_bytes_total", equal(float64(len(data))))
 	needSeries(t, "edge", edge, "sluice_edge_active_streams", equal(0))
 	needSeries(t, "edge", edge, `sluice_edge_token_rejections_total{reason="invalid"}`, equal(1))

@@ -79,7 +79,7 @@ func TestTicketsBelongToTheirOwner(t *testing.T) {
 		if strings.Contains(link, id) {
 			t.Errorf("the link %s names ticket %s", u.Path, id)
 		}
-		for _, page := range []string{s.ingressURL + "/metrics", s.edgeURL + "/metrics", s.edgeURL + "/debug/edge"} {
+		for _, page := range []string{s.ingressURL + "/metrics", s.edgeMetricsURL + "/metrics", s.edgeMetricsURL + "/debug/edge"} {
 			r, err := http.Get(page)
 			if err != nil {
 				t.Fatal(err)

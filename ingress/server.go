@@ -119,7 +119,6 @@ func (s *Server) Handler() http.Handler { return s.cors(s.bodyDeadline(s.router(
 
 // router is the API's routes; openapi.json documents every one (openapi_test.go).
 func (s *Server) router() *gin.Engine {
-	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.ContextWithFallback = true
 	if err := r.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {

@@ -153,7 +153,8 @@ func NewEdge(cfg EdgeConfig) *Edge {
 }
 
 // Handler routes the edge's endpoints: GET (and so HEAD) /d/{token},
-// /d/{token}/{filename...}, /healthz and /debug/edge (Stats as JSON: counts only).
+// /d/{token}/{filename...} and /healthz. Stats are for an operations port of the
+// caller's, never this one: clients reach it.
 func (e *Edge) Handler() http.Handler {
 	mux := http.NewServeMux()
 	download := e.handle(e.serveDownload)
@@ -170,11 +171,6 @@ func (e *Edge) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /debug/edge", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(e.Stats())
 	})
 	return mux
 }

@@ -109,15 +109,15 @@ func NewReleases(cfg ReleasesConfig) *Releases {
 	return &Releases{cfg: cfg, log: cfg.Logger.With("component", "releases"), owner: rand.Text()}
 }
 
-// Run consumes release events until ctx ends; then it stops fetching, lets the events
-// being processed finish, and hands the prefetched ones back.
+// Run consumes release events until ctx ends; then it stops fetching (Drain), lets the
+// events being processed finish, and hands the prefetched ones back at once.
 func (r *Releases) Run(ctx context.Context) error {
 	work := make(chan jetstream.Msg)
 	cc, err := r.cfg.Consumer.Consume(func(m jetstream.Msg) {
 		select {
 		case work <- m:
 		case <-ctx.Done():
-			_ = m.Nak() // hand back at once
+			_ = m.Nak() // prefetched during shutdown: another worker takes it now
 		}
 	},
 		jetstream.PullMaxMessages(2*r.cfg.Parallel),
@@ -129,12 +129,13 @@ func (r *Releases) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume release events: %w", err)
 	}
+	stopped := make(chan struct{}) // the consumer delivers nothing more
 	var wg sync.WaitGroup
 	for range r.cfg.Parallel {
 		wg.Go(func() {
 			for {
 				select {
-				case <-ctx.Done():
+				case <-stopped:
 					return
 				case m := <-work:
 					// An event being processed finishes even during shutdown.
@@ -146,7 +147,15 @@ func (r *Releases) Run(ctx context.Context) error {
 		})
 	}
 	<-ctx.Done()
-	cc.Stop()
+	// Drain stops the pulls and hands what the client buffered to the callback above,
+	// which gives it back; Stop would leave those messages to their AckWait.
+	cc.Drain()
+	select {
+	case <-cc.Closed():
+	case <-time.After(5 * time.Second):
+		cc.Stop()
+	}
+	close(stopped)
 	wg.Wait()
 	return nil
 }

@@ -42,6 +42,7 @@ func rootCommand() *ffcli.Command {
 			serverCommand("ingress", "run the public HTTP API", roleIngress),
 			serverCommand("worker", "run an admission worker", roleWorker),
 			serverCommand("edge", "run the streaming edge that serves /d/{token}", roleEdge),
+			initCommand(),
 			publishCommand(),
 			getCommand(),
 			adminCommand(),

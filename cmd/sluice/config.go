@@ -71,10 +71,13 @@ type serverConfig struct {
 	// Operations (shared/telemetry, shared/fleet).
 	OTLPEndpoint string
 	MetricsAddr  string
-	MetricsToken string
-	DrainDelay   time.Duration
+	// EdgeMetricsAddr is the edge's operations port: /metrics and /debug/edge stay off
+	// the port clients reach.
+	EdgeMetricsAddr string
+	MetricsToken    string
+	DrainDelay      time.Duration
 
-	// The streaming edge (issue 4).
+	// The streaming edge.
 	DownloadRate    int64
 	EgressRate      int64
 	IdleTimeout     time.Duration
@@ -110,7 +113,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	case roleEdge:
 		fs.StringVar(&c.EdgeAddr, "edge-addr", ":8081", "listen address of the streaming edge")
 	}
-	if r == roleServe || r == roleWorker {
+	if r.runs(roleWorker) {
 		fs.StringVar(&c.PublicEdgeURL, "public-edge-url", "http://localhost:8081", "what download links start with: the edge as clients reach it")
 	}
 	fs.StringVar(&c.DataDir, "data-dir", "./var", "directory for local state: objects/ (local store), nats/ (embedded JetStream), signing.key")
@@ -120,6 +123,12 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.MetricsToken, "metrics-token", "", "bearer token /metrics requires (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port")
 	if r == roleWorker {
 		fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9090", "listen address of the worker's /metrics (Prometheus); empty: none")
+	}
+	switch r {
+	case roleEdge:
+		fs.StringVar(&c.EdgeMetricsAddr, "edge-metrics-addr", "127.0.0.1:9091", "listen address of the edge's operations port: /metrics (Prometheus), /debug/edge, /healthz, /readyz, never on the public --edge-addr; :9091 lets Prometheus reach it from other hosts; empty: none")
+	case roleServe:
+		fs.StringVar(&c.EdgeMetricsAddr, "edge-metrics-addr", "", "listen address of the edge's operations port: /debug/edge, and /metrics as the ingress serves it; empty: none")
 	}
 
 	natsHelp := "NATS server URL(s), comma-separated"
@@ -167,7 +176,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.StringVar(&c.SigningKeys, "signing-keys", "", keysHelp)
 	}
 
-	if r == roleServe || r == roleIngress {
+	if r.runs(roleIngress) {
 		adminHelp := "bootstrap operator API key (creates the other keys)"
 		if r == roleServe {
 			adminHelp += "; empty generates one and prints it at start"
@@ -187,7 +196,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.DurationVar(&c.AbandonAfter, "abandon-after", 5*time.Minute, "queued tickets not polled for this long are dropped (0: never)")
 	fs.DurationVar(&c.Retain, "retain", 24*time.Hour, "how long an ended ticket stays readable (GET /api/v1/tickets/{id}) before Redis forgets it; give every role the same value")
 	fs.IntVar(&c.MaxConns, "max-conns-per-token", 8, "concurrent connections one download link may open (parallel ranges)")
-	if r == roleServe || r == roleEdge {
+	if r.runs(roleEdge) {
 		fs.Int64Var(&c.DownloadRate, "download-rate", 0, "bytes/s per download, all its connections together, unless its tenant has its own rate (admin limits rate_bps); 0: no limit")
 		fs.Int64Var(&c.EgressRate, "egress-rate", 0, "bytes/s this edge sends in all, shared equally by its downloads; 0: no limit")
 		fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "a download whose client accepts nothing for this long is ended")
@@ -197,15 +206,15 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.Int64Var(&c.EdgeCacheSize, "edge-cache-size", 10<<30, "bytes --edge-cache-dir may hold; least recently used copies are evicted beyond it")
 		fs.StringVar(&c.EdgeAdvertise, "edge-advertise-url", "", "this edge's own URL as clients reach it, advertised in the fleet registry for workers with --edge-affinity; empty: not advertised")
 	}
-	if r == roleServe || r == roleWorker {
+	if r.runs(roleWorker) {
 		fs.BoolVar(&c.EdgeAffinity, "edge-affinity", false, "each link names the edge chosen for its object among live edges advertising --edge-advertise-url (rendezvous hashing weighted by cache size); none live: --public-edge-url")
 		fs.BoolVar(&c.DirectDownloads, "direct-downloads", false, "links are presigned S3/MinIO URLs instead of edge links: storage serves the bytes, with no throttling, and a slot lapses only at --token-ttl")
 	}
-	if r == roleServe || r == roleIngress {
+	if r.runs(roleIngress) {
 		fs.DurationVar(&c.FilesWait, "files-wait", 10*time.Second, "how long GET /api/v1/files/{key} waits for admission before answering with a waiting page or a redirect to wait again")
 	}
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 256, "connections one client address (an IPv6 /64) may hold open at once on this process's listeners, counted at accept; past it 429 and closed; --trusted-proxies are not counted; 0: no cap")
-	if r == roleServe || r == roleIngress {
+	if r.runs(roleIngress) {
 		fs.DurationVar(&c.BodyTimeout, "body-timeout", 10*time.Second, "a request body must arrive within this, plus a second per --body-min-rate bytes received; else 408 and the connection is closed; 0: no bound")
 		fs.Int64Var(&c.BodyMinRate, "body-min-rate", 32<<10, "bytes/s a request body must arrive at, on average, after --body-timeout")
 		fs.IntVar(&c.MaxLargeBodies, "max-large-bodies", 4, "requests with a body over 64 KiB (release batches) read at once; the others wait 2 s for a turn, then get 503 + Retry-After")

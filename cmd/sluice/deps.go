@@ -20,9 +20,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/catalog"
+	"github.com/sluice-dl/sluice/shared/fleet"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/redisbreaker"
+	"github.com/sluice-dl/sluice/shared/telemetry"
 	"github.com/sluice-dl/sluice/signer"
 )
 
@@ -35,11 +38,13 @@ type deps struct {
 	records records // the record buckets in JetStream KV; empty for the edge
 	rdb     redis.UniversalClient
 	rdbCB   *redisbreaker.Breaker // fails commands at once while Redis is not answering
-	store   objstore.Store
-	local   *objstore.Local // set when objects are on local disk
-	s3      *objstore.S3    // set when objects are in S3/MinIO
+	store   objstore.Store        // timed (metrics) around storeCB
+	storeCB *objstore.Breaker     // fails calls at once while storage is not answering
+	local   *objstore.Local       // set when objects are on local disk
+	s3      *objstore.S3          // set when objects are in S3/MinIO
 	ledger  *admission.Ledger
 	keyring *signer.Keyring
+	metrics *telemetry.Metrics // times Redis commands and storage calls as they are made
 	closers []func()
 }
 
@@ -57,8 +62,11 @@ func (d *deps) close() {
 	}
 }
 
-func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger) (_ *deps, err error) {
-	d := &deps{log: log}
+// buildDeps connects to everything the role r needs, creating the streams and buckets
+// it uses when they are missing (sluice init creates them ahead, init.go). Every client
+// is instrumented by metrics as it is built.
+func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger, metrics *telemetry.Metrics) (_ *deps, err error) {
+	d := &deps{log: log, metrics: metrics}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -144,33 +152,40 @@ func (d *deps) connectNATS(ctx context.Context, r role, c *serverConfig) error {
 	}
 	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	d.tickets, err = queue.EnsureTickets(setup, d.js, queue.StreamConfig{Replicas: c.NATSReplicas, MaxMsgs: c.MaxTickets, AckWait: c.AckWait})
-	if err != nil {
+	if d.tickets, err = queue.EnsureTickets(setup, d.js, ticketStream(c)); err != nil {
 		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, url)
 	}
-	return d.openRecords(setup, c)
+	d.records, err = ensureRecords(setup, d.js, c)
+	return err
 }
 
-func (d *deps) openRecords(ctx context.Context, c *serverConfig) error {
+// ticketStream is the ticket stream's configuration.
+func ticketStream(c *serverConfig) queue.StreamConfig {
+	return queue.StreamConfig{Replicas: c.NATSReplicas, MaxMsgs: c.MaxTickets, AckWait: c.AckWait}
+}
+
+// ensureRecords creates or updates the record buckets (retried until ctx ends).
+func ensureRecords(ctx context.Context, js jetstream.JetStream, c *serverConfig) (records, error) {
+	var rec records
 	for _, b := range []struct {
 		kv  *jetstream.KeyValue
 		cfg queue.RecordConfig
 	}{
-		{&d.records.keys, queue.RecordConfig{Bucket: queue.KeysBucket, Description: "API keys: hashes, scopes, tenants"}},
-		{&d.records.settings, queue.RecordConfig{Bucket: queue.SettingsBucket, Description: "the operator's limits, weights and pause"}},
-		{&d.records.bindings, queue.RecordConfig{Bucket: queue.IdempotencyBucket, Description: "Idempotency-Key bindings to tickets",
+		{&rec.keys, queue.RecordConfig{Bucket: queue.KeysBucket, Description: "API keys: hashes, scopes, tenants"}},
+		{&rec.settings, queue.RecordConfig{Bucket: queue.SettingsBucket, Description: "the operator's limits, weights and pause"}},
+		{&rec.bindings, queue.RecordConfig{Bucket: queue.IdempotencyBucket, Description: "Idempotency-Key bindings to tickets",
 			TTL: 24 * time.Hour}},
-		{&d.records.ended, queue.RecordConfig{Bucket: queue.EndedBucket, Description: "tickets that ended, readable for --retain",
+		{&rec.ended, queue.RecordConfig{Bucket: queue.EndedBucket, Description: "tickets that ended, readable for --retain",
 			TTL: max(c.Retain, time.Second)}},
 	} {
 		b.cfg.Replicas = c.NATSReplicas
-		kv, err := queue.EnsureRecords(ctx, d.js, b.cfg)
+		kv, err := queue.EnsureRecords(ctx, js, b.cfg)
 		if err != nil {
-			return err
+			return records{}, err
 		}
 		*b.kv = kv
 	}
-	return nil
+	return rec, nil
 }
 
 func (d *deps) connectRedis(ctx context.Context, r role, c *serverConfig) error {
@@ -198,6 +213,7 @@ func (d *deps) connectRedis(ctx context.Context, r role, c *serverConfig) error 
 	rdb := redis.NewUniversalClient(opts)
 	d.rdbCB = redisbreaker.New("redis", redisbreaker.Options{Logger: d.log})
 	rdb.AddHook(d.rdbCB)
+	rdb.AddHook(d.metrics.RedisHook(admission.Scripts(), catalog.Scripts(), fleet.Scripts()))
 	d.onClose(func() { _ = rdb.Close() })
 	d.rdb = rdb
 	ping, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -295,15 +311,7 @@ func (d *deps) openStore(ctx context.Context, r role, c *serverConfig) error {
 		d.local, inner = local, local
 		d.log.Info("objects on local disk", "dir", dir)
 	} else {
-		bucket, prefix, err := c.s3Location()
-		if err != nil {
-			return err
-		}
-		s3, err := objstore.NewS3(objstore.S3Config{
-			Endpoint: c.S3Endpoint, Bucket: bucket, Prefix: prefix, AccessKey: c.S3AccessKey,
-			SecretKey: c.S3SecretKey, UseSSL: c.S3UseSSL, Region: c.S3Region,
-			CAFile: c.S3CAFile, SSE: c.S3SSE,
-		})
+		s3, err := openS3(c)
 		if err != nil {
 			return err
 		}
@@ -316,8 +324,22 @@ func (d *deps) openStore(ctx context.Context, r role, c *serverConfig) error {
 		}
 		d.s3, inner = s3, s3
 	}
-	d.store = objstore.NewBreaker(inner, "objects", objstore.BreakerOptions{})
+	d.storeCB = objstore.NewBreaker(inner, "objects", objstore.BreakerOptions{})
+	d.store = d.metrics.InstrumentStore(d.storeCB)
 	return nil
+}
+
+// openS3 is the S3/MinIO client of --s3-*.
+func openS3(c *serverConfig) (*objstore.S3, error) {
+	bucket, prefix, err := c.s3Location()
+	if err != nil {
+		return nil, err
+	}
+	return objstore.NewS3(objstore.S3Config{
+		Endpoint: c.S3Endpoint, Bucket: bucket, Prefix: prefix, AccessKey: c.S3AccessKey,
+		SecretKey: c.S3SecretKey, UseSSL: c.S3UseSSL, Region: c.S3Region,
+		CAFile: c.S3CAFile, SSE: c.S3SSE,
+	})
 }
 
 func (d *deps) loadKeyring(r role, c *serverConfig) error {

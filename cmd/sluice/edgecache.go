@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/catalog"
@@ -18,9 +17,7 @@ import (
 // when --edge-cache-dir is set. Copies are checked against the catalog where this
 // process has one (serve); an edge role has none, and keeps the SHA-256 measured
 // while filling (see docs/ARCHITECTURE.md, Edge cache).
-// It also sets what the edge advertises for edge choice.
 func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (objstore.Store, error) {
-	o.edgeAdvert = fleet.MemberConfig{PublicURL: strings.TrimRight(c.EdgeAdvertise, "/"), CacheBytes: cacheBytes(c)}
 	if c.EdgeCacheDir == "" {
 		return d.store, nil
 	}

@@ -12,17 +12,20 @@ import (
 
 // How a role stops on SIGTERM (see runServer):
 //
-//  1. It goes unready at once: /readyz answers 503 on the ingress and the edge.
+//  1. It goes unready at once: every component with a probe (drainer) answers 503 on
+//     /readyz.
 //  2. It keeps serving for --drain-delay, so load balancers and Kubernetes endpoints
 //     notice before the listener closes and no client meets a refused connection.
-//  3. It stops taking work, every part at once (no role depends on another in-process):
-//     listeners close, requests and streams already running continue; the worker stops
-//     fetching and hands the ticket messages it holds back to the stream.
-//  4. Whatever still runs at --shutdown-wait is cut; handlers get cutGrace to finish
+//  3. It shuts its components down in the reverse of their start order, under one
+//     deadline of --shutdown-wait: listeners close, requests and streams already
+//     running continue; workers stop fetching, let what they process finish and hand
+//     the messages they hold back to the stream.
+//  4. Whatever still runs at the deadline is cut; handlers get cutGrace to finish
 //     their cleanup (a stream's last ledger call gives its slot back).
 //  5. Dependencies close last: NATS, Redis, the embedded servers.
 //
-// So a role exits within --drain-delay + --shutdown-wait + cutGrace of the signal.
+// So a role exits within --drain-delay + --shutdown-wait + cutGrace of the signal (a
+// cutGrace per listener still running at the deadline, at most).
 
 // cutGrace bounds how long cut requests may take to run their cleanup.
 const cutGrace = 3 * time.Second

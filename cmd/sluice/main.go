@@ -9,9 +9,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/gin-gonic/gin"
 )
 
 func main() {
+	// Gin's mode is its global: set once, before any router is built. Release mode
+	// keeps its debug lines about every route out of the logs.
+	gin.SetMode(gin.ReleaseMode)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// The first signal starts a graceful shutdown; a second one ends the process at once.
 	go func() { <-ctx.Done(); stop() }()

@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/felixge/httpsnoop"
@@ -18,41 +14,25 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-dl/sluice/ingress"
-	"github.com/sluice-dl/sluice/shared/admission"
-	"github.com/sluice-dl/sluice/shared/catalog"
-	"github.com/sluice-dl/sluice/shared/connlimit"
 	"github.com/sluice-dl/sluice/shared/fleet"
-	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 	"github.com/sluice-dl/sluice/signer"
-	"github.com/sluice-dl/sluice/workers"
 )
 
-// ops is what a process shows operators: its metrics registry, its tracer provider
-// and its entries in the fleet registry. It is built once per process, right after
-// the dependencies, and closed last.
+// ops is what a process shows operators besides its metrics (built with the
+// dependencies, deps.go): its tracer provider, the fleet registry its components join,
+// and the collectors of process-wide figures. It is built once, right after the
+// dependencies, and shut down last.
 type ops struct {
-	role    role
 	cfg     *serverConfig
 	log     *slog.Logger
 	metrics *telemetry.Metrics
 	tracing *telemetry.Tracing
 	fleet   *fleet.Registry
-
-	ctx     context.Context // ends when ops closes: stops the heartbeats
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	worker  atomic.Pointer[fleet.Member]
-	front   atomic.Pointer[fleet.Member] // its ingress's entry: the leading one exports the ledger's figures
-	servers []*http.Server               // a worker's metrics listener
-	conns   *connlimit.Limiter           // the per-address cap of the process's listeners
-
-	// edgeAdvert is what an edge advertises for edge choice (PublicURL, CacheBytes).
-	edgeAdvert fleet.MemberConfig
 }
 
-func startOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.Logger) (*ops, error) {
+func newOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.Logger) (*ops, error) {
 	tc, err := tracingConfig(c, r, os.Getenv)
 	if err != nil {
 		return nil, err
@@ -68,51 +48,43 @@ func startOps(ctx context.Context, r role, c *serverConfig, d *deps, log *slog.L
 		}
 		log.Info("exporting traces over OTLP", "protocol", tc.Protocol, "endpoint", endpoint)
 	}
-	o := &ops{role: r, cfg: c, log: log, metrics: telemetry.NewMetrics(r.String(), version), tracing: tracing,
-		fleet: fleet.New(d.rdb, fleet.Config{})}
-	o.metrics.Token = c.MetricsToken
-	o.ctx, o.stop = context.WithCancel(context.WithoutCancel(ctx))
-	d.rdb.AddHook(o.metrics.RedisHook(admission.Scripts(), catalog.Scripts(), fleet.Scripts()))
+	o := &ops{cfg: c, log: log, metrics: d.metrics, tracing: tracing, fleet: fleet.New(d.rdb, fleet.Config{})}
 	breakers := map[string]func() string{"redis": d.rdbCB.State}
-	if d.store != nil {
-		if b, ok := d.store.(*objstore.Breaker); ok {
-			breakers["objects"] = b.State
-		}
-		d.store = o.metrics.InstrumentStore(d.store)
+	if d.storeCB != nil {
+		breakers["objects"] = d.storeCB.State
 	}
 	o.metrics.Registry.MustRegister(telemetry.NewBreakerCollector(breakers))
-	if r == roleServe || r == roleIngress {
-		// The ledger's figures are the whole system's: the leading ingress exports them.
-		o.metrics.Registry.MustRegister(telemetry.NewLedgerCollector(d.ledger, telemetry.LedgerCollectorOptions{Leader: o.leadsIngresses}))
-	}
 	return o, nil
 }
 
-// close stops the heartbeats (leaving the registry), the metrics listener, and
-// flushes the traces still buffered.
-func (o *ops) close() {
-	o.stop()
-	o.wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, s := range o.servers {
-		_ = s.Shutdown(ctx)
-	}
+// shutdown flushes the traces still buffered.
+func (o *ops) shutdown(ctx context.Context) {
 	if err := o.tracing.Shutdown(ctx); err != nil {
 		o.log.Warn("traces were lost at shutdown", "err", err)
 	}
 }
 
-// join registers one role of this process in the fleet while ops runs.
-func (o *ops) join(role, addr string, inFlight, bytesSent func() int64) *fleet.Member {
-	cfg := fleet.MemberConfig{Role: role, Version: version, Address: advertised(addr),
+// memberConfig describes one component for the fleet registry. addr is where
+// operators reach it: a listen address, the host name put in for an unspecified host.
+func (o *ops) memberConfig(role, addr string, inFlight, bytesSent func() int64) fleet.MemberConfig {
+	return fleet.MemberConfig{Role: role, Version: version, Address: advertised(addr),
 		InFlight: inFlight, BytesSent: bytesSent, Logger: o.log}
-	if role == fleet.RoleEdge {
-		cfg.PublicURL, cfg.CacheBytes = o.edgeAdvert.PublicURL, o.edgeAdvert.CacheBytes
+}
+
+// member is one component's entry in the fleet registry; Run keeps it there.
+func (o *ops) member(cfg fleet.MemberConfig) *fleet.Member { return o.fleet.Join(cfg) }
+
+// opsMux is the routes of an operations port (a worker's --metrics-addr, the edge's
+// --edge-metrics-addr): /metrics, /healthz, /readyz, and extra.
+func (o *ops) opsMux(ready http.Handler, extra map[string]http.Handler) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", o.metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.Handle("GET /readyz", ready)
+	for pattern, h := range extra {
+		mux.Handle(pattern, h)
 	}
-	m := o.fleet.Join(cfg)
-	o.wg.Go(func() { m.Run(o.ctx) })
-	return m
+	return mux
 }
 
 // advertised turns a listen address into one operators can reach: the host name
@@ -150,26 +122,6 @@ func (o *ops) watchConns(l *listener) {
 	}
 }
 
-// ingress wires the API's metrics, traces, fleet view and dashboard.
-func (o *ops) ingress() *ingress.Ops {
-	return &ingress.Ops{Metrics: o.metrics, Tracing: o.tracing, Fleet: o.fleet}
-}
-
-// joinIngress registers the ingress and counts its connections.
-func (o *ops) joinIngress(l *listener) {
-	o.watchConns(l)
-	o.front.Store(o.join("ingress", l.ln.Addr().String(), nil, nil))
-}
-
-// leadsIngresses says whether this process's ingress leads the fleet's ingresses.
-func (o *ops) leadsIngresses(ctx context.Context) (bool, error) {
-	m := o.front.Load()
-	if m == nil {
-		return false, nil
-	}
-	return m.Leads(ctx)
-}
-
 // publisher times the ticket publishes (publish to PubAck).
 func (o *ops) publisher(p *queue.Publisher) ingress.Publisher {
 	return &timedPublisher{inner: p, hist: o.metrics.NATSPublish.WithLabelValues(queue.TicketStream),
@@ -192,69 +144,9 @@ func (p *timedPublisher) Publish(ctx context.Context, t queue.Ticket) (uint64, e
 	return seq, err
 }
 
-// releaseOutcome counts one release event's outcome.
-func (o *ops) releaseOutcome(outcome string) {
-	o.metrics.ReleaseEvents.WithLabelValues(outcome).Inc()
-}
-
-// tracer is a component's tracer.
-func (o *ops) tracer(component string) trace.Tracer { return o.tracing.Tracer(component) }
-
-// admitted records one admission in the metrics and the fleet's activity window.
-func (o *ops) admitted(wait time.Duration) {
-	o.metrics.Admitted(wait)
-	if m := o.worker.Load(); m != nil {
-		m.Admitted(wait)
-	}
-}
-
-// joinWorker registers the admission worker; a worker process on its own also gets a
-// small HTTP listener for /metrics (--metrics-addr), with /healthz and /readyz (ready)
-// for its probes. Call it before adm runs.
-func (o *ops) joinWorker(adm *workers.Admission, api *listener, ready http.HandlerFunc) error {
-	o.metrics.Registry.MustRegister(telemetry.NewHeldTickets(adm.Held))
-	addr := ""
-	if api != nil {
-		addr = api.ln.Addr().String() // serve: /metrics is on the ingress
-	}
-	if o.role == roleWorker && o.cfg.MetricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", o.metrics.Handler())
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.Handle("GET /readyz", ready)
-		ln, err := net.Listen("tcp", o.cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics: listen on %s: %w", o.cfg.MetricsAddr, err)
-		}
-		srv := httpServer(mux)
-		o.servers = append(o.servers, srv)
-		ln = o.conns.Listen(ln)
-		go func() {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				o.log.Error("metrics listener stopped", "err", err)
-			}
-		}()
-		addr = ln.Addr().String()
-		o.log.Info("listening", "server", "metrics", "addr", addr)
-	}
-	o.worker.Store(o.join("worker", addr, func() int64 { return int64(adm.Held()) }, nil))
-	return nil
-}
-
 // edgeObserver counts refusals and gives each stream a span in its ticket's trace.
 func (o *ops) edgeObserver() signer.EdgeObserver {
-	return &edgeObserver{m: o.metrics, tracer: o.tracer("signer"), log: o.log.With("component", "edge")}
-}
-
-// joinEdge exports the edge's counters, registers it and counts its connections.
-func (o *ops) joinEdge(e *signer.Edge, l *listener) {
-	stats := func() telemetry.EdgeStats {
-		s := e.Stats()
-		return telemetry.EdgeStats{Streams: s.Streams, Downloads: int64(s.Downloads), BytesSent: s.BytesSent, ZeroCopyBytes: s.ZeroCopyBytes}
-	}
-	o.metrics.Registry.MustRegister(telemetry.NewEdgeCollector(stats))
-	o.watchConns(l)
-	o.join("edge", l.ln.Addr().String(), func() int64 { return e.Stats().Streams }, func() int64 { return e.Stats().BytesSent })
+	return &edgeObserver{m: o.metrics, tracer: o.tracing.Tracer("signer"), log: o.log.With("component", "edge")}
 }
 
 type edgeObserver struct {
@@ -315,7 +207,7 @@ func (o *ops) edgeHTTP(h http.Handler) http.Handler {
 		route := r.Pattern
 		o.metrics.ObserveRequest("edge", route, m.Code, m.Duration)
 		switch route {
-		case "GET /healthz", "GET /readyz", "GET /metrics":
+		case "GET /healthz", "GET /readyz":
 			return
 		}
 		attrs := []any{"method", r.Method, "route", route, "status", m.Code, "bytes", m.Written,

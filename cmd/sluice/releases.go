@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
-	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,10 +10,9 @@ import (
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/workers"
 )
 
-// releaseConfig is the settings of the release pipeline (issue 5).
+// releaseConfig is the settings of the release pipeline.
 type releaseConfig struct {
 	RequirePublished bool
 	MaxEvents        int64
@@ -25,13 +21,13 @@ type releaseConfig struct {
 }
 
 func registerReleaseFlags(fs *flag.FlagSet, r role, c *releaseConfig) {
-	if r == roleServe || r == roleIngress {
+	if r.runs(roleIngress) {
 		fs.BoolVar(&c.RequirePublished, "require-published", false, "serve only objects published and verified in the release catalog (objects the catalog rejected are refused whatever this says)")
 	}
 	if r != roleEdge {
 		fs.Int64Var(&c.MaxEvents, "max-release-events", 1_000_000, "bound of the release-event queue; past it POST /api/v1/releases answers 503 + Retry-After")
 	}
-	if r == roleServe || r == roleWorker {
+	if r.runs(roleWorker) {
 		fs.IntVar(&c.Parallel, "release-workers", 16, "release events a worker verifies at once")
 		fs.IntVar(&c.Attempts, "release-attempts", 5, "deliveries of a failing release event before it is dead-lettered")
 	}
@@ -46,8 +42,6 @@ type releases struct {
 	cfg      releaseConfig
 	bucket   string
 	prefix   string
-	// onOutcome counts each release event's outcome (set by ops, see server.go).
-	onOutcome func(outcome string)
 }
 
 // buildReleases sets up the release streams, the catalog's buckets and the publisher. The edge
@@ -58,9 +52,7 @@ func buildReleases(ctx context.Context, r role, d *deps, c *serverConfig) (*rele
 	}
 	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cons, err := queue.EnsureReleases(setup, d.js, queue.ReleaseStreamConfig{
-		StreamConfig: queue.StreamConfig{Replicas: c.NATSReplicas, MaxMsgs: c.Releases.MaxEvents, AckWait: c.AckWait},
-	})
+	cons, err := queue.EnsureReleases(setup, d.js, releaseStream(c))
 	if err != nil {
 		return nil, err
 	}
@@ -68,8 +60,7 @@ func buildReleases(ctx context.Context, r role, d *deps, c *serverConfig) (*rele
 	if err != nil {
 		return nil, err
 	}
-	// The catalog's records are key-value buckets replicated like the streams.
-	cat, err := catalog.Open(setup, d.js, d.rdb, catalog.Config{Replicas: c.NATSReplicas})
+	cat, err := catalog.Open(setup, d.js, d.rdb, catalogConfig(c))
 	if err != nil {
 		return nil, err
 	}
@@ -81,24 +72,21 @@ func buildReleases(ctx context.Context, r role, d *deps, c *serverConfig) (*rele
 	return rel, nil
 }
 
+// releaseStream is the configuration of the release stream and its dead letters.
+func releaseStream(c *serverConfig) queue.ReleaseStreamConfig {
+	return queue.ReleaseStreamConfig{
+		StreamConfig: queue.StreamConfig{Replicas: c.NATSReplicas, MaxMsgs: c.Releases.MaxEvents, AckWait: c.AckWait},
+	}
+}
+
+// catalogConfig is the catalog's: its records are key-value buckets replicated like
+// the streams.
+func catalogConfig(c *serverConfig) catalog.Config { return catalog.Config{Replicas: c.NATSReplicas} }
+
 func (rel *releases) ingressConfig() ingress.ReleasesConfig {
 	if rel == nil {
 		return ingress.ReleasesConfig{}
 	}
 	return ingress.ReleasesConfig{Queue: rel.queue, Catalog: rel.catalog, DeadLetters: rel.dead,
 		RequirePublished: rel.cfg.RequirePublished}
-}
-
-// startWorker runs the release worker until ctx ends.
-func (rel *releases) startWorker(ctx context.Context, wg *sync.WaitGroup, d *deps, c *serverConfig, errs chan<- error, log *slog.Logger) {
-	w := workers.NewReleases(workers.ReleasesConfig{
-		Consumer: rel.consumer, Store: d.store, Catalog: rel.catalog, Dead: rel.dead,
-		Bucket: rel.bucket, Prefix: rel.prefix, Parallel: rel.cfg.Parallel, MaxAttempts: rel.cfg.Attempts,
-		AckWait: c.AckWait, Logger: log, OnOutcome: rel.onOutcome,
-	})
-	wg.Go(func() {
-		if err := w.Run(ctx); err != nil {
-			errs <- fmt.Errorf("release worker: %w", err)
-		}
-	})
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,19 +13,14 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/sluice-dl/sluice/ingress"
-	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/connlimit"
-	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
-	"github.com/sluice-dl/sluice/signer"
-	"github.com/sluice-dl/sluice/workers"
 )
 
 func newLogger(r role, c *serverConfig) (*slog.Logger, error) {
@@ -62,248 +56,226 @@ func httpServer(h http.Handler) *http.Server {
 	}
 }
 
+// A component is one part of a server process, built whole by its constructor.
+// Start returns once it serves (it may fail: a port in use); its goroutines are its
+// own, tracked, and joined by Shutdown, which stops it within ctx. A component that
+// fails while it runs says so on process.fatal.
+type component interface {
+	Start(ctx context.Context) error
+	Shutdown(ctx context.Context) error
+}
+
+// drainer is a component with a readiness probe: Drain makes it answer 503 while it
+// still serves (lifecycle.go).
+type drainer interface{ Drain() }
+
+// newComponent builds one component from what the process shares.
+type newComponent func(p *process) (component, error)
+
+// roleComponents is what each command runs, in start order: a component is started
+// after those it relies on and shut down before them. The edge serves the links the
+// admission worker issues; the admission worker rebuilds a lost ledger before the API
+// takes a ticket. serve is every part in one process, and at a terminal it says when
+// it is ready.
+var roleComponents = map[role][]newComponent{
+	roleServe:   {newEdgeComponent, newAdmissionComponent, newReleasesComponent, newIngressComponent, newReadyAnnouncer},
+	roleIngress: {newIngressComponent},
+	roleWorker:  {newAdmissionComponent, newReleasesComponent},
+	roleEdge:    {newEdgeComponent},
+}
+
+// runs reports whether the command r runs part's components: serve runs every part.
+func (r role) runs(part role) bool { return r == part || r == roleServe }
+
+// process is what the components of one process share, built once before any of
+// them and closed after the last has stopped.
+type process struct {
+	role  role
+	cfg   *serverConfig
+	log   *slog.Logger
+	deps  *deps     // connections and clients (deps.go)
+	ops   *ops      // traces and the fleet registry (ops.go)
+	rel   *releases // the release pipeline's streams and catalog; nil on the edge
+	api   apiLimits // the ingress' parsed limits
+	conns *connlimit.Limiter
+	// public are the listeners clients reach, in the order they were opened.
+	public []*listener
+	fatal  chan error
+}
+
+// apiLimits are the ingress settings parsed before anything connects, so that a bad
+// one fails at once.
+type apiLimits struct {
+	ticketRate     redis_rate.Limit
+	trustedProxies []string
+	corsOrigins    []string
+}
+
+// runServer runs one role (or all of them) until ctx ends: it builds the dependencies
+// once, then the role's components, starts them in order, waits for a signal or a
+// fatal error, and shuts them down in reverse order (lifecycle.go).
+func runServer(ctx context.Context, r role, c *serverConfig) error {
+	p, err := newProcess(ctx, r, c)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	var comps []component
+	for _, build := range roleComponents[r] {
+		comp, err := build(p)
+		if err != nil {
+			return err
+		}
+		comps = append(comps, comp)
+	}
+	var started []component
+	for _, comp := range comps {
+		if err = comp.Start(ctx); err != nil {
+			break
+		}
+		started = append(started, comp)
+	}
+	if err == nil {
+		select {
+		case <-ctx.Done():
+			p.log.Info("shutting down", "drain_delay", c.DrainDelay, "wait", c.ShutdownWait)
+		case err = <-p.fatal:
+			p.log.Error("stopping after a fatal error", "err", err)
+		}
+	}
+	stopping := time.Now()
+	for _, comp := range started {
+		if d, ok := comp.(drainer); ok {
+			d.Drain()
+		}
+	}
+	if err == nil {
+		err = drainPause(c.DrainDelay, p.log, p.fatal)
+	}
+	deadline, cancel := context.WithTimeout(context.Background(), c.ShutdownWait)
+	defer cancel()
+	for _, comp := range slices.Backward(started) {
+		if serr := comp.Shutdown(deadline); serr != nil {
+			p.log.Warn("shutdown", "err", serr)
+		}
+	}
+	p.log.Info("stopped", "took", time.Since(stopping).Round(time.Millisecond))
+	return err
+}
+
+// newProcess reads the settings that need no connection, then builds the
+// dependencies, the operations and the release pipeline.
+func newProcess(ctx context.Context, r role, c *serverConfig) (_ *process, err error) {
+	log, err := newLogger(r, c)
+	if err != nil {
+		return nil, err
+	}
+	p := &process{role: r, cfg: c, log: log, fatal: make(chan error, 8)}
+	if p.api.ticketRate, p.api.trustedProxies, err = c.ticketLimits(); err != nil {
+		return nil, err
+	}
+	if err := c.boundsError(); err != nil {
+		return nil, err
+	}
+	if p.api.corsOrigins, err = ingress.ParseCORSOrigins(c.CORSOrigins); err != nil {
+		return nil, fmt.Errorf("--cors-origins: %w", err)
+	}
+	logOpenFiles(log, c.MaxConnsPerIP)
+	// One count per address for all of this process's listeners: the descriptors are
+	// the process's.
+	p.conns = connlimit.New(c.MaxConnsPerIP)
+	metrics := telemetry.NewMetrics(r.String(), version)
+	metrics.Token = c.MetricsToken
+	if p.deps, err = buildDeps(ctx, r, c, log, metrics); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if p.ops, err = newOps(ctx, r, c, p.deps, log); err != nil {
+		return nil, err
+	}
+	if p.rel, err = buildReleases(ctx, r, p.deps, c); err != nil { // releases.go
+		return nil, err
+	}
+	if c.Demo && p.deps.local != nil {
+		if err := seedDemo(ctx, p.deps.local, log); err != nil {
+			log.Warn("could not store the demo objects", "err", err)
+		}
+	}
+	return p, nil
+}
+
+// close flushes the traces and closes the dependencies, last.
+func (p *process) close() {
+	if p.ops != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		p.ops.shutdown(ctx)
+		cancel()
+	}
+	p.deps.close()
+}
+
+// fail reports a component's failure at runtime: the process stops.
+func (p *process) fail(err error) {
+	select {
+	case p.fatal <- err:
+	default: // already stopping for an earlier one
+	}
+}
+
+// listener is one HTTP server of a component, on its own port.
 type listener struct {
 	name string
 	srv  *http.Server
 	ln   net.Listener
 	reqs *requestTracker
+	done chan struct{} // closed when Serve has returned
 }
 
-// listen opens addr with its connections counted per client address by conns
-// (except those from exempt prefixes).
-func listen(name, addr string, h http.Handler, conns *connlimit.Limiter, exempt ...netip.Prefix) (*listener, error) {
+// listen opens addr with its connections counted per client address by the process'
+// cap (except those from exempt prefixes). It serves once started.
+func (p *process) listen(name, addr string, h http.Handler, exempt ...netip.Prefix) (*listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 	}
 	reqs := &requestTracker{}
-	return &listener{name: name, srv: httpServer(reqs.handler(h)), ln: conns.Listen(ln, exempt...), reqs: reqs}, nil
+	return &listener{name: name, srv: httpServer(reqs.handler(h)), ln: p.conns.Listen(ln, exempt...),
+		reqs: reqs, done: make(chan struct{})}, nil
 }
 
-// runServer runs one role (or all of them) until ctx ends, then shuts down in reverse
-// dependency order: readiness goes false, the API stops, workers hand back their
-// tickets, the edge lets running streams finish within the shutdown wait.
-func runServer(ctx context.Context, r role, c *serverConfig) error {
-	log, err := newLogger(r, c)
-	if err != nil {
-		return err
-	}
-	ticketRate, trustedProxies, err := c.ticketLimits()
-	if err != nil {
-		return err
-	}
-	if err := c.boundsError(); err != nil {
-		return err
-	}
-	corsOrigins, err := ingress.ParseCORSOrigins(c.CORSOrigins)
-	if err != nil {
-		return fmt.Errorf("--cors-origins: %w", err)
-	}
-	logOpenFiles(log, c.MaxConnsPerIP)
-	// One count per address for all of this process's listeners: the descriptors are
-	// the process's.
-	conns := connlimit.New(c.MaxConnsPerIP)
-	d, err := buildDeps(ctx, r, c, log)
-	if err != nil {
-		return err
-	}
-	defer d.close()
-	o, err := startOps(ctx, r, c, d, log) // metrics, traces, fleet registry (ops.go)
-	if err != nil {
-		return err
-	}
-	defer o.close()
-	o.conns = conns
-	rel, err := buildReleases(ctx, r, d, c) // the release pipeline (releases.go)
-	if err != nil {
-		return err
-	}
-
-	var (
-		api, edge         *listener
-		ingressSrv        *ingress.Server
-		workerWG          sync.WaitGroup
-		serveErrs         = make(chan error, 2)
-		workCtx, stopWork = context.WithCancel(context.WithoutCancel(ctx))
-		draining          atomic.Bool // the edge's readiness; the ingress keeps its own
-	)
-	defer stopWork()
-
-	if r == roleServe || r == roleIngress {
-		adminKey := c.AdminKey
-		if adminKey == "" && r == roleServe {
-			adminKey = apikeys.Generate()
-			// Printed once for the person at the terminal, never into the log stream.
-			fmt.Fprintf(os.Stdout, "\n  operator API key for this run: %s\n  (set SLUICE_ADMIN_KEY to choose your own)\n\n", adminKey)
-		} else if adminKey == "" {
-			log.Warn("no SLUICE_ADMIN_KEY: only keys already stored in JetStream can use the admin API")
-		}
-		keys := apikeys.New(d.records.keys, adminKey)
-		importCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if n, err := keys.ImportRedis(importCtx, d.rdb, ""); err != nil {
-			log.Warn("could not import the API keys an earlier version kept in Redis; they answer 401 until a start imports them", "err", err)
-		} else if n > 0 {
-			log.Info("imported API keys from Redis into JetStream (kept there by an earlier version)", "keys", n)
-		}
-		cancel()
-		ingressSrv = ingress.New(ingress.Config{
-			Keys:             keys,
-			Tickets:          queue.NewTickets(d.js),
-			RequireClientKey: c.RequireClientKey,
-			FilesWait:        c.FilesWait,
-			TicketRate:       ticketRate,
-			TicketLimiter:    redis_rate.NewLimiter(d.rdb),
-			TrustedProxies:   trustedProxies,
-			CORSOrigins:      corsOrigins,
-			Objects:          d.store,
-			Ledger:           d.ledger,
-			Publisher:        o.publisher(queue.NewPublisher(d.nc, d.js, 5*time.Second)),
-			Checks: []ingress.Check{
-				{Name: "nats", Ping: func(ctx context.Context) error { return queue.Ping(ctx, d.js) }},
-				{Name: "redis", Ping: d.ledger.Ping},
-				{Name: "storage", Ping: d.store.Ping},
-			},
-			Logger: log,
-			Ops:    o.ingress(),
-			// The publish API, the catalog and the catalog check of downloads.
-			Releases: rel.ingressConfig(),
-			Uploads:  ingress.UploadsConfig{Store: d.store, MaxSize: c.MaxUploadSize},
-			// Slow and large bodies (ingress/bounds.go).
-			BodyTimeout:    cmp.Or(c.BodyTimeout, -1), // the flag's 0 is "no bound", Config's the default
-			BodyMinRate:    c.BodyMinRate,
-			MaxLargeBodies: c.MaxLargeBodies,
-		})
-		if api, err = listen("ingress", c.IngressAddr, ingressSrv.Handler(), conns, prefixes(trustedProxies)...); err != nil {
-			return err
-		}
-		o.joinIngress(api)
-	}
-	if r == roleServe || r == roleEdge {
-		store, err := edgeStore(d, c, rel, o)
-		if err != nil {
-			return err
-		}
-		e := signer.NewEdge(signer.EdgeConfig{
-			Keyring: d.keyring,
-			Store:   store,
-			Slots:   d.ledger,
-			Logger:  log,
-			// Renew three times per lease; stop streaming on a ledger outage before the
-			// lease could lapse and the slot be granted to someone else.
-			RenewEvery:    c.StreamLease / 3,
-			RenewGrace:    c.StreamLease * 2 / 3,
-			IdleTimeout:   c.IdleTimeout,
-			MinRate:       c.MinRate,
-			MinRateWindow: c.MinRateWindow,
-			DownloadRate:  c.DownloadRate,
-			EgressRate:    c.EgressRate,
-			Observer:      o.edgeObserver(),
-		})
-		mux := http.NewServeMux()
-		mux.Handle("/", e.Handler())
-		mux.Handle("GET /metrics", o.metrics.Handler())
-		mux.HandleFunc("GET /readyz", readiness(&draining, map[string]func(context.Context) error{
-			"redis": d.ledger.Ping, "storage": d.store.Ping,
-		}))
-		if edge, err = listen("edge", c.EdgeAddr, o.edgeHTTP(mux), conns); err != nil {
-			return err
-		}
-		o.joinEdge(e, edge)
-		edge.srv.ConnContext = e.ConnContext
-	}
-	if r == roleServe || r == roleWorker {
-		var direct workers.Presigner
-		if c.DirectDownloads {
-			if d.s3 == nil {
-				return errors.New("--direct-downloads needs objects in S3/MinIO: set --s3-endpoint and its credentials")
-			}
-			direct = d.s3
-			log.Info("direct mode: links are presigned storage URLs; no throttling, slots lapse at the link's expiry")
-		}
-		adm := workers.NewAdmission(workers.AdmissionConfig{
-			Direct:        direct,
-			Consumer:      d.tickets,
-			Backlog:       queue.NewTickets(d.js),
-			Ledger:        d.ledger,
-			Tokens:        d.keyring,
-			PublicEdgeURL: strings.TrimRight(c.PublicEdgeURL, "/"),
-			Edges:         o.edgeChooser(c.EdgeAffinity),
-			TokenTTL:      c.TokenTTL,
-			AckWait:       c.AckWait,
-			Logger:        log,
-			Tracer:        o.tracer("workers"),
-			OnAdmitted:    o.admitted,
-		})
-		workerReady := readiness(&draining, map[string]func(context.Context) error{
-			"nats": func(ctx context.Context) error { return queue.Ping(ctx, d.js) }, "redis": d.ledger.Ping,
-		})
-		adm.Prepare(ctx)
-		if err := o.joinWorker(adm, api, workerReady); err != nil {
-			return err
-		}
-		workerWG.Go(func() {
-			if err := adm.Run(workCtx); err != nil {
-				serveErrs <- fmt.Errorf("admission worker: %w", err)
-			}
-		})
-		rel.onOutcome = o.releaseOutcome
-		rel.startWorker(workCtx, &workerWG, d, c, serveErrs, log) // verifies release events
-	}
-	if r == roleServe && c.Demo && d.local != nil {
-		if err := seedDemo(ctx, d.local, log); err != nil {
-			log.Warn("could not store the demo objects", "err", err)
-		}
-	}
-	for _, l := range []*listener{api, edge} {
-		if l == nil {
-			continue
-		}
-		go func() {
-			if err := l.srv.Serve(l.ln); !errors.Is(err, http.ErrServerClosed) {
-				serveErrs <- fmt.Errorf("%s: %w", l.name, err)
-			}
-		}()
-		log.Info("listening", "server", l.name, "addr", l.ln.Addr().String())
-	}
-	if r == roleServe {
-		if loopbackOnly(api) || loopbackOnly(edge) {
-			log.Info("listening on this machine only; to listen on every interface set SLUICE_INGRESS_ADDR=:8080 and SLUICE_EDGE_ADDR=:8081 (or --ingress-addr, --edge-addr), and SLUICE_PUBLIC_EDGE_URL to the edge's address as clients reach it")
-		}
-		// Stopped by stopWork, waited for with the workers.
-		workerWG.Go(func() {
-			announceReady(workCtx, log, []*listener{api, edge},
-				"sluice is ready; try: curl -si -X POST localhost"+portOf(api)+"/api/v1/downloads -d '{\"object\":\"demo/hello.txt\"}'")
-		})
-	}
-
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "drain_delay", c.DrainDelay, "wait", c.ShutdownWait)
-	case err = <-serveErrs:
-		log.Error("stopping after a fatal error", "err", err)
-	}
-	// The sequence is described in lifecycle.go.
-	stopping := time.Now()
-	draining.Store(true)
-	if ingressSrv != nil {
-		ingressSrv.Drain()
-	}
+// listenPublic is listen for a port clients reach: serve names it when it is ready.
+func (p *process) listenPublic(name, addr string, h http.Handler, exempt ...netip.Prefix) (*listener, error) {
+	l, err := p.listen(name, addr, h, exempt...)
 	if err == nil {
-		err = drainPause(c.DrainDelay, log, serveErrs)
+		p.public = append(p.public, l)
 	}
-	deadline, cancel := context.WithTimeout(context.Background(), c.ShutdownWait)
-	defer cancel()
-	var servers sync.WaitGroup
-	for _, l := range []*listener{api, edge} {
-		if l != nil {
-			servers.Go(func() { stopListener(deadline, l, log) })
+	return l, err
+}
+
+// start serves l in a goroutine that stop joins; a failure other than a shutdown is
+// fatal to the process.
+func (l *listener) start(p *process) {
+	go func() {
+		defer close(l.done)
+		if err := l.srv.Serve(l.ln); !errors.Is(err, http.ErrServerClosed) {
+			p.fail(fmt.Errorf("%s: %w", l.name, err))
 		}
+	}()
+	p.log.Info("listening", "server", l.name, "addr", l.ln.Addr().String())
+}
+
+// stop closes l's listener and lets running requests finish until deadline; then it
+// cuts the rest and waits up to cutGrace for their handlers (lifecycle.go).
+func (l *listener) stop(deadline context.Context, log *slog.Logger) {
+	if l == nil {
+		return
 	}
-	stopWork()
-	workerWG.Wait()
-	servers.Wait()
-	log.Info("stopped", "took", time.Since(stopping).Round(time.Millisecond))
-	return err
+	stopListener(deadline, l, log)
+	<-l.done
 }
 
 func portOf(l *listener) string {
