@@ -190,3 +190,64 @@ func TestFilesURLInBrowser(t *testing.T) {
 		t.Fatalf("the browser saved %d bytes that do not match the object", len(got))
 	}
 }
+
+// README's `curl -L --retry 10 -o FILE .../tickets/<id>/download` and wget on a queued
+// ticket's download URL save the object's bytes, never the ticket's JSON: the URL waits
+// like /api/v1/files and sends them to wait again. A program asking for JSON still
+// gets the queued ticket at once.
+func TestFilesTicketDownloadPlainClients(t *testing.T) {
+	data := randomBytes(1<<20+7, 73)
+	s, release := filesStack(t, data)
+	dir := t.TempDir()
+	forCurl, forWget := s.request("dist/sluice-1.0.tar.gz"), s.request("dist/sluice-1.0.tar.gz")
+	url := func(id string) string { return s.ingressURL + "/api/v1/tickets/" + id + "/download" }
+
+	code, _ := getStatus(t, url(forCurl.ID)+"?wait=1", "Accept", "application/json")
+	if code != http.StatusAccepted {
+		t.Errorf("queued ticket's /download asked for JSON: %d, want 202", code)
+	}
+	req, _ := http.NewRequest(http.MethodGet, url(forCurl.ID), nil)
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/api/v1/tickets/"+forCurl.ID+"/download?wait=1" {
+		t.Errorf("queued ticket's /download to a plain client: %d to %q, want 303 to itself with wait=1", resp.StatusCode, loc)
+	}
+	if code, retry := getStatus(t, url(forCurl.ID)+"?wait=15"); code != http.StatusServiceUnavailable || retry == "" {
+		t.Errorf("/download after 15 hops: %d with Retry-After %q, want 503 with Retry-After", code, retry)
+	}
+
+	type result struct {
+		code int
+		log  string
+	}
+	curl, wget := make(chan result, 1), make(chan result, 1)
+	go func() {
+		c, l := runClient(t, 90*time.Second, "curl", "-sSL", "--retry", "10", "-o", filepath.Join(dir, "curl.tgz"), url(forCurl.ID))
+		curl <- result{c, l}
+	}()
+	go func() {
+		c, l := runClient(t, 90*time.Second, "wget", "-q", "-O", filepath.Join(dir, "wget.tgz"), url(forWget.ID))
+		wget <- result{c, l}
+	}()
+	time.Sleep(2500 * time.Millisecond) // both wait through redirect hops
+	select {
+	case r := <-curl:
+		t.Fatalf("curl finished (exit %d) while the slot was held: %s", r.code, r.log)
+	case r := <-wget:
+		t.Fatalf("wget finished (exit %d) while the slot was held: %s", r.code, r.log)
+	default:
+	}
+	release()
+	for name, ch := range map[string]chan result{"curl.tgz": curl, "wget.tgz": wget} {
+		if r := <-ch; r.code != 0 {
+			t.Fatalf("%s: exit %d: %s", name, r.code, r.log)
+		}
+		if sum, _ := fileSHA(t, filepath.Join(dir, name)); sum != sha(data) {
+			b, _ := os.ReadFile(filepath.Join(dir, name))
+			t.Errorf("%s is not the object (%d bytes: %.80q)", name, len(b), b)
+		}
+	}
+}
