@@ -244,7 +244,7 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		rel.startWorker(workCtx, &workerWG, d, c, serveErrs, log) // verifies release events
 	}
 	if r == roleServe && c.Demo && d.local != nil {
-		if err := seedDemo(ctx, d.local, log); err != nil {
+		if err := seedDemo(ctx, d.local, rel.queue, log); err != nil {
 			log.Warn("could not store the demo objects", "err", err)
 		}
 	}
