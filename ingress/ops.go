@@ -119,6 +119,7 @@ type statsView struct {
 
 func (s *Server) withActivity(ctx context.Context, st admission.Stats) statsView {
 	v := statsView{Stats: st, Nodes: map[string]int{}, At: time.Now().UTC()}
+	s.idleTenants(ctx, v.Tenants)
 	f := s.fleet()
 	if f == nil {
 		return v
