@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -249,5 +251,79 @@ func TestFilesTicketDownloadPlainClients(t *testing.T) {
 			b, _ := os.ReadFile(filepath.Join(dir, name))
 			t.Errorf("%s is not the object (%d bytes: %.80q)", name, len(b), b)
 		}
+	}
+}
+
+// A browser gets the waiting page at once even with the default 10 s
+// SLUICE_FILES_WAIT (the page waits, not the request), and the page numbers the place
+// in line as the API does: position 0 is "next in line", n is "n ahead of you".
+func TestWaitingPageAppearsAtOnce(t *testing.T) {
+	s := newStack(t, stackOptions{GlobalLimit: 1})
+	s.dumpLogsOnFailure()
+	s.putObject("dist/app.tar.gz", randomBytes(64<<10, 74))
+	s.putObject("holder.bin", []byte("holds the slot"))
+	s.startAll(1)
+	s.link("holder.bin") // holds the one slot
+	ctx := opsBrowser(t)
+
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil { // the browser is started
+		t.Fatalf("chromium: %v", err)
+	}
+	start := time.Now()
+	if err := chromedp.Do(ctx, chromedp.Navigate(s.ingressURL+"/api/v1/files/dist/app.tar.gz")); err != nil {
+		t.Fatalf("chromium: open the file URL: %v", err)
+	}
+	took := time.Since(start)
+	// The browser's own measure of when the page's first byte came, after the request
+	// was sent: what the wait would delay.
+	firstByte, err := chromedp.Run(ctx, chromedp.Evaluate[float64](
+		`(e => e.responseStart - e.requestStart)(performance.getEntriesByType("navigation")[0])`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the waiting page: first byte %.0f ms after the request, loaded %s after the navigation began", firstByte, took.Round(time.Millisecond))
+	if firstByte > 1000 {
+		t.Errorf("the waiting page's first byte came %.0f ms after the request, want under 1 s (SLUICE_FILES_WAIT is 10 s)", firstByte)
+	}
+	read := func(js string) string {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("chromium: %s: %v", js, err)
+		}
+		return v
+	}
+	id := read(`document.getElementById("wait").dataset.ticket`)
+	if tk := s.ticket(id); tk.Status != "queued" || tk.Position != 0 {
+		t.Fatalf("the page's ticket: %+v, want queued at position 0", tk)
+	}
+	if got := read(`document.getElementById("position").textContent`); got != "next in line" {
+		t.Errorf("the page shows %q for the API's position 0, want \"next in line\"", got)
+	}
+
+	// A second browser (another User-Agent: another ticket) is behind it: position 1.
+	req, _ := http.NewRequest(http.MethodGet, s.ingressURL+"/api/v1/files/dist/app.tar.gz", nil)
+	req.Header.Set("Accept", "text/html")
+	req.Header.Set("User-Agent", "second-browser")
+	began := time.Now()
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if took := time.Since(began); resp.StatusCode != http.StatusAccepted || took > time.Second {
+		t.Errorf("second browser: %d after %s, want the waiting page (202) under 1 s", resp.StatusCode, took)
+	}
+	second := regexp.MustCompile(`data-ticket="(t[a-z2-7]+)"`).FindSubmatch(page)
+	if second == nil {
+		t.Fatalf("second browser's page names no ticket: %s", page)
+	}
+	if tk := s.ticket(string(second[1])); tk.Position != 1 || !strings.Contains(string(page), ">1 ahead of you<") {
+		t.Errorf("second browser: the API says position %d, the page: %s", tk.Position, page)
+	}
+	// The page keeps polling: after a few seconds it still shows the API's place.
+	time.Sleep(2500 * time.Millisecond)
+	if got := read(`document.getElementById("position").dataset.position + " " + document.getElementById("position").textContent`); got != "0 next in line" {
+		t.Errorf("after polling, the page shows %q, want \"0 next in line\"", got)
 	}
 }
