@@ -45,6 +45,7 @@ func call(t testing.TB, method, url, key string, body any) (int, http.Header, []
 		rd = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Accept", "application/json") // an API client: a queued ticket's /download answers 202 at once
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

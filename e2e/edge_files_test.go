@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -188,5 +190,140 @@ func TestFilesURLInBrowser(t *testing.T) {
 	}
 	if sha(got) != sha(data) {
 		t.Fatalf("the browser saved %d bytes that do not match the object", len(got))
+	}
+}
+
+// README's `curl -L --retry 10 -o FILE .../tickets/<id>/download` and wget on a queued
+// ticket's download URL save the object's bytes, never the ticket's JSON: the URL waits
+// like /api/v1/files and sends them to wait again. A program asking for JSON still
+// gets the queued ticket at once.
+func TestFilesTicketDownloadPlainClients(t *testing.T) {
+	data := randomBytes(1<<20+7, 73)
+	s, release := filesStack(t, data)
+	dir := t.TempDir()
+	forCurl, forWget := s.request("dist/sluice-1.0.tar.gz"), s.request("dist/sluice-1.0.tar.gz")
+	url := func(id string) string { return s.ingressURL + "/api/v1/tickets/" + id + "/download" }
+
+	code, _ := getStatus(t, url(forCurl.ID)+"?wait=1", "Accept", "application/json")
+	if code != http.StatusAccepted {
+		t.Errorf("queued ticket's /download asked for JSON: %d, want 202", code)
+	}
+	req, _ := http.NewRequest(http.MethodGet, url(forCurl.ID), nil)
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/api/v1/tickets/"+forCurl.ID+"/download?wait=1" {
+		t.Errorf("queued ticket's /download to a plain client: %d to %q, want 303 to itself with wait=1", resp.StatusCode, loc)
+	}
+	if code, retry := getStatus(t, url(forCurl.ID)+"?wait=15"); code != http.StatusServiceUnavailable || retry == "" {
+		t.Errorf("/download after 15 hops: %d with Retry-After %q, want 503 with Retry-After", code, retry)
+	}
+
+	type result struct {
+		code int
+		log  string
+	}
+	curl, wget := make(chan result, 1), make(chan result, 1)
+	go func() {
+		c, l := runClient(t, 90*time.Second, "curl", "-sSL", "--retry", "10", "-o", filepath.Join(dir, "curl.tgz"), url(forCurl.ID))
+		curl <- result{c, l}
+	}()
+	go func() {
+		c, l := runClient(t, 90*time.Second, "wget", "-q", "-O", filepath.Join(dir, "wget.tgz"), url(forWget.ID))
+		wget <- result{c, l}
+	}()
+	time.Sleep(2500 * time.Millisecond) // both wait through redirect hops
+	select {
+	case r := <-curl:
+		t.Fatalf("curl finished (exit %d) while the slot was held: %s", r.code, r.log)
+	case r := <-wget:
+		t.Fatalf("wget finished (exit %d) while the slot was held: %s", r.code, r.log)
+	default:
+	}
+	release()
+	for name, ch := range map[string]chan result{"curl.tgz": curl, "wget.tgz": wget} {
+		if r := <-ch; r.code != 0 {
+			t.Fatalf("%s: exit %d: %s", name, r.code, r.log)
+		}
+		if sum, _ := fileSHA(t, filepath.Join(dir, name)); sum != sha(data) {
+			b, _ := os.ReadFile(filepath.Join(dir, name))
+			t.Errorf("%s is not the object (%d bytes: %.80q)", name, len(b), b)
+		}
+	}
+}
+
+// A browser gets the waiting page at once even with the default 10 s
+// SLUICE_FILES_WAIT (the page waits, not the request), and the page numbers the place
+// in line as the API does: position 0 is "next in line", n is "n ahead of you".
+func TestWaitingPageAppearsAtOnce(t *testing.T) {
+	s := newStack(t, stackOptions{GlobalLimit: 1})
+	s.dumpLogsOnFailure()
+	s.putObject("dist/app.tar.gz", randomBytes(64<<10, 74))
+	s.putObject("holder.bin", []byte("holds the slot"))
+	s.startAll(1)
+	s.link("holder.bin") // holds the one slot
+	ctx := opsBrowser(t)
+
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil { // the browser is started
+		t.Fatalf("chromium: %v", err)
+	}
+	start := time.Now()
+	if err := chromedp.Do(ctx, chromedp.Navigate(s.ingressURL+"/api/v1/files/dist/app.tar.gz")); err != nil {
+		t.Fatalf("chromium: open the file URL: %v", err)
+	}
+	took := time.Since(start)
+	// The browser's own measure of when the page's first byte came, after the request
+	// was sent: what the wait would delay.
+	firstByte, err := chromedp.Run(ctx, chromedp.Evaluate[float64](
+		`(e => e.responseStart - e.requestStart)(performance.getEntriesByType("navigation")[0])`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the waiting page: first byte %.0f ms after the request, loaded %s after the navigation began", firstByte, took.Round(time.Millisecond))
+	if firstByte > 1000 {
+		t.Errorf("the waiting page's first byte came %.0f ms after the request, want under 1 s (SLUICE_FILES_WAIT is 10 s)", firstByte)
+	}
+	read := func(js string) string {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("chromium: %s: %v", js, err)
+		}
+		return v
+	}
+	id := read(`document.getElementById("wait").dataset.ticket`)
+	if tk := s.ticket(id); tk.Status != "queued" || tk.Position != 0 {
+		t.Fatalf("the page's ticket: %+v, want queued at position 0", tk)
+	}
+	if got := read(`document.getElementById("position").textContent`); got != "next in line" {
+		t.Errorf("the page shows %q for the API's position 0, want \"next in line\"", got)
+	}
+
+	// A second browser (another User-Agent: another ticket) is behind it: position 1.
+	req, _ := http.NewRequest(http.MethodGet, s.ingressURL+"/api/v1/files/dist/app.tar.gz", nil)
+	req.Header.Set("Accept", "text/html")
+	req.Header.Set("User-Agent", "second-browser")
+	began := time.Now()
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if took := time.Since(began); resp.StatusCode != http.StatusAccepted || took > time.Second {
+		t.Errorf("second browser: %d after %s, want the waiting page (202) under 1 s", resp.StatusCode, took)
+	}
+	second := regexp.MustCompile(`data-ticket="(t[a-z2-7]+)"`).FindSubmatch(page)
+	if second == nil {
+		t.Fatalf("second browser's page names no ticket: %s", page)
+	}
+	if tk := s.ticket(string(second[1])); tk.Position != 1 || !strings.Contains(string(page), ">1 ahead of you<") {
+		t.Errorf("second browser: the API says position %d, the page: %s", tk.Position, page)
+	}
+	// The page keeps polling: after a few seconds it still shows the API's place.
+	time.Sleep(2500 * time.Millisecond)
+	if got := read(`document.getElementById("position").dataset.position + " " + document.getElementById("position").textContent`); got != "0 next in line" {
+		t.Errorf("after polling, the page shows %q, want \"0 next in line\"", got)
 	}
 }

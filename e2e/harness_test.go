@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -255,6 +256,7 @@ func (s *stack) follow(id string, within time.Duration) string {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		req, _ := http.NewRequest(http.MethodGet, s.ingressURL+"/api/v1/tickets/"+id+"/download", nil)
+		req.Header.Set("Accept", "application/json") // the ticket at once while queued, not the wait
 		resp, err := s.asOwner(req, id)
 		if err != nil {
 			s.t.Fatal(err)
@@ -262,7 +264,10 @@ func (s *stack) follow(id string, within time.Duration) string {
 		resp.Body.Close()
 		switch resp.StatusCode {
 		case http.StatusSeeOther:
-			return resp.Header.Get("Location")
+			if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, "/api/v1/") {
+				return loc
+			}
+			// Sent to wait again after SLUICE_FILES_WAIT: ask again.
 		case http.StatusAccepted:
 			if resp.Header.Get("Retry-After") == "" {
 				s.t.Fatal("202 from /download without Retry-After")

@@ -241,7 +241,9 @@ func (l *load) see(id, object string) {
 			l.problem("ticket %s: no link within 2 minutes", id)
 			return
 		}
-		resp, err := loadClient.Get(l.ingress + "/api/v1/tickets/" + id + "/download")
+		req, _ := http.NewRequest(http.MethodGet, l.ingress+"/api/v1/tickets/"+id+"/download", nil)
+		req.Header.Set("Accept", "application/json") // the ticket at once while queued, not the wait
+		resp, err := loadClient.Do(req)
 		if err != nil {
 			time.Sleep(100 * time.Millisecond)
 			continue

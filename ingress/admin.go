@@ -23,6 +23,7 @@ func (s *Server) routeAdmin(api *gin.RouterGroup) {
 	admin.POST("/resume", s.setPaused(false))
 	admin.GET("/stats", s.stats)
 	admin.GET("/workers", s.listNodes)
+	admin.GET("/history", s.history) // dashboard.go
 }
 
 // bindStrict decodes a JSON body, refusing unknown fields so that typos are not

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +44,9 @@ const (
 	filesMaxHops = 15
 	filesKeyTTL  = 10 * time.Minute
 	filesPoll    = 100 * time.Millisecond
+	// browserWait is all a browser's request waits: a ticket admitted at once goes
+	// straight to its download, any other gets the waiting page without delay.
+	browserWait = 300 * time.Millisecond
 )
 
 func (s *Server) getFile(c *gin.Context) {
@@ -62,7 +66,47 @@ func (s *Server) getFile(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	p, err := s.awaitAdmission(ctx, id, s.cfg.FilesWait)
+	again := url.URL{Path: "/api/v1/files/" + key, RawQuery: url.Values{"ticket": {id}}.Encode()}
+	s.sendWhenAdmitted(c, id, key, again, "open the file's URL again for a new ticket")
+}
+
+// GET /api/v1/tickets/{id}/download: the same answers as /api/v1/files for a ticket
+// taken with POST /api/v1/downloads, so `curl -L --retry` and wget on it save the
+// file, never the ticket. A program that asks for JSON gets the queued ticket (202)
+// at once instead of the wait.
+func (s *Server) followTicket(c *gin.Context) {
+	id, ok := ticketParam(c)
+	if !ok {
+		return
+	}
+	p, err := s.ownTicket(c, id, true)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	queued := p.Status == admission.StatusQueued || p.Status == admission.StatusAdmitting
+	if queued && strings.Contains(c.GetHeader("Accept"), "application/json") {
+		c.Header("Retry-After", strconv.Itoa(retryAfter(p)))
+		c.JSON(http.StatusAccepted, wireTicket(p))
+		return
+	}
+	again := url.URL{Path: "/api/v1/tickets/" + id + "/download"}
+	s.sendWhenAdmitted(c, id, p.Object, again, "request a new ticket with POST /api/v1/downloads")
+}
+
+// sendWhenAdmitted is what both URLs for plain clients answer: it waits up to
+// FilesWait for ticket id to be admitted and answers 303 to its link. Still queued,
+// a browser gets the waiting page at once (the page waits, not the request); other
+// clients are sent to again with wait=<hop> to wait once more, and after filesMaxHops
+// hops get 503 with Retry-After. name is the object as the URL names it; endedHint
+// says what to do when the ticket ended before its download started.
+func (s *Server) sendWhenAdmitted(c *gin.Context, id, name string, again url.URL, endedHint string) {
+	browser := strings.Contains(c.GetHeader("Accept"), "text/html")
+	wait := s.cfg.FilesWait
+	if browser {
+		wait = browserWait
+	}
+	p, err := s.awaitAdmission(c.Request.Context(), id, wait)
 	if err != nil {
 		c.Error(err)
 		return
@@ -73,25 +117,45 @@ func (s *Server) getFile(c *gin.Context) {
 		return
 	case admission.StatusQueued, admission.StatusAdmitting:
 	default:
-		c.Error(&apiError{Status: http.StatusGone, Code: "ticket_" + string(p.Status),
-			Message: "the download ended (" + string(p.Status) + ") before it started", Hint: "request the file again"})
+		msg := "the download ended (" + string(p.Status) + ") before it started"
+		if p.Error != "" {
+			msg += ": " + p.Error
+		}
+		c.Error(&apiError{Status: http.StatusGone, Code: "ticket_" + string(p.Status), Message: msg, Hint: endedHint})
 		return
 	}
-	retry := int(max(p.PollAfter(), time.Second) / time.Second)
+	retry := retryAfter(p)
 	c.Header("Retry-After", strconv.Itoa(retry))
 	hop, _ := strconv.Atoi(c.Query("wait"))
-	next := "/api/v1/files/" + objstore.EscapeKey(key) + "?ticket=" + id
+	next := again
+	q := next.Query()
 	switch {
-	case strings.Contains(c.GetHeader("Accept"), "text/html"):
-		s.waitingPage(c, key, next, retry, wireTicket(p))
+	case browser:
+		s.waitingPage(c, id, name, again.RequestURI(), retry, wireTicket(p))
 	case hop >= filesMaxHops:
-		c.Header("Location", next)
+		c.Header("Location", again.RequestURI())
 		writeError(c, &apiError{Status: http.StatusServiceUnavailable, Code: "still_queued", RetryAfter: retry,
-			Message: "your download is still queued (position " + strconv.FormatInt(p.Ahead+1, 10) + ")",
-			Hint:    "retry " + next + " after the Retry-After delay; it keeps your place"})
+			Message: "your download is still queued (" + queuePlace(wireTicket(p).Position) + ")",
+			Hint:    "retry " + again.RequestURI() + " after the Retry-After delay; it keeps your place"})
 	default:
-		c.Redirect(http.StatusSeeOther, next+"&wait="+strconv.Itoa(hop+1))
+		q.Set("wait", strconv.Itoa(hop+1))
+		next.RawQuery = q.Encode()
+		c.Redirect(http.StatusSeeOther, next.RequestURI())
 	}
+}
+
+// retryAfter is a queued ticket's polling pace in whole seconds, at least one.
+func retryAfter(p admission.Position) int {
+	return int(max(p.PollAfter(), time.Second) / time.Second)
+}
+
+// queuePlace says a queued ticket's place as the waiting page shows it, from the
+// API's position (the number of tickets ahead): 0 is "next in line".
+func queuePlace(position int64) string {
+	if position <= 0 {
+		return "next in line"
+	}
+	return strconv.FormatInt(position, 10) + " ahead of you"
 }
 
 // fileTicket finds the caller's ticket for object (named key in the URL, which may be
@@ -184,30 +248,67 @@ func (s *Server) awaitAdmission(ctx context.Context, id string, wait time.Durati
 
 var waitingTemplate = template.Must(template.New("waiting").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{{.Refresh}};url={{.Next}}">
+<noscript><meta http-equiv="refresh" content="{{.Refresh}};url={{.Next}}"></noscript>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Waiting for {{.Name}}</title>
 <style>{{.Style}}</style>
 </head><body>
 <h1 id="waiting">Your download of {{.Name}} is queued</h1>
-<p>Position in the queue: <strong id="position">{{.Position}}</strong>.
-{{if .ETAKnown}}Estimated wait: about {{.ETA}}.{{else}}The wait cannot be estimated yet.{{end}}</p>
-<p>This page refreshes by itself and the download starts as soon as a slot is free.
-Keep it open; reloading keeps your place. <a href="{{.Next}}">Check now</a>.</p>
+<p id="wait" data-ticket="{{.Ticket}}" data-next="{{.Next}}" data-retry="{{.Refresh}}">You are
+<strong id="position" data-position="{{.Position}}">{{.Place}}</strong>.
+<span id="eta">{{if .ETAKnown}}Estimated wait: about {{.ETA}}.{{else}}The wait cannot be estimated yet.{{end}}</span></p>
+<p>The download starts by itself as soon as a slot is free.
+Keep this page open; reloading keeps your place. <a href="{{.Next}}">Check now</a>.</p>
+<script>{{.Script}}</script>
 </body></html>
 `))
 
-// waitingStyle is the page's only style. The Content-Security-Policy allows exactly
-// it, by hash: no script, no other style, nothing loaded, framed or submitted.
-const waitingStyle = "body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}"
+// waitingStyle and waitingScript are the page's only style and script. The
+// Content-Security-Policy allows exactly them, by hash, and requests to this origin
+// only: nothing else is loaded, framed or submitted. The script polls the ticket at
+// the server's Retry-After (at most every 5 s) and updates the place in line with the
+// same words as queuePlace; once the ticket is no longer queued it opens the page's
+// own URL again, which answers 303 to the download (or says why it ended). Without
+// JavaScript the page refreshes itself instead.
+const (
+	waitingStyle  = "body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}"
+	waitingScript = `(function () {
+  var box = document.getElementById("wait"), next = box.dataset.next;
+  var pace = Math.max(1, Math.min(5, +box.dataset.retry || 1));
+  function place(n) { return n <= 0 ? "next in line" : n + " ahead of you"; }
+  function again() { location.replace(next); }
+  function poll() {
+    fetch("/api/v1/tickets/" + box.dataset.ticket, {cache: "no-store", headers: {Accept: "application/json"}})
+      .then(function (r) {
+        if (!r.ok) { again(); return; }
+        var ra = parseInt(r.headers.get("Retry-After"), 10);
+        if (ra > 0) { pace = Math.min(5, ra); }
+        return r.json().then(function (t) {
+          if (t.status !== "queued") { document.getElementById("waiting").textContent = "Your download is starting"; again(); return; }
+          var pos = document.getElementById("position");
+          pos.dataset.position = t.position;
+          pos.textContent = place(t.position);
+          document.getElementById("eta").textContent = t.eta_known ?
+            "Estimated wait: about " + t.eta_seconds + "s." : "The wait cannot be estimated yet.";
+          setTimeout(poll, pace * 1000);
+        });
+      })
+      .catch(function () { setTimeout(poll, pace * 1000); });
+  }
+  setTimeout(poll, pace * 1000);
+})();`
+)
 
 var waitingCSP = func() string {
-	sum := sha256.Sum256([]byte(waitingStyle))
-	return "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
-		"'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+	hash := func(s string) string {
+		sum := sha256.Sum256([]byte(s))
+		return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+	}
+	return "default-src 'none'; style-src " + hash(waitingStyle) + "; script-src " + hash(waitingScript) +
+		"; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 }()
 
-func (s *Server) waitingPage(c *gin.Context, key, next string, retry int, v api.Ticket) {
+func (s *Server) waitingPage(c *gin.Context, id, name, next string, retry int, v api.Ticket) {
 	eta := time.Duration(v.ETASeconds) * time.Second
 	c.Header("Cache-Control", "no-store")
 	c.Header("Content-Type", "text/html; charset=utf-8")
@@ -217,8 +318,8 @@ func (s *Server) waitingPage(c *gin.Context, key, next string, retry int, v api.
 	c.Header("Referrer-Policy", "no-referrer")
 	c.Status(http.StatusAccepted)
 	_ = waitingTemplate.Execute(c.Writer, map[string]any{
-		"Style": template.CSS(waitingStyle),
-		"Name":  key[strings.LastIndexByte(key, '/')+1:], "Next": next, "Refresh": min(retry, 5),
-		"Position": v.Position + 1, "ETAKnown": v.ETAKnown, "ETA": eta.Round(time.Second).String(),
+		"Style": template.CSS(waitingStyle), "Script": template.JS(waitingScript),
+		"Name": name[strings.LastIndexByte(name, '/')+1:], "Next": next, "Refresh": min(retry, 5), "Ticket": id,
+		"Position": v.Position, "Place": queuePlace(v.Position), "ETAKnown": v.ETAKnown, "ETA": eta.Round(time.Second).String(),
 	})
 }

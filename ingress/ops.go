@@ -108,6 +108,7 @@ const (
 // wireStats is the admin stats: the ledger's snapshot (the one conversion from it to
 // the wire), the fleet's recent activity (rates, wait percentiles) and who is running.
 func (s *Server) wireStats(ctx context.Context, st admission.Stats) api.Stats {
+	s.idleTenants(ctx, st.Tenants) // tenants with nothing queued or held are shown too
 	v := api.Stats{
 		Paused: st.Paused, GlobalLimit: st.Limit, SlotsInUse: st.InUse, Backlog: st.Backlog, Admissible: st.Admissible,
 		Rate: st.Rate, Tenants: make(map[string]api.TenantStats, len(st.Tenants)),

@@ -70,27 +70,6 @@ func (s *Server) getTicket(c *gin.Context) {
 	}
 }
 
-// followTicket is what a plain client polls: 303 to the link once ready.
-func (s *Server) followTicket(c *gin.Context) {
-	p, ok := s.poll(c)
-	if !ok {
-		return
-	}
-	switch p.Status {
-	case admission.StatusReady, admission.StatusStreaming:
-		c.Redirect(http.StatusSeeOther, p.DownloadURL)
-	case admission.StatusQueued, admission.StatusAdmitting:
-		c.JSON(http.StatusAccepted, wireTicket(p))
-	default:
-		msg := "this ticket has ended (" + string(p.Status) + ")"
-		if p.Error != "" {
-			msg += ": " + p.Error
-		}
-		c.Error(&apiError{Status: http.StatusGone, Code: "ticket_" + string(p.Status), Message: msg,
-			Hint: "request a new ticket with POST /api/v1/downloads"})
-	}
-}
-
 func (s *Server) cancelTicket(c *gin.Context) {
 	id, ok := ticketParam(c)
 	if !ok {

@@ -227,11 +227,17 @@ type headInfo struct {
 }
 
 // head learns the size, version and range support. HEAD takes no slot on sluice's edge.
+// A link that refuses HEAD (a presigned S3 URL in direct mode is signed for GET only)
+// is asked for its first byte instead, and the size read from Content-Range.
 func (d *Download) head(ctx context.Context) (headInfo, error) {
+	method := http.MethodHead
 	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodHead, d.o.URL, nil)
+		req, err := http.NewRequestWithContext(ctx, method, d.o.URL, nil)
 		if err != nil {
 			return headInfo{}, fmt.Errorf("download link: %w", err)
+		}
+		if method == http.MethodGet {
+			req.Header.Set("Range", "bytes=0-0")
 		}
 		resp, err := d.o.HTTP.Do(req)
 		if err != nil {
@@ -242,7 +248,15 @@ func (d *Download) head(ctx context.Context) (headInfo, error) {
 			continue
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
+		if method == http.MethodHead && (resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusMethodNotAllowed) {
+			method = http.MethodGet
+			continue
+		}
+		size, ranged := resp.ContentLength, false
+		if resp.StatusCode == http.StatusPartialContent && method == http.MethodGet {
+			size, ranged = rangeTotal(resp.Header.Get("Content-Range")), true
+		}
+		if resp.StatusCode != http.StatusOK && !ranged {
 			herr := httpError(resp, nil)
 			if temporary(resp.StatusCode) && attempt < 4 {
 				sleep(ctx, max(herr.RetryAfter, backoff(attempt)))
@@ -250,16 +264,30 @@ func (d *Download) head(ctx context.Context) (headInfo, error) {
 			}
 			return headInfo{}, herr
 		}
-		if resp.ContentLength < 0 {
+		if size < 0 {
 			return headInfo{}, errors.New("download link gives no Content-Length; cannot download in ranges")
 		}
 		etag := resp.Header.Get("ETag")
 		return headInfo{
-			size:   resp.ContentLength,
+			size:   size,
 			etag:   etag,
-			ranges: resp.Header.Get("Accept-Ranges") == "bytes" && etag != "" && !strings.HasPrefix(etag, "W/"),
+			ranges: (ranged || resp.Header.Get("Accept-Ranges") == "bytes") && etag != "" && !strings.HasPrefix(etag, "W/"),
 		}, nil
 	}
+}
+
+// rangeTotal is the complete length in a Content-Range header ("bytes 0-0/1234"), or
+// -1 when it does not say.
+func rangeTotal(h string) int64 {
+	_, total, ok := strings.Cut(h, "/")
+	if !ok || !strings.HasPrefix(h, "bytes ") {
+		return -1
+	}
+	n, err := strconv.ParseInt(total, 10, 64)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
 }
 
 // httpError reads the server's JSON {error, hint} if it sent one.

@@ -29,6 +29,7 @@ type origin struct {
 	peak     atomic.Int32
 	maxConns int32
 	gone     atomic.Bool
+	noHead   bool // refuse HEAD with 403, as a presigned S3 GET URL does
 	srv      *httptest.Server
 }
 
@@ -61,6 +62,10 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusGone)
 		w.Write([]byte(`{"error":"download link expired","hint":"request a new ticket for this file"}`))
+		return
+	}
+	if o.noHead && r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusForbidden)
 		return
 	}
 	if r.Method == http.MethodGet {
@@ -104,6 +109,25 @@ func readPart(t *testing.T, part string) []byte {
 		t.Fatal(err)
 	}
 	return got
+}
+
+// A link that refuses HEAD (direct mode's presigned URLs) is probed with a one-byte
+// range and still downloaded in parallel ranges.
+func TestDownloadWithoutHead(t *testing.T) {
+	data := randomData(1<<20 + 777)
+	o := newOrigin(t, data)
+	o.noHead = true
+	part := filepath.Join(t.TempDir(), "f.part")
+	d := New(Options{URL: o.srv.URL, Part: part, Object: "x", Connections: 4, ChunkSize: 128 << 10, Hash: true})
+	if _, err := d.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readPart(t, part); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("downloaded bytes differ from the object (%d vs %d bytes)", len(got), len(data))
+	}
+	if o.peak.Load() < 2 {
+		t.Errorf("at most %d request at once: the probe should have found range support", o.peak.Load())
+	}
 }
 
 func TestParallelDownloadIsExact(t *testing.T) {

@@ -201,7 +201,7 @@ func newProcess(ctx context.Context, r role, c *serverConfig) (_ *process, err e
 		return nil, err
 	}
 	if c.Demo && p.deps.local != nil {
-		if err := seedDemo(ctx, p.deps.local, log); err != nil {
+		if err := seedDemo(ctx, p.deps.local, p.rel.queue, log); err != nil {
 			log.Warn("could not store the demo objects", "err", err)
 		}
 	}

@@ -1,13 +1,15 @@
-// sluice operations dashboard: polls the admin API once a second and draws the
-// figures as small SVG line charts. No dependencies, no build step.
+// sluice operations dashboard: loads the last 15 minutes of the fleet's activity from
+// the server (GET /api/v1/admin/history), then polls the admin API once a second and
+// draws the figures as small SVG line charts over time. No dependencies, no build step.
 "use strict";
 
 const KEY = "sluice.operatorKey";
-const HISTORY = 120; // samples kept: two minutes at one per second
+const SPAN = 15 * 60 * 1000; // what the charts show: the last 15 minutes, in ms
 const $ = (id) => document.getElementById(id);
 const history = [];
 let timer = null;
 let limitsLoaded = false;
+let historyLoaded = false;
 
 function key() { return sessionStorage.getItem(KEY) || ""; }
 
@@ -46,6 +48,7 @@ function login(k) {
   $("forget").hidden = false;
   show("");
   limitsLoaded = false;
+  historyLoaded = false;
   tick();
 }
 
@@ -72,6 +75,7 @@ async function tick() {
   try {
     const [stats, fleet] = await Promise.all([api("GET", "stats"), api("GET", "workers")]);
     if (!limitsLoaded) await loadLimits();
+    if (!historyLoaded) await loadHistory();
     record(stats);
     render(stats, fleet.nodes || []);
     setState(stats.paused ? "paused" : "running", stats.paused ? "admission paused" : "admitting");
@@ -91,15 +95,31 @@ async function loadLimits() {
   limitsLoaded = true;
 }
 
+// loadHistory fills the charts with the server's 15 minutes of activity, so they never
+// start empty. Backlog and slots are not in it: they start with the visit.
+async function loadHistory() {
+  const h = await api("GET", "history");
+  history.length = 0;
+  for (const p of (h && h.points) || []) {
+    history.push({
+      at: Date.parse(p.at), admissions: p.admissions_per_second || 0, bytes: p.bytes_per_second || 0,
+      p50: p.wait_p50_seconds || 0, p90: p.wait_p90_seconds || 0,
+    });
+  }
+  historyLoaded = true;
+}
+
 function record(s) {
   const a = s.activity || {};
+  const at = Date.parse(s.at) || Date.now();
+  while (history.length && history[history.length - 1].at >= at) history.pop();
   history.push({
-    backlog: s.backlog, admissible: s.admissible_backlog,
+    at, backlog: s.backlog, admissible: s.admissible_backlog,
     inUse: s.slots_in_use, limit: s.global_limit,
     admissions: a.admissions_per_second || 0, bytes: a.bytes_per_second || 0,
     p50: a.wait_p50_seconds || 0, p90: a.wait_p90_seconds || 0,
   });
-  while (history.length > HISTORY) history.shift();
+  while (history.length && history[0].at < at - SPAN) history.shift();
 }
 
 function fmtBytes(n) {
@@ -154,27 +174,57 @@ function row(cells) {
 const SVG = "http://www.w3.org/2000/svg";
 const W = 400, H = 140, PAD = 6;
 
-// chart draws one polyline per series over the history, newest on the right, on a
-// scale from 0 to the largest value shown. A null series keeps its colour slot.
+function svgLine(cls, x1, y1, x2, y2) {
+  const line = document.createElementNS(SVG, "line");
+  line.setAttribute("class", cls);
+  line.setAttribute("x1", x1); line.setAttribute("x2", x2);
+  line.setAttribute("y1", y1); line.setAttribute("y2", y2);
+  return line;
+}
+
+function clock(ms) { return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }); }
+
+// axes adds, once, the labels around a chart: the scale on the left (0 and the top)
+// and the times under it, every 5 minutes of the 15 shown.
+function axes(svg) {
+  const fig = svg.parentNode;
+  let y = fig.querySelector(".yaxis"), x = fig.querySelector(".xaxis");
+  if (!y) {
+    y = document.createElement("div");
+    y.className = "yaxis muted";
+    y.append(document.createElement("span"), document.createElement("span"));
+    fig.insertBefore(y, svg);
+    x = document.createElement("div");
+    x.className = "xaxis muted";
+    for (let i = 0; i < 4; i++) x.appendChild(document.createElement("span"));
+    fig.appendChild(x);
+  }
+  return { y: y.children, x: x.children };
+}
+
+// chart draws one polyline per series over the last 15 minutes, now on the right, on
+// a scale from 0 to the largest value shown. A null series keeps its colour slot; a
+// point without the series' figure (history has no backlog or slots) is skipped.
 function chart(id, series, fmt) {
   const svg = $(id);
+  const now = history.length ? history[history.length - 1].at : Date.now();
+  const has = (f, h) => typeof f(h) === "number";
   let peak = 0;
-  for (const f of series) if (f) for (const h of history) peak = Math.max(peak, f(h));
+  for (const f of series) if (f) for (const h of history) if (has(f, h)) peak = Math.max(peak, f(h));
   const top = peak > 0 ? peak * 1.1 : 1;
-  const kids = [];
+  const kids = [svgLine("axis-line", 0, H - PAD, W, H - PAD), svgLine("axis-line", 0, 0, 0, H)];
   for (let g = 1; g < 4; g++) {
     const y = PAD + (H - 2 * PAD) * g / 4;
-    const line = document.createElementNS(SVG, "line");
-    line.setAttribute("class", "grid");
-    line.setAttribute("x1", 0); line.setAttribute("x2", W);
-    line.setAttribute("y1", y); line.setAttribute("y2", y);
-    kids.push(line);
+    kids.push(svgLine("grid", 0, y, W, y));
+    kids.push(svgLine("grid", W * g / 3, 0, W * g / 3, H - PAD));
   }
   const last = [];
+  let oldest = now;
   series.forEach((f, i) => {
     if (!f) return;
-    const pts = history.map((h, j) => {
-      const x = W - (history.length - 1 - j) * (W / (HISTORY - 1));
+    const pts = history.filter(h => has(f, h)).map(h => {
+      oldest = Math.min(oldest, h.at);
+      const x = W - (now - h.at) / SPAN * W;
       const y = H - PAD - (H - 2 * PAD) * f(h) / top;
       return x.toFixed(1) + "," + y.toFixed(1);
     });
@@ -182,13 +232,18 @@ function chart(id, series, fmt) {
     pl.setAttribute("class", "s" + i);
     pl.setAttribute("points", pts.join(" "));
     kids.push(pl);
-    last.push(history.length ? f(history[history.length - 1]) : 0);
+    last.push(history.length && has(f, history[history.length - 1]) ? f(history[history.length - 1]) : 0);
   });
   svg.replaceChildren(...kids);
+  const ax = axes(svg);
+  ax.y[0].textContent = (fmt || fmtNum)(top);
+  ax.y[1].textContent = "0";
+  for (let i = 0; i < 4; i++) ax.x[i].textContent = clock(now - SPAN + i * SPAN / 3);
   // For people: the scale; for tests: what is drawn.
   svg.dataset.samples = history.length;
+  svg.dataset.oldest = new Date(oldest).toISOString();
   svg.dataset.last = JSON.stringify(last);
-  svg.dataset.max = JSON.stringify(series.filter(Boolean).map(f => Math.max(0, ...history.map(f))));
+  svg.dataset.max = JSON.stringify(series.filter(Boolean).map(f => Math.max(0, ...history.filter(h => has(f, h)).map(f))));
   let label = svg.parentNode.querySelector(".max");
   if (!label) {
     label = document.createElement("span");

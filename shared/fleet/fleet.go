@@ -48,7 +48,7 @@ func Scripts() map[string]*redis.Script {
 type Config struct {
 	Prefix     string        // key prefix with a hash tag ("sluice:{fleet}:")
 	TTL        time.Duration // a node is forgotten this long after its last beat (10s)
-	WindowKeep time.Duration // how long per-second figures are kept (10m)
+	WindowKeep time.Duration // how long per-second figures are kept (16m: the dashboard's 15 minutes of history and a minute to summarize its first point)
 }
 
 // Registry reads and writes the fleet's entries.
@@ -66,7 +66,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Registry {
 		cfg.TTL = 10 * time.Second
 	}
 	if cfg.WindowKeep <= 0 {
-		cfg.WindowKeep = 10 * time.Minute
+		cfg.WindowKeep = 16 * time.Minute
 	}
 	return &Registry{rdb: rdb, cfg: cfg}
 }

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"math"
+	"time"
 
 	"github.com/sluice-dl/sluice/shared/telemetry"
 )
@@ -75,4 +76,25 @@ func quantile(q float64, buckets []int64, total int64) float64 {
 		cum += float64(n)
 	}
 	return telemetry.WaitBuckets[len(telemetry.WaitBuckets)-1]
+}
+
+// Point is the fleet's activity as the admin stats would have summarized it at At.
+type Point struct {
+	At time.Time `json:"at"`
+	Summary
+}
+
+// History summarizes every second of secs (oldest first) as the admin stats do at
+// that second: rates over the rateSeconds before it, percentiles over the
+// waitSeconds before it. The first waitSeconds-1 seconds only lead in: the answer has
+// len(secs)-waitSeconds+1 points.
+func History(secs []Second, waitSeconds, rateSeconds int) []Point {
+	if waitSeconds < 1 || len(secs) < waitSeconds {
+		return []Point{}
+	}
+	out := make([]Point, 0, len(secs)-waitSeconds+1)
+	for end := waitSeconds; end <= len(secs); end++ {
+		out = append(out, Point{At: secs[end-1].At, Summary: Summarize(secs[end-waitSeconds:end], rateSeconds)})
+	}
+	return out
 }
