@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/queue"
 )
 
 // k8sObject is one manifest.

@@ -20,8 +20,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dl/sluice/api"
-	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/queue"
 )
 
 // Helpers for tests that stop, kill and restart roles under load (lifecycle_test.go,

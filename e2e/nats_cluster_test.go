@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/queue"
 )
 
 // The production shape on one machine: three nats-server processes in a cluster, the

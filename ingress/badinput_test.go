@@ -15,11 +15,11 @@ import (
 	"testing"
 
 	"github.com/sluice-dl/sluice/ingress"
+	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // badInputServer is an ingress over a real local object directory that holds a link

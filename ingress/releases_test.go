@@ -17,8 +17,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dl/sluice/ingress"
-	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/catalog"
 )
 
 // When the catalog's NATS (its records) or Redis (its aliases and pending entries)

@@ -211,7 +211,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.BoolVar(&c.DirectDownloads, "direct-downloads", false, "links are presigned S3/MinIO URLs instead of edge links: storage serves the bytes, with no throttling, and a slot lapses only at --token-ttl")
 	}
 	if r.runs(roleIngress) {
-		fs.DurationVar(&c.FilesWait, "files-wait", 10*time.Second, "how long GET /api/v1/files/{key} waits for admission before answering with a waiting page or a redirect to wait again")
+		fs.DurationVar(&c.FilesWait, "files-wait", 10*time.Second, "how long GET /api/v1/files/{key} and /api/v1/tickets/{id}/download wait for admission before answering with a waiting page or a redirect to wait again")
 	}
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 256, "connections one client address (an IPv6 /64) may hold open at once on this process's listeners, counted at accept; past it 429 and closed; --trusted-proxies are not counted; 0: no cap")
 	if r.runs(roleIngress) {

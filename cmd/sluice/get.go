@@ -24,8 +24,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/sluice-dl/sluice/client"
-	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/client/fetch"
+	"github.com/sluice-dl/sluice/shared/catalog"
 )
 
 // Exit codes of the client commands (documented in README.md).

@@ -174,9 +174,9 @@ func ticketFields(t client.Ticket) ticketEvent {
 func (r *jsonReporter) queued(t client.Ticket)   { r.emit("queued", ticketFields(t)) }
 func (r *jsonReporter) position(t client.Ticket) { r.emit("position", ticketFields(t)) }
 func (r *jsonReporter) ready(t client.Ticket)    { r.emit("ready", ticketFields(t)) }
-func (r *jsonReporter) note(msg string)             { r.emit("note", map[string]string{"message": msg}) }
-func (r *jsonReporter) verifying()                  { r.emit("verifying", nil) }
-func (r *jsonReporter) done(e doneEvent)            { r.emit("done", e) }
+func (r *jsonReporter) note(msg string)          { r.emit("note", map[string]string{"message": msg}) }
+func (r *jsonReporter) verifying()               { r.emit("verifying", nil) }
+func (r *jsonReporter) done(e doneEvent)         { r.emit("done", e) }
 func (r *jsonReporter) failed(code int, err error) {
 	r.emit("error", map[string]any{"exit_code": code, "error": err.Error(), "code": client.CodeOf(err)})
 }
@@ -317,7 +317,7 @@ type quietReporter struct{}
 func (quietReporter) queued(client.Ticket)   {}
 func (quietReporter) position(client.Ticket) {}
 func (quietReporter) ready(client.Ticket)    {}
-func (quietReporter) note(string)               {}
+func (quietReporter) note(string)            {}
 func (quietReporter) downloading(client.Ticket, *fetch.Download) func(bool) {
 	return func(bool) {}
 }

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 func TestKeys(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/catalog"
 )
 
 // history records what a release history leaves in the catalog: stable 1.0 and 1.1

@@ -9,8 +9,8 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sluice-dl/sluice/shared/fleet"
 	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/fleet"
 )
 
 func backends(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient)) {

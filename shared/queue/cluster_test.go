@@ -12,8 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/queue"
 )
 
 // Against three real nats-server processes: Connect takes the comma-separated URL list,

@@ -8,8 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sluice-dl/sluice/shared/redisbreaker"
 	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/redisbreaker"
 )
 
 // Redis goes away: after a few failures every command fails at once with ErrOpen;
