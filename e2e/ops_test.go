@@ -110,7 +110,7 @@ func equal(n float64) func(float64) bool   { return func(v float64) bool { retur
 // file and refuses a forged link, then checks what an operator sees: each role's
 // /metrics, the fleet registry, the admin stats, and the logs.
 func TestOpsMetricsRegistryAndStats(t *testing.T) {
-	s := newStack(t, stackOptions{GlobalLimit: 3, Env: []string{"SLUICE_ADMIN_KEY=" + opsAdminKey, "SLUICE_LOG_LEVEL=info",
+	s := newStack(t, stackOptions{GlobalLimit: 3, Env: []string{"SLUICE_ADMIN_KEY=" + opsAdminKey, "SLUICE_LOG_LEVEL=debug", // a line per request and per ticket
 		"SLUICE_METRICS_TOKEN=" + opsMetricsToken}})
 	s.dumpLogsOnFailure()
 	const object = "releases/app-1.0.tar.gz"

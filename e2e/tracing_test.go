@@ -81,7 +81,7 @@ func (c *collector) find(traceID, role, name string) (exportedSpan, bool) {
 func TestTraceFollowsTicketAcrossRoles(t *testing.T) {
 	col, endpoint := startCollector(t)
 	s := newStack(t, stackOptions{Env: []string{
-		"SLUICE_OTLP_ENDPOINT=" + endpoint, "OTEL_BSP_SCHEDULE_DELAY=100", "SLUICE_LOG_LEVEL=info"}})
+		"SLUICE_OTLP_ENDPOINT=" + endpoint, "OTEL_BSP_SCHEDULE_DELAY=100", "SLUICE_LOG_LEVEL=debug"}})
 	s.dumpLogsOnFailure()
 	data := randomBytes(256<<10, 4)
 	s.putObject("traced.bin", data)

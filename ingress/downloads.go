@@ -110,7 +110,7 @@ func (s *Server) accept(ctx context.Context, who apikeys.Key, id string, info ob
 	if _, err := s.cfg.Ledger.Enqueue(ctx, msg.Ledger()); err != nil {
 		s.log.WarnContext(ctx, "record accepted ticket; a worker will record it", "ticket", id, "err", err)
 	}
-	s.log.InfoContext(ctx, "ticket accepted", "ticket", id, "tenant", tenant, "seq", seq)
+	s.log.DebugContext(ctx, "ticket accepted", "ticket", id, "tenant", tenant, "seq", seq)
 	return msg, nil
 }
 

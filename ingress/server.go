@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
 // Objects is the part of the object store the ingress uses.
@@ -172,7 +173,7 @@ func (s *Server) accessLog() gin.HandlerFunc {
 		if c.Request.URL.Path == "/healthz" || c.Request.URL.Path == "/readyz" {
 			return
 		}
-		s.log.InfoContext(c.Request.Context(), "request", "method", c.Request.Method, "route", c.FullPath(),
+		s.log.Log(c.Request.Context(), telemetry.RequestLevel(c.Writer.Status()), "request", "method", c.Request.Method, "route", c.FullPath(),
 			"status", c.Writer.Status(), "duration", time.Since(start).Round(time.Microsecond))
 	}
 }

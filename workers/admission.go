@@ -40,7 +40,7 @@ type AdmissionConfig struct {
 	Edges         EdgeChooser   // non-nil: the edge of each link is chosen per object (links.go)
 	Direct        Presigner     // non-nil: links are presigned storage URLs (direct mode, links.go)
 	TokenTTL      time.Duration // how long a link accepts new connections (2m)
-	AdmitEvery    time.Duration // how often the worker looks for free slots (100ms)
+	AdmitEvery    time.Duration // how often the worker looks for free slots without a wake-up (1s)
 	SweepEvery    time.Duration // how often held messages are checked and kept alive (2s)
 	AckWait       time.Duration // the consumer's AckWait, to pace in-progress signals
 	Logger        *slog.Logger
@@ -79,7 +79,7 @@ func NewAdmission(cfg AdmissionConfig) *Admission {
 		cfg.TokenTTL = 2 * time.Minute
 	}
 	if cfg.AdmitEvery == 0 {
-		cfg.AdmitEvery = 100 * time.Millisecond
+		cfg.AdmitEvery = time.Second
 	}
 	if cfg.SweepEvery == 0 {
 		cfg.SweepEvery = 2 * time.Second
@@ -125,8 +125,12 @@ func (a *Admission) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { a.watchLimits(ctx) })
-	wg.Go(func() { a.loop(ctx, a.cfg.AdmitEvery, a.admit) })
-	wg.Go(func() { a.loop(ctx, a.cfg.SweepEvery, a.sweep) })
+	// Admission is event-driven: the ledger signals a freed slot or a queued ticket,
+	// and the periodic round only catches what a signal missed (pub/sub delivers at
+	// most once, and nothing while Redis is away).
+	wake := a.cfg.Ledger.Wakeups(ctx)
+	wg.Go(func() { a.loop(ctx, a.cfg.AdmitEvery, wake, a.admit) })
+	wg.Go(func() { a.loop(ctx, a.cfg.SweepEvery, nil, a.sweep) })
 	<-ctx.Done()
 	cc.Drain()
 	select {
@@ -149,20 +153,26 @@ func (a *Admission) Prepare(ctx context.Context) {
 	}
 }
 
-func (a *Admission) loop(ctx context.Context, every time.Duration, fn func(context.Context)) {
+// loop runs fn every period, and at once on each signal from wake (nil: none).
+func (a *Admission) loop(ctx context.Context, every time.Duration, wake <-chan struct{}, fn func(context.Context)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case _, ok := <-wake:
+			if !ok {
+				wake = nil // closed as ctx ends
+				continue
+			}
 		case <-t.C:
-			// A round that started finishes even if shutdown begins: a grant cut off
-			// before its link is published would hold its ticket for an admit lease.
-			round, cancel := context.WithTimeout(context.WithoutCancel(ctx), every+5*time.Second)
-			fn(round)
-			cancel()
 		}
+		// A round that started finishes even if shutdown begins: a grant cut off
+		// before its link is published would hold its ticket for an admit lease.
+		round, cancel := context.WithTimeout(context.WithoutCancel(ctx), every+5*time.Second)
+		fn(round)
+		cancel()
 	}
 }
 
@@ -271,6 +281,7 @@ func (a *Admission) admit(ctx context.Context) {
 // with every live ticket from the stream, at its old place in line, so that positions
 // are right at once rather than when each message is redelivered.
 func (a *Admission) rebuild(ctx context.Context) {
+	rebuiltAt := a.cfg.Now()
 	built, err := a.cfg.Ledger.Rebuild(ctx)
 	if err != nil {
 		a.log.Warn("rebuild the admission ledger; retrying", "err", err)
@@ -284,6 +295,11 @@ func (a *Admission) rebuild(ctx context.Context) {
 		start, n := a.cfg.Now(), 0
 		rctx := context.WithoutCancel(ctx)
 		err := a.cfg.Backlog.Each(rctx, func(t queue.Ticket) error {
+			if t.Created.After(rebuiltAt) {
+				// Accepted into the new ledger: its ingress (or the worker holding its
+				// message) records it claimed; restored here, it would wait unclaimed.
+				return nil
+			}
 			if ended, err := a.forgotten(rctx, t); ended || err != nil {
 				return nil // ended (its holder acknowledges the message), or unknown: its holder decides
 			}
@@ -300,7 +316,7 @@ func (a *Admission) rebuild(ctx context.Context) {
 }
 
 func (a *Admission) issue(ctx context.Context, g admission.Grant) {
-	t, err := a.cfg.Ledger.Get(ctx, g.TicketID)
+	t, err := a.admitted(ctx, g.TicketID)
 	if err != nil {
 		a.log.Warn("read admitted ticket", "ticket", g.TicketID, "err", err)
 		return // the grant lapses and the ticket is admitted again
@@ -309,7 +325,7 @@ func (a *Admission) issue(ctx context.Context, g admission.Grant) {
 		trace.WithAttributes(attribute.String("sluice.ticket", t.ID), attribute.String("sluice.tenant", t.Tenant)))
 	defer span.End()
 	expires := a.cfg.Now().Add(a.cfg.TokenTTL)
-	link, err := a.link(ctx, t.Ticket, g, expires)
+	link, err := a.link(ctx, t, g, expires)
 	if err != nil {
 		a.log.Error("make download link", "ticket", t.ID, "err", err)
 		return // the grant lapses and the ticket is admitted again
@@ -322,8 +338,22 @@ func (a *Admission) issue(ctx context.Context, g admission.Grant) {
 	default:
 		waited := a.cfg.Now().Sub(t.Created)
 		a.cfg.OnAdmitted(waited)
-		a.log.InfoContext(ctx, "ticket ready", "ticket", t.ID, "tenant", t.Tenant, "epoch", g.Epoch, "waited", waited.Round(time.Millisecond))
+		a.log.DebugContext(ctx, "ticket ready", "ticket", t.ID, "tenant", t.Tenant, "epoch", g.Epoch, "waited", waited.Round(time.Millisecond))
 	}
+}
+
+// admitted is the ticket of a grant: from the message this worker holds (what the
+// ledger entry was made from), else read back from the ledger, as when another
+// worker holds the message.
+func (a *Admission) admitted(ctx context.Context, id string) (admission.Ticket, error) {
+	a.mu.Lock()
+	h := a.held[id]
+	a.mu.Unlock()
+	if h != nil {
+		return h.ticket.Ledger(), nil
+	}
+	p, err := a.cfg.Ledger.Get(ctx, id)
+	return p.Ticket, err
 }
 
 // sweep settles held messages: acknowledge those whose ticket ended, re-enqueue those

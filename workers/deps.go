@@ -28,6 +28,9 @@ type Ledger interface {
 	RecordEnded(ctx context.Context, t admission.Ticket) error
 
 	Admit(ctx context.Context, max int) ([]admission.Grant, error)
+	// Wakeups signals that admission may have work (a slot freed, a ticket queued
+	// with slots free), so the worker admits at once rather than at its next round.
+	Wakeups(ctx context.Context) <-chan struct{}
 	MarkReady(ctx context.Context, g admission.Grant, url string, expires time.Time) error
 	TenantRate(ctx context.Context, tenant string) (int64, error)
 }

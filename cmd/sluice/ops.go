@@ -221,6 +221,6 @@ func (o *ops) edgeHTTP(h http.Handler) http.Handler {
 		if note.traceID.IsValid() {
 			attrs = append(attrs, "trace_id", note.traceID.String())
 		}
-		log.Info("request", attrs...)
+		log.Log(r.Context(), telemetry.RequestLevel(m.Code), "request", attrs...)
 	})
 }

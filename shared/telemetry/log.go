@@ -28,3 +28,16 @@ func (h traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
 func (h traceHandler) WithGroup(name string) slog.Handler {
 	return traceHandler{h.Handler.WithGroup(name)}
 }
+
+// RequestLevel is the level of a request's log line: answered requests are routine
+// (debug: at thousands a second, a line each at info costs a fifth of the CPU),
+// refusals are worth a look (info), failures more (warn).
+func RequestLevel(status int) slog.Level {
+	switch {
+	case status >= 500:
+		return slog.LevelWarn
+	case status >= 400:
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
+}
