@@ -8,20 +8,12 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
 // Upload is what the server stored for an upload (PUT /api/v1/uploads/{key}).
-type Upload struct {
-	Object      string `json:"object"`
-	Size        int64  `json:"size"`
-	SHA256      string `json:"sha256"` // computed by the server from the bytes it stored
-	ETag        string `json:"etag"`
-	ContentType string `json:"content_type"`
-	// Stored is false when the server already held this version (verified with the
-	// same digest) and did not take the body.
-	Stored bool `json:"stored"`
-}
+type Upload = api.Upload
 
 // UploadFile is one file to upload: Size bytes read from Body (at offset 0 on every
 // attempt, so that a failed upload can be sent again whole).

@@ -15,6 +15,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/gin-gonic/gin"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/objstore"
@@ -62,18 +63,6 @@ type UploadsConfig struct {
 	Store UploadStore
 	// MaxSize bounds one upload in bytes; zero: DefaultMaxUpload.
 	MaxSize int64
-}
-
-// Upload is the answer to an upload: what the store now holds under the key.
-type Upload struct {
-	Object      string `json:"object"`
-	Size        int64  `json:"size"`
-	SHA256      string `json:"sha256"` // computed by the server from the bytes it stored
-	ETag        string `json:"etag"`
-	ContentType string `json:"content_type"`
-	// Stored is false when the store already held these bytes (a verified catalog
-	// entry with the same digest) and the body was not read.
-	Stored bool `json:"stored"`
 }
 
 func (s *Server) maxUpload() int64 {
@@ -141,7 +130,7 @@ func (s *Server) putUpload(c *gin.Context) {
 		c.Error(uploadError(err))
 		return
 	}
-	up := Upload{Object: key, Size: info.Size, SHA256: hex.EncodeToString(body.h.Sum(nil)), ETag: info.ETag,
+	up := api.Upload{Object: key, Size: info.Size, SHA256: hex.EncodeToString(body.h.Sum(nil)), ETag: info.ETag,
 		ContentType: info.ContentType, Stored: true}
 	s.log.Info("object uploaded", "object", key, "size", info.Size, "sha256", up.SHA256, "by", principal(c).ID)
 	c.JSON(http.StatusCreated, up)
@@ -149,20 +138,20 @@ func (s *Server) putUpload(c *gin.Context) {
 
 // alreadyStored reports whether the store holds exactly the version of key the
 // catalog verified with digest sum: then the upload has nothing to add.
-func (s *Server) alreadyStored(ctx context.Context, store UploadStore, key, sum string, size int64) (Upload, bool) {
+func (s *Server) alreadyStored(ctx context.Context, store UploadStore, key, sum string, size int64) (api.Upload, bool) {
 	cat := s.cfg.Releases.Catalog
 	if cat == nil {
-		return Upload{}, false
+		return api.Upload{}, false
 	}
 	e, err := cat.Lookup(ctx, key)
 	if err != nil || e.State != catalog.StateVerified || e.SHA256 != sum || e.Size != size {
-		return Upload{}, false // unknown, pending or different: store the body
+		return api.Upload{}, false // unknown, pending or different: store the body
 	}
 	info, err := store.Stat(ctx, key)
 	if err != nil || info.ETag != e.ETag {
-		return Upload{}, false
+		return api.Upload{}, false
 	}
-	return Upload{Object: key, Size: info.Size, SHA256: sum, ETag: info.ETag, ContentType: info.ContentType}, true
+	return api.Upload{Object: key, Size: info.Size, SHA256: sum, ETag: info.ETag, ContentType: info.ContentType}, true
 }
 
 // statedDigest reads the SHA-256 of an RFC 9530 Content-Digest header as hex; ""

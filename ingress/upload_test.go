@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	wire "github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/apikeys"
@@ -71,7 +72,7 @@ func newUploadServer(t *testing.T, maxSize int64) *uploadServer {
 
 type uploadAnswer struct {
 	status int
-	ingress.Upload
+	wire.Upload
 	Code  string `json:"code"`
 	Error string `json:"error"`
 	Hint  string `json:"hint"`
