@@ -174,7 +174,7 @@ func TestCLICompletion(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{"sluice", ""}, "admin completion edge get health ingress publish serve version worker"},
+		{[]string{"sluice", ""}, "admin completion edge get health ingress init publish serve version worker"},
 		{[]string{"sluice", "ad"}, "admin"},
 		{[]string{"sluice", "admin", "st"}, "stats"},
 		{[]string{"sluice", "admin", "--json", "l"}, "limits"},

@@ -49,8 +49,14 @@ func TestTicketLifecycle(t *testing.T) {
 	if got := a.grant(t, ctx); got != first.ID {
 		t.Fatalf("admitted %s, want the older %s", got, first.ID)
 	}
-	a.do(t, request{method: http.MethodGet, path: "/api/v1/tickets/" + second.ID + "/download"}).
-		decode(t, http.StatusAccepted, nil)
+	// A queued ticket's download URL: an API client gets the ticket at once; a plain
+	// client (curl -L, wget) is sent back to wait again, never given a body to save.
+	a.do(t, request{method: http.MethodGet, path: "/api/v1/tickets/" + second.ID + "/download",
+		header: map[string]string{"Accept": "application/json"}}).decode(t, http.StatusAccepted, nil)
+	ans = a.do(t, request{method: http.MethodGet, path: "/api/v1/tickets/" + second.ID + "/download"})
+	if want := "/api/v1/tickets/" + second.ID + "/download?wait=1"; ans.status != http.StatusSeeOther || ans.header.Get("Location") != want {
+		t.Fatalf("a plain client on a queued ticket: %d Location %q, want 303 to %s", ans.status, ans.header.Get("Location"), want)
+	}
 
 	ans = a.do(t, request{method: http.MethodGet, path: "/api/v1/tickets/" + first.ID + "/download"})
 	if ans.status != http.StatusSeeOther || ans.header.Get("Location") != "https://edge.test/d/token/"+first.ID {
