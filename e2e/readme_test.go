@@ -197,6 +197,16 @@ func TestReadmeCommandsWork(t *testing.T) {
 				sh.run(b, "make -n test")
 			case name[0] == "sluice" && len(name) > 1 && (name[1] == "ingress" || name[1] == "worker" || name[1] == "edge"):
 				sh.deployRole(b, cmd, name[1])
+			case name[0] == "sluice" && len(name) > 1 && name[1] == "init":
+				// Against a real NATS, as the deployment's first step: it must exit 0.
+				s := newStack(sh.t, stackOptions{})
+				vars := ""
+				for _, e := range s.env {
+					if strings.HasPrefix(e, "SLUICE_NATS_") {
+						vars += "'" + e + "' "
+					}
+				}
+				sh.run(b, "env "+vars+cmd)
 			case strings.HasSuffix(strings.TrimSpace(strings.SplitN(cmd, "#", 2)[0]), "| source"):
 				// fish's syntax: without fish, check what it would source.
 				line := strings.TrimSpace(strings.SplitN(cmd, "#", 2)[0])
