@@ -56,7 +56,7 @@ func TestAlertRulesCoverTheSLOs(t *testing.T) {
 			used[name] = true
 		}
 	}
-	// The signals issue 16 asks to be alerted on, by the metric that carries each.
+	// The signals operators are alerted on, by the metric that carries each.
 	for what, metric := range map[string]string{
 		"ledger unreachable":         telemetry.NameLedgerUp,
 		"queue unreachable":          telemetry.NameNATSPublishErrors,

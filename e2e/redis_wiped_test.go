@@ -22,7 +22,7 @@ import (
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
-// Redis can be wiped at any instant (issue 11, item 3). 4 workers and 2 edges serve a
+// Redis can be wiped at any instant. 4 workers and 2 edges serve a
 // global limit of 4, set by an operator (the flag says 10) with a tenant weight, to
 // clients of 3 tenants that read their downloads slowly; mid-load the ledger is lost,
 // by FLUSHALL or by redis-server restarting empty on the same port. The limit is never

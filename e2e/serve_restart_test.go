@@ -138,7 +138,7 @@ func (a *allInOne) awaitStatus(id, status string, within time.Duration) api.Tick
 	return tk
 }
 
-// What a restart of the all-in-one must keep (issue 11): keys, limits, weights and
+// What a restart of the all-in-one must keep: keys, limits, weights and
 // pause; the catalog (verified, rejected, channel aliases); Idempotency-Key bindings;
 // every accepted ticket, answering at once with its place in line kept; and a
 // download cut by the crash resumes with the link it had, without a second link

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// A ticket is its owner's (issue 12): one made with a key answers only that tenant's
+// A ticket is its owner's: one made with a key answers only that tenant's
 // keys and operators; everyone else gets 404, as if it did not exist, on every ticket
 // endpoint, and cannot take it over through /files?ticket=. An anonymous ticket's id is
 // its capability: its holder may use it, and nothing a third party sees reveals it —
