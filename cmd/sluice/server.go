@@ -28,7 +28,7 @@ func newLogger(r role, c *serverConfig) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: telemetry.ReplaceDurations}
 	format := c.LogFormat
 	if format == "auto" {
 		format = "json"

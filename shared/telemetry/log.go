@@ -41,3 +41,13 @@ func RequestLevel(status int) slog.Level {
 	}
 	return slog.LevelDebug
 }
+
+// ReplaceDurations writes durations as Go duration strings ("1.5ms", "2m0s") instead
+// of slog's JSON default, integer nanoseconds, which a reader has to divide in their
+// head. It is a slog.HandlerOptions.ReplaceAttr.
+func ReplaceDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
+}
