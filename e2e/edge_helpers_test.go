@@ -112,18 +112,6 @@ func (s *stack) heldSlots() int64 {
 	return n
 }
 
-// eventually polls cond every 50ms until it holds, failing after within.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // getStatus sends one GET and returns the status and Retry-After, reading no body.
 func getStatus(t *testing.T, url string, header ...string) (int, string) {
 	t.Helper()
@@ -141,3 +129,6 @@ func getStatus(t *testing.T, url string, header ...string) (int, string) {
 
 // fileName is the last path segment of a link: what wget saves it as.
 func fileName(link string) string { return link[strings.LastIndexByte(link, '/')+1:] }
+
+// eventually waits for a condition another process brings about (testenv.Eventually).
+var eventually = testenv.Eventually

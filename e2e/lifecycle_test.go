@@ -45,7 +45,7 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 
 	// The ingress: unready at once, still accepting tickets during the drain delay.
 	ex := sigterm(t, ingress)
-	waitFor(t, time.Second, "ingress /readyz answering 503 after SIGTERM", func() bool {
+	eventually(t, time.Second, "ingress /readyz answering 503 after SIGTERM", func() bool {
 		return httpStatus(s.ingressURL+"/readyz") == http.StatusServiceUnavailable
 	})
 	l.adopt(s.request("a.bin").ID, "a.bin") // 202 while draining
@@ -68,7 +68,7 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 		tk := s.request("b.bin")
 		l.adopt(tk.ID, "b.bin")
 	}
-	waitFor(t, 10*time.Second, "workers holding the queued tickets", func() bool {
+	eventually(t, 10*time.Second, "workers holding the queued tickets", func() bool {
 		return consumerInfo(t.Context(), t, s.nats.URL).NumAckPending >= 8
 	})
 	e1, e2 := sigterm(t, w1), sigterm(t, w2)
@@ -85,7 +85,7 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 	before := consumerInfo(t.Context(), t, s.nats.URL).NumRedelivered
 	restarted := time.Now()
 	s.startRoleOn("worker", 0)
-	waitFor(t, 10*time.Second, "handed-back ticket messages reaching the restarted worker", func() bool {
+	eventually(t, 10*time.Second, "handed-back ticket messages reaching the restarted worker", func() bool {
 		return consumerInfo(t.Context(), t, s.nats.URL).NumRedelivered >= before+8
 	})
 	t.Logf("workers stopped; their ticket messages reached a new worker %s after it started (AckWait 60s)",
@@ -110,10 +110,10 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	ex = sigterm(t, edge)
-	waitFor(t, time.Second, "edge /readyz answering 503 after SIGTERM", func() bool {
+	eventually(t, time.Second, "edge /readyz answering 503 after SIGTERM", func() bool {
 		return httpStatus(s.edgeURL+"/readyz") == http.StatusServiceUnavailable
 	})
-	waitFor(t, drain+3*time.Second, "edge listener closing after the drain delay", func() bool {
+	eventually(t, drain+3*time.Second, "edge listener closing after the drain delay", func() bool {
 		return httpStatus(s.edgeURL+"/healthz") == -1
 	})
 	closed := time.Now()

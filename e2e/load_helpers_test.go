@@ -109,18 +109,6 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// waitFor polls cond every 20ms until it holds, failing after within.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // httpStatus is the status of a GET, or -1 when the connection failed (refused).
 func httpStatus(url string) int {
 	c := &http.Client{Timeout: 2 * time.Second}
@@ -317,7 +305,7 @@ func (l *load) finishedCount() int {
 func (l *load) waitProgress(n int, within time.Duration, what string) {
 	l.t.Helper()
 	target := l.finishedCount() + n
-	waitFor(l.t, within, what, func() bool { return l.finishedCount() >= target })
+	eventually(l.t, within, what, func() bool { return l.finishedCount() >= target })
 }
 
 // finish stops creating tickets, lets every client see its ticket through, and checks

@@ -48,14 +48,14 @@ func TestNATSClusterNodeKilledUnderLoad(t *testing.T) {
 	t.Logf("killed %s, the ticket stream's leader, after %d tickets were accepted", leader.Name, acceptedBefore)
 
 	// Service continues on two nodes: new tickets accepted and downloaded.
-	waitFor(t, 60*time.Second, "tickets accepted after the node was killed", func() bool {
+	eventually(t, 60*time.Second, "tickets accepted after the node was killed", func() bool {
 		return l.acceptedCount() >= acceptedBefore+20
 	})
 	l.waitProgress(20, 60*time.Second, "downloads after the node was killed")
 	t.Logf("20 more tickets accepted within %s of the kill", time.Since(killed).Round(time.Millisecond))
 	// Readiness asks JetStream for account info, which waits for the cluster's meta
 	// leader: it may be a little behind the stream's own election.
-	waitFor(t, 30*time.Second, "ingress /readyz 200 with two of three NATS nodes up", func() bool {
+	eventually(t, 30*time.Second, "ingress /readyz 200 with two of three NATS nodes up", func() bool {
 		return httpStatus(s.ingressURL+"/readyz") == http.StatusOK
 	})
 	if r := streamReplicas(t, cluster.URLs()); r != 3 {

@@ -131,7 +131,7 @@ func (a *allInOne) newTicket(object, key, idem string) api.Ticket {
 func (a *allInOne) awaitStatus(id, status string, within time.Duration) api.Ticket {
 	a.t.Helper()
 	var tk api.Ticket
-	waitFor(a.t, within, "ticket "+id+" "+status, func() bool {
+	eventually(a.t, within, "ticket "+id+" "+status, func() bool {
 		_, tk = a.ticket(id)
 		return tk.Status == status
 	})
@@ -196,7 +196,7 @@ func serveRestart(t *testing.T, sig syscall.Signal) {
 		_ = json.Unmarshal(raw, &e)
 		return e.State
 	}
-	waitFor(t, 30*time.Second, "the catalog to verify and reject", func() bool {
+	eventually(t, 30*time.Second, "the catalog to verify and reject", func() bool {
 		return catalogState("rel/good.bin") == "verified" && catalogState("rel/bad.bin") == "rejected"
 	})
 	refused := func() int {
@@ -308,7 +308,7 @@ func serveRestart(t *testing.T, sig syscall.Signal) {
 		}
 	}
 	var st api.Stats
-	waitFor(t, 10*time.Second, "every slot free", func() bool {
+	eventually(t, 10*time.Second, "every slot free", func() bool {
 		a.mustJSON(http.MethodGet, "/api/v1/admin/stats", serveOperatorKey, nil, &st, http.StatusOK)
 		return st.SlotsInUse == 0
 	})

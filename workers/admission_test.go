@@ -153,18 +153,6 @@ func (e *admissionEnv) statuses(t *testing.T, ids []string) map[admission.Status
 	return n
 }
 
-// eventually polls cond until it holds, failing the test after within.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // The worker records the tickets it receives, admits as many as the limit allows,
 // oldest first, gives each a link carrying its signed claims, and admits the next
 // when a slot frees.
@@ -275,3 +263,5 @@ func TestAdmissionRebuildsAWipedLedger(t *testing.T) {
 		}
 	}
 }
+
+var eventually = testenv.Eventually
