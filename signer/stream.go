@@ -99,9 +99,9 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	observed, end := e.observer.Streaming(r.Context(), claims)
 	defer func() { end(err) }()
 	r = r.WithContext(observed)
-	// This connection in the ledger; what the token says of the ticket lets the stream
+	// This response in the ledger; what the token says of the ticket lets the stream
 	// re-register if the ledger was lost while it ran.
-	ref := admission.Stream{Ticket: claims.Ticket, Conn: rand.Text(), Epoch: claims.Epoch,
+	ref := admission.Stream{Ticket: claims.Ticket, Epoch: claims.Epoch,
 		Tenant: claims.Tenant, Object: claims.Object, ETag: claims.ETag, Size: size}
 	// Bytes before the first range are the client's already (a resume): a stream that
 	// re-registers counts them as sent, since the ledger that counted them was lost.
@@ -110,7 +110,8 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	for _, p := range b.parts {
 		ref.Parts = append(ref.Parts, admission.Span{Start: p.span.start, Length: p.span.length})
 	}
-	if err := e.slots.BeginStream(r.Context(), ref); err != nil {
+	hold, err := e.acquire(r.Context(), ref)
+	if err != nil {
 		if refused(err) {
 			return fmt.Errorf("begin stream: %w", err)
 		}
@@ -123,7 +124,7 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	e.stats.streams.Add(1)
 	defer e.stats.streams.Add(-1)
 	rc := http.NewResponseController(w)
-	l := e.holdSlot(ctx, claims, ref, func(cause error) {
+	l := hold.start(ref.Parts, func(cause error) {
 		cancel(cause)
 		// Unblock a write in progress; the copy loop sees ctx canceled before the next.
 		_ = rc.SetWriteDeadline(time.Now())
@@ -135,7 +136,7 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	log.Debug("stream started", "epoch", claims.Epoch)
 	defer func() {
 		stopped := e.now()
-		sent := l.release(ctx)
+		sent := hold.finish(l)
 		if err != nil {
 			log.Info("stream ended early", "status", b.status, "sent", sent, "stopped", stopped, "err", err)
 		} else {
