@@ -1,14 +1,18 @@
 package signer
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
 // oneConnClient is a client that sends every request over one keep-alive connection.
@@ -165,4 +169,69 @@ func TestRefusedHoldIsNotReused(t *testing.T) {
 	if got := h.slots.count("begin"); got != 2 {
 		t.Errorf("%d BeginStream, want 2", got)
 	}
+}
+
+// countingStore counts the opens of the store it wraps.
+type countingStore struct {
+	objstore.Store
+	opens atomic.Int64
+}
+
+func (s *countingStore) Open(ctx context.Context, key string, offset, length int64, etag string) (io.ReadCloser, error) {
+	s.opens.Add(1)
+	return s.Store.Open(ctx, key, offset, length, etag)
+}
+
+// A local file is opened once per connection, whatever the number of ranges (multipart
+// ones too), and a new version of it is still refused on that connection.
+func TestLocalFileOpenedOncePerConnection(t *testing.T) {
+	local, err := objstore.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &countingStore{Store: local}
+	h := newHarness(t, func(c *EdgeConfig) { c.Store, c.RenewEvery, c.HoldIdle = store, time.Hour, time.Hour })
+	data := patternBytes(0, 1<<20)
+	if _, err := local.Put(t.Context(), "f.bin", bytes.NewReader(data), int64(len(data)), ""); err != nil {
+		t.Fatal(err)
+	}
+	h.store = nil
+	info, err := local.Stat(t.Context(), "f.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := h.keys.Issue(Claims{Ticket: "t-1", Object: "f.bin", ETag: info.ETag, Epoch: 7, Expires: h.clock.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := h.srv.URL + "/d/" + token
+	c, _ := oneConnClient(t)
+	for i := range 50 {
+		getRange(t, h, c, url, int64(i)*4096, 4096)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	req.Header.Set("Range", "bytes=0-9,100-109")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	wantStatus(t, resp, http.StatusPartialContent)
+	if !bytes.Contains(body, data[100:110]) || !bytes.Contains(body, data[0:10]) {
+		t.Fatal("multipart body lacks its parts")
+	}
+	if got := store.opens.Load(); got != 1 {
+		t.Errorf("%d opens for 51 requests on one connection, want 1", got)
+	}
+
+	if _, err := local.Put(t.Context(), "f.bin", bytes.NewReader(data[:1000]), 1000, ""); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	wantStatus(t, resp, http.StatusGone)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -79,6 +80,10 @@ type slotHold struct {
 	lingering bool
 	idle      *time.Timer
 	reported  int64 // bytes the ledger has been told of (the renewer's, then release's)
+	// file is the object's local file, kept open between the connection's responses
+	// (files.go); fileBusy while a response reads it.
+	file     *os.File
+	fileBusy bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -364,6 +369,10 @@ func (h *slotHold) release(ctx context.Context) {
 	}
 	for r := range h.active {
 		r.abort(errEdgeClosing) // only Close ends a hold with responses still on it
+	}
+	if h.file != nil && !h.fileBusy {
+		h.file.Close()
+		h.file = nil
 	}
 	h.mu.Unlock()
 	h.e.holdsMu.Lock()

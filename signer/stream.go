@@ -146,13 +146,13 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 
 	// The first part is opened before the status goes out, so that a version change or
 	// an outage is still answered with an error status rather than a cut body.
-	first, err := e.open(ctx, claims, b.parts[0].span)
+	first, err := e.open(ctx, hold, claims, b.parts[0].span)
 	if err != nil {
 		return withCause(ctx, err)
 	}
 	setBodyHeaders(w.Header(), b, claims.Object)
 	w.WriteHeader(b.status)
-	err = e.writeBody(ctx, w, rc, first, b, claims, &l.progress, flow)
+	err = e.writeBody(ctx, w, rc, first, b, hold, claims, &l.progress, flow)
 	if err == nil {
 		// Out of net/http's buffers while the idle deadline still holds, before the
 		// slot is released.
@@ -174,12 +174,12 @@ func withCause(ctx context.Context, err error) error {
 }
 
 // writeBody sends every part of b, first being the open reader of the first part.
-func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first io.ReadCloser, b body, claims Claims, p *progress, f *flow) error {
+func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first io.ReadCloser, b body, h *slotHold, claims Claims, p *progress, f *flow) error {
 	for i, part := range b.parts {
 		src := first
 		if i > 0 {
 			var err error
-			if src, err = e.open(ctx, claims, part.span); err != nil {
+			if src, err = e.open(ctx, h, claims, part.span); err != nil {
 				return err
 			}
 		}
@@ -203,16 +203,20 @@ func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.Re
 	return nil
 }
 
-// open opens exactly span of the object, at the version the token names.
-func (e *Edge) open(ctx context.Context, claims Claims, span byteRange) (io.ReadCloser, error) {
+// open opens exactly span of the object, at the version the token names, in the file
+// h keeps open when it keeps one (files.go).
+func (e *Edge) open(ctx context.Context, h *slotHold, claims Claims, span byteRange) (io.ReadCloser, error) {
 	if span.length == 0 {
 		return io.NopCloser(strings.NewReader("")), nil // an empty object: nothing to fetch
+	}
+	if rd := h.takeFile(span.start, span.length); rd != nil {
+		return rd, nil
 	}
 	rd, err := e.store.Open(ctx, claims.Object, span.start, span.length, claims.ETag)
 	if err != nil {
 		return nil, fmt.Errorf("open %s at %d+%d: %w", claims.Object, span.start, span.length, err)
 	}
-	return rd, nil
+	return h.keep(rd), nil
 }
 
 // copyBody copies exactly n bytes of src to w, recording each byte the client
