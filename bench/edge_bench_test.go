@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -171,16 +172,23 @@ func BenchmarkEdgeLocal(b *testing.B) {
 	writeLocalObject(b, s, "bench/edge.bin", edgeObjectSize)
 	nginx := startNginx(b, root)
 	getAll(b, nginx+"/bench/edge.bin", edgeObjectSize) // page cache warm for both
+	goFiles := httptest.NewServer(http.FileServer(http.Dir(root)))
+	b.Cleanup(goFiles.Close)
 
 	for b.Loop() {
 		rangeLink := edgeLink(b, s, "bench/edge.bin")
 		edgeRanges := wrkRanges(b, rangeLink, 5*time.Second)
 		peerRanges := wrkRanges(b, nginx+"/bench/edge.bin", 5*time.Second)
+		// The floor of a Go server on this machine: net/http's own file server (an
+		// open, a stat and sendfile per request), no token, no ledger.
+		goRanges := wrkRanges(b, goFiles.URL+"/bench/edge.bin", 5*time.Second)
 		b.ReportMetric(edgeRanges, "edge-64KiB-req/s")
 		b.ReportMetric(peerRanges, "nginx-64KiB-req/s")
+		b.ReportMetric(goRanges, "go-fileserver-64KiB-req/s")
 		b.ReportMetric(edgeRanges/peerRanges, "ranges-ratio-to-nginx")
-		fmt.Fprintf(os.Stderr, "\nedge vs nginx, 64 KiB ranges of one file, wrk -c%d, one link:\n  edge %8.0f req/s\n  nginx %7.0f req/s\n  ratio %.2f\n",
-			rangeConns, edgeRanges, peerRanges, edgeRanges/peerRanges)
+		fmt.Fprintf(os.Stderr, "\nedge vs nginx, 64 KiB ranges of one file, wrk -c%d, one link:\n  edge %8.0f req/s\n  nginx %7.0f req/s\n  ratio %.2f\n"+
+			"  net/http FileServer, same file: %.0f req/s (edge / it: %.2f)\n",
+			rangeConns, edgeRanges, peerRanges, edgeRanges/peerRanges, goRanges, edgeRanges/goRanges)
 
 		edge := getAll(b, edgeLink(b, s, "bench/edge.bin"), edgeObjectSize)
 		peer := getAll(b, nginx+"/bench/edge.bin", edgeObjectSize)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"path"
 	"strconv"
@@ -129,18 +130,23 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 		// Unblock a write in progress; the copy loop sees ctx canceled before the next.
 		_ = rc.SetWriteDeadline(time.Now())
 	})
-	log := e.log.With("ticket", claims.Ticket, "object", claims.Object)
 	// "stream started" and the end line's "stopped" bound the span in which this
 	// stream's bytes were sent and its slot surely held: an audit trail of how many
 	// downloads were in flight at once (e2e/admission_load_test.go merges the edges').
-	log.Debug("stream started", "epoch", claims.Epoch)
+	// Their attributes are built only when the line is written: this runs per request.
+	debug := e.log.Enabled(ctx, slog.LevelDebug)
+	if debug {
+		e.log.Debug("stream started", "ticket", claims.Ticket, "object", claims.Object, "epoch", claims.Epoch)
+	}
 	defer func() {
 		stopped := e.now()
 		sent := hold.finish(l)
 		if err != nil {
-			log.Info("stream ended early", "status", b.status, "sent", sent, "stopped", stopped, "err", err)
-		} else {
-			log.Debug("stream completed", "status", b.status, "sent", sent, "stopped", stopped)
+			e.log.Info("stream ended early", "ticket", claims.Ticket, "object", claims.Object,
+				"status", b.status, "sent", sent, "stopped", stopped, "err", err)
+		} else if debug {
+			e.log.Debug("stream completed", "ticket", claims.Ticket, "object", claims.Object,
+				"status", b.status, "sent", sent, "stopped", stopped)
 		}
 	}()
 
