@@ -1,7 +1,6 @@
 package signer
 
 import (
-	"context"
 	"net"
 	"syscall"
 
@@ -18,23 +17,21 @@ import (
 // long links lose no throughput.
 const notSentLowat = 128 << 10
 
-// ConnContext is for the edge's http.Server (ConnContext): it tunes every accepted
-// TCP connection for streaming (see notSentLowat). It changes nothing else.
-func (e *Edge) ConnContext(ctx context.Context, c net.Conn) context.Context {
+// tuneConn tunes an accepted TCP connection for streaming (see notSentLowat).
+func tuneConn(e *Edge, c net.Conn) {
 	// syscall.Conn, not *net.TCPConn: the listener may wrap its connections (the
 	// per-address cap, shared/connlimit) and still give the socket.
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return ctx
+		return
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return ctx
+		return
 	}
 	_ = raw.Control(func(fd uintptr) {
 		if err := unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notSentLowat); err != nil {
 			e.log.Debug("set TCP_NOTSENT_LOWAT", "err", err)
 		}
 	})
-	return ctx
 }

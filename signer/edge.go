@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -32,6 +33,11 @@ type EdgeConfig struct {
 	// counted from the last renewal it confirmed (20s). Keep it below the ledger's stream
 	// lease: past the lease the slot may be granted again, and the edge must have stopped.
 	RenewGrace time.Duration
+	// HoldIdle is how long a keep-alive client connection stays registered in the
+	// ledger after its last response, so that its next range request needs no ledger
+	// call (1s, at most RenewEvery); negative: every response registers on its own.
+	// The ticket of a download that ended this way is done that much later.
+	HoldIdle time.Duration
 	// BufferSize is the copy buffer of one stream, pooled (256 KiB).
 	BufferSize int
 	// IdleTimeout ends a stream whose client accepts no data for this long (60s).
@@ -55,6 +61,7 @@ const (
 	defaultRenewEvery  = 5 * time.Second
 	defaultRenewGrace  = 20 * time.Second
 	defaultBufferSize  = 256 << 10
+	defaultHoldIdle    = time.Second
 	defaultIdleTimeout = 60 * time.Second
 	defaultRateWindow  = 60 * time.Second
 	// endTimeout bounds EndStream, which runs after the client's context is gone.
@@ -77,6 +84,7 @@ type Edge struct {
 	now         func() time.Time
 	renewEvery  time.Duration
 	renewGrace  time.Duration
+	holdIdle    time.Duration // 0: no hold outlives its response
 	idleTimeout time.Duration
 	minRate     int64
 	// minRateWindow is the span the minimum rate is measured over.
@@ -85,6 +93,10 @@ type Edge struct {
 	buffers       sync.Pool // *[]byte of BufferSize
 	stats         edgeStats
 	observer      EdgeObserver
+
+	holdsMu sync.Mutex
+	holds   map[*slotHold]struct{}  // every hold not yet released
+	conns   map[net.Conn]*connHolds // the client connections holding any
 }
 
 // edgeStats are the edge's running counters.
@@ -133,6 +145,15 @@ func NewEdge(cfg EdgeConfig) *Edge {
 		minRateWindow: orDefault(cfg.MinRateWindow, defaultRateWindow),
 		throttle:      newThrottle(cfg.DownloadRate, cfg.EgressRate),
 		observer:      cfg.Observer,
+		holds:         make(map[*slotHold]struct{}),
+		conns:         make(map[net.Conn]*connHolds),
+	}
+	switch {
+	case cfg.HoldIdle < 0:
+	case cfg.HoldIdle == 0:
+		e.holdIdle = min(defaultHoldIdle, e.renewEvery)
+	default:
+		e.holdIdle = min(cfg.HoldIdle, e.renewEvery)
 	}
 	if e.observer == nil {
 		e.observer = nopObserver{}

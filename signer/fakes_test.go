@@ -201,6 +201,9 @@ type fakeSlots struct {
 	endErr   func(n int) error // answer to the n-th EndStream (from 1)
 	ends     int
 	ended    chan slotCall
+	// lastEnd is the stream and total of the last EndStream.
+	lastEnd      admission.Stream
+	lastEndTotal int64
 }
 
 type slotCall struct {
@@ -240,10 +243,11 @@ func (f *fakeSlots) RenewStream(_ context.Context, s admission.Stream, sent, _ i
 	return f.record("renew", ticket, conn, epoch, sent, err)
 }
 
-func (f *fakeSlots) EndStream(_ context.Context, s admission.Stream, sent, _ int64) error {
+func (f *fakeSlots) EndStream(_ context.Context, s admission.Stream, sent, total int64) error {
 	ticket, conn, epoch := s.Ticket, s.Conn, s.Epoch
 	f.mu.Lock()
 	f.ends++
+	f.lastEnd, f.lastEndTotal = s, total
 	var err error
 	if f.endErr != nil {
 		err = f.endErr(f.ends)
@@ -337,12 +341,14 @@ func newHarness(t testing.TB, configure ...func(*EdgeConfig)) *harness {
 	h.edge = NewEdge(cfg)
 	h.srv = httptest.NewUnstartedServer(h.edge.Handler())
 	h.srv.Config.ConnContext = h.edge.ConnContext
+	h.srv.Config.ConnState = h.edge.ConnState
 	h.srv.Start()
 	transport := &http.Transport{DisableCompression: true}
 	h.client = &http.Client{Transport: transport}
 	t.Cleanup(func() {
 		transport.CloseIdleConnections()
 		h.srv.Close()
+		h.edge.Close(context.Background())
 	})
 	return h
 }

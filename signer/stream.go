@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"path"
 	"strconv"
@@ -99,9 +100,9 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	observed, end := e.observer.Streaming(r.Context(), claims)
 	defer func() { end(err) }()
 	r = r.WithContext(observed)
-	// This connection in the ledger; what the token says of the ticket lets the stream
+	// This response in the ledger; what the token says of the ticket lets the stream
 	// re-register if the ledger was lost while it ran.
-	ref := admission.Stream{Ticket: claims.Ticket, Conn: rand.Text(), Epoch: claims.Epoch,
+	ref := admission.Stream{Ticket: claims.Ticket, Epoch: claims.Epoch,
 		Tenant: claims.Tenant, Object: claims.Object, ETag: claims.ETag, Size: size}
 	// Bytes before the first range are the client's already (a resume): a stream that
 	// re-registers counts them as sent, since the ledger that counted them was lost.
@@ -110,7 +111,8 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	for _, p := range b.parts {
 		ref.Parts = append(ref.Parts, admission.Span{Start: p.span.start, Length: p.span.length})
 	}
-	if err := e.slots.BeginStream(r.Context(), ref); err != nil {
+	hold, err := e.acquire(r.Context(), ref)
+	if err != nil {
 		if refused(err) {
 			return fmt.Errorf("begin stream: %w", err)
 		}
@@ -123,35 +125,40 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	e.stats.streams.Add(1)
 	defer e.stats.streams.Add(-1)
 	rc := http.NewResponseController(w)
-	l := e.holdSlot(ctx, claims, ref, func(cause error) {
+	l := hold.start(ref.Parts, func(cause error) {
 		cancel(cause)
 		// Unblock a write in progress; the copy loop sees ctx canceled before the next.
 		_ = rc.SetWriteDeadline(time.Now())
 	})
-	log := e.log.With("ticket", claims.Ticket, "object", claims.Object)
 	// "stream started" and the end line's "stopped" bound the span in which this
 	// stream's bytes were sent and its slot surely held: an audit trail of how many
 	// downloads were in flight at once (e2e/admission_load_test.go merges the edges').
-	log.Debug("stream started", "epoch", claims.Epoch)
+	// Their attributes are built only when the line is written: this runs per request.
+	debug := e.log.Enabled(ctx, slog.LevelDebug)
+	if debug {
+		e.log.Debug("stream started", "ticket", claims.Ticket, "object", claims.Object, "epoch", claims.Epoch)
+	}
 	defer func() {
 		stopped := e.now()
-		sent := l.release(ctx)
+		sent := hold.finish(l)
 		if err != nil {
-			log.Info("stream ended early", "status", b.status, "sent", sent, "stopped", stopped, "err", err)
-		} else {
-			log.Debug("stream completed", "status", b.status, "sent", sent, "stopped", stopped)
+			e.log.Info("stream ended early", "ticket", claims.Ticket, "object", claims.Object,
+				"status", b.status, "sent", sent, "stopped", stopped, "err", err)
+		} else if debug {
+			e.log.Debug("stream completed", "ticket", claims.Ticket, "object", claims.Object,
+				"status", b.status, "sent", sent, "stopped", stopped)
 		}
 	}()
 
 	// The first part is opened before the status goes out, so that a version change or
 	// an outage is still answered with an error status rather than a cut body.
-	first, err := e.open(ctx, claims, b.parts[0].span)
+	first, err := e.open(ctx, hold, claims, b.parts[0].span)
 	if err != nil {
 		return withCause(ctx, err)
 	}
 	setBodyHeaders(w.Header(), b, claims.Object)
 	w.WriteHeader(b.status)
-	err = e.writeBody(ctx, w, rc, first, b, claims, &l.progress, flow)
+	err = e.writeBody(ctx, w, rc, first, b, hold, claims, &l.progress, flow)
 	if err == nil {
 		// Out of net/http's buffers while the idle deadline still holds, before the
 		// slot is released.
@@ -173,12 +180,12 @@ func withCause(ctx context.Context, err error) error {
 }
 
 // writeBody sends every part of b, first being the open reader of the first part.
-func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first io.ReadCloser, b body, claims Claims, p *progress, f *flow) error {
+func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first io.ReadCloser, b body, h *slotHold, claims Claims, p *progress, f *flow) error {
 	for i, part := range b.parts {
 		src := first
 		if i > 0 {
 			var err error
-			if src, err = e.open(ctx, claims, part.span); err != nil {
+			if src, err = e.open(ctx, h, claims, part.span); err != nil {
 				return err
 			}
 		}
@@ -202,16 +209,20 @@ func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.Re
 	return nil
 }
 
-// open opens exactly span of the object, at the version the token names.
-func (e *Edge) open(ctx context.Context, claims Claims, span byteRange) (io.ReadCloser, error) {
+// open opens exactly span of the object, at the version the token names, in the file
+// h keeps open when it keeps one (files.go).
+func (e *Edge) open(ctx context.Context, h *slotHold, claims Claims, span byteRange) (io.ReadCloser, error) {
 	if span.length == 0 {
 		return io.NopCloser(strings.NewReader("")), nil // an empty object: nothing to fetch
+	}
+	if rd := h.takeFile(span.start, span.length); rd != nil {
+		return rd, nil
 	}
 	rd, err := e.store.Open(ctx, claims.Object, span.start, span.length, claims.ETag)
 	if err != nil {
 		return nil, fmt.Errorf("open %s at %d+%d: %w", claims.Object, span.start, span.length, err)
 	}
-	return rd, nil
+	return h.keep(rd), nil
 }
 
 // copyBody copies exactly n bytes of src to w, recording each byte the client

@@ -110,6 +110,7 @@ type edgeComponent struct {
 	p        *process
 	public   *listener
 	ops      *listener // nil without --edge-metrics-addr
+	edge     *signer.Edge
 	draining atomic.Bool
 	beat     heartbeat
 }
@@ -136,7 +137,7 @@ func newEdgeComponent(p *process) (component, error) {
 		EgressRate:    c.EgressRate,
 		Observer:      o.edgeObserver(),
 	})
-	ec := &edgeComponent{p: p}
+	ec := &edgeComponent{p: p, edge: e}
 	ready := readiness(&ec.draining, map[string]func(context.Context) error{
 		"redis": d.ledger.Ping, "storage": d.store.Ping,
 	})
@@ -147,6 +148,7 @@ func newEdgeComponent(p *process) (component, error) {
 		return nil, err
 	}
 	ec.public.srv.ConnContext = e.ConnContext
+	ec.public.srv.ConnState = e.ConnState // watchConns chains it
 	o.watchConns(ec.public)
 	if c.EdgeMetricsAddr != "" {
 		debug := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -187,6 +189,8 @@ func (ec *edgeComponent) Drain() { ec.draining.Store(true) }
 // meanwhile, so their last bytes are counted.
 func (ec *edgeComponent) Shutdown(ctx context.Context) error {
 	ec.public.stop(ctx, ec.p.log)
+	// The keep-alive connections' ledger holds end once the listener has stopped.
+	ec.edge.Close(ctx)
 	ec.beat.stop()
 	ec.ops.stop(ctx, ec.p.log)
 	return nil
