@@ -210,6 +210,10 @@ func (o *ops) edgeHTTP(h http.Handler) http.Handler {
 		case "GET /healthz", "GET /readyz":
 			return
 		}
+		level := telemetry.RequestLevel(m.Code)
+		if !log.Enabled(r.Context(), level) {
+			return // the routine line is filtered out: build nothing for it
+		}
 		attrs := []any{"method", r.Method, "route", route, "status", m.Code, "bytes", m.Written,
 			"duration", m.Duration.Round(time.Microsecond)}
 		if note.ticket != "" {
@@ -221,6 +225,6 @@ func (o *ops) edgeHTTP(h http.Handler) http.Handler {
 		if note.traceID.IsValid() {
 			attrs = append(attrs, "trace_id", note.traceID.String())
 		}
-		log.Log(r.Context(), telemetry.RequestLevel(m.Code), "request", attrs...)
+		log.Log(r.Context(), level, "request", attrs...)
 	})
 }
