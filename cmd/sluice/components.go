@@ -71,6 +71,8 @@ func newIngressComponent(p *process) (component, error) {
 		},
 		Logger: log,
 		Ops:    &ingress.Ops{Metrics: o.metrics, Tracing: o.tracing, Fleet: o.fleet},
+		// A link whose edge has gone is moved to a live one when its client asks.
+		Edges: fleet.NewEdgeChooser(o.fleet, time.Second, log),
 		// The publish API, the catalog and the catalog check of downloads.
 		Releases: p.rel.ingressConfig(),
 		Uploads:  ingress.UploadsConfig{Store: d.store, MaxSize: c.MaxUploadSize},
