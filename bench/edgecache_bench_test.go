@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +21,8 @@ import (
 // and a direct minio-go GET.
 func BenchmarkEdgeCache(b *testing.B) {
 	dir := b.TempDir()
-	s := startServer(b, true, "SLUICE_EDGE_CACHE_DIR="+dir, "SLUICE_EDGE_CACHE_SIZE="+strconv.Itoa(2*edgeObjectSize))
+	s := startServer(b, true, "SLUICE_EDGE_CACHE_DIR="+dir, "SLUICE_EDGE_CACHE_SIZE="+strconv.Itoa(2*edgeObjectSize),
+		"SLUICE_MAX_CONNS_PER_TOKEN="+strconv.Itoa(rangeConns)) // the ranges part: one link, 64 connections
 	mc := s.minio.Client(b)
 	if _, err := mc.PutObject(b.Context(), s.bucket, "cached.bin", io.LimitReader(rand.Reader, edgeObjectSize), edgeObjectSize, minio.PutObjectOptions{}); err != nil {
 		b.Fatal(err)
@@ -59,5 +62,74 @@ func BenchmarkEdgeCache(b *testing.B) {
 			"  cached, through the edge   %7.0f MB/s\n  nginx, same file and disk  %7.0f MB/s  (ratio %.2f)\n"+
 			"  first download (miss)      %7.0f MB/s  (ratio %.2f)\n  direct minio-go GET        %7.0f MB/s  (ratio %.2f)\n",
 			cached/1e6, peer/1e6, cached/peer, miss/1e6, cached/miss, direct/1e6, cached/direct)
+
+		// Small ranges: what a download manager's or a package mirror's requests look
+		// like, where the per-request cost (token, ledger, version check) dominates.
+		edgeRanges := wrkRanges(b, edgeLink(b, s, "cached.bin"), edgeObjectSize)
+		peerRanges := wrkRanges(b, nginx+"/"+file, edgeObjectSize)
+		b.ReportMetric(edgeRanges.rps, "cached-64KiB-req/s")
+		b.ReportMetric(peerRanges.rps, "nginx-64KiB-req/s")
+		b.ReportMetric(edgeRanges.rps/peerRanges.rps, "ranges-ratio-to-nginx")
+		fmt.Fprintf(os.Stderr, "\n64 KiB ranges of the same cached file, wrk -t2 -c%d -d%s, random offsets:\n"+
+			"  cached, through the edge   %7.0f req/s  %6.0f MB/s  p99 %s\n"+
+			"  nginx, same file and disk  %7.0f req/s  %6.0f MB/s  p99 %s  (ratio %.2f)\n",
+			rangeConns, rangeDuration, edgeRanges.rps, edgeRanges.rps*rangeSize/1e6, edgeRanges.p99,
+			peerRanges.rps, peerRanges.rps*rangeSize/1e6, peerRanges.p99, edgeRanges.rps/peerRanges.rps)
 	}
+}
+
+const (
+	rangeSize     = 64 << 10
+	rangeConns    = 64
+	rangeDuration = 5 * time.Second
+)
+
+// wrkResult is what one wrk run measured.
+type wrkResult struct {
+	rps float64
+	p99 string
+}
+
+// wrkRanges runs wrk against url for rangeDuration with rangeConns connections, each
+// request a Range of rangeSize bytes at a random aligned offset of the size bytes. A
+// run with any answer that is not 2xx (a refused connection, a 429) fails.
+func wrkRanges(b *testing.B, url string, size int64) wrkResult {
+	b.Helper()
+	bin, err := exec.LookPath("wrk")
+	if err != nil {
+		b.Fatal("wrk is not installed: run scripts/deps.sh bench (or apt-get install -y wrk)")
+	}
+	script := filepath.Join(b.TempDir(), "ranges.lua")
+	lua := fmt.Sprintf(`local spans = %d
+request = function()
+  local at = math.random(0, spans - 1) * %d
+  return wrk.format("GET", nil, {Range = "bytes=" .. at .. "-" .. (at + %d - 1)})
+end
+`, size/rangeSize, rangeSize, rangeSize)
+	if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	out, err := exec.Command(bin, "-t2", "-c"+strconv.Itoa(rangeConns), "-d"+rangeDuration.String(),
+		"--latency", "-s", script, url).CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk: %v\n%s", err, out)
+	}
+	text := string(out)
+	if strings.Contains(text, "Non-2xx") || strings.Contains(text, "Socket errors") {
+		b.Fatalf("wrk saw failed requests:\n%s", text)
+	}
+	var r wrkResult
+	for line := range strings.SplitSeq(text, "\n") {
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) == 2 && fields[0] == "Requests/sec:":
+			r.rps, _ = strconv.ParseFloat(fields[1], 64)
+		case len(fields) == 2 && fields[0] == "99%":
+			r.p99 = fields[1]
+		}
+	}
+	if r.rps == 0 {
+		b.Fatalf("wrk printed no request rate:\n%s", text)
+	}
+	return r
 }
