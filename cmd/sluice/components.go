@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/apikeys"
+	"github.com/sluice-dl/sluice/shared/edgecache"
 	"github.com/sluice-dl/sluice/shared/fleet"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
@@ -170,6 +171,12 @@ func newEdgeComponent(p *process) (component, error) {
 		func() int64 { return e.Stats().Streams }, func() int64 { return e.Stats().BytesSent })
 	// What edge choice weighs this edge by (workers with --edge-affinity).
 	member.PublicURL, member.CacheBytes = strings.TrimRight(c.EdgeAdvertise, "/"), cacheBytes(c)
+	if cache, ok := store.(*edgecache.Cache); ok { // its figures on the dashboard
+		member.Cache = func() fleet.CacheFigures {
+			s := cache.Stats()
+			return fleet.CacheFigures{Hits: s.Hits, Misses: s.Misses, BytesFromCache: s.BytesFromCache, BytesFromOrigin: s.BytesFromOrigin}
+		}
+	}
 	ec.beat.m = o.member(member)
 	return ec, nil
 }

@@ -95,3 +95,27 @@ func TestRepointMovesOnlyLinksToEdgesGone(t *testing.T) {
 		}
 	})
 }
+
+// An edge's cache figures travel with its beat; a node without a cache has none.
+func TestBeatCarriesCacheFigures(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		reg := fleet.New(rdb, fleet.Config{})
+		figures := fleet.CacheFigures{Hits: 9, Misses: 1, BytesFromCache: 9 << 20, BytesFromOrigin: 1 << 20}
+		if err := reg.Beat(t.Context(), fleet.Node{ID: "e", Role: fleet.RoleEdge, Cache: &figures}, fleet.Activity{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := reg.Beat(t.Context(), fleet.Node{ID: "w", Role: "worker"}, fleet.Activity{}); err != nil {
+			t.Fatal(err)
+		}
+		nodes, err := reg.Nodes(t.Context())
+		if err != nil || len(nodes) != 2 {
+			t.Fatalf("nodes %+v, %v", nodes, err)
+		}
+		if c := nodes[0].Cache; nodes[0].ID != "e" || c == nil || *c != figures {
+			t.Errorf("edge %+v: cache %+v, want %+v", nodes[0], c, figures)
+		}
+		if nodes[1].Cache != nil {
+			t.Errorf("a worker with cache figures: %+v", nodes[1].Cache)
+		}
+	})
+}
