@@ -13,12 +13,15 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // BenchmarkEdgeCache: a 1 GiB object in MinIO through an edge with a disk cache.
-// In one run: the first download (a miss: it follows the fill from MinIO), the same
-// object served from the cache, nginx serving the cached file from the same disk,
-// and a direct minio-go GET.
+// In one run: the object through an edge without a cache, the first download (a
+// miss: it streams from MinIO while the fill writes the copy behind it), the same
+// object served from the cache, nginx serving the cached file from the same disk, a
+// direct minio-go GET, and 64 KiB ranges of the cached file from the edge and nginx.
 func BenchmarkEdgeCache(b *testing.B) {
 	dir := b.TempDir()
 	s := startServer(b, true, "SLUICE_EDGE_CACHE_DIR="+dir, "SLUICE_EDGE_CACHE_SIZE="+strconv.Itoa(2*edgeObjectSize),
@@ -27,6 +30,14 @@ func BenchmarkEdgeCache(b *testing.B) {
 	if _, err := mc.PutObject(b.Context(), s.bucket, "cached.bin", io.LimitReader(rand.Reader, edgeObjectSize), edgeObjectSize, minio.PutObjectOptions{}); err != nil {
 		b.Fatal(err)
 	}
+	// The uncached path to compare the miss with: a second edge without a cache on the
+	// same stack. Links are valid on any edge, so a link's path is moved to it.
+	plainPort := testenv.FreePort(b)
+	plainEdge := "http://127.0.0.1:" + strconv.Itoa(plainPort)
+	plain := testenv.Start(b, b.TempDir(), sluiceBin, append(append([]string{}, s.env...),
+		"SLUICE_EDGE_ADDR=127.0.0.1:"+strconv.Itoa(plainPort), "SLUICE_EDGE_METRICS_ADDR=", "SLUICE_EDGE_CACHE_DIR="), "edge")
+	testenv.WaitHTTP(b, plainEdge+"/readyz", 30*time.Second, plain.Log)
+	uncached := getAll(b, strings.Replace(edgeLink(b, s, "cached.bin"), s.edge, plainEdge, 1), edgeObjectSize)
 	miss := getAll(b, edgeLink(b, s, "cached.bin"), edgeObjectSize)
 	var file string
 	for deadline := time.Now().Add(60 * time.Second); file == ""; time.Sleep(50 * time.Millisecond) {
@@ -58,10 +69,13 @@ func BenchmarkEdgeCache(b *testing.B) {
 		b.ReportMetric(miss/1e6, "miss-MB/s")
 		b.ReportMetric(cached/peer, "ratio-to-nginx")
 		b.ReportMetric(cached/miss, "ratio-to-miss")
+		b.ReportMetric(uncached/1e6, "no-cache-MB/s")
+		b.ReportMetric(miss/uncached, "miss-ratio-to-no-cache")
 		fmt.Fprintf(os.Stderr, "\nedge cache, one 1 GiB object from MinIO, one client:\n"+
 			"  cached, through the edge   %7.0f MB/s\n  nginx, same file and disk  %7.0f MB/s  (ratio %.2f)\n"+
-			"  first download (miss)      %7.0f MB/s  (ratio %.2f)\n  direct minio-go GET        %7.0f MB/s  (ratio %.2f)\n",
-			cached/1e6, peer/1e6, cached/peer, miss/1e6, cached/miss, direct/1e6, cached/direct)
+			"  first download (miss)      %7.0f MB/s  (ratio %.2f)\n  direct minio-go GET        %7.0f MB/s  (ratio %.2f)\n"+
+			"  edge without a cache       %7.0f MB/s  (miss / no cache %.2f)\n",
+			cached/1e6, peer/1e6, cached/peer, miss/1e6, cached/miss, direct/1e6, cached/direct, uncached/1e6, miss/uncached)
 
 		// Small ranges: what a download manager's or a package mirror's requests look
 		// like, where the per-request cost (token, ledger, version check) dominates.
