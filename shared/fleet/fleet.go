@@ -231,10 +231,10 @@ type MemberConfig struct {
 	// BytesSent is the node's running total of bytes sent (an edge); nil: none.
 	BytesSent func() int64
 	// Cache is an edge's disk cache figures now; nil: no cache.
-	Cache func() CacheFigures
-	Every     time.Duration // beat interval (1s)
-	Logger    *slog.Logger
-	Now       func() time.Time
+	Cache  func() CacheFigures
+	Every  time.Duration // beat interval (1s)
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Member keeps one node registered while it runs.
