@@ -59,6 +59,10 @@ type fill struct {
 	// stops feeding. left is closed when the fill stops taking them.
 	feed chan *[]byte
 	left chan struct{}
+	// readerDone is closed when the feeding reader is closed; followed when the
+	// first follower arrives (see copyFill).
+	readerDone, followed chan struct{}
+	hasFollower          bool
 }
 
 // state returns how far the fill is and a channel closed at its next change.
@@ -77,6 +81,10 @@ func (f *fill) acquire(start, end int64) (*os.File, bool) {
 		return nil, false
 	}
 	f.refs++
+	if f.followed != nil && !f.hasFollower {
+		f.hasFollower = true
+		close(f.followed)
+	}
 	return f.reader, true
 }
 
@@ -122,6 +130,7 @@ func (c *Cache) follow(ctx context.Context, name, key string, offset, length int
 			rd, err := c.fromOrigin(ctx, key, 0, length, etag)
 			if err != nil {
 				close(f.feed) // the fill reads the origin itself
+				close(f.readerDone)
 				return nil, false
 			}
 			return &teeReader{c: c, ctx: ctx, f: f, key: key, etag: etag, rd: rd, end: length, feeding: true}, true
@@ -201,6 +210,7 @@ func (c *Cache) startFill(ctx context.Context, name, key, etag string, fed bool)
 	f := &fill{key: key, etag: etag, name: name, tmp: tmp, size: info.Size, reader: reader, refs: 1, progress: make(chan struct{})}
 	if fed {
 		f.feed, f.left = make(chan *[]byte, feedBuffer/fillChunk), make(chan struct{})
+		f.readerDone, f.followed = make(chan struct{}), make(chan struct{})
 	}
 	c.fills[name] = f
 	c.mu.Unlock()
@@ -273,15 +283,31 @@ func (c *Cache) runFill(f *fill, info objstore.Info, want string, file *os.File)
 var errVerification = errors.New("copy does not match the expected SHA-256")
 
 // copyFill writes the whole version into file: first what its feed brings, if it
-// has one, then the rest from the origin.
+// has one, then the rest from the origin. A feed that ended early because its reader
+// went faster than the disk is continued once that reader is done, not beside it
+// (a second stream from the store would slow the first), or at once when another
+// reader follows the fill and waits for its bytes.
 func (c *Cache) copyFill(ctx context.Context, f *fill, file *os.File) error {
-	var at int64
 	if f.feed != nil {
-		var err error
-		if at, err = c.takeFeed(ctx, f, file); err != nil || at == f.size {
+		at, slow, err := c.takeFeed(ctx, f, file)
+		if err != nil || at == f.size {
 			return err
 		}
+		if !slow {
+			select {
+			case <-f.readerDone:
+			case <-f.followed:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return c.copyFrom(ctx, f, file, at)
 	}
+	return c.copyFrom(ctx, f, file, 0)
+}
+
+// copyFrom copies the version from byte at on, from the origin, into file.
+func (c *Cache) copyFrom(ctx context.Context, f *fill, file *os.File, at int64) error {
 	rd, err := c.origin.Open(ctx, f.key, at, f.size-at, f.etag)
 	if err != nil {
 		return fmt.Errorf("open at the origin: %w", err)
@@ -305,10 +331,9 @@ func (c *Cache) copyFill(ctx context.Context, f *fill, file *os.File) error {
 
 // takeFeed writes what f's feed brings into file until the feed ends (the reader
 // stopped feeding: done, gone, or ahead of the disk by feedBuffer) or is too slow,
-// and returns how many bytes it wrote.
-func (c *Cache) takeFeed(ctx context.Context, f *fill, file *os.File) (int64, error) {
+// and returns how many bytes it wrote and whether it left a slow feed.
+func (c *Cache) takeFeed(ctx context.Context, f *fill, file *os.File) (at int64, slow bool, err error) {
 	defer close(f.left)
-	var at int64
 	start := time.Now()
 	check := time.NewTicker(feedGrace / 4)
 	defer check.Stop()
@@ -316,24 +341,24 @@ func (c *Cache) takeFeed(ctx context.Context, f *fill, file *os.File) (int64, er
 		select {
 		case b, ok := <-f.feed:
 			if !ok {
-				return at, nil
+				return at, false, nil
 			}
 			n, err := file.Write(*b)
 			feedChunks.Put(b)
 			if err != nil {
-				return at, fmt.Errorf("write the copy: %w", err)
+				return at, false, fmt.Errorf("write the copy: %w", err)
 			}
 			at += int64(n)
 			f.advance(int64(n), false, nil)
 		case <-check.C:
 			if el := time.Since(start); el > feedGrace && float64(at)/el.Seconds() < feedMinRate {
-				return at, nil // a slow reader: the origin is faster
+				return at, true, nil // a slow reader: the origin is faster
 			}
 		case <-ctx.Done():
-			return at, ctx.Err()
+			return at, false, ctx.Err()
 		}
 	}
-	return at, nil
+	return at, false, nil
 }
 
 // feedChunks are the buffers a teeReader hands to its fill.
@@ -357,6 +382,7 @@ type teeReader struct {
 	feeding   bool
 	cur       *[]byte // bytes not yet handed over, up to fillChunk
 	reopened  bool
+	closed    bool
 }
 
 func (t *teeReader) Read(p []byte) (int, error) {
@@ -440,6 +466,10 @@ func (t *teeReader) stopFeeding() {
 
 func (t *teeReader) Close() error {
 	t.stopFeeding()
+	if !t.closed {
+		t.closed = true
+		close(t.f.readerDone)
+	}
 	return t.rd.Close()
 }
 
