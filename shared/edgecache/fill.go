@@ -27,7 +27,7 @@ const (
 	// feedBuffer bounds the bytes a first reader's stream holds for the fill that
 	// writes them to disk; past it the disk is behind, and the fill reads the rest
 	// from the origin itself (see teeReader).
-	feedBuffer = 32 << 20
+	feedBuffer = 8 << 20
 	// A feed slower than feedMinRate after feedGrace (a slow or throttled client) is
 	// left too: the fill must not go at one client's pace.
 	feedGrace   = 2 * time.Second
