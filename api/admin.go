@@ -62,4 +62,15 @@ type Node struct {
 	LastBeat time.Time `json:"last_beat"`
 	// AgeSeconds is how long ago the last beat was, by the ingress's clock.
 	AgeSeconds float64 `json:"last_beat_age_seconds"`
+	// Cache is an edge's disk cache since it started; nil without a cache.
+	Cache *NodeCache `json:"cache,omitempty"`
+}
+
+// NodeCache is an edge cache's figures as its heartbeat carries them.
+type NodeCache struct {
+	Hits            int64   `json:"hits"`
+	Misses          int64   `json:"misses"`
+	BytesFromCache  int64   `json:"bytes_from_cache"`
+	BytesFromOrigin int64   `json:"bytes_from_origin"`
+	HitRatio        float64 `json:"hit_ratio"` // hits / (hits + misses); 0 before the first read
 }

@@ -34,6 +34,7 @@ type server struct {
 	minio         *testenv.MinIO
 	bucket        string
 	proc          *testenv.Process
+	env           []string // what the server runs with: another role can join it
 }
 
 func startServer(b *testing.B, withMinIO bool, env ...string) *server {
@@ -66,6 +67,7 @@ func startServer(b *testing.B, withMinIO bool, env ...string) *server {
 		env = append(env, "SLUICE_S3_ENDPOINT="+s.minio.Endpoint, "SLUICE_S3_BUCKET="+s.bucket,
 			"SLUICE_S3_ACCESS_KEY="+s.minio.AccessKey, "SLUICE_S3_SECRET_KEY="+s.minio.SecretKey)
 	}
+	s.env = env
 	s.proc = testenv.Start(b, b.TempDir(), sluiceBin, env, "serve")
 	testenv.WaitHTTP(b, s.ingress+"/readyz", 30*time.Second, s.proc.Log)
 	return s

@@ -64,3 +64,12 @@ func (c *Client) Cancel(ctx context.Context, id string) (Ticket, error) {
 	_, err := c.do(ctx, http.MethodDelete, "/api/v1/tickets/"+url.PathEscape(id), nil, nil, &t)
 	return t, err
 }
+
+// Relink asks for the ticket's link on a live edge (POST /api/v1/tickets/{id}/link),
+// for a link that cannot be reached: the same ticket and slot, the link moved if the
+// edge it named has gone, else unchanged.
+func (c *Client) Relink(ctx context.Context, id string) (Ticket, error) {
+	var t Ticket
+	_, err := c.do(ctx, http.MethodPost, "/api/v1/tickets/"+url.PathEscape(id)+"/link", nil, nil, &t)
+	return t, err
+}

@@ -18,7 +18,7 @@ const cacheObject = 8 << 20
 // startCachedEdge runs a stack whose edge caches up to size bytes in dir.
 func startCachedEdge(t *testing.T, dir string, size int64) *stack {
 	t.Helper()
-	s := newStack(t, stackOptions{S3: true, GlobalLimit: 12})
+	s := newStack(t, stackOptions{S3: true, GlobalLimit: 12, Env: []string{"SLUICE_ADMIN_KEY=" + opsAdminKey}})
 	s.dumpLogsOnFailure()
 	s.start("edge", "SLUICE_EDGE_CACHE_DIR="+dir, "SLUICE_EDGE_CACHE_SIZE="+strconv.FormatInt(size, 10))
 	s.start("worker")
@@ -67,6 +67,16 @@ func TestEdgeCacheFillHitConcurrencyCorruptionEviction(t *testing.T) {
 	if m["hit"] != 1 || m["origin"] != cacheObject || m["cache"] != cacheObject {
 		t.Fatalf("after a fill and a hit: %v; want 1 hit, one object's bytes from each side", m)
 	}
+	// The same figures in the edge's heartbeat, for the dashboard.
+	eventually(t, 10*time.Second, "the edge's cache figures in GET /api/v1/admin/workers", func() bool {
+		for _, n := range s.nodes() {
+			if c := n.Cache; n.Role == "edge" && c != nil && c.Hits == 1 && c.BytesFromCache == cacheObject &&
+				c.BytesFromOrigin == cacheObject && c.HitRatio > 0 && c.HitRatio < 1 {
+				return true
+			}
+		}
+		return false
+	})
 
 	// Six first downloads of b at once: MinIO is read once, by the fill they follow.
 	links := make([]string, 6)

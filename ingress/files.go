@@ -113,7 +113,8 @@ func (s *Server) sendWhenAdmitted(c *gin.Context, id, name string, again url.URL
 	}
 	switch p.Status {
 	case admission.StatusReady, admission.StatusStreaming:
-		c.Redirect(http.StatusSeeOther, p.DownloadURL)
+		// A client back here after its link failed gets it on a live edge.
+		c.Redirect(http.StatusSeeOther, s.liveLink(c.Request.Context(), p))
 		return
 	case admission.StatusQueued, admission.StatusAdmitting:
 	default:

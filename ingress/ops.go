@@ -84,9 +84,16 @@ func (s *Server) listNodes(c *gin.Context) {
 	}
 	now := time.Now()
 	for _, n := range nodes {
-		out.Nodes = append(out.Nodes, api.Node{ID: n.ID, Role: n.Role, Version: n.Version, Address: n.Address,
+		v := api.Node{ID: n.ID, Role: n.Role, Version: n.Version, Address: n.Address,
 			InFlight: n.InFlight, Started: n.Started, LastBeat: n.LastBeat,
-			AgeSeconds: max(now.Sub(n.LastBeat), 0).Round(time.Millisecond).Seconds()})
+			AgeSeconds: max(now.Sub(n.LastBeat), 0).Round(time.Millisecond).Seconds()}
+		if c := n.Cache; c != nil {
+			v.Cache = &api.NodeCache{Hits: c.Hits, Misses: c.Misses, BytesFromCache: c.BytesFromCache, BytesFromOrigin: c.BytesFromOrigin}
+			if reads := c.Hits + c.Misses; reads > 0 {
+				v.Cache.HitRatio = float64(c.Hits) / float64(reads)
+			}
+		}
+		out.Nodes = append(out.Nodes, v)
 	}
 	c.JSON(http.StatusOK, out)
 }

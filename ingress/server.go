@@ -66,6 +66,8 @@ type Config struct {
 	Uploads UploadsConfig
 	// Ops wires metrics, tracing, the fleet registry and the dashboard (ops.go).
 	Ops *Ops
+	// Edges moves links whose edge is gone to a live one (relink.go); nil: never.
+	Edges EdgeLinks
 	// BodyTimeout and BodyMinRate bound how long a request body may take to arrive:
 	// BodyTimeout plus a second per BodyMinRate bytes received (bounds.go). Zero: 10 s
 	// and 32 KiB/s; a negative BodyTimeout: no bound.
@@ -139,6 +141,7 @@ func (s *Server) router() *gin.Engine {
 	// Tickets are their owner's (owner.go): the key, if any, says who asks.
 	api.GET("/tickets/:id", client, s.getTicket)
 	api.GET("/tickets/:id/download", client, s.followTicket)
+	api.POST("/tickets/:id/link", client, s.relinkTicket)
 	api.DELETE("/tickets/:id", client, s.cancelTicket)
 	api.GET("/files/*key", client, s.getFile)
 	s.routeAdmin(api)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/apikeys"
+	"github.com/sluice-dl/sluice/shared/edgecache"
 	"github.com/sluice-dl/sluice/shared/fleet"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
@@ -71,6 +72,8 @@ func newIngressComponent(p *process) (component, error) {
 		},
 		Logger: log,
 		Ops:    &ingress.Ops{Metrics: o.metrics, Tracing: o.tracing, Fleet: o.fleet},
+		// A link whose edge has gone is moved to a live one when its client asks.
+		Edges: fleet.NewEdgeChooser(o.fleet, time.Second, log),
 		// The publish API, the catalog and the catalog check of downloads.
 		Releases: p.rel.ingressConfig(),
 		Uploads:  ingress.UploadsConfig{Store: d.store, MaxSize: c.MaxUploadSize},
@@ -170,6 +173,12 @@ func newEdgeComponent(p *process) (component, error) {
 		func() int64 { return e.Stats().Streams }, func() int64 { return e.Stats().BytesSent })
 	// What edge choice weighs this edge by (workers with --edge-affinity).
 	member.PublicURL, member.CacheBytes = strings.TrimRight(c.EdgeAdvertise, "/"), cacheBytes(c)
+	if cache, ok := store.(*edgecache.Cache); ok { // its figures on the dashboard
+		member.Cache = func() fleet.CacheFigures {
+			s := cache.Stats()
+			return fleet.CacheFigures{Hits: s.Hits, Misses: s.Misses, BytesFromCache: s.BytesFromCache, BytesFromOrigin: s.BytesFromOrigin}
+		}
+	}
 	ec.beat.m = o.member(member)
 	return ec, nil
 }

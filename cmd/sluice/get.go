@@ -445,12 +445,18 @@ func (g *getter) catalogEntry(ctx context.Context, object string) (*client.Catal
 }
 
 // download fetches the link into part. An outage of the edge (503 and other 5xx,
-// failed connections) is ridden out on the same link, resuming what arrived; a link
-// that stops working (expired, or the object changed) is replaced by a new ticket.
+// failed connections) is ridden out on the same ticket, resuming what arrived: before
+// each retry the server is asked for the link on a live edge, which moves it when the
+// edge it names has gone. A link that stops working (expired, or the object changed)
+// is replaced by a new ticket.
 func (g *getter) download(ctx context.Context, key string, tk client.Ticket, part string) (fetch.Result, client.Ticket, error) {
 	for attempt := 0; ; attempt++ {
 		var res fetch.Result
+		tries := 0
 		err := g.outagePolicy(time.Time{}).Do(ctx, func() (err error) {
+			if tries++; tries > 1 {
+				tk = g.relink(ctx, tk)
+			}
 			d := fetch.New(fetch.Options{
 				URL: tk.DownloadURL, Part: part, Object: tk.Object, Connections: g.cfg.Connections,
 				MaxRate: g.maxRate, StallTimeout: g.cfg.StallTimeout, Log: g.log, Hash: true,
@@ -499,6 +505,20 @@ func (g *getter) download(ctx context.Context, key string, tk client.Ticket, par
 }
 
 // finish verifies the complete partial file and moves it into place.
+// relink is tk with its link on a live edge, asked of the server; tk as it is when
+// the server cannot say (the retry then uses the same link).
+func (g *getter) relink(ctx context.Context, tk client.Ticket) client.Ticket {
+	moved, err := g.api.Relink(ctx, tk.ID)
+	if err != nil || moved.DownloadURL == "" {
+		g.log.Debug("ask for the link on a live edge; retrying the same link", "ticket", tk.ID, "err", err)
+		return tk
+	}
+	if moved.DownloadURL != tk.DownloadURL {
+		g.rep.note("the edge of the download link is gone; continuing from another edge")
+	}
+	return moved
+}
+
 func (g *getter) finish(tk client.Ticket, res fetch.Result, entry *client.CatalogEntry, part, dest string) error {
 	if res.Fetched < res.Size {
 		// A resumed download never sends every byte on this ticket, so the edge keeps

@@ -32,6 +32,7 @@ type outageServer struct {
 	polls      int
 	creates    int
 	cancels    int
+	relinks    int // asks for the link on a live edge
 	otherPaths []string
 }
 
@@ -72,7 +73,7 @@ func (s *outageServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			tk.Position = 1
 			w.Header().Set("Retry-After", "1")
 		}
-		if r.Method == http.MethodPost {
+		if r.Method == http.MethodPost && r.URL.Path == "/api/v1/downloads" {
 			w.WriteHeader(http.StatusAccepted)
 		}
 		json.NewEncoder(w).Encode(tk)
@@ -89,6 +90,9 @@ func (s *outageServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fail(w)
 			return
 		}
+		ticket(client.StatusReady)
+	case r.Method == http.MethodPost && r.URL.Path == "/api/v1/tickets/T/link":
+		s.relinks++ // its edge is live: the same link
 		ticket(client.StatusReady)
 	case r.Method == http.MethodDelete && r.URL.Path == "/api/v1/tickets/T":
 		s.cancels++
@@ -149,6 +153,9 @@ func TestGetRidesOutOutagesOnItsTicket(t *testing.T) {
 	}
 	if s.polls != 5 {
 		t.Fatalf("%d polls of the ticket, want 5 (four failed, one ready)", s.polls)
+	}
+	if s.relinks < 1 {
+		t.Fatal("the retried download did not ask for its link on a live edge")
 	}
 	log := stderr.String()
 	for want, n := range map[string]int{

@@ -158,7 +158,15 @@ function render(s, nodes) {
   const nb = $("nodes");
   const now = Date.now();
   nb.replaceChildren(...nodes.map(n => row([n.role, n.id, n.version, n.address, n.in_flight,
-    Math.max(0, (now - Date.parse(n.last_beat)) / 1000).toFixed(1) + " s ago"])));
+    Math.max(0, (now - Date.parse(n.last_beat)) / 1000).toFixed(1) + " s ago", ...cacheCells(n.cache)])));
+}
+
+// cacheCells are an edge cache's figures (GET /workers, from its heartbeat); blank
+// for nodes without one.
+function cacheCells(c) {
+  if (!c) return ["", "", "", ""];
+  return [c.hits + " / " + c.misses, c.hits + c.misses ? (c.hit_ratio * 100).toFixed(1) + " %" : "none yet",
+    fmtBytes(c.bytes_from_cache), fmtBytes(c.bytes_from_origin)];
 }
 
 function row(cells) {

@@ -335,6 +335,9 @@ func TestFillCutMidwayFallsBackToOrigin(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	fx.cache = c
+	// A range read starts the fill without streaming it (only a read from offset 0
+	// does): the fill's own read is the one cut.
+	fx.read(t, "a.bin", 1, 1)
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Go(func() { fx.readAll(t, "a.bin") })
@@ -360,5 +363,53 @@ func TestFillCutMidwayFallsBackToOrigin(t *testing.T) {
 		if c.Stats().Hits != before+1 {
 			t.Error("the second fill's copy is not served")
 		}
+	}
+}
+
+// The reader that starts a fill streams from the origin, and the fill writes its
+// bytes to disk behind it: one origin read, and the copy is verified and served.
+func TestFirstReaderStreamsFromTheOrigin(t *testing.T) {
+	fx := newFixture(t, 64<<20, map[string]int{"a.bin": 6<<20 + 5})
+	rc, err := fx.cache.Open(t.Context(), "a.bin", 0, int64(len(fx.data["a.bin"])), fx.info["a.bin"].ETag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rc.(*teeReader); !ok {
+		t.Fatalf("the first reader is a %T, not the origin's stream", rc)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, fx.data["a.bin"]) {
+		t.Fatalf("first read: %v, right bytes %v", err, bytes.Equal(got, fx.data["a.bin"]))
+	}
+	fx.waitFills(t, 1)
+	fx.readAll(t, "a.bin")
+	s := fx.cache.Stats()
+	if n := fx.origin.opens.Load(); n != 1 || s.Hits != 1 || s.BytesFromOrigin != int64(len(fx.data["a.bin"])) {
+		t.Errorf("origin opened %d times, stats %+v; want one origin read and one hit", n, s)
+	}
+}
+
+// The first reader's origin stream cut midway is opened again where it stopped; the
+// fill, fed up to the cut, reads the rest itself and its copy is right.
+func TestFirstReaderCutMidwayReopens(t *testing.T) {
+	fx := newFixture(t, 64<<20, map[string]int{"a.bin": 4 << 20})
+	origin := &failingOnce{countingStore: fx.origin}
+	_ = fx.cache.Close()
+	c, err := New(Config{Dir: fx.dir, Size: 64 << 20, Origin: origin, Digests: fx.digest, RequireDigest: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	fx.cache = c
+	fx.readAll(t, "a.bin")
+	fx.waitFills(t, 1)
+	if s := c.Stats(); s.FillErrors != 0 || s.Entries != 1 {
+		t.Fatalf("stats %+v: the fill should have gone on past the reader's cut", s)
+	}
+	before := c.Stats().Hits
+	fx.readAll(t, "a.bin")
+	if c.Stats().Hits != before+1 {
+		t.Error("the copy is not served")
 	}
 }

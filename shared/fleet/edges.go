@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -76,6 +77,41 @@ func NewEdgeChooser(reg *Registry, refresh time.Duration, log *slog.Logger) *Edg
 // advertises one (the caller then uses its one configured URL). When the registry
 // cannot be read, the last list read is used.
 func (c *EdgeChooser) EdgeURL(ctx context.Context, key string) string {
+	n, ok := ChooseEdge(c.live(ctx), key)
+	if !ok {
+		return ""
+	}
+	return n.PublicURL
+}
+
+// Repoint moves a link whose edge is no longer live to the edge chosen for key among
+// the live ones, the one every worker would choose now. A link is base + "/d/" + token
+// + "/" + name, and the token is valid on every edge: only base changes, so the link
+// keeps its ticket's slot, epoch and expiry. The link comes back unchanged (false)
+// when its edge is live, when no live edge advertises a URL (one public URL for all
+// edges: nothing to choose from) or when it is not an edge link (a presigned storage
+// URL).
+func (c *EdgeChooser) Repoint(ctx context.Context, link, key string) (string, bool) {
+	i := strings.LastIndex(link, "/d/")
+	if i < 0 {
+		return link, false
+	}
+	base, rest := link[:i], link[i:]
+	live := c.live(ctx)
+	for _, n := range live {
+		if n.Role == RoleEdge && n.PublicURL == base {
+			return link, false
+		}
+	}
+	n, ok := ChooseEdge(live, key)
+	if !ok {
+		return link, false
+	}
+	return n.PublicURL + rest, true
+}
+
+// live is the list of live nodes, read from the registry at most once per refresh.
+func (c *EdgeChooser) live(ctx context.Context) []Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if time.Since(c.fetched) >= c.refresh {
@@ -87,9 +123,5 @@ func (c *EdgeChooser) EdgeURL(ctx context.Context, key string) string {
 		}
 		c.fetched = time.Now()
 	}
-	n, ok := ChooseEdge(c.nodes, key)
-	if !ok {
-		return ""
-	}
-	return n.PublicURL
+	return c.nodes
 }

@@ -3,6 +3,9 @@ package fleet_test
 import (
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dl/sluice/shared/fleet"
 )
@@ -53,4 +56,66 @@ func TestChooseEdgeSpreadsKeysByWeightAndMovesOnlyALostEdgesKeys(t *testing.T) {
 	if _, ok := fleet.ChooseEdge(edges()[:0], "k"); ok {
 		t.Error("an edge was chosen among none")
 	}
+}
+
+// TestRepointMovesOnlyLinksToEdgesGone: a link naming a live edge stays; one naming an
+// edge that left moves to the edge the live ones give its key, with the same token;
+// links that are not edge links, or with no live edge to move to, stay.
+func TestRepointMovesOnlyLinksToEdgesGone(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		reg := fleet.New(rdb, fleet.Config{})
+		a := fleet.Node{ID: "a", Role: fleet.RoleEdge, PublicURL: "http://edge-a:8081", CacheBytes: 1, Started: time.Now()}
+		b := fleet.Node{ID: "b", Role: fleet.RoleEdge, PublicURL: "http://edge-b:8081", CacheBytes: 1, Started: time.Now()}
+		for _, n := range []fleet.Node{a, b} {
+			if err := reg.Beat(ctx, n, fleet.Activity{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ch := fleet.NewEdgeChooser(reg, time.Millisecond, nil)
+		const tail = "/d/tok.en/app.tar.gz"
+		for _, link := range []string{a.PublicURL + tail, b.PublicURL + tail, "http://minio:9000/bucket/app.tar.gz?X-Amz-Signature=x"} {
+			if got, moved := ch.Repoint(ctx, link, "app.tar.gz"); moved || got != link {
+				t.Fatalf("Repoint(%s) with every edge live = %s, %v; want it unchanged", link, got, moved)
+			}
+		}
+		if err := reg.Leave(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond) // past the chooser's refresh
+		if got, moved := ch.Repoint(ctx, a.PublicURL+tail, "app.tar.gz"); !moved || got != b.PublicURL+tail {
+			t.Fatalf("Repoint of a link to the edge that left = %s, %v; want %s", got, moved, b.PublicURL+tail)
+		}
+		if err := reg.Leave(ctx, "b"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if got, moved := ch.Repoint(ctx, a.PublicURL+tail, "app.tar.gz"); moved || got != a.PublicURL+tail {
+			t.Fatalf("Repoint with no live edge = %s, %v; want it unchanged", got, moved)
+		}
+	})
+}
+
+// An edge's cache figures travel with its beat; a node without a cache has none.
+func TestBeatCarriesCacheFigures(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		reg := fleet.New(rdb, fleet.Config{})
+		figures := fleet.CacheFigures{Hits: 9, Misses: 1, BytesFromCache: 9 << 20, BytesFromOrigin: 1 << 20}
+		if err := reg.Beat(t.Context(), fleet.Node{ID: "e", Role: fleet.RoleEdge, Cache: &figures}, fleet.Activity{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := reg.Beat(t.Context(), fleet.Node{ID: "w", Role: "worker"}, fleet.Activity{}); err != nil {
+			t.Fatal(err)
+		}
+		nodes, err := reg.Nodes(t.Context())
+		if err != nil || len(nodes) != 2 {
+			t.Fatalf("nodes %+v, %v", nodes, err)
+		}
+		if c := nodes[0].Cache; nodes[0].ID != "e" || c == nil || *c != figures {
+			t.Errorf("edge %+v: cache %+v, want %+v", nodes[0], c, figures)
+		}
+		if nodes[1].Cache != nil {
+			t.Errorf("a worker with cache figures: %+v", nodes[1].Cache)
+		}
+	})
 }

@@ -84,6 +84,17 @@ type Node struct {
 	CacheBytes int64     `json:"cache_bytes,omitempty"`
 	Started    time.Time `json:"started_at"`
 	LastBeat   time.Time `json:"last_beat"`
+	// Cache is an edge's disk cache figures since it started; nil without a cache.
+	Cache *CacheFigures `json:"cache,omitempty"`
+}
+
+// CacheFigures are an edge cache's running totals (edgecache.Stats), carried by
+// the edge's heartbeat for the dashboard.
+type CacheFigures struct {
+	Hits            int64 `json:"hits"`
+	Misses          int64 `json:"misses"`
+	BytesFromCache  int64 `json:"bytes_from_cache"`
+	BytesFromOrigin int64 `json:"bytes_from_origin"`
 }
 
 // Activity is what a node did between two beats.
@@ -99,6 +110,11 @@ type Activity struct {
 func (r *Registry) Beat(ctx context.Context, n Node, a Activity) error {
 	argv := []any{n.ID, n.Role, n.Version, n.Address, n.InFlight, n.Started.UnixMilli(),
 		r.cfg.TTL.Milliseconds(), r.cfg.WindowKeep.Milliseconds(), a.Admissions, a.Bytes, n.PublicURL, n.CacheBytes}
+	if c := n.Cache; c != nil {
+		argv = append(argv, c.Hits, c.Misses, c.BytesFromCache, c.BytesFromOrigin)
+	} else {
+		argv = append(argv, "", "", "", "")
+	}
 	for _, w := range a.Waits {
 		argv = append(argv, w)
 	}
@@ -143,6 +159,10 @@ func (r *Registry) nodesAt(ctx context.Context) ([]Node, time.Time, error) {
 		nodes = append(nodes, Node{ID: h.String("id"), Role: h.String("role"), Version: h.String("version"), Address: h.String("address"),
 			InFlight: h.Int("in_flight"), PublicURL: h.String("public_url"), CacheBytes: h.Int("cache_bytes"),
 			Started: time.UnixMilli(h.Int("started_ms")).UTC(), LastBeat: time.UnixMilli(h.Int("last_beat_ms")).UTC()})
+		if h.String("cache_hits") != "" {
+			nodes[len(nodes)-1].Cache = &CacheFigures{Hits: h.Int("cache_hits"), Misses: h.Int("cache_misses"),
+				BytesFromCache: h.Int("cache_bytes_hit"), BytesFromOrigin: h.Int("cache_bytes_origin")}
+		}
 	}
 	if err := d.Err(); err != nil {
 		return nil, time.Time{}, fmt.Errorf("list the fleet: %w", err)
@@ -210,9 +230,11 @@ type MemberConfig struct {
 	InFlight   func() int64 // its in-flight work now; nil: 0
 	// BytesSent is the node's running total of bytes sent (an edge); nil: none.
 	BytesSent func() int64
-	Every     time.Duration // beat interval (1s)
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Cache is an edge's disk cache figures now; nil: no cache.
+	Cache  func() CacheFigures
+	Every  time.Duration // beat interval (1s)
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Member keeps one node registered while it runs.
@@ -311,6 +333,10 @@ func (m *Member) beat(ctx context.Context) error {
 	n := m.node
 	if m.cfg.InFlight != nil {
 		n.InFlight = m.cfg.InFlight()
+	}
+	if m.cfg.Cache != nil {
+		c := m.cfg.Cache()
+		n.Cache = &c
 	}
 	m.mu.Lock()
 	a := m.pending

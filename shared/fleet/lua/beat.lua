@@ -3,7 +3,9 @@
 -- ARGV: 1 node id, 2 role, 3 version, 4 address, 5 in-flight, 6 started ms,
 --       7 node ttl ms, 8 window keep ms, 9 admissions, 10 bytes sent,
 --       11 public url (edges that take part in edge choice, else ""), 12 cache bytes,
---       13.. wait histogram bucket counts (bucket i at ARGV[13 + i])
+--       13-16 an edge cache's hits, misses, bytes from cache, bytes from origin
+--       (running totals; "" without a cache),
+--       17.. wait histogram bucket counts (bucket i at ARGV[17 + i])
 -- Keys: node:<id> hash (expires ttl after the last beat), nodes zset id -> last beat ms,
 --       win:<unix second> hash admissions, bytes, w<i> (expires after the window keep).
 -- Returns the beat's time, ms (Redis TIME).
@@ -15,6 +17,10 @@ local nk = P .. 'node:' .. id
 redis.call('HSET', nk, 'id', id, 'role', ARGV[2], 'version', ARGV[3], 'address', ARGV[4],
   'in_flight', ARGV[5], 'started_ms', ARGV[6], 'last_beat_ms', NOW,
   'public_url', ARGV[11], 'cache_bytes', ARGV[12])
+if ARGV[13] ~= '' then
+  redis.call('HSET', nk, 'cache_hits', ARGV[13], 'cache_misses', ARGV[14],
+    'cache_bytes_hit', ARGV[15], 'cache_bytes_origin', ARGV[16])
+end
 redis.call('PEXPIRE', nk, ARGV[7])
 redis.call('ZADD', P .. 'nodes', NOW, id)
 local wk = P .. 'win:' .. math.floor(NOW / 1000)
@@ -28,7 +34,7 @@ local function add(field, v)
 end
 add('admissions', ARGV[9])
 add('bytes', ARGV[10])
-for i = 13, #ARGV do add('w' .. (i - 13), ARGV[i]) end
+for i = 17, #ARGV do add('w' .. (i - 17), ARGV[i]) end
 if touched then redis.call('PEXPIRE', wk, ARGV[8]) end
 -- Servers that do not expire keys on their own (the embedded one) still forget old seconds.
 local old = math.floor((NOW - tonumber(ARGV[8])) / 1000)
