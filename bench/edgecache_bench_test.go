@@ -79,8 +79,8 @@ func BenchmarkEdgeCache(b *testing.B) {
 
 		// Small ranges: what a download manager's or a package mirror's requests look
 		// like, where the per-request cost (token, ledger, version check) dominates.
-		edgeRanges := wrkRanges(b, edgeLink(b, s, "cached.bin"), edgeObjectSize)
-		peerRanges := wrkRanges(b, nginx+"/"+file, edgeObjectSize)
+		edgeRanges := wrkRandomRanges(b, edgeLink(b, s, "cached.bin"), edgeObjectSize)
+		peerRanges := wrkRandomRanges(b, nginx+"/"+file, edgeObjectSize)
 		b.ReportMetric(edgeRanges.rps, "cached-64KiB-req/s")
 		b.ReportMetric(peerRanges.rps, "nginx-64KiB-req/s")
 		b.ReportMetric(edgeRanges.rps/peerRanges.rps, "ranges-ratio-to-nginx")
@@ -92,11 +92,9 @@ func BenchmarkEdgeCache(b *testing.B) {
 	}
 }
 
-const (
-	rangeSize     = 64 << 10
-	rangeConns    = 64
-	rangeDuration = 5 * time.Second
-)
+// rangeDuration is how long each side of the cache's range load runs (rangeConns and
+// rangeSize: edge_bench_test.go).
+const rangeDuration = 5 * time.Second
 
 // wrkResult is what one wrk run measured.
 type wrkResult struct {
@@ -104,10 +102,10 @@ type wrkResult struct {
 	p99 string
 }
 
-// wrkRanges runs wrk against url for rangeDuration with rangeConns connections, each
+// wrkRandomRanges runs wrk against url for rangeDuration with rangeConns connections, each
 // request a Range of rangeSize bytes at a random aligned offset of the size bytes. A
 // run with any answer that is not 2xx (a refused connection, a 429) fails.
-func wrkRanges(b *testing.B, url string, size int64) wrkResult {
+func wrkRandomRanges(b *testing.B, url string, size int64) wrkResult {
 	b.Helper()
 	bin, err := exec.LookPath("wrk")
 	if err != nil {
