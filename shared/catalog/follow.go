@@ -75,15 +75,25 @@ func (ec *entryCache) unsync() {
 
 // Follow keeps this process's copy of the catalog's entries current until ctx ends,
 // watching EntryBucket again (after followRetry) whenever a watch fails; while there is
-// no complete copy, reads go to the bucket. It returns nil when ctx ends.
+// no complete copy, reads go to the bucket. It says once when the copy is lost and once
+// when it is back, and returns nil when ctx ends.
 func (c *Catalog) Follow(ctx context.Context, log *slog.Logger) error {
+	lost := false
 	for {
-		err := c.follow(ctx)
+		err := c.follow(ctx, func() {
+			if lost {
+				log.Info("the copy of the release catalog is back; downloads are checked against it again")
+				lost = false
+			}
+		})
 		c.cache.unsync()
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("the watch of the release catalog stopped; downloads read the catalog from JetStream until it is back", "err", err)
+		if !lost {
+			log.Warn("the watch of the release catalog stopped; downloads read the catalog from JetStream until it is back", "err", err)
+			lost = true
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -93,8 +103,8 @@ func (c *Catalog) Follow(ctx context.Context, log *slog.Logger) error {
 }
 
 // follow runs one watch: every current entry into a new copy, made the copy once
-// complete, then every change into it.
-func (c *Catalog) follow(ctx context.Context) error {
+// complete (then synced is called), then every change into it.
+func (c *Catalog) follow(ctx context.Context, synced func()) error {
 	w, err := c.entries.WatchAll(ctx)
 	if err != nil {
 		return natsDown("watch the catalog entries", err)
@@ -115,6 +125,7 @@ func (c *Catalog) follow(ctx context.Context) error {
 		if kve == nil { // every current entry has been delivered
 			c.cache.replace(initial)
 			initial = nil
+			synced()
 			continue
 		}
 		object, deleted, e, err := decodeWatched(kve)
