@@ -31,6 +31,7 @@ type server struct {
 	ingress, edge string
 	dataDir       string
 	natsURL       string // the server's NATS (SyncAlways, as testenv starts it)
+	redis         *testenv.Redis
 	minio         *testenv.MinIO
 	bucket        string
 	proc          *testenv.Process
@@ -39,16 +40,21 @@ type server struct {
 
 func startServer(b *testing.B, withMinIO bool, env ...string) *server {
 	b.Helper()
-	s := &server{dataDir: b.TempDir()}
+	return startServerOn(b, testenv.StartNATS(b).URL, withMinIO, env...)
+}
+
+// startServerOn is startServer against the NATS server at natsURL.
+func startServerOn(b *testing.B, natsURL string, withMinIO bool, env ...string) *server {
+	b.Helper()
+	s := &server{dataDir: b.TempDir(), natsURL: natsURL}
 	redis := testenv.StartRedis(b)
-	nats := testenv.StartNATS(b)
-	s.natsURL = nats.URL
+	s.redis = redis
 	ip, ep := testenv.FreePort(b), testenv.FreePort(b)
 	s.ingress = "http://127.0.0.1:" + strconv.Itoa(ip)
 	s.edge = "http://127.0.0.1:" + strconv.Itoa(ep)
 	key := base64.StdEncoding.EncodeToString([]byte("bench-signing-key-0123456789abcdef"))
 	env = append([]string{
-		"SLUICE_NATS_URL=" + nats.URL,
+		"SLUICE_NATS_URL=" + natsURL,
 		"SLUICE_REDIS_URL=" + redis.URL,
 		"SLUICE_DATA_DIR=" + s.dataDir,
 		"SLUICE_SIGNING_KEYS=k1:" + key,

@@ -8,14 +8,18 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 const (
@@ -63,20 +67,35 @@ func load(b *testing.B, url string, body []byte, n, concurrency int, want int) (
 	return float64(n) / elapsed.Seconds(), lat
 }
 
-// BenchmarkTicketAccept measures POST /api/v1/downloads (validate, stat, publish to
-// JetStream and await the PubAck, record in Redis) under 64 concurrent clients, next to
-// two peers in the same run: a bare Gin handler that binds the same JSON and answers
-// 202 (the floor any Gin service pays), and the same handler publishing one message to
-// JetStream per request and awaiting its PubAck on the same NATS server (SyncAlways):
-// the durable per-message design that sluice's accept path has to beat.
-func BenchmarkTicketAccept(b *testing.B) {
-	s := startServer(b, false)
+// BenchmarkTicketAccept measures POST /api/v1/downloads (validate, check the catalog,
+// stat, publish to JetStream and await the PubAck, record in Redis) under 64
+// concurrent clients, next to two peers in the same run: a bare Gin handler that binds
+// the same JSON and answers 202 (the floor any Gin service pays), and the same handler
+// publishing one message to JetStream per request and awaiting its PubAck on the same
+// NATS server (SyncAlways): the durable per-message design that sluice's accept path
+// has to beat. NATS and Redis run as processes of their own, so that the CPU time of
+// each process is read apart (/proc/<pid>/stat) and summed per ticket.
+//
+// SLUICE_BENCH_PROFILE=<file> also writes a CPU profile of the serve process during
+// its run (from /debug/pprof on its operations port), for `go tool pprof -top`, and
+// <file>.goroutine: where its goroutines wait one second into the run.
+func BenchmarkTicketAccept(b *testing.B) { benchmarkTicketAccept(b, true) }
+
+// BenchmarkTicketAcceptNoSync is the same with JetStream not syncing every message
+// (nats-server's default: acknowledged once written), sluice and peer alike: what
+// is left when the disk is not the bound.
+func BenchmarkTicketAcceptNoSync(b *testing.B) { benchmarkTicketAccept(b, false) }
+
+func benchmarkTicketAccept(b *testing.B, syncAlways bool) {
+	nats := testenv.StartNATSProcess(b, testenv.NATSProcessOptions{SyncAlways: syncAlways})
+	opsAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(b))
+	s := startServerOn(b, nats.URL, false, "SLUICE_PPROF=true", "SLUICE_EDGE_METRICS_ADDR="+opsAddr)
 	obj := filepath.Join(s.dataDir, "objects", "bench", "small.bin")
 	os.MkdirAll(filepath.Dir(obj), 0o755)
 	os.WriteFile(obj, []byte("x"), 0o644)
 	body := []byte(`{"object":"bench/small.bin"}`)
 
-	nc, err := nats.Connect(s.natsURL)
+	nc, err := natsgo.Connect(s.natsURL)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -114,7 +133,7 @@ func BenchmarkTicketAccept(b *testing.B) {
 			return
 		}
 		id := fmt.Sprint(n.Add(1))
-		msg := &nats.Msg{Subject: "peer.t." + id, Data: []byte(`{"object":"` + obj + `","id":"` + id + `"}`), Header: nats.Header{}}
+		msg := &natsgo.Msg{Subject: "peer.t." + id, Data: []byte(`{"object":"` + obj + `","id":"` + id + `"}`), Header: natsgo.Header{}}
 		if _, err := js.PublishMsg(c, msg, jetstream.WithMsgID(id)); err != nil {
 			c.Status(http.StatusServiceUnavailable)
 			return
@@ -130,23 +149,114 @@ func BenchmarkTicketAccept(b *testing.B) {
 	defer peer.Close()
 	peerURL := "http://" + ln.Addr().String()
 
+	self := os.Getpid()
+	procs := map[string]int{"serve": s.proc.Cmd.Process.Pid, "redis": s.redis.Cmd.Process.Pid, "nats": nats.Cmd.Process.Pid, "bench": self}
+	mode := "JetStream SyncAlways"
+	if !syncAlways {
+		mode = "JetStream without a sync per message"
+	}
 	for b.Loop() {
 		bareRate, bareLat := load(b, peerURL+"/bare", body, acceptRequests, acceptConcurrency, http.StatusAccepted)
+		before := cpuTimes(b, procs)
 		durRate, durLat := load(b, peerURL+"/durable", body, acceptRequests, acceptConcurrency, http.StatusAccepted)
+		peerCPU := since(b, procs, before)
+		profile := startProfile(b, "http://"+opsAddr)
+		before = cpuTimes(b, procs)
 		rate, lat := load(b, s.ingress+"/api/v1/downloads", body, acceptRequests, acceptConcurrency, http.StatusAccepted)
+		cpu := since(b, procs, before)
+		profile()
+
+		per := func(d time.Duration) float64 { return ms(d) / acceptRequests }
+		sluiceCPU := per(cpu["serve"] + cpu["redis"] + cpu["nats"])
+		// The peer's handler runs in this process next to the load generator: the
+		// generator's own cost is this process's CPU per request in sluice's run.
+		peerPer := per(peerCPU["nats"]) + per(peerCPU["bench"]) - per(cpu["bench"])
 		b.ReportMetric(rate, "tickets/s")
 		b.ReportMetric(ms(percentile(lat, 50)), "p50-ms")
 		b.ReportMetric(ms(percentile(lat, 99)), "p99-ms")
 		b.ReportMetric(bareRate, "bare-gin-req/s")
 		b.ReportMetric(durRate, "durable-peer-req/s")
 		b.ReportMetric(rate/durRate, "ratio-to-durable-peer")
-		fmt.Fprintf(os.Stderr, "\nticket accept, %d requests, %d clients, JetStream SyncAlways:\n"+
+		b.ReportMetric(sluiceCPU, "cpu-ms/ticket")
+		b.ReportMetric(peerPer, "peer-cpu-ms/req")
+		fmt.Fprintf(os.Stderr, "\nticket accept, %d requests, %d clients, %s:\n"+
 			"  sluice ingress               %8.0f tickets/s  p50 %6.2f ms  p99 %6.2f ms\n"+
 			"  gin + 1 sync publish/request %8.0f req/s      p50 %6.2f ms  p99 %6.2f ms\n"+
 			"  bare gin 202                 %8.0f req/s      p50 %6.2f ms  p99 %6.2f ms\n"+
-			"  ratio to the durable peer %.2f, to bare gin %.2f\n",
-			acceptRequests, acceptConcurrency, rate, ms(percentile(lat, 50)), ms(percentile(lat, 99)),
+			"  ratio to the durable peer %.2f, to bare gin %.2f\n"+
+			"  CPU per ticket: %.3f ms (serve %.3f, redis %.3f, nats %.3f); the peer's per request: %.3f ms (nats %.3f, gin %.3f); load generator %.3f\n",
+			acceptRequests, acceptConcurrency, mode, rate, ms(percentile(lat, 50)), ms(percentile(lat, 99)),
 			durRate, ms(percentile(durLat, 50)), ms(percentile(durLat, 99)),
-			bareRate, ms(percentile(bareLat, 50)), ms(percentile(bareLat, 99)), rate/durRate, rate/bareRate)
+			bareRate, ms(percentile(bareLat, 50)), ms(percentile(bareLat, 99)), rate/durRate, rate/bareRate,
+			sluiceCPU, per(cpu["serve"]), per(cpu["redis"]), per(cpu["nats"]),
+			peerPer, per(peerCPU["nats"]), per(peerCPU["bench"])-per(cpu["bench"]), per(cpu["bench"]))
 	}
+}
+
+// cpuTimes reads the CPU time (user + system) each process has used so far.
+func cpuTimes(b *testing.B, procs map[string]int) map[string]time.Duration {
+	b.Helper()
+	out := map[string]time.Duration{}
+	for name, pid := range procs {
+		raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			b.Fatalf("CPU time of %s: %v", name, err)
+		}
+		// Fields after the command name in parentheses (which may hold spaces):
+		// state is the 3rd field of the line, utime the 14th, stime the 15th.
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		out[name] = time.Duration(utime+stime) * time.Second / clockTicks
+	}
+	return out
+}
+
+// clockTicks is Linux's USER_HZ, the unit of /proc/<pid>/stat's times.
+const clockTicks = 100
+
+func since(b *testing.B, procs map[string]int, before map[string]time.Duration) map[string]time.Duration {
+	now := cpuTimes(b, procs)
+	for k := range now {
+		now[k] -= before[k]
+	}
+	return now
+}
+
+// startProfile starts a CPU profile of the serve process when SLUICE_BENCH_PROFILE
+// names a file, and returns what waits for it and writes it.
+func startProfile(b *testing.B, ops string) func() {
+	path := os.Getenv("SLUICE_BENCH_PROFILE")
+	if path == "" {
+		return func() {}
+	}
+	done := make(chan struct{}, 2)
+	go func() {
+		defer func() { done <- struct{}{} }()
+		time.Sleep(time.Second)
+		if err := save(ops+"/debug/pprof/goroutine?debug=1", path+".goroutine"); err != nil {
+			b.Errorf("goroutine profile: %v", err)
+		}
+	}()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		if err := save(ops+"/debug/pprof/profile?seconds=2", path); err != nil {
+			b.Errorf("profile: %v", err)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond) // the profile covers the start of the run
+	return func() { <-done; <-done }
+}
+
+func save(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, raw, 0o644)
 }

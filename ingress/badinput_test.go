@@ -236,6 +236,9 @@ type emptyCatalog struct{}
 func (emptyCatalog) Lookup(context.Context, string) (catalog.Entry, error) {
 	return catalog.Entry{}, catalog.ErrNotFound
 }
+func (emptyCatalog) Recorded(context.Context, string) (catalog.Entry, error) {
+	return catalog.Entry{}, catalog.ErrNotFound
+}
 func (emptyCatalog) Resolve(_ context.Context, name string) (string, bool, error) {
 	return name, false, nil
 }

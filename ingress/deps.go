@@ -25,8 +25,9 @@ type Ledger interface {
 
 // TicketLedger records, reads and cancels tickets.
 type TicketLedger interface {
-	// Enqueue records a newly accepted ticket; Restore puts back one the ledger lost.
-	Enqueue(ctx context.Context, t admission.Ticket) (bool, error)
+	// Accept records a newly accepted ticket and reads it as its owner's first poll
+	// would, in one round trip; Restore puts back one the ledger lost.
+	Accept(ctx context.Context, t admission.Ticket) (admission.Position, error)
 	Restore(ctx context.Context, t admission.Ticket) (bool, error)
 	// Get reads a ticket; Poll reads it as its waiting owner does, keeping it alive.
 	Get(ctx context.Context, id string) (admission.Position, error)

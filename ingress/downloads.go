@@ -11,11 +11,11 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/objstore"
@@ -81,22 +81,22 @@ func (s *Server) createDownload(c *gin.Context) {
 		// the first attempt never reached JetStream (the message id dedups it).
 		id = prev.Ticket
 	}
-	msg, err := s.accept(ctx, principal(c), id, info)
+	p, err := s.accept(ctx, principal(c), id, info)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	view := s.viewOrAccepted(c, msg)
 	c.Header("Location", "/api/v1/tickets/"+id)
 	c.Header("Retry-After", "1")
-	c.JSON(http.StatusAccepted, view)
+	c.JSON(http.StatusAccepted, wireTicket(p))
 }
 
-// accept publishes a ticket for the object and records it in the ledger. Only
-// JetStream's acknowledgement makes a ticket accepted: the ledger entry is best
-// effort, because if Redis is down the ticket is still safe in JetStream and the
-// worker that receives it records it.
-func (s *Server) accept(ctx context.Context, who apikeys.Key, id string, info objstore.Info) (queue.Ticket, error) {
+// accept publishes a ticket for the object and records it in the ledger, which
+// answers with the ticket's place in line in the same round trip. Only JetStream's
+// acknowledgement makes a ticket accepted: the ledger entry is best effort, because
+// if Redis is down the ticket is still safe in JetStream and the worker that receives
+// it records it; the answer then describes the ticket as the ledger will record it.
+func (s *Server) accept(ctx context.Context, who apikeys.Key, id string, info objstore.Info) (admission.Position, error) {
 	tenant := who.Tenant
 	msg := queue.Ticket{
 		ID: id, Object: info.Key, ETag: info.ETag, Size: info.Size, ContentType: info.ContentType,
@@ -104,14 +104,18 @@ func (s *Server) accept(ctx context.Context, who apikeys.Key, id string, info ob
 	}
 	seq, err := s.cfg.Publisher.Publish(ctx, msg)
 	if err != nil {
-		return msg, err
+		return admission.Position{}, err
 	}
 	msg.Seq = seq
-	if _, err := s.cfg.Ledger.Enqueue(ctx, msg.Ledger()); err != nil {
-		s.log.WarnContext(ctx, "record accepted ticket; a worker will record it", "ticket", id, "err", err)
-	}
 	s.log.DebugContext(ctx, "ticket accepted", "ticket", id, "tenant", tenant, "seq", seq)
-	return msg, nil
+	p, err := s.cfg.Ledger.Accept(ctx, msg.Ledger())
+	if err != nil {
+		s.log.WarnContext(ctx, "record accepted ticket; a worker will record it", "ticket", id, "err", err)
+		p = admission.Position{Ticket: msg.Ledger()}
+		p.Created = p.Created.Truncate(time.Millisecond)
+		p.Status = admission.StatusQueued
+	}
+	return p, nil
 }
 
 // bindDownloadRequest reads the body. encoding/json would quietly turn invalid UTF-8
@@ -168,15 +172,4 @@ func validateIdempotencyKey(k string) error {
 			"use a UUID or another unique token per logical request")
 	}
 	return nil
-}
-
-// viewOrAccepted reads the new ticket for the answer; when the ledger cannot be read
-// it describes the accepted ticket from the message, as the ledger would record it.
-func (s *Server) viewOrAccepted(c *gin.Context, msg queue.Ticket) api.Ticket {
-	p, err := s.cfg.Ledger.Poll(c.Request.Context(), msg.ID)
-	if err != nil {
-		p = admission.Position{Ticket: msg.Ledger()}
-		p.Status = admission.StatusQueued
-	}
-	return wireTicket(p)
 }

@@ -33,11 +33,11 @@ func (l failingLedger) ClaimIdempotencyKey(ctx context.Context, scope, key, tick
 	return l.Ledger.ClaimIdempotencyKey(ctx, scope, key, ticketID, object, ttl)
 }
 
-func (l failingLedger) Enqueue(ctx context.Context, t admission.Ticket) (bool, error) {
+func (l failingLedger) Accept(ctx context.Context, t admission.Ticket) (admission.Position, error) {
 	if l.enqueue != nil {
-		return false, l.enqueue
+		return admission.Position{}, l.enqueue
 	}
-	return l.Ledger.Enqueue(ctx, t)
+	return l.Ledger.Accept(ctx, t)
 }
 
 func (l failingLedger) Poll(ctx context.Context, id string) (admission.Position, error) {

@@ -47,6 +47,7 @@ type ReleaseQueue interface {
 // Catalog is the part of the release catalog the ingress reads.
 type Catalog interface {
 	Lookup(ctx context.Context, key string) (catalog.Entry, error)
+	Recorded(ctx context.Context, key string) (catalog.Entry, error)
 	Resolve(ctx context.Context, name string) (string, bool, error)
 	MarkPending(ctx context.Context, ps []catalog.Pending) error
 	Stats(ctx context.Context) (catalog.Stats, error)
@@ -373,7 +374,11 @@ func (s *Server) resolveName(ctx context.Context, name string) (string, error) {
 
 // statPublished resolves a download request's object through the catalog (channel
 // aliases), refuses what the catalog rejected (and, with RequirePublished, what it
-// has not verified), and returns the stored version to serve.
+// has not verified), and returns the stored version to serve. An object's record is
+// read from the ingress's copy of the catalog (catalog.Follow) when it has one, so a
+// download of a recorded object, and any download without RequirePublished, costs no
+// round trip here; only under RequirePublished is an unrecorded object's pending
+// entry read in Redis, to say why it is refused.
 func (s *Server) statPublished(ctx context.Context, name string) (objstore.Info, error) {
 	rel := s.cfg.Releases
 	key, err := s.resolveName(ctx, name)
@@ -383,17 +388,19 @@ func (s *Server) statPublished(ctx context.Context, name string) (objstore.Info,
 	if rel.Catalog == nil {
 		return s.cfg.Objects.Stat(ctx, key)
 	}
-	e, err := rel.Catalog.Lookup(ctx, key)
-	switch {
-	case errors.Is(err, catalog.ErrNotFound) || !rel.RequirePublished && redisOnly(err):
-		// Without RequirePublished only a rejection (a record, in NATS) refuses an
-		// object, so a Redis outage (pending entries only) does not stop downloads.
-		if rel.RequirePublished {
-			return objstore.Info{}, &apiError{Status: http.StatusNotFound, Code: "object_not_published",
-				Message: fmt.Sprintf("%q has not been published", name),
-				Hint:    "this server serves only published, verified releases; publish it with `sluice publish`", cause: err}
+	e, err := rel.Catalog.Recorded(ctx, key)
+	if errors.Is(err, catalog.ErrNotFound) {
+		if !rel.RequirePublished {
+			// Without RequirePublished only a rejection (a record) refuses an object.
+			return s.cfg.Objects.Stat(ctx, key)
 		}
-		return s.cfg.Objects.Stat(ctx, key)
+		e, err = rel.Catalog.Lookup(ctx, key)
+	}
+	switch {
+	case errors.Is(err, catalog.ErrNotFound) || redisOnly(err):
+		return objstore.Info{}, &apiError{Status: http.StatusNotFound, Code: "object_not_published",
+			Message: fmt.Sprintf("%q has not been published", name),
+			Hint:    "this server serves only published, verified releases; publish it with `sluice publish`", cause: err}
 	case err != nil:
 		return objstore.Info{}, catalogUnavailable(err)
 	case e.State == catalog.StateRejected:

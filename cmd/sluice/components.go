@@ -29,10 +29,11 @@ import (
 
 // ingressComponent is the public API.
 type ingressComponent struct {
-	p    *process
-	srv  *ingress.Server
-	api  *listener
-	beat heartbeat
+	p       *process
+	srv     *ingress.Server
+	api     *listener
+	beat    heartbeat
+	catalog runner // the in-process copy of the release catalog that downloads are checked against
 }
 
 func newIngressComponent(p *process) (component, error) {
@@ -94,6 +95,11 @@ func newIngressComponent(p *process) (component, error) {
 }
 
 func (i *ingressComponent) Start(ctx context.Context) error {
+	if cat := i.p.rel; cat != nil {
+		i.catalog.start(ctx, i.p, "follow the release catalog", func(ctx context.Context) error {
+			return cat.catalog.Follow(ctx, i.p.log)
+		})
+	}
 	i.api.start(i.p)
 	i.beat.start(ctx)
 	return nil
@@ -104,7 +110,7 @@ func (i *ingressComponent) Drain() { i.srv.Drain() }
 func (i *ingressComponent) Shutdown(ctx context.Context) error {
 	i.api.stop(ctx, i.p.log)
 	i.beat.stop()
-	return nil
+	return i.catalog.stop(ctx)
 }
 
 // edgeComponent is the streaming edge: /d/{token} on its public port, /metrics and

@@ -75,6 +75,7 @@ type serverConfig struct {
 	// the port clients reach.
 	EdgeMetricsAddr string
 	MetricsToken    string
+	Pprof           bool
 	DrainDelay      time.Duration
 
 	// The streaming edge.
@@ -121,6 +122,9 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry collector for traces (http://collector:4318, or :4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc); empty: OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, and without either no traces are exported")
 	fs.StringVar(&c.MetricsToken, "metrics-token", "", "bearer token /metrics requires (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port")
+	if r == roleWorker || r == roleEdge || r == roleServe {
+		fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiles (/debug/pprof/) on the operations port (--metrics-addr, --edge-metrics-addr), never on a public one; for profiling, not for a port others reach")
+	}
 	if r == roleWorker {
 		fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9090", "listen address of the worker's /metrics (Prometheus); empty: none")
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -75,12 +76,19 @@ func (o *ops) memberConfig(role, addr string, inFlight, bytesSent func() int64) 
 func (o *ops) member(cfg fleet.MemberConfig) *fleet.Member { return o.fleet.Join(cfg) }
 
 // opsMux is the routes of an operations port (a worker's --metrics-addr, the edge's
-// --edge-metrics-addr): /metrics, /healthz, /readyz, and extra.
+// --edge-metrics-addr): /metrics, /healthz, /readyz, with --pprof Go's profiles, and extra.
 func (o *ops) opsMux(ready http.Handler, extra map[string]http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", o.metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.Handle("GET /readyz", ready)
+	if o.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index) // and the named profiles: heap, block, mutex, goroutine
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	for pattern, h := range extra {
 		mux.Handle(pattern, h)
 	}

@@ -161,6 +161,33 @@ func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
 	return l.enqueue(ctx, t, false)
 }
 
+// Accept records a ticket the ingress has just had stored in JetStream and returns it
+// as its owner's poll would (Poll): a new ticket's place in line and wait estimate come
+// from the same script run, so the answer costs one round trip. A ticket recorded
+// before (a retried request, or a worker was first) is read back as Poll reads it.
+func (l *Ledger) Accept(ctx context.Context, t Ticket) (Position, error) {
+	vals, err := l.run(ctx, enqueueScript, t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq,
+		t.Created.UnixMilli(), t.ContentType, t.TraceParent, t.Owner, "0",
+		"1", minCompletions, l.cfg.GlobalLimit, l.cfg.TenantLimit).Result()
+	if err != nil {
+		return Position{}, unavailable("enqueue ticket "+t.ID, err)
+	}
+	if _, existed := vals.(string); existed {
+		return l.Poll(ctx, t.ID)
+	}
+	// { "created", position, eta ms, eta known, paused }
+	d := redisreply.New("enqueue")
+	reply := d.Array(vals, 5)
+	t.Created = t.Created.Truncate(time.Millisecond) // as the ledger keeps it
+	p := Position{Ticket: t, Ahead: reply.Int(1), ETAKnown: reply.Int(3) == 1, Paused: reply.Int(4) == 1}
+	p.ETA = time.Duration(reply.Int(2)) * time.Millisecond
+	p.Status = StatusQueued
+	if err := d.Err(); err != nil {
+		return Position{}, fmt.Errorf("enqueue ticket %s: %w", t.ID, err)
+	}
+	return p, nil
+}
+
 // Restore records a ticket from its message after the ledger lost it (Redis wiped or
 // restarted empty). The lost ledger may have ended it just before (its message is
 // acknowledged only at the next sweep), so it is not admitted until its client shows

@@ -53,7 +53,7 @@ func (c *Catalog) Resolve(ctx context.Context, name string) (key string, alias b
 		}
 		keys := top.Val()
 		for _, k := range keys {
-			r, rev, found, err := c.readEntry(ctx, k)
+			r, rev, found, err := c.readEntry(ctx, k) // the record itself, never the copy: a heal acts on it
 			if err != nil {
 				return "", false, err
 			}

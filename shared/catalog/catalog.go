@@ -176,6 +176,7 @@ type Catalog struct {
 	cfg     Config
 
 	rebuildMu sync.Mutex // one alias rebuild at a time in this process
+	cache     entryCache // the entries as Follow last saw them (follow.go)
 }
 
 // Open creates or updates the catalog's buckets (records like the others: file

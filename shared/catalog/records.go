@@ -45,6 +45,15 @@ type processedEvent struct {
 // no empty dot-separated token, and base64url (unpadded) is within that.
 func entryKey(object string) string { return base64.RawURLEncoding.EncodeToString([]byte(object)) }
 
+// objectOfKey is entryKey's inverse.
+func objectOfKey(key string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(key)
+	if err != nil {
+		return "", fmt.Errorf("catalog entry key %q is not base64url: %w", key, err)
+	}
+	return string(b), nil
+}
+
 // eventKey is an event identity as a bucket key: fixed length whatever the identity.
 func eventKey(identity string) string {
 	sum := sha256.Sum256([]byte(identity))
@@ -167,7 +176,7 @@ func (c *Catalog) Processed(ctx context.Context, identity string) (string, error
 // Lookup returns the entry of an object key: its record if a worker has recorded a
 // result, else the pending entry shown since its event was accepted.
 func (c *Catalog) Lookup(ctx context.Context, key string) (Entry, error) {
-	r, _, found, err := c.readEntry(ctx, key)
+	r, _, found, err := c.recorded(ctx, key)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -175,4 +184,18 @@ func (c *Catalog) Lookup(ctx context.Context, key string) (Entry, error) {
 		return r.entry(), nil
 	}
 	return c.lookupPending(ctx, key)
+}
+
+// Recorded returns the record of an object key (verified or rejected), ErrNotFound
+// when no worker has recorded a result. Unlike Lookup it never reads Redis, and with
+// Follow running it answers from memory.
+func (c *Catalog) Recorded(ctx context.Context, key string) (Entry, error) {
+	r, _, found, err := c.recorded(ctx, key)
+	if err != nil {
+		return Entry{}, err
+	}
+	if !found {
+		return Entry{}, fmt.Errorf("%q: %w", key, ErrNotFound)
+	}
+	return r.entry(), nil
 }

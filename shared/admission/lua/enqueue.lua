@@ -10,7 +10,11 @@
 -- acknowledges ended tickets every sweep); admitted again, it would hold a slot
 -- behind a link nobody holds for the token's whole TTL. Unclaimed, it only waits to
 -- be dropped as abandoned (admit.lua), holding nothing.
--- Returns "created" or the status the ticket already has.
+--       13 "1" to answer with the new ticket's place in line, as poll.lua would (the
+--          ingress, so that its 202 needs no read-back); then 14 slot releases needed
+--          for an estimate, 15 default global limit, 16 default per-tenant limit
+-- Returns "created" or the status the ticket already has; with ARGV[13] "1", a new
+-- ticket answers { "created", position, eta ms, eta known (1/0), paused (1/0) }.
 local id, tenant = ARGV[2], ARGV[6]
 local k = tkey(id)
 local status = redis.call('HGET', k, 'status')
@@ -29,4 +33,9 @@ if ARGV[12] == '1' then
 end
 redis.call('ZADD', wkey(tenant), ARGV[7], id)
 activate(tenant)
-return 'created'
+if ARGV[13] ~= '1' then return 'created' end
+local position, own_rank = queue_position(id, tenant)
+local paused = limit('paused', 0)
+local eta, known = estimate_wait(id, position, own_rank, paused, true,
+  tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]))
+return { 'created', position, eta, known, paused }

@@ -156,3 +156,101 @@ local function reclaim()
     if #lapsed < 256 then return end
   end
 end
+
+-- How many tickets, across all tenants, are admitted before queued ticket id of tenant
+-- under the fair order that admit.lua follows; and its rank in its own tenant's queue.
+local function queue_position(id, tenant)
+  local rank = redis.call('ZRANK', wkey(tenant), id) or 0
+  local myvt = tonumber(redis.call('ZSCORE', TENANTS, tenant) or '0')
+  local turn = myvt + rank / weight(tenant)
+  local position = rank
+  local order = redis.call('ZRANGE', TENANTS, 0, -1, 'WITHSCORES')
+  for i = 1, #order, 2 do
+    local u = order[i]
+    if u ~= tenant then
+      local vu, wu = tonumber(order[i + 1]), weight(u)
+      -- u's k-th ticket is admitted at virtual time vu + k/wu; count those before ours
+      local n = math.ceil((turn - vu) * wu - 1e-9)
+      if u < tenant and math.abs((turn - vu) * wu - n) < 1e-9 then n = n + 1 end
+      if n < 0 then n = 0 end
+      local waiting = redis.call('ZCARD', wkey(u))
+      if n > waiting then n = waiting end
+      position = position + n
+    end
+  end
+  return position, rank
+end
+
+-- When the nth (0-based) admission comes with `slots` slots held by `holders`, each
+-- slot freeing once per mean hold: sorted residuals, then whole rounds. Holders past
+-- the mean are taken to be about to finish; while more are held than the limit (it
+-- was lowered), the first releases admit nobody. Free slots are residuals of 0 and are
+-- counted, not listed: the cost follows the holders looked at (at most 1024), never
+-- the limit.
+local function nth_admission(holders, slots, nth, hold)
+  if slots <= 0 then return nil end
+  local left = {}
+  for _, h in ipairs(holders) do
+    local admitted = tonumber(redis.call('HGET', tkey(h), 'admitted_ms') or '') or NOW
+    local r = admitted + hold - NOW
+    if r < 0 then r = 0 end
+    left[#left + 1] = r
+  end
+  table.sort(left)
+  local free = slots - #left
+  if free < 0 then free = 0 end
+  -- the sorted residuals are `free` zeros followed by `left`; skip what exceeds slots
+  local skip = free + #left - slots
+  local i = skip + (nth % slots) + 1
+  local first = 0
+  if i > free then first = left[i - free] end
+  return first + math.floor(nth / slots) * hold
+end
+
+-- The estimated wait of queued ticket id at position (own_rank in its tenant's queue),
+-- in ms, and whether it is known (1/0); poll.lua says how. touch keeps the estimate on
+-- the ticket for smoothing the next one (a poll by its owner, or its creation).
+-- min_releases: slot releases needed before an estimate is made; default_global,
+-- default_tenant: the limits used until an operator sets them.
+local function estimate_wait(id, position, own_rank, paused, touch, min_releases, default_global, default_tenant)
+  local k = tkey(id)
+  local eta, known = 0, 1
+  local h = redis.call('HMGET', HOLDS, 'avg_ms', 'n')
+  local hold, releases = tonumber(h[1] or '0'), tonumber(h[2] or '0')
+  if paused == 1 then
+    known = 0
+    if touch then redis.call('HDEL', k, 'eta_ms', 'eta_at_ms') end
+  elseif releases >= min_releases then
+    local tenant = redis.call('HGET', k, 'tenant')
+    local global = limit('global', default_global)
+    local raw
+    local held = redis.call('ZRANGE', SLOTS, 0, 1023)
+    if #held < 1024 then
+      raw = nth_admission(held, global, position, hold)
+    elseif global > 0 then -- too many holders to look at each: whole rounds only
+      raw = (position + 1) * hold / global
+    end
+    local cap = limit('tenant:' .. tenant, limit('tenant_default', default_tenant))
+    if raw and cap > 0 then
+      local mine = redis.call('ZRANGE', skey(tenant), 0, 1023)
+      local t = nth_admission(mine, cap, own_rank, hold)
+      if t and t > raw then raw = t end
+    end
+    if raw then
+      eta = raw
+      local prev = redis.call('HMGET', k, 'eta_ms', 'eta_at_ms')
+      if prev[1] and prev[2] then
+        local carried = tonumber(prev[1]) - (NOW - tonumber(prev[2]))
+        if carried < 0 then carried = 0 end
+        eta = carried + 0.3 * (raw - carried)
+      end
+      eta = math.floor(eta)
+      if touch then redis.call('HSET', k, 'eta_ms', eta, 'eta_at_ms', NOW) end
+    else
+      known = 0 -- a global limit of 0: nothing is admitted until an operator raises it
+    end
+  else
+    known = 0
+  end
+  return eta, known
+end
