@@ -191,8 +191,10 @@ func (s *stack) putObject(key string, data []byte) {
 	}
 }
 
+// noRedirect waits longer than the ingress's --files-wait (10 s), which a /files or
+// ticket download request may take before its answer.
 var noRedirect = &http.Client{
-	Timeout:       10 * time.Second,
+	Timeout:       30 * time.Second,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
