@@ -47,7 +47,9 @@ type LimitsLedger interface {
 	Limits(ctx context.Context) (admission.Limits, error)
 	SetLimits(ctx context.Context, u admission.LimitsUpdate) (admission.Limits, error)
 	SetPaused(ctx context.Context, paused bool) error
-	Stats(ctx context.Context) (admission.Stats, error)
+	// SharedStats is the admission snapshot, computed at most once a second for the
+	// fleet: every open dashboard reads it each second.
+	SharedStats(ctx context.Context) (admission.Stats, error)
 }
 
 // Keys checks the API keys callers present and manages them for operators.

@@ -94,6 +94,13 @@ type Config struct {
 	GlobalLimit  int           // used until an operator sets one in Redis (10)
 	TenantLimit  int           // default per-tenant limit, 0 = none
 	RateWindow   time.Duration // window for the completion rate (2m)
+	// ExactTenants is up to how many waiting tenants a queued ticket's position is
+	// counted exactly, tenant by tenant (64). With more, polls read it from the fair
+	// order's shape, shared by the fleet and rebuilt at most once per OrderMaxAge (1s):
+	// off by at most half the tenants whose queues reach the ticket's turn, and by the
+	// admissions of the last OrderMaxAge at worst.
+	ExactTenants int
+	OrderMaxAge  time.Duration
 	// The record buckets below are needed by every role but the edge, which only
 	// streams; without them the methods that use them fail.
 	//
@@ -125,6 +132,10 @@ func (c *Config) setDefaults() {
 	def(&c.StreamLease, 30*time.Second)
 	def(&c.ResumeGrace, 30*time.Second)
 	def(&c.RateWindow, 2*time.Minute)
+	def(&c.OrderMaxAge, time.Second)
+	if c.ExactTenants == 0 {
+		c.ExactTenants = 64
+	}
 	if c.MaxConns == 0 {
 		c.MaxConns = 8
 	}
@@ -381,7 +392,7 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, err
 		flag = "1"
 	}
 	vals, err := l.run(ctx, pollScript, id, flag, l.cfg.RateWindow.Milliseconds(), minCompletions,
-		l.cfg.GlobalLimit, l.cfg.TenantLimit).Slice()
+		l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.ExactTenants, l.cfg.OrderMaxAge.Milliseconds()).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Position{}, ErrNotFound
 	}

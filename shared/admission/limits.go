@@ -168,9 +168,21 @@ type Stats struct {
 	Ended map[Status]int64
 }
 
-// Stats reads the snapshot in one script, so its numbers agree with each other.
-func (l *Ledger) Stats(ctx context.Context) (Stats, error) {
-	vals, err := l.run(ctx, statsScript, l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.RateWindow.Milliseconds()).Slice()
+// Stats reads the snapshot in one script, so its numbers agree with each other. Its
+// cost grows with the tenants and the held slots: for what reads it every second, see
+// SharedStats.
+func (l *Ledger) Stats(ctx context.Context) (Stats, error) { return l.stats(ctx, 0) }
+
+// SharedStats is Stats as computed by anyone in the fleet within the last OrderMaxAge
+// (limit changes are seen at once): scrapes of every replica and every open dashboard
+// cost one computation per OrderMaxAge together.
+func (l *Ledger) SharedStats(ctx context.Context) (Stats, error) {
+	return l.stats(ctx, l.cfg.OrderMaxAge)
+}
+
+func (l *Ledger) stats(ctx context.Context, maxAge time.Duration) (Stats, error) {
+	vals, err := l.run(ctx, statsScript, l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.RateWindow.Milliseconds(),
+		maxAge.Milliseconds()).Slice()
 	if err != nil {
 		return Stats{}, unavailable("read admission stats", err)
 	}

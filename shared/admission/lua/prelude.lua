@@ -23,6 +23,13 @@
 --   wake           channel (pub/sub, not a key) published when a slot frees or a ticket
 --                         joins a wait queue: workers admit at once instead of at their
 --                         next tick (Ledger.Wakeups); at most one message per script run
+--   order          zset   the fair order's shape for positions among many tenants (poll.lua):
+--                         one member per break, scored by virtual time; order:t hash
+--                         tenant -> "vt queued weight" and order:at hash (ms, epoch) of
+--                         when it was built. Rebuilt at most once a second, by any poll.
+--   stats          string the admission stats (stats.lua) as JSON, kept for a second so
+--                         that the fleet's scrapes and dashboards share one computation;
+--                         deleted when the limits are written (records.go)
 --   gen            hash   the ledger's generation (rebuild.lua): base (first epoch of this
 --                         generation), open_ms (admission resumes then), id, built_ms.
 --                         Missing: the ledger was lost (or never built) and must be
@@ -44,6 +51,8 @@ local ENDED = P .. 'ended'
 local HOLDS = P .. 'holds'
 local POLLS = P .. 'polls'
 local GEN = P .. 'gen'
+local STATS = P .. 'stats'
+local ORDER, ORDER_T, ORDER_AT = P .. 'order', P .. 'order:t', P .. 'order:at'
 
 local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end
