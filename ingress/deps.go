@@ -31,6 +31,9 @@ type TicketLedger interface {
 	// Get reads a ticket; Poll reads it as its waiting owner does, keeping it alive.
 	Get(ctx context.Context, id string) (admission.Position, error)
 	Poll(ctx context.Context, id string) (admission.Position, error)
+	// PollAs is Poll that keeps the ticket alive only if it is owner's (a tenant; ""
+	// for anonymous callers: tickets without an owner; admission.AnyOwner).
+	PollAs(ctx context.Context, id, owner string) (admission.Position, error)
 	// Ended reads the record of a ticket that ended.
 	Ended(ctx context.Context, id string) (admission.Ticket, error)
 	Cancel(ctx context.Context, id string) (admission.Status, error)

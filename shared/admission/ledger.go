@@ -380,19 +380,32 @@ func (l *Ledger) Cancel(ctx context.Context, id string) (Status, error) {
 }
 
 // Get reads a ticket without counting as a poll.
-func (l *Ledger) Get(ctx context.Context, id string) (Position, error) { return l.poll(ctx, id, false) }
+func (l *Ledger) Get(ctx context.Context, id string) (Position, error) { return l.poll(ctx, id, false, "") }
 
 // Poll reads a ticket for its owner: it keeps a queued ticket from being dropped as
 // abandoned and computes its position.
-func (l *Ledger) Poll(ctx context.Context, id string) (Position, error) { return l.poll(ctx, id, true) }
+func (l *Ledger) Poll(ctx context.Context, id string) (Position, error) {
+	return l.poll(ctx, id, true, AnyOwner)
+}
 
-func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, error) {
+// AnyOwner names every owner to PollAs: an operator's poll keeps any ticket alive.
+const AnyOwner = "*"
+
+// PollAs is Poll by a caller who may keep only owner's tickets alive (and those
+// without an owner): for another's ticket it is Get. One round trip either way, so
+// that an API poll need not read the ticket first to see whose it is. owner is a
+// tenant, "" for an anonymous caller, or AnyOwner.
+func (l *Ledger) PollAs(ctx context.Context, id, owner string) (Position, error) {
+	return l.poll(ctx, id, true, owner)
+}
+
+func (l *Ledger) poll(ctx context.Context, id string, touch bool, owner string) (Position, error) {
 	flag := "0"
 	if touch {
 		flag = "1"
 	}
 	vals, err := l.run(ctx, pollScript, id, flag, l.cfg.RateWindow.Milliseconds(), minCompletions,
-		l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.ExactTenants, l.cfg.OrderMaxAge.Milliseconds()).Slice()
+		l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.ExactTenants, l.cfg.OrderMaxAge.Milliseconds(), owner).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Position{}, ErrNotFound
 	}

@@ -77,3 +77,44 @@ func TestSharedPositionsStayNearTheExactOnes(t *testing.T) {
 		compare("stale by 30 admissions")
 	})
 }
+
+// PollAs keeps a ticket alive only for its owner (or an operator, or anyone when the
+// ticket has no owner): a poll by another tenant reads it as Get does.
+func TestPollAsTouchesOnlyTheOwnersTickets(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1})
+		for _, tk := range []admission.Ticket{
+			{ID: "owned", Tenant: "acme", Owner: "acme", Seq: 1},
+			{ID: "anon", Tenant: "public", Seq: 2},
+		} {
+			tk.Object, tk.ETag, tk.Size, tk.Created = "o", "e", 10, time.Now()
+			if _, err := l.Enqueue(ctx, tk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		polled := func(id string) bool {
+			return rdb.HExists(ctx, "sluice:{adm}:t:"+id, "last_poll_ms").Val()
+		}
+		for _, c := range []struct {
+			id, as string
+			touch  bool
+		}{
+			{"owned", "other", false}, {"owned", "", false}, {"owned", "acme", true},
+			{"anon", "", true}, {"anon", "other", true},
+		} {
+			rdb.HDel(ctx, "sluice:{adm}:t:"+c.id, "last_poll_ms")
+			p, err := l.PollAs(ctx, c.id, c.as)
+			if err != nil || p.ID != c.id {
+				t.Fatalf("poll %s as %q: %+v %v", c.id, c.as, p, err)
+			}
+			if polled(c.id) != c.touch {
+				t.Errorf("poll of %s as %q: kept alive %v, want %v", c.id, c.as, polled(c.id), c.touch)
+			}
+		}
+		rdb.HDel(ctx, "sluice:{adm}:t:owned", "last_poll_ms")
+		if _, err := l.PollAs(ctx, "owned", admission.AnyOwner); err != nil || !polled("owned") {
+			t.Errorf("an operator's poll did not keep the ticket alive (%v)", err)
+		}
+	})
+}

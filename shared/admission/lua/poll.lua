@@ -14,7 +14,9 @@
 -- the resume a fresh one is not dragged down by the time spent paused.
 -- ARGV: 2 id, 3 touch (1/0), 4 rate window ms, 5 slot releases needed for an estimate,
 --       6 default global limit, 7 default per-tenant limit, 8 up to how many waiting
---       tenants the position is counted exactly, 9 how old the shared order may be, ms
+--       tenants the position is counted exactly, 9 how old the shared order may be, ms,
+--       10 whose tickets the caller's touch keeps alive: a tenant (and tickets without
+--       an owner), '' (only those), '*' (any)
 -- Returns: { flat ticket hash, position, completions in window, window span ms,
 --            now ms, eta ms, eta known (1/0), paused (1/0) }
 reclaim()
@@ -24,7 +26,9 @@ local k = tkey(id)
 local fields = redis.call('HGETALL', k)
 if #fields == 0 then return false end
 local status = redis.call('HGET', k, 'status')
-if ARGV[3] == '1' and (status == 'queued' or status == 'admitting' or status == 'ready') then
+local owner = redis.call('HGET', k, 'owner') or ''
+local touch = ARGV[3] == '1' and (owner == '' or ARGV[10] == '*' or (ARGV[10] ~= '' and ARGV[10] == owner))
+if touch and (status == 'queued' or status == 'admitting' or status == 'ready') then
   redis.call('HSET', k, 'last_poll_ms', NOW)
   if status == 'queued' then redis.call('ZADD', POLLS, 'XX', NOW, id) end
   -- restored after the ledger was lost (enqueue.lua): its client is here, so it takes
@@ -196,7 +200,7 @@ if status == 'queued' then
   local hold, releases = tonumber(h[1] or '0'), tonumber(h[2] or '0')
   if paused == 1 then
     known = 0
-    if ARGV[3] == '1' then redis.call('HDEL', k, 'eta_ms', 'eta_at_ms') end
+    if touch then redis.call('HDEL', k, 'eta_ms', 'eta_at_ms') end
   elseif releases >= tonumber(ARGV[5]) then
     local tenant = redis.call('HGET', k, 'tenant')
     local global = limit('global', tonumber(ARGV[6]))
@@ -222,7 +226,7 @@ if status == 'queued' then
         eta = carried + 0.3 * (raw - carried)
       end
       eta = math.floor(eta)
-      if ARGV[3] == '1' then redis.call('HSET', k, 'eta_ms', eta, 'eta_at_ms', NOW) end
+      if touch then redis.call('HSET', k, 'eta_ms', eta, 'eta_at_ms', NOW) end
     else
       known = 0 -- a global limit of 0: nothing is admitted until an operator raises it
     end

@@ -27,9 +27,10 @@
 --                         one member per break, scored by virtual time; order:t hash
 --                         tenant -> "vt queued weight" and order:at hash (ms, epoch) of
 --                         when it was built. Rebuilt at most once a second, by any poll.
---   stats          string the admission stats (stats.lua) as JSON, kept for a second so
---                         that the fleet's scrapes and dashboards share one computation;
---                         deleted when the limits are written (records.go)
+--   stats          string the admission stats as JSON (Ledger.SharedStats), kept for a
+--                         second so that the fleet's dashboards share one computation;
+--                         deleted when the limits are written (records.go); no script
+--                         reads it
 --   gen            hash   the ledger's generation (rebuild.lua): base (first epoch of this
 --                         generation), open_ms (admission resumes then), id, built_ms.
 --                         Missing: the ledger was lost (or never built) and must be
@@ -51,7 +52,6 @@ local ENDED = P .. 'ended'
 local HOLDS = P .. 'holds'
 local POLLS = P .. 'polls'
 local GEN = P .. 'gen'
-local STATS = P .. 'stats'
 local ORDER, ORDER_T, ORDER_AT = P .. 'order', P .. 'order:t', P .. 'order:at'
 
 local function tkey(id) return P .. 't:' .. id end

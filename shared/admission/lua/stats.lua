@@ -1,17 +1,9 @@
 -- A consistent snapshot of admission for operators and autoscalers.
--- ARGV: 2 default global limit, 3 default per-tenant limit, 4 rate window ms,
---       5 how old a snapshot another caller computed may be, ms (0: compute it now)
+-- ARGV: 2 default global limit, 3 default per-tenant limit, 4 rate window ms
 -- Returns { paused, global limit, slots in use, completions in window, window span ms,
 --           { tenant, queued, in use, limit, weight, ... },
 --           { status, count, ... } of the tickets holding slots,
 --           { status, count, ... } of the tickets that ever ended (HGETALL ended) }
--- The snapshot costs a few reads per tenant and one per held slot; shared, it is
--- computed once per max age for the whole fleet (STATS, dropped when limits change).
-local max_age = tonumber(ARGV[5] or '0')
-if max_age > 0 then
-  local cached = redis.call('GET', STATS)
-  if cached then return cjson.decode(cached) end
-end
 reclaim()
 local global = limit('global', tonumber(ARGV[2]))
 local tenant_default = limit('tenant_default', tonumber(ARGV[3]))
@@ -41,7 +33,5 @@ for st, n in pairs(by_status) do
   holding[#holding + 1] = st
   holding[#holding + 1] = n
 end
-local snapshot = { limit('paused', 0), global, redis.call('ZCARD', SLOTS), redis.call('ZCARD', DONE), span, tenants,
+return { limit('paused', 0), global, redis.call('ZCARD', SLOTS), redis.call('ZCARD', DONE), span, tenants,
   holding, redis.call('HGETALL', ENDED) }
-if max_age > 0 then redis.call('SET', STATS, cjson.encode(snapshot), 'PX', max_age) end
-return snapshot
