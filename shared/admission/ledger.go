@@ -380,7 +380,9 @@ func (l *Ledger) Cancel(ctx context.Context, id string) (Status, error) {
 }
 
 // Get reads a ticket without counting as a poll.
-func (l *Ledger) Get(ctx context.Context, id string) (Position, error) { return l.poll(ctx, id, false, "") }
+func (l *Ledger) Get(ctx context.Context, id string) (Position, error) {
+	return l.poll(ctx, id, false, "")
+}
 
 // Poll reads a ticket for its owner: it keeps a queued ticket from being dropped as
 // abandoned and computes its position.

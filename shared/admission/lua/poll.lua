@@ -25,8 +25,9 @@ local EXACT_TENANTS, ORDER_MS = tonumber(ARGV[8]), tonumber(ARGV[9])
 local k = tkey(id)
 local fields = redis.call('HGETALL', k)
 if #fields == 0 then return false end
-local status = redis.call('HGET', k, 'status')
-local owner = redis.call('HGET', k, 'owner') or ''
+local field = {}
+for i = 1, #fields, 2 do field[fields[i]] = fields[i + 1] end
+local status, owner = field.status, field.owner or ''
 local touch = ARGV[3] == '1' and (owner == '' or ARGV[10] == '*' or (ARGV[10] ~= '' and ARGV[10] == owner))
 if touch and (status == 'queued' or status == 'admitting' or status == 'ready') then
   redis.call('HSET', k, 'last_poll_ms', NOW)
@@ -151,7 +152,7 @@ end
 
 local position, own_rank = 0, 0
 if status == 'queued' then
-  local tenant = redis.call('HGET', k, 'tenant')
+  local tenant = field.tenant
   local rank = redis.call('ZRANK', wkey(tenant), id) or 0
   local myvt = tonumber(redis.call('ZSCORE', TENANTS, tenant) or '0')
   local w = weight(tenant)
@@ -202,7 +203,7 @@ if status == 'queued' then
     known = 0
     if touch then redis.call('HDEL', k, 'eta_ms', 'eta_at_ms') end
   elseif releases >= tonumber(ARGV[5]) then
-    local tenant = redis.call('HGET', k, 'tenant')
+    local tenant = field.tenant
     local global = limit('global', tonumber(ARGV[6]))
     local raw
     local held = redis.call('ZRANGE', SLOTS, 0, 1023)
