@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -33,7 +34,12 @@ import (
 //   - the admin stats: computed (Stats) and shared (SharedStats, as the endpoint).
 func BenchmarkScaleBacklog(b *testing.B) {
 	const tenants = 1000
-	for _, size := range []int{10_000, 100_000} {
+	sizes := []int{10_000, 100_000}
+	// Redis µs per call and client p99 µs, by what was measured, at each size
+	type figures struct{ redis, p99 []float64 }
+	got := map[string]*figures{}
+	var names []string
+	for _, size := range sizes {
 		b.Run(fmt.Sprintf("tickets=%d", size), func(b *testing.B) {
 			rs := testenv.StartRedis(b)
 			rdb := rs.Client(b)
@@ -51,8 +57,16 @@ func BenchmarkScaleBacklog(b *testing.B) {
 			ingress := startIngress(b, nats.URL, rs.URL)
 			report := func(name string, n int, fn func(i int) error) {
 				p50, p99, script := measure(b, rdb, n, fn)
-				b.Logf("%7d tickets, %d tenants, %-14s p50 %8s  p99 %8s  Redis %7.1f µs per call",
+				fmt.Printf("%7d tickets, %d tenants, %-14s p50 %8s  p99 %8s  Redis %7.1f µs per call\n",
 					size, tenants, name+":", p50.Round(time.Microsecond), p99.Round(time.Microsecond), script)
+				f := got[name]
+				if f == nil {
+					f = &figures{}
+					got[name] = f
+					names = append(names, name)
+				}
+				f.redis = append(f.redis, script)
+				f.p99 = append(f.p99, float64(p99.Microseconds()))
 				b.ReportMetric(script, name+"-redis-µs")
 				b.ReportMetric(float64(p99.Microseconds()), name+"-p99-µs")
 			}
@@ -86,6 +100,20 @@ func BenchmarkScaleBacklog(b *testing.B) {
 			report("stats", 100, func(int) error { _, err := l.Stats(b.Context()); return err })
 			report("stats-shared", 3000, func(int) error { _, err := l.SharedStats(b.Context()); return err })
 		})
+	}
+	// 1,000,000 queued, by the line through the two sizes (the cost is taken to grow at
+	// most linearly with the backlog; a falling line is taken as flat)
+	const target = 1_000_000
+	for _, name := range names {
+		f := got[name]
+		if len(f.redis) != len(sizes) {
+			continue
+		}
+		at := func(v []float64) float64 {
+			slope := max((v[1]-v[0])/float64(sizes[1]-sizes[0]), 0)
+			return v[1] + slope*float64(target-sizes[1])
+		}
+		fmt.Printf("%7d tickets (extrapolated), %-14s Redis %7.1f µs per call, p99 %7.0f µs\n", target, name+":", at(f.redis), at(f.p99))
 	}
 }
 
@@ -136,7 +164,7 @@ func buildBacklog(b *testing.B, l *admission.Ledger, n, tenants int) []string {
 	}
 	close(work)
 	wg.Wait()
-	b.Logf("built a backlog of %d tickets over %d tenants in %s", n, tenants, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("built a backlog of %d tickets over %d tenants in %s\n", n, tenants, time.Since(start).Round(time.Millisecond))
 	return ids
 }
 
@@ -164,7 +192,11 @@ func measure(b *testing.B, rdb *redis.Client, n int, fn func(i int) error) (p50,
 	if err != nil {
 		b.Fatal(err)
 	}
-	var inner []string
+	type cmd struct {
+		name         string
+		calls, usecs float64
+	}
+	var cmds []cmd
 	for _, m := range cmdstat.FindAllStringSubmatch(info, -1) {
 		calls, _ := strconv.ParseFloat(m[2], 64)
 		usec, _ := strconv.ParseFloat(m[3], 64)
@@ -174,9 +206,16 @@ func measure(b *testing.B, rdb *redis.Client, n int, fn func(i int) error) (p50,
 		case "evalsha", "eval":
 			script += usec
 		}
-		inner = append(inner, fmt.Sprintf("%s %.1f× %.1fµs", m[1], calls/float64(n), usec/float64(n)))
+		cmds = append(cmds, cmd{m[1], calls / float64(n), usec / float64(n)})
 	}
-	b.Logf("    per call: %s", strings.Join(inner, ", "))
+	slices.SortFunc(cmds, func(a, b cmd) int { return cmp.Compare(b.usecs, a.usecs) })
+	var line []string
+	for _, c := range cmds {
+		if c.usecs >= 0.05 {
+			line = append(line, fmt.Sprintf("%s %.1f× %.1fµs", c.name, c.calls, c.usecs))
+		}
+	}
+	fmt.Printf("    per call: %s\n", strings.Join(line, ", "))
 	slices.Sort(lat)
 	return lat[len(lat)/2], lat[len(lat)*99/100], script / float64(n)
 }
