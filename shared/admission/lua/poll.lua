@@ -34,7 +34,7 @@ if touch and (status == 'queued' or status == 'admitting' or status == 'ready') 
   if status == 'queued' then redis.call('ZADD', POLLS, 'XX', NOW, id) end
   -- restored after the ledger was lost (enqueue.lua): its client is here, so it takes
   -- its old place in line
-  if status == 'queued' and redis.call('HDEL', k, 'unclaimed') == 1 then
+  if status == 'queued' and field.unclaimed and redis.call('HDEL', k, 'unclaimed') == 1 then
     local f = redis.call('HMGET', k, 'tenant', 'seq')
     redis.call('ZADD', wkey(f[1]), f[2], id)
     activate(f[1])
