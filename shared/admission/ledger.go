@@ -97,8 +97,9 @@ type Config struct {
 	// ExactTenants is up to how many waiting tenants a queued ticket's position is
 	// counted exactly, tenant by tenant (64). With more, polls read it from the fair
 	// order's shape, shared by the fleet and rebuilt at most once per OrderMaxAge (1s):
-	// off by at most half the tenants whose queues reach the ticket's turn, and by the
-	// admissions of the last OrderMaxAge at worst.
+	// off by at most half the tenants whose queues reach the ticket's turn, plus what
+	// other tenants' joins and cancels changed since the shape was built. OrderMaxAge
+	// is also how old SharedStats may be.
 	ExactTenants int
 	OrderMaxAge  time.Duration
 	// The record buckets below are needed by every role but the edge, which only
