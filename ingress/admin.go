@@ -145,7 +145,7 @@ func (s *Server) setPaused(paused bool) gin.HandlerFunc {
 }
 
 func (s *Server) stats(c *gin.Context) {
-	st, err := s.cfg.Ledger.Stats(c.Request.Context())
+	st, err := s.cfg.Ledger.SharedStats(c.Request.Context())
 	if err != nil {
 		c.Error(err)
 		return

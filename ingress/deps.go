@@ -32,6 +32,9 @@ type TicketLedger interface {
 	// Get reads a ticket; Poll reads it as its waiting owner does, keeping it alive.
 	Get(ctx context.Context, id string) (admission.Position, error)
 	Poll(ctx context.Context, id string) (admission.Position, error)
+	// PollAs is Poll that keeps the ticket alive only if it is owner's (a tenant; ""
+	// for anonymous callers: tickets without an owner; admission.AnyOwner).
+	PollAs(ctx context.Context, id, owner string) (admission.Position, error)
 	// Ended reads the record of a ticket that ended.
 	Ended(ctx context.Context, id string) (admission.Ticket, error)
 	Cancel(ctx context.Context, id string) (admission.Status, error)
@@ -48,7 +51,9 @@ type LimitsLedger interface {
 	Limits(ctx context.Context) (admission.Limits, error)
 	SetLimits(ctx context.Context, u admission.LimitsUpdate) (admission.Limits, error)
 	SetPaused(ctx context.Context, paused bool) error
-	Stats(ctx context.Context) (admission.Stats, error)
+	// SharedStats is the admission snapshot, computed at most once a second for the
+	// fleet: every open dashboard reads it each second.
+	SharedStats(ctx context.Context) (admission.Stats, error)
 }
 
 // Keys checks the API keys callers present and manages them for operators.

@@ -47,6 +47,13 @@ func (l failingLedger) Poll(ctx context.Context, id string) (admission.Position,
 	return l.Ledger.Poll(ctx, id)
 }
 
+func (l failingLedger) PollAs(ctx context.Context, id, owner string) (admission.Position, error) {
+	if l.poll != nil {
+		return admission.Position{}, l.poll
+	}
+	return l.Ledger.PollAs(ctx, id, owner)
+}
+
 func (l failingLedger) Get(ctx context.Context, id string) (admission.Position, error) {
 	if l.get != nil {
 		return admission.Position{}, l.get

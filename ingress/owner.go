@@ -37,19 +37,24 @@ func mayUse(who apikeys.Key, t admission.Ticket) bool {
 // the caller's to see.
 func (s *Server) ownTicket(c *gin.Context, id string, touch bool) (admission.Position, error) {
 	who := principal(c)
-	if touch && !who.Scope.Allows(apikeys.ScopeOperator) {
-		// Read first: a poll by someone else must not keep the ticket alive.
-		p, err := s.ticket(c.Request.Context(), id, false)
-		if err != nil {
-			return p, err
-		}
-		if !mayUse(who, p.Ticket) {
-			return admission.Position{}, admission.ErrNotFound
-		}
-	}
-	p, err := s.ticket(c.Request.Context(), id, touch)
+	// One read: the ledger marks the ticket polled only when it is the caller's, so
+	// that a poll by someone else does not keep it alive.
+	p, err := s.ticketAs(c.Request.Context(), id, touch, toucher(who))
 	if err == nil && !mayUse(who, p.Ticket) {
 		return admission.Position{}, admission.ErrNotFound
 	}
 	return p, err
+}
+
+// toucher names, as Ledger.PollAs does, whose tickets who's polls keep alive: the
+// same as mayUse allows.
+func toucher(who apikeys.Key) string {
+	switch {
+	case who.Scope.Allows(apikeys.ScopeOperator):
+		return admission.AnyOwner
+	case who.ID == anonymous.ID:
+		return "" // only tickets without an owner
+	default:
+		return who.Tenant
+	}
 }

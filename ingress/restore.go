@@ -20,9 +20,17 @@ type TicketRecords interface {
 // state; a live one is put back in the ledger at its old place in line (its stream
 // sequence) and read again. Only a ticket no record knows is ErrNotFound.
 func (s *Server) ticket(ctx context.Context, id string, touch bool) (admission.Position, error) {
+	return s.ticketAs(ctx, id, touch, admission.AnyOwner)
+}
+
+// ticketAs is ticket whose touch keeps the ticket alive only if it is owner's
+// (Ledger.PollAs).
+func (s *Server) ticketAs(ctx context.Context, id string, touch bool, owner string) (admission.Position, error) {
 	read := s.cfg.Ledger.Get
 	if touch {
-		read = s.cfg.Ledger.Poll
+		read = func(ctx context.Context, id string) (admission.Position, error) {
+			return s.cfg.Ledger.PollAs(ctx, id, owner)
+		}
 	}
 	p, err := read(ctx, id)
 	if !errors.Is(err, admission.ErrNotFound) || s.cfg.Tickets == nil {

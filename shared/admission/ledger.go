@@ -94,6 +94,14 @@ type Config struct {
 	GlobalLimit  int           // used until an operator sets one in Redis (10)
 	TenantLimit  int           // default per-tenant limit, 0 = none
 	RateWindow   time.Duration // window for the completion rate (2m)
+	// ExactTenants is up to how many waiting tenants a queued ticket's position is
+	// counted exactly, tenant by tenant (64). With more, polls read it from the fair
+	// order's shape, shared by the fleet and rebuilt at most once per OrderMaxAge (1s):
+	// off by at most half the tenants whose queues reach the ticket's turn, plus what
+	// other tenants' joins and cancels changed since the shape was built. OrderMaxAge
+	// is also how old SharedStats may be.
+	ExactTenants int
+	OrderMaxAge  time.Duration
 	// The record buckets below are needed by every role but the edge, which only
 	// streams; without them the methods that use them fail.
 	//
@@ -125,6 +133,10 @@ func (c *Config) setDefaults() {
 	def(&c.StreamLease, 30*time.Second)
 	def(&c.ResumeGrace, 30*time.Second)
 	def(&c.RateWindow, 2*time.Minute)
+	def(&c.OrderMaxAge, time.Second)
+	if c.ExactTenants == 0 {
+		c.ExactTenants = 64
+	}
 	if c.MaxConns == 0 {
 		c.MaxConns = 8
 	}
@@ -168,7 +180,7 @@ func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
 func (l *Ledger) Accept(ctx context.Context, t Ticket) (Position, error) {
 	vals, err := l.run(ctx, enqueueScript, t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq,
 		t.Created.UnixMilli(), t.ContentType, t.TraceParent, t.Owner, "0",
-		"1", minCompletions, l.cfg.GlobalLimit, l.cfg.TenantLimit).Result()
+		"1", minCompletions, l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.ExactTenants, l.cfg.OrderMaxAge.Milliseconds()).Result()
 	if err != nil {
 		return Position{}, unavailable("enqueue ticket "+t.ID, err)
 	}
@@ -396,19 +408,34 @@ func (l *Ledger) Cancel(ctx context.Context, id string) (Status, error) {
 }
 
 // Get reads a ticket without counting as a poll.
-func (l *Ledger) Get(ctx context.Context, id string) (Position, error) { return l.poll(ctx, id, false) }
+func (l *Ledger) Get(ctx context.Context, id string) (Position, error) {
+	return l.poll(ctx, id, false, "")
+}
 
 // Poll reads a ticket for its owner: it keeps a queued ticket from being dropped as
 // abandoned and computes its position.
-func (l *Ledger) Poll(ctx context.Context, id string) (Position, error) { return l.poll(ctx, id, true) }
+func (l *Ledger) Poll(ctx context.Context, id string) (Position, error) {
+	return l.poll(ctx, id, true, AnyOwner)
+}
 
-func (l *Ledger) poll(ctx context.Context, id string, touch bool) (Position, error) {
+// AnyOwner names every owner to PollAs: an operator's poll keeps any ticket alive.
+const AnyOwner = "*"
+
+// PollAs is Poll by a caller who may keep only owner's tickets alive (and those
+// without an owner): for another's ticket it is Get. One round trip either way, so
+// that an API poll need not read the ticket first to see whose it is. owner is a
+// tenant, "" for an anonymous caller, or AnyOwner.
+func (l *Ledger) PollAs(ctx context.Context, id, owner string) (Position, error) {
+	return l.poll(ctx, id, true, owner)
+}
+
+func (l *Ledger) poll(ctx context.Context, id string, touch bool, owner string) (Position, error) {
 	flag := "0"
 	if touch {
 		flag = "1"
 	}
 	vals, err := l.run(ctx, pollScript, id, flag, l.cfg.RateWindow.Milliseconds(), minCompletions,
-		l.cfg.GlobalLimit, l.cfg.TenantLimit).Slice()
+		l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.ExactTenants, l.cfg.OrderMaxAge.Milliseconds(), owner).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Position{}, ErrNotFound
 	}

@@ -3,6 +3,7 @@ package admission
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -168,12 +169,45 @@ type Stats struct {
 	Ended map[Status]int64
 }
 
-// Stats reads the snapshot in one script, so its numbers agree with each other.
+// Stats reads the snapshot in one script, so its numbers agree with each other. Its
+// cost grows with the tenants and the held slots (a few reads each): for what reads
+// it every second, see SharedStats.
 func (l *Ledger) Stats(ctx context.Context) (Stats, error) {
 	vals, err := l.run(ctx, statsScript, l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.RateWindow.Milliseconds()).Slice()
 	if err != nil {
 		return Stats{}, unavailable("read admission stats", err)
 	}
+	return statsFromReply(vals)
+}
+
+// SharedStats is Stats as anyone in the fleet computed it within the last OrderMaxAge:
+// the first caller after that computes it and leaves it in Redis (the key "stats",
+// JSON) for the others, so every replica's scrapes and every open dashboard cost one
+// computation per OrderMaxAge together, and a read is one GET. Writing the limits
+// deletes it, so a pause or a new limit shows at once; other figures may be up to
+// OrderMaxAge old.
+func (l *Ledger) SharedStats(ctx context.Context) (Stats, error) {
+	key := l.cfg.Prefix + "stats"
+	if raw, err := l.rdb.Get(ctx, key).Bytes(); err == nil {
+		var s Stats
+		if json.Unmarshal(raw, &s) == nil {
+			return s, nil
+		}
+	} else if !errors.Is(err, redis.Nil) {
+		return Stats{}, unavailable("read admission stats", err)
+	}
+	s, err := l.Stats(ctx)
+	if err != nil {
+		return s, err
+	}
+	if raw, err := json.Marshal(s); err == nil {
+		// best effort: without it the next caller computes the stats again
+		_ = l.rdb.Set(ctx, key, raw, l.cfg.OrderMaxAge).Err()
+	}
+	return s, nil
+}
+
+func statsFromReply(vals []any) (Stats, error) {
 	d := redisreply.New("stats")
 	reply := d.Array(vals, 6)
 	s := Stats{Paused: reply.Int(0) == 1, Limit: reply.Int(1), InUse: reply.Int(2), Tenants: map[string]TenantStats{}}

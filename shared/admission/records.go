@@ -163,7 +163,7 @@ func (l *Ledger) importRedisLimits(ctx context.Context) (overrides, error) {
 // project replaces the Redis copy of the limits with the record, atomically.
 func (l *Ledger) project(ctx context.Context, o overrides) error {
 	pipe := l.rdb.TxPipeline()
-	pipe.Del(ctx, l.limitsKey())
+	pipe.Del(ctx, l.limitsKey(), l.cfg.Prefix+"stats") // the shared stats hold limits
 	if f := o.fields(); len(f) > 0 {
 		pipe.HSet(ctx, l.limitsKey(), f...)
 	}

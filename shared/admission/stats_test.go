@@ -55,3 +55,33 @@ func TestStatsCountTicketsByState(t *testing.T) {
 		}
 	})
 }
+
+// SharedStats: one computation serves every caller for OrderMaxAge (the figures may be
+// that old), and writing the limits drops it, so a pause shows at once.
+func TestSharedStatsAreComputedOncePerMaxAge(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 3, OrderMaxAge: time.Hour})
+		var seq uint64
+		enqueue(t, l, "acme", 2, &seq)
+		first, err := l.SharedStats(ctx)
+		if err != nil || first.Backlog != 2 {
+			t.Fatalf("first shared stats: %+v %v, want a backlog of 2", first, err)
+		}
+		enqueue(t, l, "acme", 1, &seq)
+		again, err := l.SharedStats(ctx)
+		if err != nil || !maps.Equal(again.Tenants, first.Tenants) || again.Backlog != 2 {
+			t.Fatalf("within the max age: %+v %v, want the same snapshot (backlog 2)", again, err)
+		}
+		if exact, _ := l.Stats(ctx); exact.Backlog != 3 {
+			t.Fatalf("exact stats: backlog %d, want 3", exact.Backlog)
+		}
+		if err := l.SetPaused(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		paused, err := l.SharedStats(ctx)
+		if err != nil || !paused.Paused || paused.Backlog != 3 {
+			t.Fatalf("after a pause: %+v %v, want paused with a backlog of 3", paused, err)
+		}
+	})
+}

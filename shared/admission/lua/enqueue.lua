@@ -12,7 +12,9 @@
 -- be dropped as abandoned (admit.lua), holding nothing.
 --       13 "1" to answer with the new ticket's place in line, as poll.lua would (the
 --          ingress, so that its 202 needs no read-back); then 14 slot releases needed
---          for an estimate, 15 default global limit, 16 default per-tenant limit
+--          for an estimate, 15 default global limit, 16 default per-tenant limit,
+--          17 up to how many waiting tenants the position is counted exactly, 18 how
+--          old the shared order may be, ms (as poll.lua)
 -- Returns "created" or the status the ticket already has; with ARGV[13] "1", a new
 -- ticket answers { "created", position, eta ms, eta known (1/0), paused (1/0) }.
 local id, tenant = ARGV[2], ARGV[6]
@@ -34,7 +36,7 @@ end
 redis.call('ZADD', wkey(tenant), ARGV[7], id)
 activate(tenant)
 if ARGV[13] ~= '1' then return 'created' end
-local position, own_rank = queue_position(id, tenant)
+local position, own_rank = queue_position(id, tenant, tonumber(ARGV[17]), tonumber(ARGV[18]))
 local paused = limit('paused', 0)
 local eta, known = estimate_wait(id, position, own_rank, paused, true,
   tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]))

@@ -13,21 +13,28 @@
 -- resumes): the estimate is unknown and the previous one is forgotten, so that after
 -- the resume a fresh one is not dragged down by the time spent paused.
 -- ARGV: 2 id, 3 touch (1/0), 4 rate window ms, 5 slot releases needed for an estimate,
---       6 default global limit, 7 default per-tenant limit
+--       6 default global limit, 7 default per-tenant limit, 8 up to how many waiting
+--       tenants the position is counted exactly, 9 how old the shared order may be, ms,
+--       10 whose tickets the caller's touch keeps alive: a tenant (and tickets without
+--       an owner), '' (only those), '*' (any)
 -- Returns: { flat ticket hash, position, completions in window, window span ms,
 --            now ms, eta ms, eta known (1/0), paused (1/0) }
 reclaim()
 local id = ARGV[2]
+local EXACT_TENANTS, ORDER_MS = tonumber(ARGV[8]), tonumber(ARGV[9])
 local k = tkey(id)
 local fields = redis.call('HGETALL', k)
 if #fields == 0 then return false end
-local status = redis.call('HGET', k, 'status')
-if ARGV[3] == '1' and (status == 'queued' or status == 'admitting' or status == 'ready') then
+local field = {}
+for i = 1, #fields, 2 do field[fields[i]] = fields[i + 1] end
+local status, owner = field.status, field.owner or ''
+local touch = ARGV[3] == '1' and (owner == '' or ARGV[10] == '*' or (ARGV[10] ~= '' and ARGV[10] == owner))
+if touch and (status == 'queued' or status == 'admitting' or status == 'ready') then
   redis.call('HSET', k, 'last_poll_ms', NOW)
   if status == 'queued' then redis.call('ZADD', POLLS, 'XX', NOW, id) end
   -- restored after the ledger was lost (enqueue.lua): its client is here, so it takes
   -- its old place in line
-  if status == 'queued' and redis.call('HDEL', k, 'unclaimed') == 1 then
+  if status == 'queued' and field.unclaimed and redis.call('HDEL', k, 'unclaimed') == 1 then
     local f = redis.call('HMGET', k, 'tenant', 'seq')
     redis.call('ZADD', wkey(f[1]), f[2], id)
     activate(f[1])
@@ -35,7 +42,7 @@ if ARGV[3] == '1' and (status == 'queued' or status == 'admitting' or status == 
 end
 local position, own_rank = 0, 0
 if status == 'queued' then
-  position, own_rank = queue_position(id, redis.call('HGET', k, 'tenant'))
+  position, own_rank = queue_position(id, field.tenant, EXACT_TENANTS, ORDER_MS)
 end
 redis.call('ZREMRANGEBYSCORE', DONE, '-inf', NOW - tonumber(ARGV[4]))
 local count = redis.call('ZCARD', DONE)
@@ -45,7 +52,7 @@ local span = NOW - first
 local eta, known = 0, 1
 local paused = limit('paused', 0)
 if status == 'queued' then
-  eta, known = estimate_wait(id, position, own_rank, paused, ARGV[3] == '1',
+  eta, known = estimate_wait(id, position, own_rank, paused, touch,
     tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 end
 return { fields, position, count, span, NOW, eta, known, paused }

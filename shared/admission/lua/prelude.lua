@@ -23,6 +23,14 @@
 --   wake           channel (pub/sub, not a key) published when a slot frees or a ticket
 --                         joins a wait queue: workers admit at once instead of at their
 --                         next tick (Ledger.Wakeups); at most one message per script run
+--   order          zset   the fair order's shape for positions among many tenants (poll.lua):
+--                         one member per break, scored by virtual time; order:t hash
+--                         tenant -> "vt queued weight" and order:at hash (ms, epoch) of
+--                         when it was built. Rebuilt at most once a second, by any poll.
+--   stats          string the admission stats as JSON (Ledger.SharedStats), kept for a
+--                         second so that the fleet's dashboards share one computation;
+--                         deleted when the limits are written (records.go); no script
+--                         reads it
 --   gen            hash   the ledger's generation (rebuild.lua): base (first epoch of this
 --                         generation), open_ms (admission resumes then), id, built_ms.
 --                         Missing: the ledger was lost (or never built) and must be
@@ -44,6 +52,7 @@ local ENDED = P .. 'ended'
 local HOLDS = P .. 'holds'
 local POLLS = P .. 'polls'
 local GEN = P .. 'gen'
+local ORDER, ORDER_T, ORDER_AT = P .. 'order', P .. 'order:t', P .. 'order:at'
 
 local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end
@@ -157,28 +166,132 @@ local function reclaim()
   end
 end
 
--- How many tickets, across all tenants, are admitted before queued ticket id of tenant
--- under the fair order that admit.lua follows; and its rank in its own tenant's queue.
-local function queue_position(id, tenant)
-  local rank = redis.call('ZRANK', wkey(tenant), id) or 0
-  local myvt = tonumber(redis.call('ZSCORE', TENANTS, tenant) or '0')
-  local turn = myvt + rank / weight(tenant)
-  local position = rank
+local ORDER_MS = 1000 -- set by queue_position
+
+-- The position of a ticket whose turn (admission virtual time) is `turn`: its rank in
+-- its own queue plus, for every other active tenant u, how many of u's tickets come
+-- first (u's k-th is admitted at vu + k/wu; on a tie the smaller tenant name goes
+-- first, as admit.lua's ZRANGE does). Exact, at one weight read and one ZCARD per
+-- tenant: used while few tenants wait.
+local function exact_ahead(tenant, turn)
+  local ahead = 0
   local order = redis.call('ZRANGE', TENANTS, 0, -1, 'WITHSCORES')
   for i = 1, #order, 2 do
     local u = order[i]
     if u ~= tenant then
       local vu, wu = tonumber(order[i + 1]), weight(u)
-      -- u's k-th ticket is admitted at virtual time vu + k/wu; count those before ours
       local n = math.ceil((turn - vu) * wu - 1e-9)
       if u < tenant and math.abs((turn - vu) * wu - n) < 1e-9 then n = n + 1 end
       if n < 0 then n = 0 end
       local waiting = redis.call('ZCARD', wkey(u))
       if n > waiting then n = waiting end
-      position = position + n
+      ahead = ahead + n
     end
   end
-  return position, rank
+  return ahead
+end
+
+-- Many tenants: the fair order's shape, computed at most once per ORDER_MS for the
+-- whole fleet by the first poll that finds it older (prelude's ORDER keys).
+-- Tenant u's tickets are ahead of virtual time T about clamp((T - vu) * wu, 0, nu)
+-- times; the sum over tenants is piecewise linear in T, with a break wherever a
+-- tenant's queue starts (vu) or ends (vu + nu/wu). ORDER holds one member per break,
+-- scored by its virtual time: "index:sum there:slope after it:tenants straddling it";
+-- ORDER_T keeps each tenant's "vu nu wu" and ORDER_AT when and at which epoch.
+local function build_order()
+  local events = {}
+  local per = {}
+  local order = redis.call('ZRANGE', TENANTS, 0, -1, 'WITHSCORES')
+  for i = 1, #order, 2 do
+    local u, vu = order[i], tonumber(order[i + 1])
+    local nu, wu = redis.call('ZCARD', wkey(u)), weight(u)
+    if nu > 0 then
+      events[#events + 1] = { vu, wu, 1 }
+      events[#events + 1] = { vu + nu / wu, -wu, -1 }
+      per[#per + 1] = u
+      per[#per + 1] = string.format('%.17g %d %.17g', vu, nu, wu)
+    end
+  end
+  table.sort(events, function(a, b) return a[1] < b[1] end)
+  redis.call('DEL', ORDER, ORDER_T)
+  local sum, slope, straddle, at = 0, 0, 0, nil
+  local batch = {}
+  local function flush()
+    if #batch > 0 then redis.call('ZADD', ORDER, unpack(batch)) end
+    batch = {}
+  end
+  local j = 0
+  for i, e in ipairs(events) do
+    if at then sum = sum + slope * (e[1] - at) end
+    at = e[1]
+    slope, straddle = slope + e[2], straddle + e[3]
+    if i == #events or events[i + 1][1] > at then
+      j = j + 1
+      batch[#batch + 1] = at
+      batch[#batch + 1] = string.format('%d:%.17g:%.17g:%d', j, sum, slope, straddle)
+      if #batch >= 512 then flush() end
+    end
+  end
+  flush()
+  for i = 1, #per, 512 do
+    redis.call('HSET', ORDER_T, unpack(per, i, math.min(i + 511, #per)))
+  end
+  redis.call('HSET', ORDER_AT, 'ms', NOW, 'epoch', redis.call('GET', P .. 'epoch') or '0')
+  for _, key in ipairs({ ORDER, ORDER_T, ORDER_AT }) do redis.call('PEXPIRE', key, 10 * ORDER_MS) end
+end
+
+-- The others' tickets ahead of `turn` by the shared shape: a lookup of one break, not
+-- a walk over tenants. Each tenant's staircase is taken as its line plus a half
+-- (ceil(x) lies in [x, x+1)), so the error is at most half the tenants straddling
+-- `turn`; admissions since the shape was built are taken off (they were the front of
+-- the line, ahead of every queued ticket), so staleness costs little more.
+local function shared_ahead(tenant, turn, myvt, w)
+  local at = redis.call('HMGET', ORDER_AT, 'ms', 'epoch')
+  if not at[1] or NOW - tonumber(at[1]) >= ORDER_MS or NOW < tonumber(at[1]) then
+    build_order()
+    at = { NOW, redis.call('GET', P .. 'epoch') or '0' }
+  end
+  local sum, straddle = 0, 0
+  local brk = redis.call('ZREVRANGEBYSCORE', ORDER, string.format('%.17g', turn), '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if brk[1] then
+    local _, s, slope, m = string.match(brk[1], '^(%d+):([^:]+):([^:]+):(%d+)$')
+    sum = tonumber(s) + tonumber(slope) * (turn - tonumber(brk[2]))
+    straddle = tonumber(m)
+  end
+  -- take the ticket's own tenant out: its exact rank is added by the caller
+  local admitted = tonumber(redis.call('GET', P .. 'epoch') or '0') - tonumber(at[2])
+  local own = redis.call('HGET', ORDER_T, tenant)
+  if own then
+    local v, n, wo = string.match(own, '^(%S+) (%S+) (%S+)$')
+    v, n, wo = tonumber(v), tonumber(n), tonumber(wo)
+    local x = (turn - v) * wo
+    if x > 0 and x < n then straddle = straddle - 1 end
+    if x < 0 then x = 0 elseif x > n then x = n end
+    sum = sum - x
+    -- the tenant's own admissions since then are not the others'
+    local mine = math.floor((myvt - v) * w + 0.5)
+    if mine > 0 then admitted = admitted - mine end
+  end
+  if admitted < 0 then admitted = 0 end
+  local ahead = math.floor(sum + straddle / 2 - admitted + 0.5)
+  if ahead < 0 then ahead = 0 end
+  return ahead
+end
+
+-- The place in line of a queued ticket: its rank in its own tenant's queue and the
+-- tickets of other tenants admitted before it, counted exactly while at most
+-- exact_tenants tenants wait, else read from the fleet's shared shape of the fair
+-- order, rebuilt when older than order_ms. Returns position, own rank.
+local function queue_position(id, tenant, exact_tenants, order_ms)
+  ORDER_MS = order_ms
+  local rank = redis.call('ZRANK', wkey(tenant), id) or 0
+  local myvt = tonumber(redis.call('ZSCORE', TENANTS, tenant) or '0')
+  local w = weight(tenant)
+  local turn = myvt + rank / w
+  if redis.call('ZCARD', TENANTS) <= exact_tenants then
+    return rank + exact_ahead(tenant, turn), rank
+  end
+  return rank + shared_ahead(tenant, turn, myvt, w), rank
 end
 
 -- When the nth (0-based) admission comes with `slots` slots held by `holders`, each
