@@ -253,10 +253,15 @@ func (a *Admission) enqueue(ctx context.Context, h *heldMsg, how func(context.Co
 	return true
 }
 
-// admit fills free slots and publishes each admitted ticket's link.
+// admitBatch is how many tickets one admission round grants at most: each round is
+// two Redis round trips (admit.lua, ready.lua) and the signing of its links.
+const admitBatch = 128
+
+// admit fills free slots and publishes the admitted tickets' links, a round of grants
+// at a time.
 func (a *Admission) admit(ctx context.Context) {
 	for {
-		grants, err := a.cfg.Ledger.Admit(ctx, 32)
+		grants, err := a.cfg.Ledger.Admit(ctx, admitBatch)
 		if errors.Is(err, admission.ErrNoGeneration) {
 			a.rebuild(ctx)
 			return
@@ -267,10 +272,8 @@ func (a *Admission) admit(ctx context.Context) {
 			}
 			return
 		}
-		for _, g := range grants {
-			a.issue(ctx, g)
-		}
-		if len(grants) < 32 {
+		a.issue(ctx, grants)
+		if len(grants) < admitBatch {
 			return
 		}
 	}
@@ -315,45 +318,49 @@ func (a *Admission) rebuild(ctx context.Context) {
 	})
 }
 
-func (a *Admission) issue(ctx context.Context, g admission.Grant) {
-	t, err := a.admitted(ctx, g.TicketID)
-	if err != nil {
-		a.log.Warn("read admitted ticket", "ticket", g.TicketID, "err", err)
-		return // the grant lapses and the ticket is admitted again
+// issue signs the links of a round of grants and publishes them all in one call. A
+// grant whose link is not published lapses after the admit lease and its ticket is
+// admitted again.
+func (a *Admission) issue(ctx context.Context, grants []admission.Grant) {
+	if len(grants) == 0 {
+		return
 	}
-	ctx, span := a.cfg.Tracer.Start(telemetry.WithTraceParent(ctx, t.TraceParent), "admit",
-		trace.WithAttributes(attribute.String("sluice.ticket", t.ID), attribute.String("sluice.tenant", t.Tenant)))
-	defer span.End()
+	links := make([]admission.Link, 0, len(grants))
+	spans := make([]trace.Span, 0, len(grants))
+	defer func() {
+		for _, s := range spans {
+			s.End()
+		}
+	}()
 	expires := a.cfg.Now().Add(a.cfg.TokenTTL)
-	link, err := a.link(ctx, t, g, expires)
+	for _, g := range grants {
+		t := g.Ticket
+		tctx, span := a.cfg.Tracer.Start(telemetry.WithTraceParent(ctx, t.TraceParent), "admit",
+			trace.WithAttributes(attribute.String("sluice.ticket", t.ID), attribute.String("sluice.tenant", t.Tenant)))
+		spans = append(spans, span)
+		link, err := a.link(tctx, g, expires)
+		if err != nil {
+			a.log.Error("make download link", "ticket", t.ID, "err", err)
+			continue
+		}
+		links = append(links, admission.Link{Grant: g, URL: link, Expires: expires})
+	}
+	errs, err := a.cfg.Ledger.Ready(ctx, links)
 	if err != nil {
-		a.log.Error("make download link", "ticket", t.ID, "err", err)
-		return // the grant lapses and the ticket is admitted again
+		a.log.Warn("mark ticket ready", "tickets", len(links), "err", err)
+		return
 	}
-	switch err := a.cfg.Ledger.MarkReady(ctx, g, link, expires); {
-	case errors.Is(err, admission.ErrFenced):
-		a.log.Warn("admission grant lapsed before the link was issued; the ticket was requeued", "ticket", t.ID, "epoch", g.Epoch)
-	case err != nil:
-		a.log.Warn("mark ticket ready", "ticket", t.ID, "err", err)
-	default:
-		waited := a.cfg.Now().Sub(t.Created)
+	now := a.cfg.Now()
+	for i, k := range links {
+		t := k.Grant.Ticket
+		if errors.Is(errs[i], admission.ErrFenced) {
+			a.log.Warn("admission grant lapsed before the link was issued; the ticket was requeued", "ticket", t.ID, "epoch", k.Grant.Epoch)
+			continue
+		}
+		waited := now.Sub(t.Created)
 		a.cfg.OnAdmitted(waited)
-		a.log.DebugContext(ctx, "ticket ready", "ticket", t.ID, "tenant", t.Tenant, "epoch", g.Epoch, "waited", waited.Round(time.Millisecond))
+		a.log.DebugContext(ctx, "ticket ready", "ticket", t.ID, "tenant", t.Tenant, "epoch", k.Grant.Epoch, "waited", waited.Round(time.Millisecond))
 	}
-}
-
-// admitted is the ticket of a grant: from the message this worker holds (what the
-// ledger entry was made from), else read back from the ledger, as when another
-// worker holds the message.
-func (a *Admission) admitted(ctx context.Context, id string) (admission.Ticket, error) {
-	a.mu.Lock()
-	h := a.held[id]
-	a.mu.Unlock()
-	if h != nil {
-		return h.ticket.Ledger(), nil
-	}
-	p, err := a.cfg.Ledger.Get(ctx, id)
-	return p.Ticket, err
 }
 
 // sweep settles held messages: acknowledge those whose ticket ended, re-enqueue those

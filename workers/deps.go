@@ -2,7 +2,6 @@ package workers
 
 import (
 	"context"
-	"time"
 
 	"github.com/sluice-dl/sluice/shared/admission"
 )
@@ -31,8 +30,8 @@ type Ledger interface {
 	// Wakeups signals that admission may have work (a slot freed, a ticket queued
 	// with slots free), so the worker admits at once rather than at its next round.
 	Wakeups(ctx context.Context) <-chan struct{}
-	MarkReady(ctx context.Context, g admission.Grant, url string, expires time.Time) error
-	TenantRate(ctx context.Context, tenant string) (int64, error)
+	// Ready publishes the links of a round of grants in one round trip.
+	Ready(ctx context.Context, links []admission.Link) ([]error, error)
 }
 
 var _ Ledger = (*admission.Ledger)(nil)

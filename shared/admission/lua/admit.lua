@@ -3,8 +3,11 @@
 -- tenant's virtual time advances by 1/weight per admission. FIFO within a tenant.
 -- ARGV: 2 max, 3 admit lease ms, 4 abandon after ms, 5 default global limit,
 --       6 default per-tenant limit (0 = none)
--- Returns a flat array: id1, epoch1, id2, epoch2, ..., or {'NOGEN'} when the ledger has
--- no generation (it was lost): the caller rebuilds it (rebuild.lua) and asks again.
+-- Returns a flat array, GRANT_FIELDS entries per grant: id, epoch, tenant, object, etag,
+-- created_ms, traceparent, the tenant's rate (bytes/s, '' for none): everything the
+-- worker needs to sign the link, so that it reads nothing back. Or {'NOGEN'} when the
+-- ledger has no generation (it was lost): the caller rebuilds it (rebuild.lua) and
+-- asks again.
 reclaim()
 local gen = redis.call('HMGET', GEN, 'base', 'open_ms')
 if not gen[1] then return {'NOGEN'} end
@@ -65,8 +68,11 @@ while granted < max and used < global and budget > 0 do
         redis.call('HSET', k, 'status', 'admitting', 'epoch', epoch, 'admitted_ms', NOW)
         lease(head, tenant, NOW + admit_lease)
         used, granted = used + 1, granted + 1
-        out[#out + 1] = head
-        out[#out + 1] = epoch
+        local t = redis.call('HMGET', k, 'object', 'etag', 'created_ms', 'traceparent')
+        local n = #out
+        out[n + 1], out[n + 2], out[n + 3], out[n + 4] = head, epoch, tenant, t[1] or ''
+        out[n + 5], out[n + 6], out[n + 7] = t[2] or '', t[3] or '0', t[4] or ''
+        out[n + 8] = redis.call('HGET', LIMITS, 'rate:' .. tenant) or ''
         redis.call('SET', VCLOCK, vt)
         vt = vt + 1 / weight(tenant)
       end
