@@ -20,9 +20,11 @@ import (
 	"github.com/sluice-dl/sluice/signer"
 )
 
-// Backlog is every live ticket in the stream, for refilling a ledger that was lost.
+// Backlog is every live ticket in the stream, for refilling a ledger that was lost
+// (Each) and for restoring one lost ticket whose message this worker holds (Lookup).
 type Backlog interface {
 	Each(ctx context.Context, fn func(t queue.Ticket) error) error
+	Lookup(ctx context.Context, id string) (queue.Ticket, error)
 }
 
 // TokenIssuer signs download tokens.
@@ -32,8 +34,11 @@ type TokenIssuer interface {
 
 // AdmissionConfig configures an admission worker.
 type AdmissionConfig struct {
-	Consumer      jetstream.Consumer
-	Backlog       Backlog // the ticket stream; nil: a lost ledger refills from held messages only
+	Consumer jetstream.Consumer
+	// Acker settles held messages by their reply subjects, over the consumer's
+	// connection.
+	Acker         *queue.Acker
+	Backlog       Backlog // the ticket stream; nil: a lost ledger is refilled as messages are redelivered
 	Ledger        Ledger
 	Tokens        TokenIssuer
 	PublicEdgeURL string        // download links start with this
@@ -41,10 +46,14 @@ type AdmissionConfig struct {
 	Direct        Presigner     // non-nil: links are presigned storage URLs (direct mode, links.go)
 	TokenTTL      time.Duration // how long a link accepts new connections (2m)
 	AdmitEvery    time.Duration // how often the worker looks for free slots without a wake-up (1s)
-	SweepEvery    time.Duration // how often held messages are checked and kept alive (2s)
-	AckWait       time.Duration // the consumer's AckWait, to pace in-progress signals
-	Logger        *slog.Logger
-	Now           func() time.Time
+	SweepEvery    time.Duration // how often the ledger's log of ended tickets is read and held messages kept alive (2s)
+	// ReconcileEvery is how often every held ticket is checked against the ledger
+	// all the same (5m): the log of ended tickets is what settles them, this catches
+	// what it cannot tell (a ledger that lost a ticket).
+	ReconcileEvery time.Duration
+	AckWait        time.Duration // the consumer's AckWait, to pace in-progress signals
+	Logger         *slog.Logger
+	Now            func() time.Time
 	// Tracer continues each ticket's trace (from its ledger entry) with an "admit"
 	// span, whose context goes into the token for the edge; nil: none.
 	Tracer trace.Tracer
@@ -60,17 +69,26 @@ type Admission struct {
 	cfg AdmissionConfig
 	log *slog.Logger
 
-	mu   sync.Mutex
-	held map[string]*heldMsg
+	mu sync.Mutex
+	// held is every ticket message this worker holds, by ticket id: one per waiting
+	// ticket, so each is kept small (a reply subject and two words).
+	held map[string]heldMsg
+	// unrecorded are the held tickets not yet in the ledger (it did not answer when
+	// their message came): few, kept whole until the sweep records them.
+	unrecorded map[string]queue.Ticket
 	// restoring refills a rebuilt ledger from the stream, in the background.
 	restoring sync.WaitGroup
+
+	// The sweep's own (only the sweep goroutine uses them).
+	cursor     string    // where the log of ended tickets was read up to; "" before the first sweep
+	generation string    // the ledger's generation when the log was last read
+	reconciled time.Time // when every held ticket was last checked against the ledger
 }
 
 type heldMsg struct {
-	msg          jetstream.Msg
-	ticket       queue.Ticket
-	enqueued     bool
-	lastProgress time.Time
+	msg      queue.Held
+	progress int64 // when the message was last delivered or renewed, Unix ms
+	recorded bool  // the ledger has had the ticket (a ticket missing later was lost)
 }
 
 // NewAdmission returns an admission worker; Run starts it.
@@ -83,6 +101,9 @@ func NewAdmission(cfg AdmissionConfig) *Admission {
 	}
 	if cfg.SweepEvery == 0 {
 		cfg.SweepEvery = 2 * time.Second
+	}
+	if cfg.ReconcileEvery == 0 {
+		cfg.ReconcileEvery = 5 * time.Minute
 	}
 	if cfg.AckWait == 0 {
 		cfg.AckWait = 30 * time.Second
@@ -99,7 +120,8 @@ func NewAdmission(cfg AdmissionConfig) *Admission {
 	if cfg.OnAdmitted == nil {
 		cfg.OnAdmitted = func(time.Duration) {}
 	}
-	return &Admission{cfg: cfg, log: cfg.Logger.With("component", "admission"), held: map[string]*heldMsg{}}
+	return &Admission{cfg: cfg, log: cfg.Logger.With("component", "admission"),
+		held: map[string]heldMsg{}, unrecorded: map[string]queue.Ticket{}}
 }
 
 // Held returns how many ticket messages this worker holds.
@@ -198,7 +220,7 @@ func (a *Admission) receive(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	h := &heldMsg{msg: msg, ticket: t, lastProgress: a.cfg.Now()}
+	h := heldMsg{msg: queue.Hold(msg), progress: a.cfg.Now().UnixMilli()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := a.cfg.Ledger.Statuses(ctx, []string{t.ID})
@@ -206,21 +228,31 @@ func (a *Admission) receive(msg jetstream.Msg) {
 	case err != nil:
 		// Unknown: hold it unrecorded; the sweep records it once the ledger answers.
 	case st[0] != "":
-		h.enqueued = true // the ingress (or an earlier delivery) recorded it
+		h.recorded = true // the ingress (or an earlier delivery) recorded it
 	default:
 		ended, err := a.forgotten(ctx, t)
 		switch {
 		case err != nil:
 		case ended:
-			a.settle(h, msg.Ack)
+			if err := msg.Ack(); err != nil {
+				a.log.Warn("acknowledge an ended ticket's message", "ticket", t.ID, "err", err)
+			}
 			return
 		default:
-			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
+			h.recorded = a.enqueue(ctx, t, a.cfg.Ledger.Enqueue)
 		}
 	}
 	a.mu.Lock()
 	a.held[t.ID] = h
+	if !h.recorded {
+		a.unrecorded[t.ID] = t
+	}
 	a.mu.Unlock()
+	if err == nil && st[0].Terminal() {
+		// Ended before its message came (it may have been handed back): the log of
+		// ended tickets is past it.
+		a.settleEnded(ctx, []string{t.ID})
+	}
 }
 
 // forgotten tells whether a ticket ended and its record expired (--retain) before this
@@ -243,10 +275,8 @@ func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) (bool, error)
 
 // enqueue records a held ticket with how (Ledger.Enqueue, or Ledger.Restore when the
 // ledger lost it).
-func (a *Admission) enqueue(ctx context.Context, h *heldMsg, how func(context.Context, admission.Ticket) (bool, error)) bool {
-	t := h.ticket
-	_, err := how(ctx, t.Ledger())
-	if err != nil {
+func (a *Admission) enqueue(ctx context.Context, t queue.Ticket, how func(context.Context, admission.Ticket) (bool, error)) bool {
+	if _, err := how(ctx, t.Ledger()); err != nil {
 		a.log.Warn("enqueue ticket; will retry", "ticket", t.ID, "err", err)
 		return false
 	}
@@ -363,75 +393,218 @@ func (a *Admission) issue(ctx context.Context, grants []admission.Grant) {
 	}
 }
 
-// sweep settles held messages: acknowledge those whose ticket ended, re-enqueue those
-// the ledger lost, and tell JetStream the rest are still in progress.
+// endLogBatch is how many ended tickets one read of the ledger's log returns at most.
+const endLogBatch = 2000
+
+// sweep settles held messages and keeps the rest alive. What it asks of the ledger
+// does not grow with the number of tickets held: it reads the log of tickets that
+// ended since its last sweep (acknowledging those it holds), records the few tickets
+// the ledger did not take when their message came, and renews the messages whose
+// AckWait is a third gone. Every held ticket is checked against the ledger only every
+// ReconcileEvery, when the log cannot tell (the ledger was rebuilt, the log trimmed
+// past this worker's place), and at the first sweep.
 func (a *Admission) sweep(ctx context.Context) {
-	a.mu.Lock()
-	hs := make([]*heldMsg, 0, len(a.held))
-	for _, h := range a.held {
-		hs = append(hs, h)
+	if a.cursor == "" {
+		tail, gen, err := a.cfg.Ledger.EndLogTail(ctx)
+		if err != nil {
+			a.log.Warn("read the log of ended tickets; will retry", "err", err)
+			a.renew()
+			return
+		}
+		a.cursor, a.generation = tail, gen
+		a.reconcile(ctx)
 	}
-	a.mu.Unlock()
-	if len(hs) == 0 {
+	for {
+		log, err := a.cfg.Ledger.EndedSince(ctx, a.cursor, endLogBatch)
+		if err != nil {
+			a.log.Warn("read the log of ended tickets; keeping messages in progress", "err", err)
+			break
+		}
+		if log.Generation != a.generation {
+			// Rebuilt: the log started over with the ledger, and tickets may be lost.
+			a.generation, a.cursor = log.Generation, admission.EndLogStart
+			a.reconcile(ctx)
+			continue
+		}
+		a.cursor = log.Next
+		a.settleEnded(ctx, a.holding(log.IDs))
+		if log.Gap {
+			a.reconcile(ctx)
+		}
+		if len(log.IDs) < endLogBatch {
+			break
+		}
+	}
+	if a.cfg.Now().Sub(a.reconciled) >= a.cfg.ReconcileEvery {
+		a.reconcile(ctx)
+	}
+	a.record(ctx)
+	a.renew()
+}
+
+// holding is those of ids whose message this worker holds.
+func (a *Admission) holding(ids []string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := ids[:0:0]
+	for _, id := range ids {
+		if _, ok := a.held[id]; ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// settleEnded acknowledges the messages of held tickets that ended, once the final
+// state of each is a record: the ticket keeps answering for --retain whatever
+// happens to Redis.
+func (a *Admission) settleEnded(ctx context.Context, ids []string) {
+	if len(ids) == 0 {
 		return
 	}
-	ids := make([]string, len(hs))
-	for i, h := range hs {
-		ids[i] = h.ticket.ID
-	}
-	statuses, err := a.cfg.Ledger.Statuses(ctx, ids)
+	ts, err := a.cfg.Ledger.Tickets(ctx, ids)
 	if err != nil {
-		a.log.Warn("read ticket statuses; keeping messages in progress", "err", err)
-		statuses = make([]admission.Status, len(hs))
-		for i := range statuses {
-			statuses[i] = admission.StatusQueued
-		}
+		a.log.Warn("read ended tickets; keeping their messages until the next reconciliation", "tickets", len(ids), "err", err)
+		return
 	}
-	now := a.cfg.Now()
-	for i, h := range hs {
-		switch st := statuses[i]; {
-		case st.Terminal():
-			// The final state becomes a record before the message goes: the ticket
-			// keeps answering for --retain whatever happens to Redis.
-			if t, err := a.cfg.Ledger.Get(ctx, h.ticket.ID); err != nil || a.cfg.Ledger.RecordEnded(ctx, t.Ticket) != nil {
-				a.log.Warn("record ended ticket; keeping its message until it can be", "ticket", h.ticket.ID, "err", err)
-				break
-			}
-			a.settle(h, h.msg.Ack)
-			continue
-		case st == "":
-			ended, err := a.forgotten(ctx, h.ticket)
-			switch {
-			case err != nil:
-				// Unknown (the records did not answer): ask again at the next sweep,
-				// rather than bring back a ticket that may have ended.
-			case ended:
-				a.settle(h, h.msg.Ack) // ended (recorded), or forgotten long ago
-				continue
-			case h.enqueued:
-				// The ledger had it and lost it: back unclaimed, as the rebuild refills.
-				h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Restore)
-			default:
-				h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
-			}
-		case !h.enqueued:
-			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
-		}
-		if now.Sub(h.lastProgress) >= a.cfg.AckWait/3 {
-			if err := h.msg.InProgress(); err == nil {
-				h.lastProgress = now
-			}
+	for i, t := range ts {
+		switch {
+		case t.ID == "" || !t.Status.Terminal():
+			// Expired from the ledger already, or reopened (a resumed download): the
+			// reconciliation decides.
+		case a.cfg.Ledger.RecordEnded(ctx, t) != nil:
+			a.log.Warn("record ended ticket; keeping its message until it can be", "ticket", ids[i])
+		default:
+			a.settle(ids[i], a.cfg.Acker.Ack)
 		}
 	}
 }
 
-func (a *Admission) settle(h *heldMsg, how func() error) {
-	if err := how(); err != nil {
-		a.log.Warn("settle ticket message", "ticket", h.ticket.ID, "err", err)
+// reconcile checks every held ticket against the ledger, in chunks: acknowledge those
+// that ended, re-enqueue those the ledger lost.
+func (a *Admission) reconcile(ctx context.Context) {
+	a.reconciled = a.cfg.Now()
+	a.mu.Lock()
+	ids := make([]string, 0, len(a.held))
+	for id, h := range a.held {
+		if h.recorded {
+			ids = append(ids, id)
+		}
+	}
+	a.mu.Unlock()
+	const chunk = 1000
+	for len(ids) > 0 {
+		n := min(chunk, len(ids))
+		a.reconcileChunk(ctx, ids[:n])
+		ids = ids[n:]
+	}
+}
+
+func (a *Admission) reconcileChunk(ctx context.Context, ids []string) {
+	statuses, err := a.cfg.Ledger.Statuses(ctx, ids)
+	if err != nil {
+		a.log.Warn("read ticket statuses; keeping messages in progress", "err", err)
+		return
+	}
+	var ended []string
+	for i, id := range ids {
+		switch st := statuses[i]; {
+		case st.Terminal():
+			ended = append(ended, id)
+		case st == "":
+			a.lost(ctx, id)
+		}
+	}
+	a.settleEnded(ctx, ended)
+}
+
+// lost restores a held ticket the ledger lost, from its message in the stream: back
+// unclaimed, as the rebuild refills.
+func (a *Admission) lost(ctx context.Context, id string) {
+	if a.cfg.Backlog == nil {
+		return // the message is handed back at shutdown and the next receipt records it
+	}
+	t, err := a.cfg.Backlog.Lookup(ctx, id)
+	if errors.Is(err, queue.ErrNoTicket) {
+		a.settle(id, func(queue.Held) error { return nil }) // acknowledged elsewhere: nothing left to hold
+		return
+	}
+	if err != nil {
+		a.log.Warn("read a lost ticket from the stream; will retry", "ticket", id, "err", err)
+		return
+	}
+	switch ended, err := a.forgotten(ctx, t); {
+	case err != nil:
+		// Unknown (the records did not answer): ask again at the next reconciliation,
+		// rather than bring back a ticket that may have ended.
+	case ended:
+		a.settle(id, a.cfg.Acker.Ack) // ended (recorded), or forgotten long ago
+	default:
+		a.enqueue(ctx, t, a.cfg.Ledger.Restore)
+	}
+}
+
+// record enqueues the held tickets the ledger did not take when their message came.
+func (a *Admission) record(ctx context.Context) {
+	a.mu.Lock()
+	pending := make([]queue.Ticket, 0, len(a.unrecorded))
+	for _, t := range a.unrecorded {
+		pending = append(pending, t)
+	}
+	a.mu.Unlock()
+	for _, t := range pending {
+		ended, err := a.forgotten(ctx, t)
+		switch {
+		case err != nil:
+			continue
+		case ended:
+			a.settle(t.ID, a.cfg.Acker.Ack)
+		case !a.enqueue(ctx, t, a.cfg.Ledger.Enqueue):
+			continue
+		}
+		a.mu.Lock()
+		delete(a.unrecorded, t.ID)
+		if h, ok := a.held[t.ID]; ok {
+			h.recorded = true
+			a.held[t.ID] = h
+		}
+		a.mu.Unlock()
+	}
+}
+
+// renew tells JetStream that the held messages whose AckWait is a third gone are
+// still in progress. With a long AckWait (--ticket-ack-wait) that is few per sweep.
+func (a *Admission) renew() {
+	now := a.cfg.Now().UnixMilli()
+	due := (a.cfg.AckWait / 3).Milliseconds()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, h := range a.held {
+		if now-h.progress < due {
+			continue
+		}
+		if err := a.cfg.Acker.InProgress(h.msg); err == nil {
+			h.progress = now
+			a.held[id] = h
+		}
+	}
+}
+
+// settle settles the message of ticket id with how, and stops holding it.
+func (a *Admission) settle(id string, how func(queue.Held) error) {
+	a.mu.Lock()
+	h, ok := a.held[id]
+	a.mu.Unlock()
+	if !ok {
+		return
+	}
+	if err := how(h.msg); err != nil {
+		a.log.Warn("settle ticket message", "ticket", id, "err", err)
 		return
 	}
 	a.mu.Lock()
-	delete(a.held, h.ticket.ID)
+	delete(a.held, id)
+	delete(a.unrecorded, id)
 	a.mu.Unlock()
 }
 
@@ -441,7 +614,8 @@ func (a *Admission) handBack() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, h := range a.held {
-		_ = h.msg.Nak()
+		_ = a.cfg.Acker.Nak(h.msg)
 		delete(a.held, id)
 	}
+	clear(a.unrecorded)
 }

@@ -86,6 +86,7 @@ func startAdmission(t *testing.T, limit int, sweep time.Duration) *admissionEnv 
 	e.ledger = admission.New(e.rdb, cfg)
 	e.worker = workers.NewAdmission(workers.AdmissionConfig{
 		Consumer:      consumer,
+		Acker:         queue.NewAcker(js.Conn()),
 		Backlog:       queue.NewTickets(js),
 		Ledger:        e.ledger,
 		Tokens:        e.tokens,

@@ -22,7 +22,12 @@ type Ledger interface {
 	Enqueue(ctx context.Context, t admission.Ticket) (bool, error)
 	Restore(ctx context.Context, t admission.Ticket) (bool, error)
 	Statuses(ctx context.Context, ids []string) ([]admission.Status, error)
-	Get(ctx context.Context, id string) (admission.Position, error)
+	// Tickets reads many tickets in one round trip (the ended ones, to record them).
+	Tickets(ctx context.Context, ids []string) ([]admission.Ticket, error)
+	// EndedSince and EndLogTail read the log of tickets that ended, which settles
+	// the held messages without asking after each.
+	EndedSince(ctx context.Context, cursor string, max int) (admission.EndLog, error)
+	EndLogTail(ctx context.Context) (cursor, generation string, err error)
 	Ended(ctx context.Context, id string) (admission.Ticket, error)
 	RecordEnded(ctx context.Context, t admission.Ticket) error
 
