@@ -288,24 +288,37 @@ func (a *Admission) enqueue(ctx context.Context, t queue.Ticket, how func(contex
 const admitBatch = 128
 
 // admit fills free slots and publishes the admitted tickets' links, a round of grants
-// at a time.
+// at a time. While a full round's links are signed and published, the next round is
+// granted, so that Redis and the worker's CPU work side by side.
 func (a *Admission) admit(ctx context.Context) {
+	type round struct {
+		grants []admission.Grant
+		err    error
+	}
+	grant := func() round {
+		g, err := a.cfg.Ledger.Admit(ctx, admitBatch)
+		return round{g, err}
+	}
+	r := grant()
 	for {
-		grants, err := a.cfg.Ledger.Admit(ctx, admitBatch)
-		if errors.Is(err, admission.ErrNoGeneration) {
+		if errors.Is(r.err, admission.ErrNoGeneration) {
 			a.rebuild(ctx)
 			return
 		}
-		if err != nil {
+		if r.err != nil {
 			if ctx.Err() == nil {
-				a.log.Warn("admit", "err", err)
+				a.log.Warn("admit", "err", r.err)
 			}
 			return
 		}
-		a.issue(ctx, grants)
-		if len(grants) < admitBatch {
+		if len(r.grants) < admitBatch {
+			a.issue(ctx, r.grants)
 			return
 		}
+		next := make(chan round, 1)
+		go func() { next <- grant() }()
+		a.issue(ctx, r.grants)
+		r = <-next
 	}
 }
 

@@ -38,19 +38,27 @@ local out, granted, budget = {}, 0, 2000
 local full = {}
 while granted < max and used < global and budget > 0 do
   budget = budget - 1
-  local order = redis.call('ZRANGE', TENANTS, 0, -1, 'WITHSCORES')
+  -- The first tenant in fair order that is under its limit, read 16 at a time: the
+  -- head almost always is, and reading every tenant per grant would cost as many
+  -- tenants as wait.
   local tenant, vt
-  for i = 1, #order, 2 do
-    local t = order[i]
-    if not full[t] then
-      local cap = limit('tenant:' .. t, tenant_default)
-      if cap > 0 and tenant_used(t) >= cap then
-        full[t] = true
-      else
-        tenant, vt = t, tonumber(order[i + 1])
-        break
+  local from = 0
+  while not tenant do
+    local order = redis.call('ZRANGE', TENANTS, from, from + 15, 'WITHSCORES')
+    if #order == 0 then break end
+    for i = 1, #order, 2 do
+      local t = order[i]
+      if not full[t] then
+        local cap = limit('tenant:' .. t, tenant_default)
+        if cap > 0 and tenant_used(t) >= cap then
+          full[t] = true
+        else
+          tenant, vt = t, tonumber(order[i + 1])
+          break
+        end
       end
     end
+    from = from + 16
   end
   if not tenant then break end
   local head = redis.call('ZRANGE', wkey(tenant), 0, 0)[1]
