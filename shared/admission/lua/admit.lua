@@ -35,7 +35,17 @@ local global = limit('global', tonumber(ARGV[5]))
 local tenant_default = limit('tenant_default', tonumber(ARGV[6]))
 local used = redis.call('ZCARD', SLOTS)
 local out, granted, budget = {}, 0, 2000
-local full = {}
+-- What a round reads once per tenant, not once per grant: its limit, the slots it
+-- holds (counted here as they are granted), its weight and its rate.
+local full, cap, held, weights, rates = {}, {}, {}, {}, {}
+local function under_cap(t)
+  if cap[t] == nil then cap[t] = limit('tenant:' .. t, tenant_default) end
+  if cap[t] <= 0 then return true end
+  if held[t] == nil then held[t] = tenant_used(t) end
+  return held[t] < cap[t]
+end
+local epoch = tonumber(redis.call('GET', P .. 'epoch') or '0')
+local clock
 while granted < max and used < global and budget > 0 do
   budget = budget - 1
   -- The first tenant in fair order that is under its limit, read 16 at a time: the
@@ -49,40 +59,38 @@ while granted < max and used < global and budget > 0 do
     for i = 1, #order, 2 do
       local t = order[i]
       if not full[t] then
-        local cap = limit('tenant:' .. t, tenant_default)
-        if cap > 0 and tenant_used(t) >= cap then
-          full[t] = true
-        else
+        if under_cap(t) then
           tenant, vt = t, tonumber(order[i + 1])
           break
         end
+        full[t] = true
       end
     end
     from = from + 16
   end
   if not tenant then break end
-  local head = redis.call('ZRANGE', wkey(tenant), 0, 0)[1]
+  local head = redis.call('ZPOPMIN', wkey(tenant))[1]
   if head then
-    redis.call('ZREM', wkey(tenant), head)
     local k = tkey(head)
-    local f = redis.call('HMGET', k, 'status', 'last_poll_ms')
+    local f = redis.call('HMGET', k, 'status', 'last_poll_ms', 'object', 'etag', 'created_ms', 'traceparent')
     if f[1] == 'queued' then
       if abandon > 0 and tonumber(f[2] or '0') + abandon < NOW then
         -- not in `polls` (queued before it existed): caught at the head instead
         finish(head, 'expired', ABANDONED)
       else
         redis.call('ZREM', POLLS, head)
-        local epoch = redis.call('INCR', P .. 'epoch')
+        epoch = epoch + 1
         redis.call('HSET', k, 'status', 'admitting', 'epoch', epoch, 'admitted_ms', NOW)
         lease(head, tenant, NOW + admit_lease)
         used, granted = used + 1, granted + 1
-        local t = redis.call('HMGET', k, 'object', 'etag', 'created_ms', 'traceparent')
+        if held[tenant] then held[tenant] = held[tenant] + 1 end
+        if rates[tenant] == nil then rates[tenant] = redis.call('HGET', LIMITS, 'rate:' .. tenant) or '' end
         local n = #out
-        out[n + 1], out[n + 2], out[n + 3], out[n + 4] = head, epoch, tenant, t[1] or ''
-        out[n + 5], out[n + 6], out[n + 7] = t[2] or '', t[3] or '0', t[4] or ''
-        out[n + 8] = redis.call('HGET', LIMITS, 'rate:' .. tenant) or ''
-        redis.call('SET', VCLOCK, vt)
-        vt = vt + 1 / weight(tenant)
+        out[n + 1], out[n + 2], out[n + 3], out[n + 4] = head, epoch, tenant, f[3] or ''
+        out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4] or '', f[5] or '0', f[6] or '', rates[tenant]
+        clock = vt
+        if weights[tenant] == nil then weights[tenant] = weight(tenant) end
+        vt = vt + 1 / weights[tenant]
       end
     end
   end
@@ -92,5 +100,9 @@ while granted < max and used < global and budget > 0 do
   else
     redis.call('ZADD', TENANTS, vt, tenant)
   end
+end
+if granted > 0 then
+  redis.call('SET', P .. 'epoch', epoch)
+  redis.call('SET', VCLOCK, clock)
 end
 return out
