@@ -84,7 +84,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"SLUICE_SIGNING_KEYS=k1:" + base64.StdEncoding.EncodeToString(key),
 		"SLUICE_DATA_DIR=" + s.dataDir,
 		"SLUICE_GLOBAL_LIMIT=" + strconv.Itoa(limit),
-		"SLUICE_ACK_WAIT=3s",
+		"SLUICE_ACK_WAIT=3s", "SLUICE_TICKET_ACK_WAIT=3s",
 		"SLUICE_PUBLIC_EDGE_URL=" + s.edgeURL,
 		"SLUICE_LOG_LEVEL=debug",
 		// Several workers on one machine: each one's /metrics on a free port (the

@@ -22,7 +22,7 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 		"SLUICE_DRAIN_DELAY=" + drain.String(),
 		"SLUICE_SHUTDOWN_WAIT=" + wait.String(),
 		// A held ticket message can then come back within the test only by hand-back.
-		"SLUICE_ACK_WAIT=60s",
+		"SLUICE_ACK_WAIT=60s", "SLUICE_TICKET_ACK_WAIT=60s",
 		"SLUICE_LOG_LEVEL=info",
 		"SLUICE_ADMIN_KEY=" + lifecycleAdminKey,
 	}})

@@ -96,7 +96,7 @@ func wipedUnderLoad(t *testing.T, wipe func(*stack)) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	s := newAdmissionStack(t, stackOptions{GlobalLimit: 10, Env: []string{
-		"SLUICE_STREAM_LEASE=3s", "SLUICE_RESUME_GRACE=300ms", "SLUICE_ACK_WAIT=3s",
+		"SLUICE_STREAM_LEASE=3s", "SLUICE_RESUME_GRACE=300ms", "SLUICE_ACK_WAIT=3s", "SLUICE_TICKET_ACK_WAIT=3s",
 		"SLUICE_TOKEN_TTL=6s", "SLUICE_ABANDON_AFTER=5s",
 	}})
 	w := &wipeLoad{t: t, s: s, objects: map[string][]byte{}, codes: map[string]int{},

@@ -20,9 +20,11 @@ import (
 	"github.com/sluice-dl/sluice/signer"
 )
 
-// Backlog is every live ticket in the stream, for refilling a ledger that was lost.
+// Backlog is every live ticket in the stream, for refilling a ledger that was lost
+// (Each) and for restoring one lost ticket whose message this worker holds (Lookup).
 type Backlog interface {
 	Each(ctx context.Context, fn func(t queue.Ticket) error) error
+	Lookup(ctx context.Context, id string) (queue.Ticket, error)
 }
 
 // TokenIssuer signs download tokens.
@@ -32,19 +34,26 @@ type TokenIssuer interface {
 
 // AdmissionConfig configures an admission worker.
 type AdmissionConfig struct {
-	Consumer      jetstream.Consumer
-	Backlog       Backlog // the ticket stream; nil: a lost ledger refills from held messages only
+	Consumer jetstream.Consumer
+	// Acker settles held messages by their reply subjects, over the consumer's
+	// connection.
+	Acker         *queue.Acker
+	Backlog       Backlog // the ticket stream; nil: a lost ledger is refilled as messages are redelivered
 	Ledger        Ledger
 	Tokens        TokenIssuer
 	PublicEdgeURL string        // download links start with this
 	Edges         EdgeChooser   // non-nil: the edge of each link is chosen per object (links.go)
 	Direct        Presigner     // non-nil: links are presigned storage URLs (direct mode, links.go)
 	TokenTTL      time.Duration // how long a link accepts new connections (2m)
-	AdmitEvery    time.Duration // how often the worker looks for free slots without a wake-up (1s)
-	SweepEvery    time.Duration // how often held messages are checked and kept alive (2s)
-	AckWait       time.Duration // the consumer's AckWait, to pace in-progress signals
-	Logger        *slog.Logger
-	Now           func() time.Time
+	AdmitEvery    time.Duration // how often the worker admits without a wake-up (250ms): abandoned tickets are dropped then
+	SweepEvery    time.Duration // how often the ledger's log of ended tickets is read and held messages kept alive (2s)
+	// ReconcileEvery is how often every held ticket is checked against the ledger
+	// all the same (5m): the log of ended tickets is what settles them, this catches
+	// what it cannot tell (a ledger that lost a ticket).
+	ReconcileEvery time.Duration
+	AckWait        time.Duration // the consumer's AckWait, to pace in-progress signals
+	Logger         *slog.Logger
+	Now            func() time.Time
 	// Tracer continues each ticket's trace (from its ledger entry) with an "admit"
 	// span, whose context goes into the token for the edge; nil: none.
 	Tracer trace.Tracer
@@ -60,17 +69,26 @@ type Admission struct {
 	cfg AdmissionConfig
 	log *slog.Logger
 
-	mu   sync.Mutex
-	held map[string]*heldMsg
+	mu sync.Mutex
+	// held is every ticket message this worker holds, by ticket id: one per waiting
+	// ticket, so each is kept small (a reply subject and two words).
+	held map[string]heldMsg
+	// unrecorded are the held tickets not yet in the ledger (it did not answer when
+	// their message came): few, kept whole until the sweep records them.
+	unrecorded map[string]queue.Ticket
 	// restoring refills a rebuilt ledger from the stream, in the background.
 	restoring sync.WaitGroup
+
+	// The sweep's own (only the sweep goroutine uses them).
+	cursor     string    // where the log of ended tickets was read up to; "" before the first sweep
+	generation string    // the ledger's generation when the log was last read
+	reconciled time.Time // when every held ticket was last checked against the ledger
 }
 
 type heldMsg struct {
-	msg          jetstream.Msg
-	ticket       queue.Ticket
-	enqueued     bool
-	lastProgress time.Time
+	msg      queue.Held
+	progress int64 // when the message was last delivered or renewed, Unix ms
+	recorded bool  // the ledger has had the ticket (a ticket missing later was lost)
 }
 
 // NewAdmission returns an admission worker; Run starts it.
@@ -79,10 +97,13 @@ func NewAdmission(cfg AdmissionConfig) *Admission {
 		cfg.TokenTTL = 2 * time.Minute
 	}
 	if cfg.AdmitEvery == 0 {
-		cfg.AdmitEvery = time.Second
+		cfg.AdmitEvery = 250 * time.Millisecond
 	}
 	if cfg.SweepEvery == 0 {
 		cfg.SweepEvery = 2 * time.Second
+	}
+	if cfg.ReconcileEvery == 0 {
+		cfg.ReconcileEvery = 5 * time.Minute
 	}
 	if cfg.AckWait == 0 {
 		cfg.AckWait = 30 * time.Second
@@ -99,7 +120,8 @@ func NewAdmission(cfg AdmissionConfig) *Admission {
 	if cfg.OnAdmitted == nil {
 		cfg.OnAdmitted = func(time.Duration) {}
 	}
-	return &Admission{cfg: cfg, log: cfg.Logger.With("component", "admission"), held: map[string]*heldMsg{}}
+	return &Admission{cfg: cfg, log: cfg.Logger.With("component", "admission"),
+		held: map[string]heldMsg{}, unrecorded: map[string]queue.Ticket{}}
 }
 
 // Held returns how many ticket messages this worker holds.
@@ -168,13 +190,26 @@ func (a *Admission) loop(ctx context.Context, every time.Duration, wake <-chan s
 			}
 		case <-t.C:
 		}
+		started := time.Now()
 		// A round that started finishes even if shutdown begins: a grant cut off
 		// before its link is published would hold its ticket for an admit lease.
 		round, cancel := context.WithTimeout(context.WithoutCancel(ctx), every+5*time.Second)
 		fn(round)
 		cancel()
+		// Wake-ups that came during the round are one pending signal; spacing the
+		// rounds they start keeps a flood of tickets from turning into a script call
+		// per ticket, at a cost of at most wakeGap in latency.
+		if wake != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wakeGap - time.Since(started)):
+			}
+		}
 	}
 }
+
+// wakeGap is the shortest time between the starts of two wake-driven admission rounds.
+const wakeGap = 2 * time.Millisecond
 
 // watchLimits keeps the ledger's copy of the limits equal to their record, watching
 // again after a NATS outage ends the watch.
@@ -198,7 +233,7 @@ func (a *Admission) receive(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	h := &heldMsg{msg: msg, ticket: t, lastProgress: a.cfg.Now()}
+	h := heldMsg{msg: queue.Hold(msg), progress: a.cfg.Now().UnixMilli()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := a.cfg.Ledger.Statuses(ctx, []string{t.ID})
@@ -206,21 +241,31 @@ func (a *Admission) receive(msg jetstream.Msg) {
 	case err != nil:
 		// Unknown: hold it unrecorded; the sweep records it once the ledger answers.
 	case st[0] != "":
-		h.enqueued = true // the ingress (or an earlier delivery) recorded it
+		h.recorded = true // the ingress (or an earlier delivery) recorded it
 	default:
 		ended, err := a.forgotten(ctx, t)
 		switch {
 		case err != nil:
 		case ended:
-			a.settle(h, msg.Ack)
+			if err := msg.Ack(); err != nil {
+				a.log.Warn("acknowledge an ended ticket's message", "ticket", t.ID, "err", err)
+			}
 			return
 		default:
-			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
+			h.recorded = a.enqueue(ctx, t, a.cfg.Ledger.Enqueue)
 		}
 	}
 	a.mu.Lock()
 	a.held[t.ID] = h
+	if !h.recorded {
+		a.unrecorded[t.ID] = t
+	}
 	a.mu.Unlock()
+	if err == nil && st[0].Terminal() {
+		// Ended before its message came (it may have been handed back): the log of
+		// ended tickets is past it.
+		a.settleEnded(ctx, []string{t.ID})
+	}
 }
 
 // forgotten tells whether a ticket ended and its record expired (--retain) before this
@@ -243,36 +288,50 @@ func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) (bool, error)
 
 // enqueue records a held ticket with how (Ledger.Enqueue, or Ledger.Restore when the
 // ledger lost it).
-func (a *Admission) enqueue(ctx context.Context, h *heldMsg, how func(context.Context, admission.Ticket) (bool, error)) bool {
-	t := h.ticket
-	_, err := how(ctx, t.Ledger())
-	if err != nil {
+func (a *Admission) enqueue(ctx context.Context, t queue.Ticket, how func(context.Context, admission.Ticket) (bool, error)) bool {
+	if _, err := how(ctx, t.Ledger()); err != nil {
 		a.log.Warn("enqueue ticket; will retry", "ticket", t.ID, "err", err)
 		return false
 	}
 	return true
 }
 
-// admit fills free slots and publishes each admitted ticket's link.
+// admitBatch is how many tickets one admission round grants at most: each round is
+// two Redis round trips (admit.lua, ready.lua) and the signing of its links.
+const admitBatch = 128
+
+// admit fills free slots and publishes the admitted tickets' links, a round of grants
+// at a time. While a full round's links are signed and published, the next round is
+// granted, so that Redis and the worker's CPU work side by side.
 func (a *Admission) admit(ctx context.Context) {
+	type round struct {
+		grants []admission.Grant
+		err    error
+	}
+	grant := func() round {
+		g, err := a.cfg.Ledger.Admit(ctx, admitBatch)
+		return round{g, err}
+	}
+	r := grant()
 	for {
-		grants, err := a.cfg.Ledger.Admit(ctx, 32)
-		if errors.Is(err, admission.ErrNoGeneration) {
+		if errors.Is(r.err, admission.ErrNoGeneration) {
 			a.rebuild(ctx)
 			return
 		}
-		if err != nil {
+		if r.err != nil {
 			if ctx.Err() == nil {
-				a.log.Warn("admit", "err", err)
+				a.log.Warn("admit", "err", r.err)
 			}
 			return
 		}
-		for _, g := range grants {
-			a.issue(ctx, g)
-		}
-		if len(grants) < 32 {
+		if len(r.grants) < admitBatch {
+			a.issue(ctx, r.grants)
 			return
 		}
+		next := make(chan round, 1)
+		go func() { next <- grant() }()
+		a.issue(ctx, r.grants)
+		r = <-next
 	}
 }
 
@@ -315,116 +374,263 @@ func (a *Admission) rebuild(ctx context.Context) {
 	})
 }
 
-func (a *Admission) issue(ctx context.Context, g admission.Grant) {
-	t, err := a.admitted(ctx, g.TicketID)
-	if err != nil {
-		a.log.Warn("read admitted ticket", "ticket", g.TicketID, "err", err)
-		return // the grant lapses and the ticket is admitted again
-	}
-	ctx, span := a.cfg.Tracer.Start(telemetry.WithTraceParent(ctx, t.TraceParent), "admit",
-		trace.WithAttributes(attribute.String("sluice.ticket", t.ID), attribute.String("sluice.tenant", t.Tenant)))
-	defer span.End()
-	expires := a.cfg.Now().Add(a.cfg.TokenTTL)
-	link, err := a.link(ctx, t, g, expires)
-	if err != nil {
-		a.log.Error("make download link", "ticket", t.ID, "err", err)
-		return // the grant lapses and the ticket is admitted again
-	}
-	switch err := a.cfg.Ledger.MarkReady(ctx, g, link, expires); {
-	case errors.Is(err, admission.ErrFenced):
-		a.log.Warn("admission grant lapsed before the link was issued; the ticket was requeued", "ticket", t.ID, "epoch", g.Epoch)
-	case err != nil:
-		a.log.Warn("mark ticket ready", "ticket", t.ID, "err", err)
-	default:
-		waited := a.cfg.Now().Sub(t.Created)
-		a.cfg.OnAdmitted(waited)
-		a.log.DebugContext(ctx, "ticket ready", "ticket", t.ID, "tenant", t.Tenant, "epoch", g.Epoch, "waited", waited.Round(time.Millisecond))
-	}
-}
-
-// admitted is the ticket of a grant: from the message this worker holds (what the
-// ledger entry was made from), else read back from the ledger, as when another
-// worker holds the message.
-func (a *Admission) admitted(ctx context.Context, id string) (admission.Ticket, error) {
-	a.mu.Lock()
-	h := a.held[id]
-	a.mu.Unlock()
-	if h != nil {
-		return h.ticket.Ledger(), nil
-	}
-	p, err := a.cfg.Ledger.Get(ctx, id)
-	return p.Ticket, err
-}
-
-// sweep settles held messages: acknowledge those whose ticket ended, re-enqueue those
-// the ledger lost, and tell JetStream the rest are still in progress.
-func (a *Admission) sweep(ctx context.Context) {
-	a.mu.Lock()
-	hs := make([]*heldMsg, 0, len(a.held))
-	for _, h := range a.held {
-		hs = append(hs, h)
-	}
-	a.mu.Unlock()
-	if len(hs) == 0 {
+// issue signs the links of a round of grants and publishes them all in one call. A
+// grant whose link is not published lapses after the admit lease and its ticket is
+// admitted again.
+func (a *Admission) issue(ctx context.Context, grants []admission.Grant) {
+	if len(grants) == 0 {
 		return
 	}
-	ids := make([]string, len(hs))
-	for i, h := range hs {
-		ids[i] = h.ticket.ID
+	links := make([]admission.Link, 0, len(grants))
+	spans := make([]trace.Span, 0, len(grants))
+	defer func() {
+		for _, s := range spans {
+			s.End()
+		}
+	}()
+	expires := a.cfg.Now().Add(a.cfg.TokenTTL)
+	for _, g := range grants {
+		t := g.Ticket
+		tctx, span := a.cfg.Tracer.Start(telemetry.WithTraceParent(ctx, t.TraceParent), "admit",
+			trace.WithAttributes(attribute.String("sluice.ticket", t.ID), attribute.String("sluice.tenant", t.Tenant)))
+		spans = append(spans, span)
+		link, err := a.link(tctx, g, expires)
+		if err != nil {
+			a.log.Error("make download link", "ticket", t.ID, "err", err)
+			continue
+		}
+		links = append(links, admission.Link{Grant: g, URL: link, Expires: expires})
 	}
+	errs, err := a.cfg.Ledger.Ready(ctx, links)
+	if err != nil {
+		a.log.Warn("mark ticket ready", "tickets", len(links), "err", err)
+		return
+	}
+	now := a.cfg.Now()
+	for i, k := range links {
+		t := k.Grant.Ticket
+		if errors.Is(errs[i], admission.ErrFenced) {
+			a.log.Warn("admission grant lapsed before the link was issued; the ticket was requeued", "ticket", t.ID, "epoch", k.Grant.Epoch)
+			continue
+		}
+		waited := now.Sub(t.Created)
+		a.cfg.OnAdmitted(waited)
+		a.log.DebugContext(ctx, "ticket ready", "ticket", t.ID, "tenant", t.Tenant, "epoch", k.Grant.Epoch, "waited", waited.Round(time.Millisecond))
+	}
+}
+
+// endLogBatch is how many ended tickets one read of the ledger's log returns at most.
+const endLogBatch = 2000
+
+// sweep settles held messages and keeps the rest alive. What it asks of the ledger
+// does not grow with the number of tickets held: it reads the log of tickets that
+// ended since its last sweep (acknowledging those it holds), records the few tickets
+// the ledger did not take when their message came, and renews the messages whose
+// AckWait is a third gone. Every held ticket is checked against the ledger only every
+// ReconcileEvery, when the log cannot tell (the ledger was rebuilt, the log trimmed
+// past this worker's place), and at the first sweep.
+func (a *Admission) sweep(ctx context.Context) {
+	if a.cursor == "" {
+		tail, gen, err := a.cfg.Ledger.EndLogTail(ctx)
+		if err != nil {
+			a.log.Warn("read the log of ended tickets; will retry", "err", err)
+			a.renew()
+			return
+		}
+		a.cursor, a.generation = tail, gen
+		a.reconcile(ctx)
+	}
+	for {
+		log, err := a.cfg.Ledger.EndedSince(ctx, a.cursor, endLogBatch)
+		if err != nil {
+			a.log.Warn("read the log of ended tickets; keeping messages in progress", "err", err)
+			break
+		}
+		if log.Generation != a.generation {
+			// Rebuilt: the log started over with the ledger, and tickets may be lost.
+			a.generation, a.cursor = log.Generation, admission.EndLogStart
+			a.reconcile(ctx)
+			continue
+		}
+		a.cursor = log.Next
+		a.settleEnded(ctx, a.holding(log.IDs))
+		if log.Gap {
+			a.reconcile(ctx)
+		}
+		if len(log.IDs) < endLogBatch {
+			break
+		}
+	}
+	if a.cfg.Now().Sub(a.reconciled) >= a.cfg.ReconcileEvery {
+		a.reconcile(ctx)
+	}
+	a.record(ctx)
+	a.renew()
+}
+
+// holding is those of ids whose message this worker holds.
+func (a *Admission) holding(ids []string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := ids[:0:0]
+	for _, id := range ids {
+		if _, ok := a.held[id]; ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// settleEnded acknowledges the messages of held tickets that ended, once the final
+// state of each is a record: the ticket keeps answering for --retain whatever
+// happens to Redis.
+func (a *Admission) settleEnded(ctx context.Context, ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	ts, err := a.cfg.Ledger.Tickets(ctx, ids)
+	if err != nil {
+		a.log.Warn("read ended tickets; keeping their messages until the next reconciliation", "tickets", len(ids), "err", err)
+		return
+	}
+	for i, t := range ts {
+		switch {
+		case t.ID == "" || !t.Status.Terminal():
+			// Expired from the ledger already, or reopened (a resumed download): the
+			// reconciliation decides.
+		case a.cfg.Ledger.RecordEnded(ctx, t) != nil:
+			a.log.Warn("record ended ticket; keeping its message until it can be", "ticket", ids[i])
+		default:
+			a.settle(ids[i], a.cfg.Acker.Ack)
+		}
+	}
+}
+
+// reconcile checks every held ticket against the ledger, in chunks: acknowledge those
+// that ended, re-enqueue those the ledger lost.
+func (a *Admission) reconcile(ctx context.Context) {
+	a.reconciled = a.cfg.Now()
+	a.mu.Lock()
+	ids := make([]string, 0, len(a.held))
+	for id, h := range a.held {
+		if h.recorded {
+			ids = append(ids, id)
+		}
+	}
+	a.mu.Unlock()
+	const chunk = 1000
+	for len(ids) > 0 {
+		n := min(chunk, len(ids))
+		a.reconcileChunk(ctx, ids[:n])
+		ids = ids[n:]
+	}
+}
+
+func (a *Admission) reconcileChunk(ctx context.Context, ids []string) {
 	statuses, err := a.cfg.Ledger.Statuses(ctx, ids)
 	if err != nil {
 		a.log.Warn("read ticket statuses; keeping messages in progress", "err", err)
-		statuses = make([]admission.Status, len(hs))
-		for i := range statuses {
-			statuses[i] = admission.StatusQueued
-		}
+		return
 	}
-	now := a.cfg.Now()
-	for i, h := range hs {
+	var ended []string
+	for i, id := range ids {
 		switch st := statuses[i]; {
 		case st.Terminal():
-			// The final state becomes a record before the message goes: the ticket
-			// keeps answering for --retain whatever happens to Redis.
-			if t, err := a.cfg.Ledger.Get(ctx, h.ticket.ID); err != nil || a.cfg.Ledger.RecordEnded(ctx, t.Ticket) != nil {
-				a.log.Warn("record ended ticket; keeping its message until it can be", "ticket", h.ticket.ID, "err", err)
-				break
-			}
-			a.settle(h, h.msg.Ack)
-			continue
+			ended = append(ended, id)
 		case st == "":
-			ended, err := a.forgotten(ctx, h.ticket)
-			switch {
-			case err != nil:
-				// Unknown (the records did not answer): ask again at the next sweep,
-				// rather than bring back a ticket that may have ended.
-			case ended:
-				a.settle(h, h.msg.Ack) // ended (recorded), or forgotten long ago
-				continue
-			case h.enqueued:
-				// The ledger had it and lost it: back unclaimed, as the rebuild refills.
-				h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Restore)
-			default:
-				h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
-			}
-		case !h.enqueued:
-			h.enqueued = a.enqueue(ctx, h, a.cfg.Ledger.Enqueue)
+			a.lost(ctx, id)
 		}
-		if now.Sub(h.lastProgress) >= a.cfg.AckWait/3 {
-			if err := h.msg.InProgress(); err == nil {
-				h.lastProgress = now
-			}
+	}
+	a.settleEnded(ctx, ended)
+}
+
+// lost restores a held ticket the ledger lost, from its message in the stream: back
+// unclaimed, as the rebuild refills.
+func (a *Admission) lost(ctx context.Context, id string) {
+	if a.cfg.Backlog == nil {
+		return // the message is handed back at shutdown and the next receipt records it
+	}
+	t, err := a.cfg.Backlog.Lookup(ctx, id)
+	if errors.Is(err, queue.ErrNoTicket) {
+		a.settle(id, func(queue.Held) error { return nil }) // acknowledged elsewhere: nothing left to hold
+		return
+	}
+	if err != nil {
+		a.log.Warn("read a lost ticket from the stream; will retry", "ticket", id, "err", err)
+		return
+	}
+	switch ended, err := a.forgotten(ctx, t); {
+	case err != nil:
+		// Unknown (the records did not answer): ask again at the next reconciliation,
+		// rather than bring back a ticket that may have ended.
+	case ended:
+		a.settle(id, a.cfg.Acker.Ack) // ended (recorded), or forgotten long ago
+	default:
+		a.enqueue(ctx, t, a.cfg.Ledger.Restore)
+	}
+}
+
+// record enqueues the held tickets the ledger did not take when their message came.
+func (a *Admission) record(ctx context.Context) {
+	a.mu.Lock()
+	pending := make([]queue.Ticket, 0, len(a.unrecorded))
+	for _, t := range a.unrecorded {
+		pending = append(pending, t)
+	}
+	a.mu.Unlock()
+	for _, t := range pending {
+		ended, err := a.forgotten(ctx, t)
+		switch {
+		case err != nil:
+			continue
+		case ended:
+			a.settle(t.ID, a.cfg.Acker.Ack)
+		case !a.enqueue(ctx, t, a.cfg.Ledger.Enqueue):
+			continue
+		}
+		a.mu.Lock()
+		delete(a.unrecorded, t.ID)
+		if h, ok := a.held[t.ID]; ok {
+			h.recorded = true
+			a.held[t.ID] = h
+		}
+		a.mu.Unlock()
+	}
+}
+
+// renew tells JetStream that the held messages whose AckWait is a third gone are
+// still in progress. With a long AckWait (--ticket-ack-wait) that is few per sweep.
+func (a *Admission) renew() {
+	now := a.cfg.Now().UnixMilli()
+	due := (a.cfg.AckWait / 3).Milliseconds()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, h := range a.held {
+		if now-h.progress < due {
+			continue
+		}
+		if err := a.cfg.Acker.InProgress(h.msg); err == nil {
+			h.progress = now
+			a.held[id] = h
 		}
 	}
 }
 
-func (a *Admission) settle(h *heldMsg, how func() error) {
-	if err := how(); err != nil {
-		a.log.Warn("settle ticket message", "ticket", h.ticket.ID, "err", err)
+// settle settles the message of ticket id with how, and stops holding it.
+func (a *Admission) settle(id string, how func(queue.Held) error) {
+	a.mu.Lock()
+	h, ok := a.held[id]
+	a.mu.Unlock()
+	if !ok {
+		return
+	}
+	if err := how(h.msg); err != nil {
+		a.log.Warn("settle ticket message", "ticket", id, "err", err)
 		return
 	}
 	a.mu.Lock()
-	delete(a.held, h.ticket.ID)
+	delete(a.held, id)
+	delete(a.unrecorded, id)
 	a.mu.Unlock()
 }
 
@@ -434,7 +640,8 @@ func (a *Admission) handBack() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, h := range a.held {
-		_ = h.msg.Nak()
+		_ = a.cfg.Acker.Nak(h.msg)
 		delete(a.held, id)
 	}
+	clear(a.unrecorded)
 }

@@ -54,7 +54,34 @@ type admissionEnv struct {
 	tokens   *tokens
 	worker   *workers.Admission
 	admitted atomic.Int64
-	seq      int
+	// ticketReads counts the commands the worker sent that read one ticket (HGET,
+	// HGETALL): what its sweep costs per held ticket.
+	ticketReads atomic.Int64
+	seq         int
+}
+
+// countTicketReads is a go-redis hook that counts the commands reading one ticket.
+type countTicketReads struct{ n *atomic.Int64 }
+
+func (h countTicketReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countTicketReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.count(cmd)
+		return next(ctx, cmd)
+	}
+}
+func (h countTicketReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			h.count(c)
+		}
+		return next(ctx, cmds)
+	}
+}
+func (h countTicketReads) count(cmd redis.Cmder) {
+	if n := cmd.Name(); n == "hget" || n == "hgetall" {
+		h.n.Add(1)
+	}
 }
 
 // startAdmission runs an admission worker until the test ends, under a global limit,
@@ -83,9 +110,11 @@ func startAdmission(t *testing.T, limit int, sweep time.Duration) *admissionEnv 
 	}
 	e := &admissionEnv{rdb: testenv.StartRedis(t).Client(t), js: js, tokens: &tokens{},
 		pub: queue.NewPublisher(js.Conn(), js, 5*time.Second)}
+	e.rdb.AddHook(countTicketReads{&e.ticketReads})
 	e.ledger = admission.New(e.rdb, cfg)
 	e.worker = workers.NewAdmission(workers.AdmissionConfig{
 		Consumer:      consumer,
+		Acker:         queue.NewAcker(js.Conn()),
 		Backlog:       queue.NewTickets(js),
 		Ledger:        e.ledger,
 		Tokens:        e.tokens,
@@ -261,6 +290,30 @@ func TestAdmissionRebuildsAWipedLedger(t *testing.T) {
 		if p, _ := e.ledger.Get(t.Context(), id); !strings.HasSuffix(p.DownloadURL, "/hello.txt") || p.Status != admission.StatusReady {
 			t.Errorf("after the rebuild the oldest ticket %s is %s", id, p.Status)
 		}
+	}
+}
+
+// Waiting tickets cost the worker nothing per sweep: with hundreds held, sweeps read the
+// log of ended tickets, not each ticket, and a ticket that ends is still settled.
+func TestAdmissionSweepCostDoesNotGrowWithTheQueue(t *testing.T) {
+	const n = 300
+	e := startAdmission(t, 1, 50*time.Millisecond)
+	ids := e.publish(t, n)
+	eventually(t, 20*time.Second, "every ticket held, one admitted", func() bool {
+		return e.worker.Held() == n && e.statuses(t, ids)[admission.StatusReady] == 1
+	})
+	time.Sleep(200 * time.Millisecond) // past the first sweep, which checks every held ticket once
+	before := e.ticketReads.Load()
+	time.Sleep(20 * 50 * time.Millisecond)
+	if reads := e.ticketReads.Load() - before; reads > n/10 {
+		t.Errorf("%d ticket reads in about 20 sweeps with %d tickets held (a sweep that asked after each would make %d)", reads, n, 20*n)
+	}
+	if _, err := e.ledger.Cancel(t.Context(), ids[n-1]); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the canceled ticket's message acknowledged", func() bool { return e.worker.Held() == n-1 })
+	if _, err := e.ledger.Ended(t.Context(), ids[n-1]); err != nil {
+		t.Errorf("the canceled ticket's end is not recorded: %v", err)
 	}
 }
 

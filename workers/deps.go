@@ -2,7 +2,6 @@ package workers
 
 import (
 	"context"
-	"time"
 
 	"github.com/sluice-dl/sluice/shared/admission"
 )
@@ -23,7 +22,12 @@ type Ledger interface {
 	Enqueue(ctx context.Context, t admission.Ticket) (bool, error)
 	Restore(ctx context.Context, t admission.Ticket) (bool, error)
 	Statuses(ctx context.Context, ids []string) ([]admission.Status, error)
-	Get(ctx context.Context, id string) (admission.Position, error)
+	// Tickets reads many tickets in one round trip (the ended ones, to record them).
+	Tickets(ctx context.Context, ids []string) ([]admission.Ticket, error)
+	// EndedSince and EndLogTail read the log of tickets that ended, which settles
+	// the held messages without asking after each.
+	EndedSince(ctx context.Context, cursor string, max int) (admission.EndLog, error)
+	EndLogTail(ctx context.Context) (cursor, generation string, err error)
 	Ended(ctx context.Context, id string) (admission.Ticket, error)
 	RecordEnded(ctx context.Context, t admission.Ticket) error
 
@@ -31,8 +35,8 @@ type Ledger interface {
 	// Wakeups signals that admission may have work (a slot freed, a ticket queued
 	// with slots free), so the worker admits at once rather than at its next round.
 	Wakeups(ctx context.Context) <-chan struct{}
-	MarkReady(ctx context.Context, g admission.Grant, url string, expires time.Time) error
-	TenantRate(ctx context.Context, tenant string) (int64, error)
+	// Ready publishes the links of a round of grants in one round trip.
+	Ready(ctx context.Context, links []admission.Link) ([]error, error)
 }
 
 var _ Ledger = (*admission.Ledger)(nil)

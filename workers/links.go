@@ -27,10 +27,10 @@ type EdgeChooser interface {
 // link makes the download link of an admitted ticket: a signed edge link carrying the
 // tenant's bandwidth cap, or in direct mode a presigned storage URL.
 //
-// A tenant's rate is read at each admission, so a change applies to tickets admitted
-// after it. When the ledger cannot tell, the link goes out with the edge's default
-// rather than hold the admission up.
-func (a *Admission) link(ctx context.Context, t admission.Ticket, g admission.Grant, expires time.Time) (string, error) {
+// A tenant's rate comes with each grant (admit.lua reads it as it admits), so a
+// change applies to tickets admitted after it.
+func (a *Admission) link(ctx context.Context, g admission.Grant, expires time.Time) (string, error) {
+	t := g.Ticket
 	name := path.Base(t.Object)
 	if a.cfg.Direct != nil {
 		u, err := a.cfg.Direct.Presign(ctx, t.Object, expires.Sub(a.cfg.Now()), name)
@@ -39,13 +39,9 @@ func (a *Admission) link(ctx context.Context, t admission.Ticket, g admission.Gr
 		}
 		return u, nil
 	}
-	rate, err := a.cfg.Ledger.TenantRate(ctx, t.Tenant)
-	if err != nil {
-		a.log.Warn("read tenant rate; the edge's default applies", "ticket", t.ID, "tenant", t.Tenant, "err", err)
-	}
 	token, err := a.cfg.Tokens.Issue(signer.Claims{
 		Ticket: t.ID, Object: t.Object, ETag: t.ETag, Epoch: g.Epoch,
-		Tenant: t.Tenant, RateBps: rate, Expires: expires, Trace: telemetry.TraceParent(ctx),
+		Tenant: t.Tenant, RateBps: g.RateBps, Expires: expires, Trace: telemetry.TraceParent(ctx),
 	})
 	if err != nil {
 		return "", fmt.Errorf("issue token: %w", err)

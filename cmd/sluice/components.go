@@ -248,13 +248,14 @@ func newAdmissionComponent(p *process) (component, error) {
 	a.adm = workers.NewAdmission(workers.AdmissionConfig{
 		Direct:        direct,
 		Consumer:      d.tickets,
+		Acker:         queue.NewAcker(d.js.Conn()),
 		Backlog:       queue.NewTickets(d.js),
 		Ledger:        d.ledger,
 		Tokens:        d.keyring,
 		PublicEdgeURL: strings.TrimRight(c.PublicEdgeURL, "/"),
 		Edges:         o.edgeChooser(c.EdgeAffinity),
 		TokenTTL:      c.TokenTTL,
-		AckWait:       c.AckWait,
+		AckWait:       c.TicketAckWait,
 		Logger:        p.log,
 		Tracer:        o.tracing.Tracer("workers"),
 		// Each admission in the metrics and the fleet's activity window.

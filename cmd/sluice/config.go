@@ -27,6 +27,9 @@ type serverConfig struct {
 	NATSReplicas int
 	MaxTickets   int64
 	AckWait      time.Duration
+	// TicketAckWait is the ticket consumer's: long, since a waiting ticket's message
+	// is only renewed (docs/ARCHITECTURE.md, "Admission").
+	TicketAckWait time.Duration
 
 	RedisURL        string
 	RedisAddrs      string
@@ -143,7 +146,8 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.StringVar(&c.NATSURL, "nats-url", "", natsHelp)
 		fs.IntVar(&c.NATSReplicas, "nats-replicas", 1, "replicas of the JetStream streams (3 in a cluster)")
 		fs.Int64Var(&c.MaxTickets, "max-tickets", 1_000_000, "bound of the ticket queue; past it new tickets get 503")
-		fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "JetStream AckWait of the ticket consumer: a crashed worker's tickets move to others after it")
+		fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "JetStream AckWait of the release-event consumer: a crashed worker's events move to others after it")
+		fs.DurationVar(&c.TicketAckWait, "ticket-ack-wait", 10*time.Minute, "JetStream AckWait of the ticket consumer: a crashed worker's ticket messages move to others after it (its waiting tickets are admitted meanwhile; only their acknowledgement waits)")
 	}
 	redisHelp := "Redis URL, redis:// or rediss:// (Redis must run with maxmemory-policy noeviction)"
 	if r == roleServe {

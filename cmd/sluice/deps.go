@@ -161,7 +161,7 @@ func (d *deps) connectNATS(ctx context.Context, r role, c *serverConfig) error {
 
 // ticketStream is the ticket stream's configuration.
 func ticketStream(c *serverConfig) queue.StreamConfig {
-	return queue.StreamConfig{Replicas: c.NATSReplicas, MaxMsgs: c.MaxTickets, AckWait: c.AckWait}
+	return queue.StreamConfig{Replicas: c.NATSReplicas, MaxMsgs: c.MaxTickets, AckWait: c.TicketAckWait}
 }
 
 // ensureRecords creates or updates the record buckets (retried until ctx ends).

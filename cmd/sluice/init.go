@@ -27,7 +27,7 @@ import (
 
 // initFlags are the server flags init reads, defined once, where the roles define them.
 var initFlags = []string{
-	"nats-url", "nats-replicas", "max-tickets", "ack-wait", "max-release-events", "retain",
+	"nats-url", "nats-replicas", "max-tickets", "ack-wait", "ticket-ack-wait", "max-release-events", "retain",
 	"s3-endpoint", "s3-bucket", "s3-prefix", "s3-access-key", "s3-secret-key", "s3-use-ssl",
 	"s3-region", "s3-ca-file", "s3-sse",
 }

@@ -224,33 +224,25 @@ func (l *Ledger) enqueue(ctx context.Context, t Ticket, restored bool) (bool, er
 }
 
 // Grant is one admission: the ticket now holds a slot under Epoch and must be given its
-// link (MarkReady) before the admit lease lapses.
+// link (Ready) before the admit lease lapses. It carries what the link is made of, so
+// the worker reads nothing back.
 type Grant struct {
 	TicketID string
 	Epoch    int64
+	// Ticket holds the fields of the ticket a link needs: ID, Tenant, Object, ETag,
+	// Created and TraceParent.
+	Ticket Ticket
+	// RateBps is the tenant's per-download bandwidth cap, 0 for none (TenantRate).
+	RateBps int64
 }
+
+// grantFields is how many entries admit.lua returns per grant.
+const grantFields = 8
 
 // Admit admits up to max queued tickets under the limits, fairly across tenants. It
 // answers ErrNoGeneration when the ledger was lost: Rebuild it, then admit again (a
 // rebuilt ledger admits nothing for the rebuild's pause).
 func (l *Ledger) Admit(ctx context.Context, max int) ([]Grant, error) {
-	vals, err := l.admit(ctx, max)
-	if err != nil {
-		return nil, err
-	}
-	d := redisreply.New("admit")
-	reply := d.Array(vals, 0)
-	grants := make([]Grant, 0, reply.Len()/2)
-	for i := 0; i+1 < reply.Len(); i += 2 {
-		grants = append(grants, Grant{TicketID: reply.String(i), Epoch: reply.Int(i + 1)})
-	}
-	if err := d.Err(); err != nil {
-		return nil, err
-	}
-	return grants, nil
-}
-
-func (l *Ledger) admit(ctx context.Context, max int) ([]any, error) {
 	vals, err := l.run(ctx, admitScript, max, l.cfg.AdmitLease.Milliseconds(),
 		l.cfg.AbandonAfter.Milliseconds(), l.cfg.GlobalLimit, l.cfg.TenantLimit).Slice()
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -259,20 +251,35 @@ func (l *Ledger) admit(ctx context.Context, max int) ([]any, error) {
 	if len(vals) == 1 && vals[0] == "NOGEN" {
 		return nil, ErrNoGeneration
 	}
-	return vals, nil
+	d := redisreply.New("admit")
+	reply := d.Array(vals, 0)
+	grants := make([]Grant, 0, reply.Len()/grantFields)
+	for i := 0; i+grantFields <= reply.Len(); i += grantFields {
+		g := Grant{TicketID: reply.String(i), Epoch: reply.Int(i + 1)}
+		g.Ticket = Ticket{ID: g.TicketID, Tenant: reply.String(i + 2), Object: reply.String(i + 3), ETag: reply.String(i + 4),
+			TraceParent: reply.String(i + 6), Status: StatusAdmitting, Epoch: g.Epoch}
+		if ms := reply.Int(i + 5); ms > 0 {
+			g.Ticket.Created = time.UnixMilli(ms)
+		}
+		if rate := reply.String(i + 7); rate != "" {
+			g.RateBps = reply.Int(i + 7)
+		}
+		grants = append(grants, g)
+	}
+	if err := d.Err(); err != nil {
+		return nil, err
+	}
+	return grants, nil
 }
 
 // MarkReady publishes the download link of a grant. ErrFenced means the grant lapsed
 // and the ticket went back to the queue: the link must not be used.
 func (l *Ledger) MarkReady(ctx context.Context, g Grant, url string, expires time.Time) error {
-	res, err := l.run(ctx, readyScript, g.TicketID, g.Epoch, url, expires.UnixMilli()).Text()
+	errs, err := l.Ready(ctx, []Link{{Grant: g, URL: url, Expires: expires}})
 	if err != nil {
-		return unavailable("mark ticket "+g.TicketID+" ready", err)
+		return err
 	}
-	if res != "OK" {
-		return ErrFenced
-	}
-	return nil
+	return errs[0]
 }
 
 // Stream is one streaming connection on a ticket's slot, as the edge knows it from the

@@ -125,10 +125,17 @@ func (l *Ledger) SetLimits(ctx context.Context, u LimitsUpdate) (Limits, error) 
 	return l.limitsFrom(o), nil
 }
 
-// SetPaused stops (true) or restarts (false) admissions. Queued tickets keep their place.
+// SetPaused stops (true) or restarts (false) admissions. Queued tickets keep their place;
+// on a restart the workers are woken (Wakeups) to admit them at once.
 func (l *Ledger) SetPaused(ctx context.Context, paused bool) error {
-	_, err := l.updateOverrides(ctx, func(o *overrides) { o.Paused = paused })
-	return err
+	if _, err := l.updateOverrides(ctx, func(o *overrides) { o.Paused = paused }); err != nil {
+		return err
+	}
+	if !paused {
+		// Best effort: a worker that misses it admits at its next round.
+		_ = l.rdb.Publish(ctx, l.cfg.Prefix+"wake", "").Err()
+	}
+	return nil
 }
 
 // ValidateTenant checks a tenant name: it is used in Redis keys and NATS subjects.

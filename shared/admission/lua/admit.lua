@@ -3,8 +3,11 @@
 -- tenant's virtual time advances by 1/weight per admission. FIFO within a tenant.
 -- ARGV: 2 max, 3 admit lease ms, 4 abandon after ms, 5 default global limit,
 --       6 default per-tenant limit (0 = none)
--- Returns a flat array: id1, epoch1, id2, epoch2, ..., or {'NOGEN'} when the ledger has
--- no generation (it was lost): the caller rebuilds it (rebuild.lua) and asks again.
+-- Returns a flat array, GRANT_FIELDS entries per grant: id, epoch, tenant, object, etag,
+-- created_ms, traceparent, the tenant's rate (bytes/s, '' for none): everything the
+-- worker needs to sign the link, so that it reads nothing back. Or {'NOGEN'} when the
+-- ledger has no generation (it was lost): the caller rebuilds it (rebuild.lua) and
+-- asks again.
 reclaim()
 local gen = redis.call('HMGET', GEN, 'base', 'open_ms')
 if not gen[1] then return {'NOGEN'} end
@@ -32,43 +35,62 @@ local global = limit('global', tonumber(ARGV[5]))
 local tenant_default = limit('tenant_default', tonumber(ARGV[6]))
 local used = redis.call('ZCARD', SLOTS)
 local out, granted, budget = {}, 0, 2000
-local full = {}
+-- What a round reads once per tenant, not once per grant: its limit, the slots it
+-- holds (counted here as they are granted), its weight and its rate.
+local full, cap, held, weights, rates = {}, {}, {}, {}, {}
+local function under_cap(t)
+  if cap[t] == nil then cap[t] = limit('tenant:' .. t, tenant_default) end
+  if cap[t] <= 0 then return true end
+  if held[t] == nil then held[t] = tenant_used(t) end
+  return held[t] < cap[t]
+end
+local epoch = tonumber(redis.call('GET', P .. 'epoch') or '0')
+local clock
 while granted < max and used < global and budget > 0 do
   budget = budget - 1
-  local order = redis.call('ZRANGE', TENANTS, 0, -1, 'WITHSCORES')
+  -- The first tenant in fair order that is under its limit, read 16 at a time: the
+  -- head almost always is, and reading every tenant per grant would cost as many
+  -- tenants as wait.
   local tenant, vt
-  for i = 1, #order, 2 do
-    local t = order[i]
-    if not full[t] then
-      local cap = limit('tenant:' .. t, tenant_default)
-      if cap > 0 and tenant_used(t) >= cap then
+  local from = 0
+  while not tenant do
+    local order = redis.call('ZRANGE', TENANTS, from, from + 15, 'WITHSCORES')
+    if #order == 0 then break end
+    for i = 1, #order, 2 do
+      local t = order[i]
+      if not full[t] then
+        if under_cap(t) then
+          tenant, vt = t, tonumber(order[i + 1])
+          break
+        end
         full[t] = true
-      else
-        tenant, vt = t, tonumber(order[i + 1])
-        break
       end
     end
+    from = from + 16
   end
   if not tenant then break end
-  local head = redis.call('ZRANGE', wkey(tenant), 0, 0)[1]
+  local head = redis.call('ZPOPMIN', wkey(tenant))[1]
   if head then
-    redis.call('ZREM', wkey(tenant), head)
     local k = tkey(head)
-    local f = redis.call('HMGET', k, 'status', 'last_poll_ms')
+    local f = redis.call('HMGET', k, 'status', 'last_poll_ms', 'object', 'etag', 'created_ms', 'traceparent')
     if f[1] == 'queued' then
       if abandon > 0 and tonumber(f[2] or '0') + abandon < NOW then
         -- not in `polls` (queued before it existed): caught at the head instead
         finish(head, 'expired', ABANDONED)
       else
         redis.call('ZREM', POLLS, head)
-        local epoch = redis.call('INCR', P .. 'epoch')
+        epoch = epoch + 1
         redis.call('HSET', k, 'status', 'admitting', 'epoch', epoch, 'admitted_ms', NOW)
         lease(head, tenant, NOW + admit_lease)
         used, granted = used + 1, granted + 1
-        out[#out + 1] = head
-        out[#out + 1] = epoch
-        redis.call('SET', VCLOCK, vt)
-        vt = vt + 1 / weight(tenant)
+        if held[tenant] then held[tenant] = held[tenant] + 1 end
+        if rates[tenant] == nil then rates[tenant] = redis.call('HGET', LIMITS, 'rate:' .. tenant) or '' end
+        local n = #out
+        out[n + 1], out[n + 2], out[n + 3], out[n + 4] = head, epoch, tenant, f[3] or ''
+        out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4] or '', f[5] or '0', f[6] or '', rates[tenant]
+        clock = vt
+        if weights[tenant] == nil then weights[tenant] = weight(tenant) end
+        vt = vt + 1 / weights[tenant]
       end
     end
   end
@@ -78,5 +100,9 @@ while granted < max and used < global and budget > 0 do
   else
     redis.call('ZADD', TENANTS, vt, tenant)
   end
+end
+if granted > 0 then
+  redis.call('SET', P .. 'epoch', epoch)
+  redis.call('SET', VCLOCK, clock)
 end
 return out

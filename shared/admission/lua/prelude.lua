@@ -20,6 +20,9 @@
 --   holds          hash   avg_ms: running mean of how long a slot is held, admission to
 --                         release, over tickets that ended holding one; n: how many
 --   ended          hash   status -> tickets that ended in it, ever (metrics counters)
+--   endlog         stream one entry (id) per ticket that ended, the last ENDLOG_MAX or so:
+--                         workers read it to settle the messages they hold
+--                         (Ledger.EndedSince) instead of asking after every held ticket
 --   wake           channel (pub/sub, not a key) published when a slot frees or a ticket
 --                         joins a wait queue: workers admit at once instead of at their
 --                         next tick (Ledger.Wakeups); at most one message per script run
@@ -53,6 +56,8 @@ local HOLDS = P .. 'holds'
 local POLLS = P .. 'polls'
 local GEN = P .. 'gen'
 local ORDER, ORDER_T, ORDER_AT = P .. 'order', P .. 'order:t', P .. 'order:at'
+local ENDLOG = P .. 'endlog'
+local ENDLOG_MAX = 20000
 
 local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end
@@ -130,6 +135,7 @@ local function finish(id, status, reason)
   redis.call('DEL', ckey(id))
   redis.call('HINCRBY', ENDED, status, 1)
   if status == 'done' then redis.call('ZADD', DONE, NOW, id) end
+  redis.call('XADD', ENDLOG, 'MAXLEN', '~', ENDLOG_MAX, '*', 'id', id)
 end
 
 -- Eager reclaim: every lease that lapsed is taken back before anything is decided, so

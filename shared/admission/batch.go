@@ -1,0 +1,46 @@
+package admission
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sluice-dl/sluice/shared/redisreply"
+)
+
+// Link is the download link of one grant, to be published (Ready).
+type Link struct {
+	Grant   Grant
+	URL     string
+	Expires time.Time // when the link stops accepting new connections
+}
+
+// Ready publishes the links of a whole admission round in one script run (one round
+// trip, however many). The answer has one entry per link, in order: nil, or ErrFenced
+// when that grant lapsed and its ticket went back to the queue (its link must not be
+// used). The error is for the call as a whole: nothing was published.
+func (l *Ledger) Ready(ctx context.Context, links []Link) ([]error, error) {
+	if len(links) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, 4*len(links))
+	for _, k := range links {
+		args = append(args, k.Grant.TicketID, k.Grant.Epoch, k.URL, k.Expires.UnixMilli())
+	}
+	vals, err := l.run(ctx, readyScript, args...).Slice()
+	if err != nil {
+		return nil, unavailable(fmt.Sprintf("mark %d tickets ready", len(links)), err)
+	}
+	d := redisreply.New("ready")
+	reply := d.Array(vals, len(links))
+	out := make([]error, len(links))
+	for i := range links {
+		if reply.String(i) != "OK" {
+			out[i] = ErrFenced
+		}
+	}
+	if err := d.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
