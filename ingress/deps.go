@@ -25,6 +25,9 @@ type Ledger interface {
 
 // TicketLedger records, reads and cancels tickets.
 type TicketLedger interface {
+	// RecordEnded makes a ticket's final state a record (a cancel is written at once:
+	// a worker that receives its message only after the ledger forgot it must find it).
+	RecordEnded(ctx context.Context, t admission.Ticket) error
 	// Accept records a newly accepted ticket and reads it as its owner's first poll
 	// would, in one round trip; Restore puts back one the ledger lost.
 	Accept(ctx context.Context, t admission.Ticket) (admission.Position, error)

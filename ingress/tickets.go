@@ -105,5 +105,13 @@ func (s *Server) cancelTicket(c *gin.Context) {
 		c.Error(err)
 		return
 	}
+	// The cancel becomes a record now rather than when the worker holding the message
+	// next reads the ledger's end log: a worker that lags behind by more than --retain
+	// would otherwise find neither the ticket nor its end, and bring it back queued.
+	if p.Status == admission.StatusCanceled {
+		if err := s.cfg.Ledger.RecordEnded(ctx, p.Ticket); err != nil {
+			s.log.WarnContext(ctx, "record the cancel; the worker holding the message records it", "ticket", id, "err", err)
+		}
+	}
 	c.JSON(http.StatusOK, wireTicket(p))
 }

@@ -382,6 +382,7 @@ func (a *Admission) issue(ctx context.Context, grants []admission.Grant) {
 		return
 	}
 	links := make([]admission.Link, 0, len(grants))
+	traced := make([]context.Context, 0, len(grants)) // each link's span, for its log line
 	spans := make([]trace.Span, 0, len(grants))
 	defer func() {
 		for _, s := range spans {
@@ -400,6 +401,7 @@ func (a *Admission) issue(ctx context.Context, grants []admission.Grant) {
 			continue
 		}
 		links = append(links, admission.Link{Grant: g, URL: link, Expires: expires})
+		traced = append(traced, tctx)
 	}
 	errs, err := a.cfg.Ledger.Ready(ctx, links)
 	if err != nil {
@@ -415,7 +417,7 @@ func (a *Admission) issue(ctx context.Context, grants []admission.Grant) {
 		}
 		waited := now.Sub(t.Created)
 		a.cfg.OnAdmitted(waited)
-		a.log.DebugContext(ctx, "ticket ready", "ticket", t.ID, "tenant", t.Tenant, "epoch", k.Grant.Epoch, "waited", waited.Round(time.Millisecond))
+		a.log.DebugContext(traced[i], "ticket ready", "ticket", t.ID, "tenant", t.Tenant, "epoch", k.Grant.Epoch, "waited", waited.Round(time.Millisecond))
 	}
 }
 

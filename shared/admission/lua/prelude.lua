@@ -22,7 +22,8 @@
 --   ended          hash   status -> tickets that ended in it, ever (metrics counters)
 --   endlog         stream one entry (id) per ticket that ended, the last ENDLOG_MAX or so:
 --                         workers read it to settle the messages they hold
---                         (Ledger.EndedSince) instead of asking after every held ticket
+--                         (Ledger.EndedSince) instead of asking after every held ticket;
+--                         it expires RETAIN_MS after the last end
 --   wake           channel (pub/sub, not a key) published when a slot frees or a ticket
 --                         joins a wait queue: workers admit at once instead of at their
 --                         next tick (Ledger.Wakeups); at most one message per script run
@@ -136,6 +137,9 @@ local function finish(id, status, reason)
   redis.call('HINCRBY', ENDED, status, 1)
   if status == 'done' then redis.call('ZADD', DONE, NOW, id) end
   redis.call('XADD', ENDLOG, 'MAXLEN', '~', ENDLOG_MAX, '*', 'id', id)
+  -- an entry is of use only while its ticket is kept (a reader reads the final state
+  -- from the ticket): the log goes once no ticket ended for as long
+  redis.call('PEXPIRE', ENDLOG, RETAIN_MS)
 end
 
 -- Eager reclaim: every lease that lapsed is taken back before anything is decided, so
