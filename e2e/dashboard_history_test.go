@@ -10,8 +10,9 @@ import (
 )
 
 // The dashboard draws the last 15 minutes from the server on every visit: downloads
-// made before the page was opened are on its admissions chart at once, and again
-// after a reload, with times under the charts. Anonymous downloads' tenant, public,
+// made before the page was opened are on its admissions chart at once, a backlog gone
+// before it was opened on its backlog chart, and again after a reload, with times
+// under the charts. Anonymous downloads' tenant, public,
 // is in the Tenants table; the key field's placeholder is what keys look like.
 func TestDashboardHistoryOnEveryVisit(t *testing.T) {
 	s := newStack(t, stackOptions{GlobalLimit: 4, Env: []string{"SLUICE_ADMIN_KEY=" + opsAdminKey}})
@@ -25,6 +26,30 @@ func TestDashboardHistoryOnEveryVisit(t *testing.T) {
 			t.Fatalf("download: %s, %d bytes", resp.Status, n)
 		}
 	}
+	// A backlog that is gone before the visit: only the history can show it.
+	s.opsCall(http.MethodPost, "/api/v1/admin/pause", nil, http.StatusOK, nil)
+	var queued []string
+	for range 3 {
+		queued = append(queued, s.request("early.bin").ID)
+	}
+	var levels struct {
+		Backlog int64 `json:"backlog"`
+	}
+	opsWait(t, 10*time.Second, "a backlog of 3 in the stats", func() bool {
+		s.opsCall(http.MethodGet, "/api/v1/admin/stats", nil, http.StatusOK, &levels)
+		return levels.Backlog == 3
+	})
+	time.Sleep(3 * time.Second) // a few heartbeats record it
+	s.opsCall(http.MethodPost, "/api/v1/admin/resume", nil, http.StatusOK, nil)
+	for _, id := range queued {
+		if _, n, resp := download(t, s.follow(id, 30*time.Second)); resp.StatusCode != http.StatusOK || n != int64(len(data)) {
+			t.Fatalf("download: %s, %d bytes", resp.Status, n)
+		}
+	}
+	opsWait(t, 10*time.Second, "the backlog gone from the stats", func() bool {
+		s.opsCall(http.MethodGet, "/api/v1/admin/stats", nil, http.StatusOK, &levels)
+		return levels.Backlog == 0
+	})
 	// Until the live rate (last 5 s) is back to 0, so that only the history can show them.
 	var stats struct {
 		Activity struct {
@@ -68,6 +93,16 @@ func TestDashboardHistoryOnEveryVisit(t *testing.T) {
 		at, err := time.Parse(time.RFC3339Nano, oldest.Value)
 		if err != nil || !at.Before(loaded.Add(-5*time.Minute)) {
 			t.Errorf("visit %d: the oldest point drawn is from %q (%v), want minutes before the page was loaded at %s", visit, oldest.Value, err, loaded.Format(time.TimeOnly))
+		}
+		// The backlog chart: the three queued tickets from before the visit, drawn
+		// from the levels the ingress recorded each second.
+		opsWait(t, 10*time.Second, "the backlog chart to show the backlog from before the visit", func() bool {
+			b := chartMax(t, ctx, "c-backlog")
+			return len(b) == 2 && b[0] >= 3
+		})
+		oldest, err = chromedp.Run(ctx, chromedp.AttributeValue(chromedp.ID("c-slots"), "data-oldest"))
+		if at, perr := time.Parse(time.RFC3339Nano, oldest.Value); err != nil || perr != nil || !at.Before(loaded.Add(-10*time.Second)) {
+			t.Errorf("visit %d: the slots chart's oldest point is from %q (%v %v), want from before the page was loaded at %s", visit, oldest.Value, err, perr, loaded.Format(time.TimeOnly))
 		}
 		times, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`Array.from(document.querySelectorAll("#c-admissions ~ .xaxis span")).map(s => s.textContent).join(" ")`))
 		if strings.Count(times, ":") < 4 {

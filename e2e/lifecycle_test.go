@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/queue"
 )
 
 // Every role is sent SIGTERM while clients create tickets and download: each goes
@@ -79,15 +80,28 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 		}
 		t.Logf("worker %d: exit %d after %s", i+1, code, took.Round(time.Millisecond))
 	}
-	// The first worker to stop hands its messages back while the second is still
-	// draining, which may take some and hand them back in turn: redeliveries so far
-	// are that, not a lapse of the AckWait (60 s).
-	before := consumerInfo(t.Context(), t, s.nats.URL).NumRedelivered
+	// With no worker running, the pending messages are exactly those the workers held
+	// and handed back (the queued tickets', and ended ones' not acked yet). The new
+	// worker has them all when every message still pending was delivered more than
+	// once (NumRedelivered counts distinct messages; the ended ones it acks drop out of
+	// both counts) — but for the tickets no worker had fetched yet or the load created
+	// since, delivered once — and each was delivered since it started.
+	held, heldSeq := consumerInfo(t.Context(), t, s.nats.URL), ticketStreamSeq(t, s.nats.URL)
+	if held.NumAckPending < 8 {
+		t.Fatalf("%d ticket messages pending after the workers stopped, want at least the 8 queued tickets", held.NumAckPending)
+	}
 	restarted := time.Now()
 	s.startRoleOn("worker", 0)
-	eventually(t, 10*time.Second, "handed-back ticket messages reaching the restarted worker", func() bool {
-		return consumerInfo(t.Context(), t, s.nats.URL).NumRedelivered >= before+8
+	var last string
+	eventually(t, 10*time.Second, "the handed-back ticket messages reaching the restarted worker", func() bool {
+		firsts := int(held.NumPending) + int(ticketStreamSeq(t, s.nats.URL)-heldSeq)
+		c := consumerInfo(t.Context(), t, s.nats.URL)
+		last = fmt.Sprintf("%d pending, %d of them redelivered, %d delivered for the first time at most; %d deliveries since the restart",
+			c.NumAckPending, c.NumRedelivered, firsts, c.Delivered.Consumer-held.Delivered.Consumer)
+		return c.NumAckPending >= 8 && c.NumRedelivered+firsts >= c.NumAckPending &&
+			c.Delivered.Consumer >= held.Delivered.Consumer+uint64(c.NumAckPending)
 	})
+	t.Logf("ticket messages after the restart: %s", last)
 	t.Logf("workers stopped; their ticket messages reached a new worker %s after it started (AckWait 60s)",
 		time.Since(restarted).Round(time.Millisecond))
 	s.startRoleOn("worker", 0)
@@ -139,6 +153,22 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 	s.waitStatus(id, "done", 10*time.Second)
 
 	l.finish(s)
+}
+
+// ticketStreamSeq is the ticket stream's last sequence: a ticket accepted later is above it.
+func ticketStreamSeq(t *testing.T, natsURL string) uint64 {
+	t.Helper()
+	js, done := connectJetStream(t, natsURL)
+	defer done()
+	st, err := js.Stream(t.Context(), queue.TicketStream)
+	if err != nil {
+		t.Fatalf("ticket stream: %v", err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatalf("ticket stream info: %v", err)
+	}
+	return info.State.LastSeq
 }
 
 const lifecycleAdminKey = "slk_e2e_lifecycle_operator_key"

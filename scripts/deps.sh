@@ -2,7 +2,7 @@
 # Installs or builds everything `make test` and `make bench` need, or stops with the
 # exact thing that is missing. Safe to run again: it only acts on what is absent.
 #   real services: redis-server (Debian), MinIO (built from source into bin/, ~3 min once)
-#   real clients:  curl, wget, aria2c, chromium (Debian); nginx and wrk for benchmarks
+#   real clients:  curl, wget, aria2c, chromium, tmux, fish, zsh (Debian); nginx and wrk for benchmarks
 #   promtool:      from Debian's prometheus package, for the alert rules' unit tests
 # NATS: most tests embed the real nats-server/v2 library; the cluster test runs
 # bin/nats-server (built below from go.mod's version) as separate processes.
@@ -20,6 +20,8 @@ need_deb wget wget
 need_deb aria2c aria2
 need_deb chromium chromium # the browser test of GET /api/v1/files
 need_deb tmux tmux         # sluice get's progress bar checked in a terminal
+need_deb fish fish         # sluice completion fish, completed by fish itself
+need_deb zsh zsh           # sluice completion zsh, parsed by zsh
 need_deb promtool prometheus # promtool test rules deployments/prometheus/alerts_test.yml
 if [ "${1:-}" = bench ]; then
   need_deb nginx nginx-light

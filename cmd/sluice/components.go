@@ -88,7 +88,14 @@ func newIngressComponent(p *process) (component, error) {
 		return nil, err
 	}
 	o.watchConns(api)
-	beat := heartbeat{m: o.member(o.memberConfig("ingress", api.ln.Addr().String(), nil, nil))}
+	member := o.memberConfig("ingress", api.ln.Addr().String(), nil, nil)
+	// The backlog and slots every second for the dashboard's history: the shared
+	// snapshot, so the fleet computes it once a second however many ingresses run.
+	member.Levels = func(ctx context.Context) (fleet.Levels, error) {
+		st, err := d.ledger.SharedStats(ctx)
+		return fleet.Levels{Backlog: st.Backlog, Admissible: st.Admissible, SlotsInUse: st.InUse, Limit: st.Limit}, err
+	}
+	beat := heartbeat{m: o.member(member)}
 	// The ledger's figures are the whole system's: the leading ingress exports them.
 	o.metrics.Registry.MustRegister(telemetry.NewLedgerCollector(d.ledger, telemetry.LedgerCollectorOptions{Leader: beat.m.Leads}))
 	return &ingressComponent{p: p, srv: srv, api: api, beat: beat}, nil

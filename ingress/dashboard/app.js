@@ -96,14 +96,17 @@ async function loadLimits() {
 }
 
 // loadHistory fills the charts with the server's 15 minutes of activity, so they never
-// start empty. Backlog and slots are not in it: they start with the visit.
+// start empty. A second no ingress recorded levels for has no backlog or slots: those
+// charts skip it.
 async function loadHistory() {
   const h = await api("GET", "history");
   history.length = 0;
   for (const p of (h && h.points) || []) {
+    const l = p.levels;
     history.push({
       at: Date.parse(p.at), admissions: p.admissions_per_second || 0, bytes: p.bytes_per_second || 0,
       p50: p.wait_p50_seconds || 0, p90: p.wait_p90_seconds || 0,
+      ...(l ? { backlog: l.backlog, admissible: l.admissible_backlog, inUse: l.slots_in_use, limit: l.global_limit } : {}),
     });
   }
   historyLoaded = true;
@@ -212,7 +215,7 @@ function axes(svg) {
 
 // chart draws one polyline per series over the last 15 minutes, now on the right, on
 // a scale from 0 to the largest value shown. A null series keeps its colour slot; a
-// point without the series' figure (history has no backlog or slots) is skipped.
+// point without the series' figure (a second no ingress recorded levels for) is skipped.
 function chart(id, series, fmt) {
   const svg = $(id);
   const now = history.length ? history[history.length - 1].at : Date.now();

@@ -104,6 +104,19 @@ type Activity struct {
 	// Waits counts admissions by wait time, bucket i holding waits up to
 	// telemetry.WaitBuckets[i] and the last one those above.
 	Waits []int64
+	// Levels are the admission ledger's levels when the node beat; nil when it did not
+	// read them (only ingresses do).
+	Levels *Levels
+}
+
+// Levels are the admission ledger's levels at one moment, the figures behind the
+// dashboard's backlog and slots charts. Unlike the rest of Activity they are not
+// summed over the nodes: every ingress reads the same fleet-wide snapshot.
+type Levels struct {
+	Backlog    int64 `json:"backlog"`
+	Admissible int64 `json:"admissible_backlog"`
+	SlotsInUse int64 `json:"slots_in_use"`
+	Limit      int64 `json:"global_limit"`
 }
 
 // Beat records n as alive now, with what it did since its previous beat.
@@ -112,6 +125,11 @@ func (r *Registry) Beat(ctx context.Context, n Node, a Activity) error {
 		r.cfg.TTL.Milliseconds(), r.cfg.WindowKeep.Milliseconds(), a.Admissions, a.Bytes, n.PublicURL, n.CacheBytes}
 	if c := n.Cache; c != nil {
 		argv = append(argv, c.Hits, c.Misses, c.BytesFromCache, c.BytesFromOrigin)
+	} else {
+		argv = append(argv, "", "", "", "")
+	}
+	if l := a.Levels; l != nil {
+		argv = append(argv, l.Backlog, l.Admissible, l.SlotsInUse, l.Limit)
 	} else {
 		argv = append(argv, "", "", "", "")
 	}
@@ -211,6 +229,10 @@ func (r *Registry) Window(ctx context.Context, n int) ([]Second, error) {
 		for b := range s.Waits {
 			s.Waits[b] = h.Int("w" + strconv.Itoa(b))
 		}
+		if h.String("limit") != "" {
+			s.Levels = &Levels{Backlog: h.Int("backlog"), Admissible: h.Int("admissible"),
+				SlotsInUse: h.Int("slots"), Limit: h.Int("limit")}
+		}
 		out[i] = s
 	}
 	if err := d.Err(); err != nil {
@@ -231,7 +253,10 @@ type MemberConfig struct {
 	// BytesSent is the node's running total of bytes sent (an edge); nil: none.
 	BytesSent func() int64
 	// Cache is an edge's disk cache figures now; nil: no cache.
-	Cache  func() CacheFigures
+	Cache func() CacheFigures
+	// Levels reads the admission levels for the beat's window (an ingress); nil, or
+	// an error, leaves that second without them.
+	Levels func(ctx context.Context) (Levels, error)
 	Every  time.Duration // beat interval (1s)
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -349,6 +374,13 @@ func (m *Member) beat(ctx context.Context) error {
 	m.mu.Unlock()
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.Every)
 	defer cancel()
+	if m.cfg.Levels != nil {
+		if l, err := m.cfg.Levels(bctx); err == nil {
+			a.Levels = &l
+		} else {
+			m.log.Debug("admission levels left out of the heartbeat", "err", err)
+		}
+	}
 	if err := m.reg.Beat(bctx, n, a); err != nil {
 		// Keep what was not reported for the next beat.
 		m.mu.Lock()

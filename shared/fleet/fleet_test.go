@@ -147,6 +147,43 @@ func TestFleetWindowRatesAndPercentiles(t *testing.T) {
 	})
 }
 
+// TestFleetWindowLevels: the admission levels a member reads at its beat come back
+// in the window's seconds, and a member that reads none leaves them out.
+func TestFleetWindowLevels(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		reg := fleet.New(rdb, fleet.Config{})
+		want := fleet.Levels{Backlog: 40, Admissible: 12, SlotsInUse: 8, Limit: 20}
+		levels := func(context.Context) (fleet.Levels, error) { return want, nil }
+		for _, cfg := range []fleet.MemberConfig{
+			{Role: "ingress", Levels: levels, Every: 100 * time.Millisecond},
+			{Role: "worker", Every: 100 * time.Millisecond}, // beats the same seconds without levels
+		} {
+			m := reg.Join(cfg)
+			ctx, stop := context.WithCancel(t.Context())
+			done := make(chan struct{})
+			go func() { m.Run(ctx); close(done) }()
+			defer func() { stop(); <-done }()
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			secs, err := reg.Window(t.Context(), 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l := secs[len(secs)-1].Levels; l != nil {
+				if *l != want {
+					t.Fatalf("levels in the window: %+v, want %+v", *l, want)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the window never showed the levels: %+v", secs)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
 // TestFleetOneLeaderPerRole: of the live nodes of a role, exactly one leads (the
 // smallest id); when it leaves, another takes over; a node of another role does not
 // count.

@@ -78,11 +78,17 @@ func quantile(q float64, buckets []int64, total int64) float64 {
 	return telemetry.WaitBuckets[len(telemetry.WaitBuckets)-1]
 }
 
-// Point is the fleet's activity as the admin stats would have summarized it at At.
+// Point is the fleet's activity as the admin stats would have summarized it at At,
+// with the admission levels at that moment (nil when no ingress recorded them then).
 type Point struct {
 	At time.Time `json:"at"`
 	Summary
+	Levels *Levels `json:"levels,omitempty"`
 }
+
+// levelsAge is how many seconds back a point looks for levels: an ingress beats once a
+// second, but its beats drift against the clock's seconds and skip one now and then.
+const levelsAge = 3
 
 // History summarizes every second of secs (oldest first) as the admin stats do at
 // that second: rates over the rateSeconds before it, percentiles over the
@@ -94,7 +100,11 @@ func History(secs []Second, waitSeconds, rateSeconds int) []Point {
 	}
 	out := make([]Point, 0, len(secs)-waitSeconds+1)
 	for end := waitSeconds; end <= len(secs); end++ {
-		out = append(out, Point{At: secs[end-1].At, Summary: Summarize(secs[end-waitSeconds:end], rateSeconds)})
+		p := Point{At: secs[end-1].At, Summary: Summarize(secs[end-waitSeconds:end], rateSeconds)}
+		for i := end - 1; i >= max(end-levelsAge, 0) && p.Levels == nil; i-- {
+			p.Levels = secs[i].Levels
+		}
+		out = append(out, p)
 	}
 	return out
 }

@@ -34,3 +34,24 @@ func TestHistoryIsTheStatsAtEachSecond(t *testing.T) {
 		t.Errorf("fewer seconds than the window: %d points, want none", len(got))
 	}
 }
+
+// A point carries the admission levels of its second, or of the last second within
+// the three before it that has them (beats drift against the clock's seconds); none
+// older than that.
+func TestHistoryCarriesTheLevels(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0).UTC()
+	secs := make([]fleet.Second, 12)
+	for i := range secs {
+		secs[i] = fleet.Second{At: start.Add(time.Duration(i) * time.Second)}
+	}
+	secs[2].Levels = &fleet.Levels{Backlog: 7, Admissible: 3, SlotsInUse: 2, Limit: 5}
+	secs[6].Levels = &fleet.Levels{Backlog: 1, SlotsInUse: 5, Limit: 5}
+	points := fleet.History(secs, 1, 1)
+	want := map[int]*fleet.Levels{0: nil, 1: nil, 2: secs[2].Levels, 3: secs[2].Levels, 4: secs[2].Levels,
+		5: nil, 6: secs[6].Levels, 8: secs[6].Levels, 9: nil, 11: nil}
+	for i, w := range want {
+		if got := points[i].Levels; got != w {
+			t.Errorf("point %d: levels %+v, want %+v", i, got, w)
+		}
+	}
+}

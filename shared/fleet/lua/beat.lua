@@ -5,9 +5,12 @@
 --       11 public url (edges that take part in edge choice, else ""), 12 cache bytes,
 --       13-16 an edge cache's hits, misses, bytes from cache, bytes from origin
 --       (running totals; "" without a cache),
---       17.. wait histogram bucket counts (bucket i at ARGV[17 + i])
+--       17-20 the admission levels now: backlog, admissible backlog, slots in use,
+--       global limit ("" when the node did not read them),
+--       21.. wait histogram bucket counts (bucket i at ARGV[21 + i])
 -- Keys: node:<id> hash (expires ttl after the last beat), nodes zset id -> last beat ms,
---       win:<unix second> hash admissions, bytes, w<i> (expires after the window keep).
+--       win:<unix second> hash admissions, bytes, w<i>, and the levels backlog,
+--       admissible, slots, limit as last set in that second (expires after the window keep).
 -- Returns the beat's time, ms (Redis TIME).
 local P = KEYS[1]
 local T = redis.call('TIME')
@@ -34,7 +37,12 @@ local function add(field, v)
 end
 add('admissions', ARGV[9])
 add('bytes', ARGV[10])
-for i = 17, #ARGV do add('w' .. (i - 17), ARGV[i]) end
+for i = 21, #ARGV do add('w' .. (i - 21), ARGV[i]) end
+if ARGV[17] ~= '' then
+  -- Levels, not sums: every ingress reads the same shared figures, the last one stays.
+  redis.call('HSET', wk, 'backlog', ARGV[17], 'admissible', ARGV[18], 'slots', ARGV[19], 'limit', ARGV[20])
+  touched = true
+end
 if touched then redis.call('PEXPIRE', wk, ARGV[8]) end
 -- Servers that do not expire keys on their own (the embedded one) still forget old seconds.
 local old = math.floor((NOW - tonumber(ARGV[8])) / 1000)
