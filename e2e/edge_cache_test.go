@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,9 +21,15 @@ func startCachedEdge(t *testing.T, dir string, size int64) *stack {
 	t.Helper()
 	s := newStack(t, stackOptions{S3: true, GlobalLimit: 12, Env: []string{"SLUICE_ADMIN_KEY=" + opsAdminKey}})
 	s.dumpLogsOnFailure()
-	s.start("edge", "SLUICE_EDGE_CACHE_DIR="+dir, "SLUICE_EDGE_CACHE_SIZE="+strconv.FormatInt(size, 10))
+	edge := s.start("edge", "SLUICE_EDGE_CACHE_DIR="+dir, "SLUICE_EDGE_CACHE_SIZE="+strconv.FormatInt(size, 10))
 	s.start("worker")
 	s.start("ingress")
+	// The edge caches nothing until it has bound the catalog's bucket, which the
+	// worker creates.
+	eventually(t, 10*time.Second, "the edge bound to the catalog", func() bool {
+		log, _ := os.ReadFile(edge.Log)
+		return bytes.Contains(log, []byte("the edge cache checks copies against the release catalog"))
+	})
 	return s
 }
 

@@ -129,11 +129,13 @@ type edgeComponent struct {
 	edge     *signer.Edge
 	draining atomic.Bool
 	beat     heartbeat
+	entries  *edgeEntries // the catalog its cache checks copies against; nil in serve (its ingress follows it) and without NATS
+	catalog  runner
 }
 
 func newEdgeComponent(p *process) (component, error) {
 	c, d, o := p.cfg, p.deps, p.ops
-	store, err := edgeStore(d, c, p.rel, o)
+	store, entries, err := edgeStore(d, c, p.rel, o)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +155,7 @@ func newEdgeComponent(p *process) (component, error) {
 		EgressRate:    c.EgressRate,
 		Observer:      o.edgeObserver(),
 	})
-	ec := &edgeComponent{p: p, edge: e}
+	ec := &edgeComponent{p: p, edge: e, entries: entries}
 	ready := readiness(&ec.draining, map[string]func(context.Context) error{
 		"redis": d.ledger.Ping, "storage": d.store.Ping,
 	})
@@ -197,6 +199,9 @@ func newEdgeComponent(p *process) (component, error) {
 }
 
 func (ec *edgeComponent) Start(ctx context.Context) error {
+	if ec.entries != nil {
+		ec.catalog.start(ctx, ec.p, "follow the release catalog", ec.entries.run)
+	}
 	ec.public.start(ec.p)
 	if ec.ops != nil {
 		ec.ops.start(ec.p)
@@ -215,7 +220,7 @@ func (ec *edgeComponent) Shutdown(ctx context.Context) error {
 	ec.edge.Close(ctx)
 	ec.beat.stop()
 	ec.ops.stop(ctx, ec.p.log)
-	return nil
+	return ec.catalog.stop(ctx)
 }
 
 // admissionComponent is the admission worker; a worker process also has an

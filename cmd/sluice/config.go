@@ -142,6 +142,9 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	if r == roleServe {
 		natsHelp += "; empty embeds a NATS server with JetStream in <data-dir>/nats"
 	}
+	if r == roleEdge {
+		fs.StringVar(&c.NATSURL, "nats-url", "", natsHelp+": with --edge-cache-dir, cached copies are checked against the release catalog's SHA-256 (without it, against the digest measured while filling)")
+	}
 	if r != roleEdge {
 		fs.StringVar(&c.NATSURL, "nats-url", "", natsHelp)
 		fs.IntVar(&c.NATSReplicas, "nats-replicas", 1, "replicas of the JetStream streams (3 in a cluster)")

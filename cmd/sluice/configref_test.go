@@ -135,9 +135,13 @@ func TestConfigReferenceJSON(t *testing.T) {
 	for _, s := range settings {
 		byFlag[s.Flag] = s
 	}
-	// Spot checks a reader would notice: the edge has no NATS, the worker no listener.
-	if s := byFlag["nats-url"]; strings.Join(s.Roles, ",") != "serve,ingress,worker" || s.Env != "SLUICE_NATS_URL" {
+	// Spot checks a reader would notice: the edge reads NATS (the catalog, for its
+	// cache) but creates no streams, the worker has no listener.
+	if s := byFlag["nats-url"]; strings.Join(s.Roles, ",") != "serve,ingress,worker,edge" || s.Env != "SLUICE_NATS_URL" {
 		t.Errorf("nats-url: %+v", s)
+	}
+	if s := byFlag["nats-replicas"]; strings.Join(s.Roles, ",") != "serve,ingress,worker" {
+		t.Errorf("nats-replicas: %+v", s)
 	}
 	if s := byFlag["global-limit"]; s.Defaults["worker"] != "10" {
 		t.Errorf("global-limit default: %+v", s.Defaults)

@@ -72,8 +72,13 @@ func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger, m
 			d.close()
 		}
 	}()
-	if r != roleEdge {
+	switch {
+	case r != roleEdge:
 		if err := d.connectNATS(ctx, r, c); err != nil {
+			return nil, err
+		}
+	case c.NATSURL != "" && c.EdgeCacheDir != "": // an edge reading the catalog for its cache (edgecache.go)
+		if err := d.dialNATS(r, c.NATSURL, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -141,6 +146,21 @@ func (d *deps) connectNATS(ctx context.Context, r role, c *serverConfig) error {
 		extra = append(extra, nats.InProcessServer(ns))
 		d.log.Info("single-machine mode: embedded NATS JetStream", "store", filepath.Join(c.DataDir, "nats"), "sync", "always")
 	}
+	if err := d.dialNATS(r, url, extra); err != nil {
+		return err
+	}
+	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var err error
+	if d.tickets, err = queue.EnsureTickets(setup, d.js, ticketStream(c)); err != nil {
+		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, url)
+	}
+	d.records, err = ensureRecords(setup, d.js, c)
+	return err
+}
+
+// dialNATS connects to NATS and JetStream, drained when the process closes.
+func (d *deps) dialNATS(r role, url string, extra []nats.Option) error {
 	nc, err := queue.Connect(url, "sluice-"+r.String(), d.log, extra...)
 	if err != nil {
 		return err
@@ -150,13 +170,7 @@ func (d *deps) connectNATS(ctx context.Context, r role, c *serverConfig) error {
 	if d.js, err = jetstream.New(nc); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if d.tickets, err = queue.EnsureTickets(setup, d.js, ticketStream(c)); err != nil {
-		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, url)
-	}
-	d.records, err = ensureRecords(setup, d.js, c)
-	return err
+	return nil
 }
 
 // ticketStream is the ticket stream's configuration.

@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/edgecache"
@@ -14,21 +18,28 @@ import (
 )
 
 // edgeStore is what the edge reads objects from: the store, behind the disk cache
-// when --edge-cache-dir is set. Copies are checked against the catalog where this
-// process has one (serve); an edge role has none, and keeps the SHA-256 measured
-// while filling (see docs/ARCHITECTURE.md, Edge cache).
-func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (objstore.Store, error) {
+// when --edge-cache-dir is set. Copies are checked against the release catalog: the
+// process's own (serve), or for an edge role given --nats-url the catalog's entries,
+// returned for the edge to run (edgeEntries). An edge without NATS keeps the SHA-256
+// measured while filling (see docs/ARCHITECTURE.md, Edge cache).
+func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (_ objstore.Store, entries *edgeEntries, _ error) {
 	if c.EdgeCacheDir == "" {
-		return d.store, nil
+		return d.store, nil, nil
 	}
 	var digests edgecache.Digests
-	if rel != nil {
+	switch {
+	case rel != nil:
 		digests = catalogDigests{rel.catalog}
+	case d.js != nil:
+		entries = &edgeEntries{js: d.js, log: d.log}
+		digests = entries
+	default:
+		d.log.Warn("the edge cache checks copies against the digest measured while filling, not the release catalog's; set --nats-url (SLUICE_NATS_URL) to check them against the catalog")
 	}
 	cache, err := edgecache.New(edgecache.Config{Dir: c.EdgeCacheDir, Size: c.EdgeCacheSize,
 		Origin: d.store, Digests: digests, Logger: d.log})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d.onClose(func() { _ = cache.Close() })
 	o.metrics.Registry.MustRegister(telemetry.NewEdgeCacheCollector(func() telemetry.EdgeCacheStats {
@@ -39,14 +50,47 @@ func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (objstore.Store,
 			UsedBytes: s.UsedBytes, CapacityBytes: s.CapacityBytes}
 	}))
 	d.log.Info("edge cache on local disk", "dir", c.EdgeCacheDir, "size", c.EdgeCacheSize, "verified_against_catalog", digests != nil)
-	return cache, nil
+	return cache, entries, nil
+}
+
+// edgeEntries is an edge role's view of the release catalog: the entries bucket that
+// another role creates (sluice init, a worker, an ingress), bound once it exists and
+// then followed in memory. Until then nothing is cached (SHA256 fails), so an edge
+// may start before the rest of the system without ever keeping an unchecked copy.
+type edgeEntries struct {
+	js  jetstream.JetStream
+	log *slog.Logger
+	cat atomic.Pointer[catalog.Catalog]
+}
+
+func (e *edgeEntries) SHA256(ctx context.Context, key, etag string) (string, error) {
+	cat := e.cat.Load()
+	if cat == nil {
+		return "", errors.New("the release catalog's bucket " + catalog.EntryBucket + " is not there yet (run sluice init, or start a worker)")
+	}
+	return catalogDigests{cat}.SHA256(ctx, key, etag)
+}
+
+// run binds the bucket, retrying until it exists, then keeps the copy current until
+// ctx ends.
+func (e *edgeEntries) run(ctx context.Context) error {
+	cat, err := catalog.OpenEntries(ctx, e.js)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	e.cat.Store(cat)
+	e.log.Info("the edge cache checks copies against the release catalog", "bucket", catalog.EntryBucket)
+	return cat.Follow(ctx, e.log)
 }
 
 // catalogDigests gives the edge cache the catalog's SHA-256 of verified versions.
 type catalogDigests struct{ cat *catalog.Catalog }
 
 func (g catalogDigests) SHA256(ctx context.Context, key, etag string) (string, error) {
-	e, err := g.cat.Lookup(ctx, key)
+	e, err := g.cat.Recorded(ctx, key) // verified versions are records: no Redis read
 	if errors.Is(err, catalog.ErrNotFound) {
 		return "", nil
 	}

@@ -204,6 +204,23 @@ func Open(ctx context.Context, js jetstream.JetStream, rdb redis.UniversalClient
 	return &Catalog{entries: entries, events: events, rdb: rdb, cfg: cfg}, nil
 }
 
+// OpenEntries binds to the entries bucket another role created (sluice init, a worker,
+// an ingress), retried until ctx ends (queue.Ensure), and returns a catalog that only
+// reads verified and rejected entries: Recorded and Follow. It is for a process that
+// checks what it serves against the catalog without taking part in publishing (an
+// edge's cache), so it needs no Redis and never changes a bucket's configuration.
+func OpenEntries(ctx context.Context, js jetstream.JetStream) (*Catalog, error) {
+	entries, err := queue.Ensure(ctx, "open the catalog bucket "+EntryBucket, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.KeyValue(ctx, EntryBucket)
+	})
+	if err != nil {
+		return nil, err
+	}
+	cfg := Config{}
+	cfg.setDefaults()
+	return &Catalog{entries: entries, cfg: cfg}, nil
+}
+
 // Ping checks that both NATS and Redis answer.
 func (c *Catalog) Ping(ctx context.Context) error {
 	if _, err := c.entries.Status(ctx); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,4 +90,45 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// OpenEntries waits for the bucket another role creates, then reads and follows the
+// entries like a full catalog.
+func TestOpenEntriesWaitsForTheBucketAndReadsIt(t *testing.T) {
+	n := testenv.StartNATS(t)
+	js := jetStream(t, n)
+	opened := make(chan *catalog.Catalog, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		c, err := catalog.OpenEntries(ctx, js)
+		if err != nil {
+			t.Errorf("open entries: %v", err)
+		}
+		opened <- c
+	}()
+	time.Sleep(300 * time.Millisecond) // a few attempts find no bucket
+	select {
+	case <-opened:
+		t.Fatal("OpenEntries returned before the bucket existed")
+	default:
+	}
+	writer := openCatalog(t, jetStream(t, n), testenv.StartRedis(t).Client(t))
+	record(t, writer, verified("e1", "rel/a", "", 1))
+	reader := <-opened
+	if reader == nil {
+		t.FailNow()
+	}
+	if e, err := reader.Recorded(t.Context(), "rel/a"); err != nil || e.State != catalog.StateVerified || e.SHA256 != strings.Repeat("a", 64) {
+		t.Fatalf("read through OpenEntries: %+v %v", e, err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = reader.Follow(ctx, slog.New(slog.DiscardHandler)) })
+	defer func() { stop(); wg.Wait() }()
+	record(t, writer, verified("e2", "rel/b", "", 2))
+	waitFor(t, func() bool {
+		_, err := reader.Recorded(t.Context(), "rel/b")
+		return err == nil
+	}, "the followed copy to show rel/b")
 }
