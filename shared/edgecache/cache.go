@@ -70,6 +70,10 @@ type Cache struct {
 	pausedUntil time.Time
 
 	stats counters
+
+	// feedWriteHook, when set (tests only), runs before each fed chunk is written: a
+	// disk as slow as a test needs it.
+	feedWriteHook func()
 }
 
 var _ objstore.Store = (*Cache)(nil)

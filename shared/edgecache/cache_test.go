@@ -413,3 +413,56 @@ func TestFirstReaderCutMidwayReopens(t *testing.T) {
 		t.Error("the copy is not served")
 	}
 }
+
+// A cache disk slower than the first reader never slows that reader: with the fill's
+// writes held, the reader gets the whole object from the origin at once; the fill,
+// fed until feedBuffer was full, then reads the rest from the origin itself once the
+// reader is done, and its copy is verified and served.
+func TestDiskBehindTheFirstReader(t *testing.T) {
+	const size = 3*feedBuffer + 12345
+	fx := newFixture(t, 64<<20, map[string]int{"a.bin": size})
+	disk := make(chan struct{})
+	var writes atomic.Int64
+	fx.cache.feedWriteHook = func() {
+		<-disk // the disk takes nothing until the reader is done
+		writes.Add(1)
+	}
+	read := make(chan error, 1)
+	go func() {
+		rc, err := fx.cache.Open(t.Context(), "a.bin", 0, size, fx.info["a.bin"].ETag)
+		if err != nil {
+			read <- err
+			return
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err == nil && !bytes.Equal(got, fx.data["a.bin"]) {
+			err = fmt.Errorf("wrong bytes")
+		}
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Fatalf("first reader: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the first reader waited for the cache disk")
+	}
+	if n := fx.origin.opens.Load(); n != 1 {
+		t.Fatalf("origin opened %d times before the disk took anything, want once (the reader's stream)", n)
+	}
+	close(disk)
+	fx.waitFills(t, 1)
+	if w := writes.Load(); w < 1 || w > feedBuffer/fillChunk+1 {
+		t.Errorf("%d fed chunks written, want the feed buffer's worth at most (%d)", w, feedBuffer/fillChunk)
+	}
+	if n := fx.origin.opens.Load(); n != 2 {
+		t.Errorf("origin opened %d times, want twice: the reader's stream, and the fill's for the rest", n)
+	}
+	hits := fx.cache.Stats().Hits
+	fx.readAll(t, "a.bin")
+	if s := fx.cache.Stats(); s.Hits != hits+1 || s.Entries != 1 {
+		t.Errorf("after the fill: %+v; want the verified copy served", s)
+	}
+}

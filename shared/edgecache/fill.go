@@ -343,6 +343,9 @@ func (c *Cache) takeFeed(ctx context.Context, f *fill, file *os.File) (at int64,
 			if !ok {
 				return at, false, nil
 			}
+			if c.feedWriteHook != nil {
+				c.feedWriteHook()
+			}
 			n, err := file.Write(*b)
 			feedChunks.Put(b)
 			if err != nil {
