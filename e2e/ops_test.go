@@ -1,19 +1,18 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sluice-dl/sluice/api"
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 const opsAdminKey = "slk_e2e_ops_operator_key"
@@ -74,19 +73,9 @@ func scrape(t *testing.T, url string) (map[string]float64, string) {
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	series := map[string]float64{}
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("%s: bad sample %q", url, line)
-		}
-		series[line[:i]] = v
+	series, err := testenv.ParseMetrics(raw)
+	if err != nil {
+		t.Fatalf("%s: %v", url, err)
 	}
 	return series, string(raw)
 }
