@@ -166,8 +166,11 @@ func BenchmarkEdgeLocal(b *testing.B) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		b.Fatal("wrk is not installed: run scripts/deps.sh bench (or apt-get install -y wrk)")
 	}
-	// One link carries all of wrk's connections.
-	s := startServer(b, false, "SLUICE_MAX_CONNS_PER_TOKEN="+strconv.Itoa(rangeConns))
+	// One link carries all of wrk's connections. SLUICE_BENCH_PROFILE=file writes a
+	// CPU profile of the first edge round (startProfile).
+	opsAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(b))
+	s := startServer(b, false, "SLUICE_MAX_CONNS_PER_TOKEN="+strconv.Itoa(rangeConns),
+		"SLUICE_PPROF=true", "SLUICE_EDGE_METRICS_ADDR="+opsAddr)
 	root := filepath.Join(s.dataDir, "objects")
 	writeLocalObject(b, s, "bench/edge.bin", edgeObjectSize)
 	nginx := startNginx(b, root)
@@ -183,8 +186,13 @@ func BenchmarkEdgeLocal(b *testing.B) {
 		// request), no token, no ledger.
 		var edgeRanges, peerRanges, goRanges float64
 		const rounds = 3
-		for range rounds {
+		for round := range rounds {
+			profile := func() {}
+			if round == 0 {
+				profile = startProfile(b, "http://"+opsAddr)
+			}
 			edgeRanges += wrkRanges(b, rangeLink, 3*time.Second) / rounds
+			profile()
 			peerRanges += wrkRanges(b, nginx+"/bench/edge.bin", 3*time.Second) / rounds
 			goRanges += wrkRanges(b, goFiles.URL+"/bench/edge.bin", 3*time.Second) / rounds
 		}

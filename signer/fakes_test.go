@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -325,6 +326,31 @@ type harness struct {
 	srv    *httptest.Server
 	client *http.Client
 	edge   *Edge
+	writes atomic.Int64 // writes to the server's client connections
+}
+
+// countingListener counts the writes to its connections.
+type countingListener struct {
+	net.Listener
+	writes *atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, writes: l.writes}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
 }
 
 func newHarness(t testing.TB, configure ...func(*EdgeConfig)) *harness {
@@ -340,6 +366,7 @@ func newHarness(t testing.TB, configure ...func(*EdgeConfig)) *harness {
 	}
 	h.edge = NewEdge(cfg)
 	h.srv = httptest.NewUnstartedServer(h.edge.Handler())
+	h.srv.Listener = &countingListener{Listener: h.srv.Listener, writes: &h.writes}
 	h.srv.Config.ConnContext = h.edge.ConnContext
 	h.srv.Config.ConnState = h.edge.ConnState
 	h.srv.Start()

@@ -88,6 +88,63 @@ func TestKeepAliveRangesShareOneLedgerConnection(t *testing.T) {
 	}
 }
 
+// A keep-alive connection's responses start at the write size the previous one
+// reached: the first 64 KiB range grows from the smallest chunk, each later one goes
+// out in a single write of its body.
+func TestKeepAliveRangesStartAtTheLearnedChunk(t *testing.T) {
+	h := newHarness(t, func(c *EdgeConfig) { c.RenewEvery, c.HoldIdle = time.Hour, time.Hour })
+	h.store.putPattern("big.bin", "v1", 1<<20)
+	url := h.url(t, "big.bin")
+	c, _ := oneConnClient(t)
+	writes := func(off int64) int64 {
+		before := h.writes.Load()
+		getRange(t, h, c, url, off, 64<<10)
+		return h.writes.Load() - before
+	}
+	first := writes(0)
+	var later []int64
+	for i := range 5 {
+		later = append(later, writes(int64(i+1)*(64<<10)))
+	}
+	if first < 3 {
+		t.Errorf("the first range took %d writes, want the pacer's growth from %d KiB (3 or more)", first, minChunk>>10)
+	}
+	for i, n := range later {
+		if n > 2 { // the headers, the body
+			t.Errorf("range %d on the same connection took %d writes, want at most 2", i+2, n)
+		}
+	}
+}
+
+// The token a connection already presented is not verified again, but its expiry
+// still is: the same link on the same connection is refused once it has expired, and
+// a forged variant of it never passes as the remembered one.
+func TestKeepAliveTokenExpiresOnItsConnection(t *testing.T) {
+	h := newHarness(t, func(c *EdgeConfig) { c.RenewEvery, c.HoldIdle = time.Hour, time.Hour })
+	h.store.putPattern("big.bin", "v1", 1<<20)
+	url := h.url(t, "big.bin", func(cl *Claims) { cl.Expires = h.clock.Now().Add(time.Minute) })
+	c, _ := oneConnClient(t)
+	getRange(t, h, c, url, 0, 64<<10)
+	forged := url[:len(url)-2] + "AA"
+	if url[len(url)-2:] == "AA" {
+		forged = url[:len(url)-2] + "BB"
+	}
+	resp, err := c.Get(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	wantStatus(t, resp, http.StatusForbidden)
+	getRange(t, h, c, url, 64<<10, 64<<10) // the remembered token, still valid
+	h.clock.advance(2 * time.Minute)
+	resp, err = c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	wantStatus(t, resp, http.StatusGone)
+}
+
 // Coverage over keep-alive ranges ends the hold (and so lets the ledger mark the ticket
 // done) the moment the connection has sent every byte, not before.
 func TestKeepAliveCoverageEndsWhenAllBytesSent(t *testing.T) {

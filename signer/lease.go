@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/admission"
@@ -46,6 +47,17 @@ type connHolds struct {
 	nc    net.Conn
 	mu    sync.Mutex
 	holds map[holdKey]*slotHold
+	// chunk is the write size its last response's pacing reached (0: none yet): the
+	// next response on the connection starts from it rather than from minChunk, so a
+	// fast client's small ranges go out in one write each.
+	chunk atomic.Int64
+	// verified is the last token verified on the connection (Edge.verify).
+	verified atomic.Pointer[verifiedToken]
+}
+
+type verifiedToken struct {
+	token  string
+	claims Claims
 }
 
 type holdKey struct {

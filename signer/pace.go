@@ -16,6 +16,9 @@ import (
 // between minChunk and maxChunk (or the copy buffer). A slow but steady link therefore
 // writes small chunks and is never mistaken for a stalled one: only a client slower
 // than minChunk per IdleTimeout (16 KiB per minute by default) meets the idle rule.
+// A response starts from the size the previous one on the same connection reached
+// (minChunk on a new connection), so a fast client's keep-alive ranges go out in one
+// write each instead of growing from minChunk every time.
 //
 // The kernel's socket buffers hide a client's pace until they are full: the chunk has
 // grown by then, and a client slower than that chunk per IdleTimeout (256 KiB per
@@ -67,6 +70,14 @@ func newPacer(f *flow) *pacer {
 	// Small at first: the first chunk that meets a slow client must still go through
 	// within the idle timeout. Fast clients double it on every write.
 	return &pacer{f: f, chunk: minChunk, max: maxChunk}
+}
+
+// resume starts from the chunk size an earlier response on the same connection
+// reached (0: none), within the pacer's bounds.
+func (p *pacer) resume(chunk int) {
+	if chunk > 0 {
+		p.chunk = min(max(chunk, minChunk), p.max)
+	}
 }
 
 // limit caps the chunk size (the copy buffer's length).

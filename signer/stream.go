@@ -21,7 +21,7 @@ import (
 // still the version it names, evaluate the request's preconditions and Range, and, for
 // GET, stream the bytes while holding the ticket's slot.
 func (e *Edge) serveDownload(w http.ResponseWriter, r *http.Request) error {
-	claims, err := e.keys.Verify(r.PathValue("token"), e.now())
+	claims, err := e.verify(r.Context(), r.PathValue("token"))
 	if err != nil {
 		return err
 	}
@@ -79,6 +79,28 @@ func (e *Edge) serveDownload(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	return e.stream(w, r, claims, b, info.Size)
+}
+
+// verify is Keyring.Verify, remembered for the last token of the request's
+// connection: a download manager's keep-alive ranges carry one token, and the keyring
+// never changes while the edge runs, so a token seen on the connection needs only its
+// expiry checked again.
+func (e *Edge) verify(ctx context.Context, token string) (Claims, error) {
+	now := e.now()
+	conn, _ := ctx.Value(connKey{}).(*connHolds)
+	if conn != nil {
+		if v := conn.verified.Load(); v != nil && v.token == token {
+			if now.After(v.claims.Expires) {
+				return Claims{}, ErrTokenExpired
+			}
+			return v.claims, nil
+		}
+	}
+	claims, err := e.keys.Verify(token, now)
+	if err == nil && conn != nil {
+		conn.verified.Store(&verifiedToken{token: token, claims: claims})
+	}
+	return claims, err
 }
 
 // versionStater is a store that can vouch for one version while the storage behind
@@ -237,6 +259,10 @@ func (e *Edge) open(ctx context.Context, h *slotHold, claims Claims, span byteRa
 // object's size.
 func (e *Edge) copyBody(ctx context.Context, w io.Writer, rc *http.ResponseController, src io.Reader, n int64, p *progress, f *flow) error {
 	pace := newPacer(f)
+	if conn, _ := ctx.Value(connKey{}).(*connHolds); conn != nil {
+		pace.resume(int(conn.chunk.Load()))
+		defer func() { conn.chunk.Store(int64(pace.chunk)) }()
+	}
 	if sec, ok := src.(fileSection); ok {
 		if rf, ok := w.(io.ReaderFrom); ok {
 			file := sec.Section()

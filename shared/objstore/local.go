@@ -13,16 +13,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // Local is a Store over a directory: the object under key is the file <dir>/<key>.
 // It serves the all-in-one mode and single-machine deployments.
 //
 // Every access goes through an os.Root opened on the directory, so neither a key nor
-// a symbolic link inside the directory can reach a file outside it. The directory is
-// reopened on every call, so a volume remounted under the same path is picked up and
-// a vanished directory reports ErrUnavailable.
+// a symbolic link inside the directory can reach a file outside it. Stat and Open, on
+// every download request, share one handle of the directory opened at most rootTTL
+// ago; Put and Ping open it afresh. A volume remounted under the same path is thus
+// picked up within rootTTL, and a vanished directory fails Ping (readiness) at once.
 //
 // Only regular files are objects. A key that names anything else — a directory, a
 // FIFO, a socket, a device, a symbolic link leading out of the directory or into a
@@ -39,6 +42,22 @@ type Local struct {
 	// package does not export it (golang/go#74640), so NewLocal asks its root for it
 	// once, and refusals are then told apart with errors.Is, not by the message.
 	escapes error
+
+	mu     sync.Mutex
+	shared *sharedRoot // the handle Stat and Open use; nil until the first
+}
+
+// rootTTL is how long Stat and Open use one handle of the directory before opening
+// it again: opening it on every call was a sixth of a small range's cost.
+const rootTTL = time.Second
+
+// sharedRoot is a handle of the directory that calls share, closed once it has been
+// replaced and the last call using it is done.
+type sharedRoot struct {
+	root    *os.Root
+	opened  time.Time
+	refs    int
+	retired bool
 }
 
 var _ Store = (*Local)(nil)
@@ -91,51 +110,49 @@ func NewLocal(dir string, opts ...LocalOption) (*Local, error) {
 func (l *Local) Dir() string { return l.dir }
 
 // Stat returns the current version of key.
-func (l *Local) Stat(ctx context.Context, key string) (Info, error) {
-	root, err := l.enter(ctx, key)
-	if err != nil {
-		return Info{}, err
-	}
-	defer root.Close()
-	fi, err := root.Stat(filepath.FromSlash(key))
-	if err != nil {
-		return Info{}, l.fileError(ctx, root, "stat", key, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return Info{}, l.refuse(ctx, "stat", key, "not a regular file but "+fileKind(fi.Mode()))
-	}
-	return localInfo(key, fi), nil
+func (l *Local) Stat(ctx context.Context, key string) (info Info, err error) {
+	err = l.inRoot(ctx, key, func(root *os.Root) error {
+		fi, err := root.Stat(filepath.FromSlash(key))
+		if err != nil {
+			return l.fileError(ctx, root, "stat", key, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return l.refuse(ctx, "stat", key, "not a regular file but "+fileKind(fi.Mode()))
+		}
+		info = localInfo(key, fi)
+		return nil
+	})
+	return info, err
 }
 
 // Open returns a *LocalReader over the requested section of key.
-func (l *Local) Open(ctx context.Context, key string, offset, length int64, etag string) (io.ReadCloser, error) {
-	root, err := l.enter(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	name := filepath.FromSlash(key)
-	// Only a regular file is opened: opening a device can have effects of its own.
-	// The file itself is checked again once open, in case it was replaced between.
-	fi, err := root.Stat(name)
-	if err != nil {
-		return nil, l.fileError(ctx, root, "open", key, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, l.refuse(ctx, "open", key, "not a regular file but "+fileKind(fi.Mode()))
-	}
-	// O_NONBLOCK keeps a FIFO planted in the directory from blocking the open; it has
-	// no effect on regular files, the only kind served.
-	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, l.fileError(ctx, root, "open", key, err)
-	}
-	r, err := l.openSection(ctx, f, key, offset, length, etag)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return r, nil
+func (l *Local) Open(ctx context.Context, key string, offset, length int64, etag string) (rc io.ReadCloser, err error) {
+	err = l.inRoot(ctx, key, func(root *os.Root) error {
+		name := filepath.FromSlash(key)
+		// Only a regular file is opened: opening a device can have effects of its own.
+		// The file itself is checked again once open, in case it was replaced between.
+		fi, err := root.Stat(name)
+		if err != nil {
+			return l.fileError(ctx, root, "open", key, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return l.refuse(ctx, "open", key, "not a regular file but "+fileKind(fi.Mode()))
+		}
+		// O_NONBLOCK keeps a FIFO planted in the directory from blocking the open; it
+		// has no effect on regular files, the only kind served.
+		f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return l.fileError(ctx, root, "open", key, err)
+		}
+		r, err := l.openSection(ctx, f, key, offset, length, etag)
+		if err != nil {
+			f.Close()
+			return err
+		}
+		rc = r
+		return nil
+	})
+	return rc, err
 }
 
 // openSection checks the version and range against the open file itself, so the
@@ -250,6 +267,66 @@ func (l *Local) enter(ctx context.Context, key string) (*os.Root, error) {
 		return nil, err
 	}
 	return l.root()
+}
+
+// inRoot validates key and runs fn in the shared handle of the directory. A key not
+// found there is looked up once more in a handle opened for it: the shared one may
+// be up to rootTTL old, its directory since replaced or gone, and a client must
+// hear 404 only for what the directory really lacks (else: 503, ErrUnavailable).
+func (l *Local) inRoot(ctx context.Context, key string, fn func(*os.Root) error) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	shared, fresh, err := l.acquire(false)
+	if err != nil {
+		return err
+	}
+	err = fn(shared.root)
+	l.release(shared)
+	if fresh || !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if shared, _, err = l.acquire(true); err != nil {
+		return err
+	}
+	defer l.release(shared)
+	return fn(shared.root)
+}
+
+// acquire returns the shared handle of the directory, opened again when it is rootTTL
+// old or renew is set, and whether it was opened for this call; release gives it back.
+func (l *Local) acquire(renew bool) (_ *sharedRoot, fresh bool, _ error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r := l.shared; r != nil && !renew && time.Since(r.opened) < rootTTL {
+		r.refs++
+		return r, false, nil
+	}
+	root, err := l.root()
+	if err != nil {
+		return nil, false, err
+	}
+	if old := l.shared; old != nil {
+		old.retired = true
+		if old.refs == 0 {
+			_ = old.root.Close()
+		}
+	}
+	l.shared = &sharedRoot{root: root, opened: time.Now(), refs: 1}
+	return l.shared, true, nil
+}
+
+func (l *Local) release(r *sharedRoot) {
+	l.mu.Lock()
+	r.refs--
+	done := r.retired && r.refs == 0
+	l.mu.Unlock()
+	if done {
+		_ = r.root.Close()
+	}
 }
 
 func (l *Local) root() (*os.Root, error) {

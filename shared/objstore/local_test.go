@@ -176,6 +176,57 @@ func TestLocalServesRegularFilesOnly(t *testing.T) {
 	}
 }
 
+// A directory replaced under the same path (a volume remounted) is read within
+// rootTTL: Stat and Open share a handle of the directory at most that old.
+func TestLocalDirectoryReplaced(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "store")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, l, "a.txt", []byte("old"))
+	old, err := l.Stat(t.Context(), "a.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir, filepath.Join(parent, "unmounted")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a.txt"), []byte("new!"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(rootTTL + 5*time.Second)
+	for {
+		info, err := l.Stat(t.Context(), "a.txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Size == 4 && info.ETag != old.ETag {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still reading the replaced directory %s after the handle's %s", time.Since(deadline.Add(-rootTTL-5*time.Second)), rootTTL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rc, err := l.Open(t.Context(), "a.txt", 0, 4, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(got) != "new!" {
+		t.Fatalf("Open read %q from the replaced directory, want the new file", got)
+	}
+}
+
 func TestLocalDirectoryGone(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -186,10 +237,13 @@ func TestLocalDirectoryGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	put(t, l, "a.txt", []byte("a"))
+	ctx := t.Context()
+	if _, err := l.Stat(ctx, "a.txt"); err != nil { // the shared handle is open now
+		t.Fatal(err)
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
-	ctx := t.Context()
 	_, statErr := l.Stat(ctx, "a.txt")
 	for op, err := range map[string]error{"Ping": l.Ping(ctx), "Stat": statErr} {
 		if !errors.Is(err, ErrUnavailable) {
