@@ -61,7 +61,7 @@ func BenchmarkEdgeAffinityRealEdges(b *testing.B) {
 		if time.Now().After(deadline) {
 			b.Fatal("links do not name the advertised edges")
 		}
-		if link := fileLink(b, s, "affine/0.bin"); onEdge(urls, link) {
+		if link := fileLink(b, s, "affine/0.bin", -int(time.Now().UnixNano())); onEdge(urls, link) {
 			getAll(b, link, size)
 			break
 		}
@@ -74,7 +74,7 @@ func BenchmarkEdgeAffinityRealEdges(b *testing.B) {
 		}
 		return hits, misses
 	}
-	run := func(set string, spread bool) float64 {
+	run := func(set string, spread bool, first int) float64 { // downloads numbered from first
 		rng := mrand.New(mrand.NewPCG(1, 2))
 		zipf := mrand.NewZipf(rng, 1.1, 1, objects-1)
 		work := make(chan [2]int, requests)
@@ -83,11 +83,13 @@ func BenchmarkEdgeAffinityRealEdges(b *testing.B) {
 		}
 		close(work)
 		h0, m0 := counts()
+		start := time.Now()
+		defer func() { fmt.Fprintf(os.Stderr, "  %s: %d downloads in %s\n", set, requests, time.Since(start).Round(time.Millisecond)) }()
 		var wg sync.WaitGroup
 		for range clients {
 			wg.Go(func() {
 				for w := range work {
-					link := fileLink(b, s, fmt.Sprintf("%s/%d.bin", set, w[1]))
+					link := fileLink(b, s, fmt.Sprintf("%s/%d.bin", set, w[1]), first+w[0])
 					if spread { // a balancer: the request goes to the next edge
 						u, _ := url.Parse(link)
 						link = urls[w[0]%edges] + u.Path + "?" + u.RawQuery
@@ -101,8 +103,8 @@ func BenchmarkEdgeAffinityRealEdges(b *testing.B) {
 		return (h - h0) / (h - h0 + m - m0)
 	}
 	for b.Loop() {
-		with := run("affine", false)
-		without := run("spread", true)
+		with := run("affine", false, 0)
+		without := run("spread", true, requests)
 		b.ReportMetric(without, "hit-ratio-spread")
 		b.ReportMetric(with, "hit-ratio-affinity")
 		fmt.Fprintf(os.Stderr, "\nreal edges: Zipf 1.1 over %d objects of %d KiB, %d requests by %d clients, %d edges caching %d objects each:\n"+
@@ -111,13 +113,16 @@ func BenchmarkEdgeAffinityRealEdges(b *testing.B) {
 	}
 }
 
-// fileLink asks GET /api/v1/files/{key} for a link to key: the ingress answers with a
-// redirect to it once the ticket is admitted.
-func fileLink(b *testing.B, s *server, key string) string {
+// fileLink asks GET /api/v1/files/{key} for a link to key, as download number n (its
+// Idempotency-Key: each download its own ticket): the ingress answers with a redirect
+// to the link once the ticket is admitted.
+func fileLink(b *testing.B, s *server, key string, n int) string {
 	b.Helper()
 	c := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		resp, err := c.Get(s.ingress + "/api/v1/files/" + key)
+		req, _ := http.NewRequest(http.MethodGet, s.ingress+"/api/v1/files/"+key, nil)
+		req.Header.Set("Idempotency-Key", "bench-"+strconv.Itoa(n))
+		resp, err := c.Do(req)
 		if err != nil {
 			b.Fatal(err)
 		}

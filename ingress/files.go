@@ -43,7 +43,11 @@ import (
 const (
 	filesMaxHops = 15
 	filesKeyTTL  = 10 * time.Minute
-	filesPoll    = 100 * time.Millisecond
+	// The wait polls the ticket after filesFirstPoll, then twice as long each time up to
+	// filesPoll: a ticket is admitted within milliseconds when slots are free, and a
+	// queued one costs a poll per filesPoll.
+	filesFirstPoll = 2 * time.Millisecond
+	filesPoll      = 100 * time.Millisecond
 	// browserWait is all a browser's request waits: a ticket admitted at once goes
 	// straight to its download, any other gets the waiting page without delay.
 	browserWait = 300 * time.Millisecond
@@ -224,7 +228,7 @@ func (s *Server) fileTicket(c *gin.Context, key, object string) (string, error) 
 // has ended, for at most wait.
 func (s *Server) awaitAdmission(ctx context.Context, id string, wait time.Duration) (admission.Position, error) {
 	deadline := time.Now().Add(wait)
-	for {
+	for interval := filesFirstPoll; ; interval = min(2*interval, filesPoll) {
 		p, err := s.ticket(ctx, id, true)
 		if err != nil && !errors.Is(err, admission.ErrNotFound) {
 			return p, err
@@ -233,7 +237,7 @@ func (s *Server) awaitAdmission(ctx context.Context, id string, wait time.Durati
 		if err == nil && p.Status != admission.StatusQueued && p.Status != admission.StatusAdmitting {
 			return p, nil
 		}
-		if !time.Now().Add(filesPoll).Before(deadline) {
+		if !time.Now().Add(interval).Before(deadline) {
 			if err != nil {
 				return p, err
 			}
@@ -242,7 +246,7 @@ func (s *Server) awaitAdmission(ctx context.Context, id string, wait time.Durati
 		select {
 		case <-ctx.Done():
 			return p, ctx.Err()
-		case <-time.After(filesPoll):
+		case <-time.After(interval):
 		}
 	}
 }

@@ -37,7 +37,7 @@ func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (_ objstore.Stor
 		d.log.Warn("the edge cache checks copies against the digest measured while filling, not the release catalog's; set --nats-url (SLUICE_NATS_URL) to check them against the catalog")
 	}
 	cache, err := edgecache.New(edgecache.Config{Dir: c.EdgeCacheDir, Size: c.EdgeCacheSize,
-		Origin: d.store, Digests: digests, Logger: d.log})
+		Origin: d.store, Digests: digests, Logger: d.log, Revalidate: c.EdgeCacheRevalidate})
 	if err != nil {
 		return nil, nil, err
 	}

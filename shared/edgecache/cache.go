@@ -44,6 +44,10 @@ type Config struct {
 	Logger        *slog.Logger // nil: discard
 	// FillTimeout bounds one fill (30 minutes).
 	FillTimeout time.Duration
+	// Revalidate is how long the origin's word that a cached version is its current
+	// one holds (1 s; negative: ask on every request). Within it StatVersion answers
+	// from the entry without a round trip to the origin (see StatVersion).
+	Revalidate time.Duration
 }
 
 // Cache is an objstore.Store that serves whole object versions from local disk.
@@ -55,6 +59,7 @@ type Cache struct {
 	requireDigest bool
 	log           *slog.Logger
 	fillTimeout   time.Duration
+	revalidate    time.Duration
 
 	ctx    context.Context // ends with Close: fills and checks stop
 	cancel context.CancelFunc
@@ -114,7 +119,10 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{
 		dir: cfg.Dir, capacity: cfg.Size, origin: cfg.Origin, digests: cfg.Digests,
 		requireDigest: cfg.RequireDigest, log: cfg.Logger, fillTimeout: cfg.FillTimeout,
-		fills: map[string]*fill{}, rejected: map[string]time.Time{},
+		revalidate: cfg.Revalidate, fills: map[string]*fill{}, rejected: map[string]time.Time{},
+	}
+	if c.revalidate == 0 {
+		c.revalidate = time.Second
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -156,16 +164,35 @@ func (c *Cache) Stat(ctx context.Context, key string) (objstore.Info, error) {
 	return c.origin.Stat(ctx, key)
 }
 
-// StatVersion is Stat for a reader that wants version etag: while the origin is
-// unavailable, a verified entry of that version answers instead (stale on error), so
-// its downloads go on. Any other answer of the origin is passed on as it is.
+// StatVersion is Stat for a reader that wants version etag. A verified entry of that
+// version answers by itself while the origin confirmed it as current within
+// Revalidate: a download manager's many small ranges then cost no round trip to the
+// store each (a version replaced at the origin is noticed within Revalidate; until
+// then its links get the bytes they name, which the entry holds verified). While the
+// origin is unavailable, the entry answers too (stale on error), so its downloads go
+// on. Any other answer of the origin is passed on as it is.
 func (c *Cache) StatVersion(ctx context.Context, key, etag string) (objstore.Info, error) {
+	name := entryName(key, etag)
+	c.mu.Lock()
+	if e := c.index.get(name); e != nil && e.checked && time.Since(e.confirmed) < c.revalidate {
+		c.mu.Unlock()
+		return e.info(), nil
+	}
+	c.mu.Unlock()
+	asked := time.Now()
 	info, err := c.origin.Stat(ctx, key)
 	if err == nil || !errors.Is(err, objstore.ErrUnavailable) {
+		if err == nil && info.ETag == etag {
+			c.mu.Lock()
+			if e := c.index.get(name); e != nil {
+				e.confirmed = asked
+			}
+			c.mu.Unlock()
+		}
 		return info, err
 	}
 	c.mu.Lock()
-	e := c.index.get(entryName(key, etag))
+	e := c.index.get(name)
 	servable := e != nil && e.checked
 	c.mu.Unlock()
 	if !servable {

@@ -23,6 +23,7 @@ import (
 type countingStore struct {
 	objstore.Store
 	opens atomic.Int64
+	stats atomic.Int64
 	down  atomic.Bool
 	gate  chan struct{} // non-nil: reads from the start wait until it is closed
 }
@@ -31,6 +32,7 @@ func (s *countingStore) Stat(ctx context.Context, key string) (objstore.Info, er
 	if s.down.Load() {
 		return objstore.Info{}, fmt.Errorf("test: %w", objstore.ErrUnavailable)
 	}
+	s.stats.Add(1)
 	return s.Store.Stat(ctx, key)
 }
 
@@ -465,4 +467,42 @@ func TestDiskBehindTheFirstReader(t *testing.T) {
 	if s := fx.cache.Stats(); s.Hits != hits+1 || s.Entries != 1 {
 		t.Errorf("after the fill: %+v; want the verified copy served", s)
 	}
+}
+
+// A cached version confirmed by the origin answers StatVersion by itself for
+// Revalidate; after that the origin is asked again, and a version replaced there is
+// what the caller hears.
+func TestStatVersionRevalidates(t *testing.T) {
+	fx := newFixture(t, 64<<20, map[string]int{"a.bin": 1 << 20})
+	_ = fx.cache.Close()
+	c, err := New(Config{Dir: fx.dir, Size: 64 << 20, Origin: fx.origin, Digests: fx.digest, RequireDigest: true,
+		Revalidate: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	fx.cache = c
+	etag := fx.info["a.bin"].ETag
+	fx.readAll(t, "a.bin")
+	fx.waitFills(t, 1)
+	if _, err := c.StatVersion(t.Context(), "a.bin", etag); err != nil { // confirms the entry
+		t.Fatal(err)
+	}
+	asked := fx.origin.stats.Load()
+	for range 100 {
+		if info, err := c.StatVersion(t.Context(), "a.bin", etag); err != nil || info.ETag != etag {
+			t.Fatalf("StatVersion: %+v %v", info, err)
+		}
+	}
+	if n := fx.origin.stats.Load() - asked; n != 0 {
+		t.Errorf("100 StatVersion of a confirmed entry asked the origin %d times, want 0", n)
+	}
+	newer, err := fx.origin.Store.Put(t.Context(), "a.bin", strings.NewReader("replaced"), 8, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replaced version", func() bool {
+		info, err := c.StatVersion(t.Context(), "a.bin", etag)
+		return err == nil && info.ETag == newer.ETag
+	})
 }

@@ -55,6 +55,9 @@ type entry struct {
 	// served; an entry whose file has another size or time since is discarded.
 	checked bool
 	fileMod time.Time
+	// confirmed is when the origin last answered that this version is its current
+	// one (Cache.StatVersion).
+	confirmed time.Time
 }
 
 func (e *entry) info() objstore.Info {
