@@ -16,12 +16,13 @@ import (
 
 const cacheObject = 8 << 20
 
-// startCachedEdge runs a stack whose edge caches up to size bytes in dir.
-func startCachedEdge(t *testing.T, dir string, size int64) *stack {
+// startCachedEdge runs a stack whose edge caches up to size bytes in dir (and has
+// edgeEnv besides).
+func startCachedEdge(t *testing.T, dir string, size int64, edgeEnv ...string) *stack {
 	t.Helper()
 	s := newStack(t, stackOptions{S3: true, GlobalLimit: 12, Env: []string{"SLUICE_ADMIN_KEY=" + opsAdminKey}})
 	s.dumpLogsOnFailure()
-	edge := s.start("edge", "SLUICE_EDGE_CACHE_DIR="+dir, "SLUICE_EDGE_CACHE_SIZE="+strconv.FormatInt(size, 10))
+	edge := s.start("edge", append([]string{"SLUICE_EDGE_CACHE_DIR=" + dir, "SLUICE_EDGE_CACHE_SIZE=" + strconv.FormatInt(size, 10)}, edgeEnv...)...)
 	s.start("worker")
 	s.start("ingress")
 	// The edge caches nothing until it has bound the catalog's bucket, which the
@@ -148,7 +149,8 @@ func TestEdgeCacheFillHitConcurrencyCorruptionEviction(t *testing.T) {
 // MinIO stops: cached objects are still served (stale on error), uncached ones are
 // refused with 503 + Retry-After, fast once the breaker is open.
 func TestEdgeCacheServesThroughStorageOutage(t *testing.T) {
-	s := startCachedEdge(t, t.TempDir(), 64<<20)
+	// Every request asks MinIO (no revalidation window), so each one meets the outage.
+	s := startCachedEdge(t, t.TempDir(), 64<<20, "SLUICE_EDGE_REVALIDATE=0")
 	cached, uncached := randomBytes(cacheObject, 64), randomBytes(cacheObject, 65)
 	s.putObject("cached.bin", cached)
 	s.putObject("uncached.bin", uncached)

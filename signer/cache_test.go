@@ -16,7 +16,8 @@ func TestEdgeThroughCacheServesStaleOnError(t *testing.T) {
 	var cache *edgecache.Cache
 	h := newHarness(t, func(c *EdgeConfig) {
 		var err error
-		if cache, err = edgecache.New(edgecache.Config{Dir: t.TempDir(), Size: 1 << 20, Origin: c.Store}); err != nil {
+		// Revalidate < 0: every request asks the store, so the outage is met at once.
+		if cache, err = edgecache.New(edgecache.Config{Dir: t.TempDir(), Size: 1 << 20, Origin: c.Store, Revalidate: -1}); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = cache.Close() })

@@ -55,6 +55,10 @@ type EdgeConfig struct {
 	EgressRate int64
 	// Observer is told about refusals and streams (metrics, traces, logs); nil: none.
 	Observer EdgeObserver
+	// Revalidate is how long the store's answer that an object is at the version a
+	// token names holds: requests within it do not Stat the object again (versions.go).
+	// 0: every request asks the store.
+	Revalidate time.Duration
 }
 
 const (
@@ -93,6 +97,7 @@ type Edge struct {
 	buffers       sync.Pool // *[]byte of BufferSize
 	stats         edgeStats
 	observer      EdgeObserver
+	versions      versions
 
 	holdsMu sync.Mutex
 	holds   map[*slotHold]struct{}  // every hold not yet released
@@ -145,6 +150,7 @@ func NewEdge(cfg EdgeConfig) *Edge {
 		minRateWindow: orDefault(cfg.MinRateWindow, defaultRateWindow),
 		throttle:      newThrottle(cfg.DownloadRate, cfg.EgressRate),
 		observer:      cfg.Observer,
+		versions:      versions{ttl: max(cfg.Revalidate, 0)},
 		holds:         make(map[*slotHold]struct{}),
 		conns:         make(map[net.Conn]*connHolds),
 	}

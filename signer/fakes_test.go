@@ -31,6 +31,7 @@ type memStore struct {
 	unavailable bool
 	openErr     error // returned by Open, once set
 	opens       []openCall
+	stats       int // Stat calls
 }
 
 type memObject struct {
@@ -93,9 +94,16 @@ func (s *memStore) openCalls() []openCall {
 	return append([]openCall(nil), s.opens...)
 }
 
+func (s *memStore) statCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
 func (s *memStore) Stat(ctx context.Context, key string) (objstore.Info, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.stats++
 	if s.unavailable {
 		return objstore.Info{}, objstore.ErrUnavailable
 	}

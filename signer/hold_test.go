@@ -145,6 +145,37 @@ func TestKeepAliveTokenExpiresOnItsConnection(t *testing.T) {
 	wantStatus(t, resp, http.StatusGone)
 }
 
+// With Revalidate, the store's answer that an object is at the token's version holds
+// that long: ranges within it Stat nothing. A version replaced meanwhile is still
+// refused before the first byte (Open names the version), and once the answer has
+// lapsed the store is asked again.
+func TestRevalidateSparesTheStat(t *testing.T) {
+	h := newHarness(t, func(c *EdgeConfig) { c.Revalidate = time.Hour })
+	h.store.putPattern("big.bin", "v1", 1<<20)
+	url := h.url(t, "big.bin") // (reads the version from the store)
+	before := h.store.statCalls()
+	for i := range 20 {
+		getRange(t, h, h.client, url, int64(i)*(16<<10), 16<<10)
+	}
+	if n := h.store.statCalls() - before; n != 1 {
+		t.Errorf("20 ranges of one version made %d Stat calls, want 1", n)
+	}
+	h.store.putPattern("big.bin", "v2", 1<<20) // replaced in the store
+	resp, body := h.do(t, "GET", url, "Range", "bytes=0-99")
+	wantProblem(t, resp, body, http.StatusGone, "object changed")
+
+	h2 := newHarness(t, func(c *EdgeConfig) { c.Revalidate = 50 * time.Millisecond })
+	h2.store.putPattern("a.bin", "v1", 1<<16)
+	url = h2.url(t, "a.bin")
+	before = h2.store.statCalls()
+	getRange(t, h2, h2.client, url, 0, 100)
+	time.Sleep(60 * time.Millisecond)
+	getRange(t, h2, h2.client, url, 100, 100)
+	if n := h2.store.statCalls() - before; n != 2 {
+		t.Errorf("two ranges a lapsed answer apart made %d Stat calls, want 2", n)
+	}
+}
+
 // Coverage over keep-alive ranges ends the hold (and so lets the ledger mark the ticket
 // done) the moment the connection has sent every byte, not before.
 func TestKeepAliveCoverageEndsWhenAllBytesSent(t *testing.T) {

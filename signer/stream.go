@@ -109,12 +109,25 @@ type versionStater interface {
 	StatVersion(ctx context.Context, key, etag string) (objstore.Info, error)
 }
 
-// stat returns the current version of the token's object.
+// stat returns the current version of the token's object: as the store answered it
+// within Revalidate when that was the token's version (versions.go), else from the
+// store.
 func (e *Edge) stat(ctx context.Context, claims Claims) (objstore.Info, error) {
-	if vs, ok := e.store.(versionStater); ok {
-		return vs.StatVersion(ctx, claims.Object, claims.ETag)
+	now := time.Now()
+	if info, ok := e.versions.get(claims.Object, claims.ETag, now); ok {
+		return info, nil
 	}
-	return e.store.Stat(ctx, claims.Object)
+	var info objstore.Info
+	var err error
+	if vs, ok := e.store.(versionStater); ok {
+		info, err = vs.StatVersion(ctx, claims.Object, claims.ETag)
+	} else {
+		info, err = e.store.Stat(ctx, claims.Object)
+	}
+	if err == nil {
+		e.versions.put(claims.Object, claims.ETag, info, now)
+	}
+	return info, err
 }
 
 // stream sends b for claims' object while the ticket's slot is held.

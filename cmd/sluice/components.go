@@ -154,6 +154,7 @@ func newEdgeComponent(p *process) (component, error) {
 		DownloadRate:  c.DownloadRate,
 		EgressRate:    c.EgressRate,
 		Observer:      o.edgeObserver(),
+		Revalidate:    c.EdgeRevalidate,
 	})
 	ec := &edgeComponent{p: p, edge: e, entries: entries}
 	ready := readiness(&ec.draining, map[string]func(context.Context) error{

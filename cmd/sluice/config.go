@@ -82,18 +82,18 @@ type serverConfig struct {
 	DrainDelay      time.Duration
 
 	// The streaming edge.
-	DownloadRate        int64
-	EgressRate          int64
-	IdleTimeout         time.Duration
-	MinRate             int64
-	MinRateWindow       time.Duration
-	DirectDownloads     bool
-	FilesWait           time.Duration
-	EdgeCacheDir        string
-	EdgeCacheSize       int64
-	EdgeCacheRevalidate time.Duration
-	EdgeAdvertise       string
-	EdgeAffinity        bool
+	DownloadRate    int64
+	EgressRate      int64
+	IdleTimeout     time.Duration
+	MinRate         int64
+	MinRateWindow   time.Duration
+	DirectDownloads bool
+	FilesWait       time.Duration
+	EdgeCacheDir    string
+	EdgeCacheSize   int64
+	EdgeRevalidate  time.Duration
+	EdgeAdvertise   string
+	EdgeAffinity    bool
 
 	Releases releaseConfig // the release pipeline (releases.go)
 
@@ -216,7 +216,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.DurationVar(&c.MinRateWindow, "min-rate-window", 60*time.Second, "the span --min-rate is measured over (and the warm-up before it applies)")
 		fs.StringVar(&c.EdgeCacheDir, "edge-cache-dir", "", "directory where the edge keeps verified copies of the objects it serves, served from disk and through storage outages; empty: no cache")
 		fs.Int64Var(&c.EdgeCacheSize, "edge-cache-size", 10<<30, "bytes --edge-cache-dir may hold; least recently used copies are evicted beyond it")
-		fs.DurationVar(&c.EdgeCacheRevalidate, "edge-cache-revalidate", time.Second, "how long the store's word that a cached copy is its current version holds: requests within it cost no round trip to the store (a replaced object is noticed within it); negative: ask on every request")
+		fs.DurationVar(&c.EdgeRevalidate, "edge-revalidate", time.Second, "how long the store's answer that an object is at the version a link names holds on the edge (and for its cached copy): requests within it cost no round trip to the store; a replaced object is noticed within it, and its links never get bytes of another version; 0: ask on every request")
 		fs.StringVar(&c.EdgeAdvertise, "edge-advertise-url", "", "this edge's own URL as clients reach it, advertised in the fleet registry for workers with --edge-affinity; empty: not advertised")
 	}
 	if r.runs(roleWorker) {

@@ -37,7 +37,7 @@ func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (_ objstore.Stor
 		d.log.Warn("the edge cache checks copies against the digest measured while filling, not the release catalog's; set --nats-url (SLUICE_NATS_URL) to check them against the catalog")
 	}
 	cache, err := edgecache.New(edgecache.Config{Dir: c.EdgeCacheDir, Size: c.EdgeCacheSize,
-		Origin: d.store, Digests: digests, Logger: d.log, Revalidate: c.EdgeCacheRevalidate})
+		Origin: d.store, Digests: digests, Logger: d.log, Revalidate: cacheRevalidate(c.EdgeRevalidate)})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -84,6 +84,14 @@ func (e *edgeEntries) run(ctx context.Context) error {
 	e.cat.Store(cat)
 	e.log.Info("the edge cache checks copies against the release catalog", "bucket", catalog.EntryBucket)
 	return cat.Follow(ctx, e.log)
+}
+
+// cacheRevalidate is --edge-revalidate for the edge cache, whose 0 means its default.
+func cacheRevalidate(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 // catalogDigests gives the edge cache the catalog's SHA-256 of verified versions.
