@@ -163,6 +163,13 @@ func TestRevalidateSparesTheStat(t *testing.T) {
 	h.store.putPattern("big.bin", "v2", 1<<20) // replaced in the store
 	resp, body := h.do(t, "GET", url, "Range", "bytes=0-99")
 	wantProblem(t, resp, body, http.StatusGone, "object changed")
+	// Open found the change: the answer is forgotten, the next request asks the store.
+	before = h.store.statCalls()
+	resp, body = h.do(t, "GET", url, "Range", "bytes=0-99")
+	wantProblem(t, resp, body, http.StatusGone, "object changed")
+	if n := h.store.statCalls() - before; n != 1 {
+		t.Errorf("the request after a refused Open made %d Stat calls, want 1", n)
+	}
 
 	h2 := newHarness(t, func(c *EdgeConfig) { c.Revalidate = 50 * time.Millisecond })
 	h2.store.putPattern("a.bin", "v1", 1<<16)

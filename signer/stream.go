@@ -109,21 +109,19 @@ type versionStater interface {
 	StatVersion(ctx context.Context, key, etag string) (objstore.Info, error)
 }
 
-// stat returns the current version of the token's object: as the store answered it
-// within Revalidate when that was the token's version (versions.go), else from the
-// store.
+// stat returns the current version of the token's object: from a store that vouches
+// for versions itself (the edge cache, with its own revalidation window), else as the
+// store answered it within Revalidate when that was the token's version (versions.go),
+// else from the store.
 func (e *Edge) stat(ctx context.Context, claims Claims) (objstore.Info, error) {
+	if vs, ok := e.store.(versionStater); ok {
+		return vs.StatVersion(ctx, claims.Object, claims.ETag)
+	}
 	now := time.Now()
 	if info, ok := e.versions.get(claims.Object, claims.ETag, now); ok {
 		return info, nil
 	}
-	var info objstore.Info
-	var err error
-	if vs, ok := e.store.(versionStater); ok {
-		info, err = vs.StatVersion(ctx, claims.Object, claims.ETag)
-	} else {
-		info, err = e.store.Stat(ctx, claims.Object)
-	}
+	info, err := e.store.Stat(ctx, claims.Object)
 	if err == nil {
 		e.versions.put(claims.Object, claims.ETag, info, now)
 	}
@@ -189,6 +187,9 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b b
 	// an outage is still answered with an error status rather than a cut body.
 	first, err := e.open(ctx, hold, claims, b.parts[0].span)
 	if err != nil {
+		if errors.Is(err, objstore.ErrChanged) || errors.Is(err, objstore.ErrNotFound) {
+			e.versions.forget(claims.Object, claims.ETag) // the next request asks the store
+		}
 		return withCause(ctx, err)
 	}
 	setBodyHeaders(w.Header(), b, claims.Object)

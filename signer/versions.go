@@ -15,8 +15,10 @@ import (
 // asked again on the next request. Bytes never come from what is remembered: every
 // Open still names the version (If-Match at S3, the open file's own stat on a local
 // disk), so a version replaced in the store within the TTL is refused before the first
-// byte (410) or, on a connection that kept its file, the bytes are still those of the
-// version the link names.
+// byte (410, and the answer is forgotten) or, on a connection that kept its file, the
+// bytes are still those of the version the link names. Requests that open nothing
+// (HEAD, 304, 412, 416) may answer for the old version until the TTL lapses. The edge
+// cache vouches for versions itself (Cache.StatVersion) and is not doubled by this.
 type versions struct {
 	ttl time.Duration // 0: remember nothing
 
@@ -59,4 +61,11 @@ func (v *versions) put(object, etag string, info objstore.Info, at time.Time) {
 		v.seen = make(map[versionKey]versionSeen)
 	}
 	v.seen[versionKey{object, etag}] = versionSeen{info: info, at: at}
+}
+
+// forget drops what is remembered of the version: Open found it gone.
+func (v *versions) forget(object, etag string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.seen, versionKey{object, etag})
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -66,7 +67,7 @@ type edgeEntries struct {
 func (e *edgeEntries) SHA256(ctx context.Context, key, etag string) (string, error) {
 	cat := e.cat.Load()
 	if cat == nil {
-		return "", errors.New("the release catalog's bucket " + catalog.EntryBucket + " is not there yet (run sluice init, or start a worker)")
+		return "", fmt.Errorf("%w: the bucket %s is not there yet", edgecache.ErrNoCatalog, catalog.EntryBucket)
 	}
 	return catalogDigests{cat}.SHA256(ctx, key, etag)
 }
@@ -74,7 +75,14 @@ func (e *edgeEntries) SHA256(ctx context.Context, key, etag string) (string, err
 // run binds the bucket, retrying until it exists, then keeps the copy current until
 // ctx ends.
 func (e *edgeEntries) run(ctx context.Context) error {
-	cat, err := catalog.OpenEntries(ctx, e.js)
+	first, cancel := context.WithTimeout(ctx, 2*time.Second)
+	cat, err := catalog.OpenEntries(first, e.js)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		e.log.Warn("the release catalog's bucket is not there yet: the edge cache keeps no copies until it is (run sluice init, or start a worker)",
+			"bucket", catalog.EntryBucket, "err", err)
+		cat, err = catalog.OpenEntries(ctx, e.js)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -24,6 +24,11 @@ import (
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
+// ErrNoCatalog is what a Digests answers while it cannot know any digest yet (an
+// edge whose catalog is not there yet): nothing is cached meanwhile, without a
+// warning per request.
+var ErrNoCatalog = errors.New("no catalog to check copies against yet")
+
 // Digests tells the expected content of an object version. SHA256 returns the hex
 // SHA-256 of key at etag, or "" when nothing is known about that version.
 type Digests interface {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"syscall"
@@ -160,7 +161,11 @@ func (c *Cache) startFill(ctx context.Context, name, key, etag string, fed bool)
 	want := ""
 	if c.digests != nil {
 		if want, err = c.digests.SHA256(ctx, key, etag); err != nil {
-			c.log.Warn("cannot learn the expected SHA-256; not caching this time", "object", key, "etag", etag, "err", err)
+			level := slog.LevelWarn
+			if errors.Is(err, ErrNoCatalog) {
+				level = slog.LevelDebug // said once by whoever knows why
+			}
+			c.log.Log(ctx, level, "cannot learn the expected SHA-256; not caching this time", "object", key, "etag", etag, "err", err)
 			return nil, false
 		}
 	}

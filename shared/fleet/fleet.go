@@ -375,11 +375,14 @@ func (m *Member) beat(ctx context.Context) error {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.Every)
 	defer cancel()
 	if m.cfg.Levels != nil {
-		if l, err := m.cfg.Levels(bctx); err == nil {
+		// A third of the beat's time at most: a slow read leaves the beat itself room.
+		lctx, lcancel := context.WithTimeout(bctx, m.cfg.Every/3)
+		if l, err := m.cfg.Levels(lctx); err == nil {
 			a.Levels = &l
 		} else {
 			m.log.Debug("admission levels left out of the heartbeat", "err", err)
 		}
+		lcancel()
 	}
 	if err := m.reg.Beat(bctx, n, a); err != nil {
 		// Keep what was not reported for the next beat.

@@ -286,7 +286,7 @@ func (l *Local) inRoot(ctx context.Context, key string, fn func(*os.Root) error)
 	}
 	err = fn(shared.root)
 	l.release(shared)
-	if fresh || !errors.Is(err, ErrNotFound) {
+	if fresh || !errors.Is(err, ErrNotFound) || errors.Is(err, errRefused) {
 		return err
 	}
 	if shared, _, err = l.acquire(true); err != nil {
@@ -365,8 +365,18 @@ func (l *Local) fileError(ctx context.Context, root *os.Root, op, key string, er
 func (l *Local) refuse(ctx context.Context, op, key, why string) error {
 	l.log.WarnContext(ctx, "object refused: not served to clients", "op", op,
 		"path", filepath.Join(l.dir, filepath.FromSlash(key)), "reason", why)
-	return fmt.Errorf("%s %q: %w", op, key, ErrNotFound)
+	return fmt.Errorf("%s %q: %w", op, key, errRefused)
 }
+
+// errRefused is ErrNotFound, word for word, for what the store refuses to serve
+// (refuse): the path is there, so looking again in a fresh handle of the directory
+// (inRoot) is no use.
+var errRefused error = refusedError{}
+
+type refusedError struct{}
+
+func (refusedError) Error() string        { return ErrNotFound.Error() }
+func (refusedError) Is(target error) bool { return target == ErrNotFound }
 
 // linkDetail names the first symbolic link on key's path and its target, for the
 // operator's warning; "" when there is none to name.
