@@ -59,8 +59,9 @@ func newGroupCommit(js jetstream.JetStream, timeout time.Duration) *groupCommit 
 	return &groupCommit{js: js, maxBatch: defaultMaxBatch, timeout: timeout}
 }
 
-// publish stores msg (which carries its Nats-Msg-Id) and returns its stream sequence.
-func (g *groupCommit) publish(ctx context.Context, msg *nats.Msg) (uint64, error) {
+// publish stores msg (which carries its Nats-Msg-Id) and returns its stream sequence;
+// it gives up when ctx ends or lost is closed (the connection dropped).
+func (g *groupCommit) publish(ctx context.Context, msg *nats.Msg, lost <-chan struct{}) (uint64, error) {
 	p := &pendingPub{msg: msg, done: make(chan pubResult, 1)}
 	g.mu.Lock()
 	g.pending = append(g.pending, p)
@@ -75,6 +76,9 @@ func (g *groupCommit) publish(ctx context.Context, msg *nats.Msg) (uint64, error
 	case <-ctx.Done():
 		// It may still be stored; a retry with the same id is deduplicated.
 		return 0, ctx.Err()
+	case <-lost:
+		// The same: its answer cannot come on this connection.
+		return 0, errors.New("the connection to NATS dropped while waiting for the answer")
 	}
 }
 

@@ -2,9 +2,13 @@ package queue_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,5 +102,65 @@ func TestConcurrentPublishesKeepTheirOwnSequences(t *testing.T) {
 		if err != nil || tk.ID != id || tk.Seq != seq {
 			t.Fatalf("ticket %s answered sequence %d; the stream holds it at %d (%v)", id, seq, tk.Seq, err)
 		}
+	}
+}
+
+// A publish waiting for its answer when the connection drops fails at once with
+// ErrUnavailable (the ingress answers 503), not at its timeout: the server is frozen
+// (SIGSTOP) so the answer cannot come, then killed, which drops the connection.
+func TestPublishFailsAtOnceWhenTheConnectionDrops(t *testing.T) {
+	srv := testenv.StartNATSProcess(t, testenv.NATSProcessOptions{})
+	nc, err := queue.Connect(srv.URL, "drop-test", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := queue.EnsureTickets(t.Context(), js, queue.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = time.Minute
+	p := queue.NewPublisher(nc, js, timeout)
+	ticket := func(id string) queue.Ticket {
+		return queue.Ticket{ID: id, Object: "o", Tenant: "a", Created: time.Now()}
+	}
+	if _, err := p.Publish(t.Context(), ticket("before")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	status := fmt.Sprintf("/proc/%d/status", srv.Cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if st, _ := os.ReadFile(status); strings.Contains(string(st), "State:\tT") {
+			break // frozen
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not stop on SIGSTOP")
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Publish(t.Context(), ticket("during"))
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // sent; its answer cannot come
+	dropped := time.Now()
+	if err := srv.Cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, queue.ErrUnavailable) {
+			t.Fatalf("publish when the connection dropped: %v, want ErrUnavailable", err)
+		}
+		if took := time.Since(dropped); took > timeout/4 {
+			t.Fatalf("publish failed %s after the connection dropped, want at once (its timeout is %s)", took, timeout)
+		}
+	case <-time.After(timeout / 2):
+		t.Fatalf("publish still waiting %s after the connection dropped", timeout/2)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -224,17 +225,37 @@ type Publisher struct {
 	nc      *nats.Conn
 	timeout time.Duration
 	batches *groupCommit
+
+	mu sync.Mutex
+	// lost is closed when the connection drops (and replaced by a new one): the
+	// publishes waiting for an answer then fail at once rather than at their timeout.
+	lost chan struct{}
 }
 
-// NewPublisher returns a publisher whose publishes give up after timeout.
+// NewPublisher returns a publisher whose publishes give up after timeout, or as soon
+// as the connection drops while they wait (its disconnect handler is chained).
 func NewPublisher(nc *nats.Conn, js jetstream.JetStream, timeout time.Duration) *Publisher {
-	return &Publisher{nc: nc, timeout: timeout, batches: newGroupCommit(js, timeout)}
+	p := &Publisher{nc: nc, timeout: timeout, batches: newGroupCommit(js, timeout), lost: make(chan struct{})}
+	prev := nc.DisconnectErrHandler()
+	nc.SetDisconnectErrHandler(func(c *nats.Conn, err error) {
+		if prev != nil {
+			prev(c, err)
+		}
+		p.mu.Lock()
+		close(p.lost)
+		p.lost = make(chan struct{})
+		p.mu.Unlock()
+	})
+	return p
 }
 
 // Publish stores t durably, its TraceParent in the message's header, and returns its
 // stream sequence. The message id is the ticket id, so a retried publish of the same
 // ticket is stored once.
 func (p *Publisher) Publish(ctx context.Context, t Ticket) (uint64, error) {
+	p.mu.Lock()
+	lost := p.lost // before the check: a drop after it closes this one
+	p.mu.Unlock()
 	if !p.nc.IsConnected() {
 		return 0, fmt.Errorf("publish ticket: nats is %s: %w", p.nc.Status(), ErrUnavailable)
 	}
@@ -249,7 +270,7 @@ func (p *Publisher) Publish(ctx context.Context, t Ticket) (uint64, error) {
 	if t.TraceParent != "" {
 		msg.Header.Set(traceHeader, t.TraceParent)
 	}
-	seq, err := p.batches.publish(ctx, msg)
+	seq, err := p.batches.publish(ctx, msg, lost)
 	if err != nil {
 		return 0, publishError("publish ticket", err)
 	}
