@@ -237,10 +237,12 @@ func TestOpsMetricsRegistryAndStats(t *testing.T) {
 
 	// The admin stats: the live picture plus the fleet's recent activity.
 	var st api.Stats
-	opsWait(t, 5*time.Second, "the admission in the stats' activity window", func() bool {
+	// The ledger's part is a snapshot shared by the fleet and up to a second old: wait
+	// for it to show the ended download too.
+	opsWait(t, 5*time.Second, "the admission in the stats' activity window and the ended download", func() bool {
 		st = api.Stats{}
 		s.opsCall(http.MethodGet, "/api/v1/admin/stats", nil, http.StatusOK, &st)
-		return st.Activity != nil && st.Activity.Admissions == 1
+		return st.Activity != nil && st.Activity.Admissions == 1 && st.Ended["done"] == 1
 	})
 	if st.GlobalLimit != 3 || st.Ended["done"] != 1 || st.Nodes["worker"] != 2 || st.Nodes["edge"] != 1 || st.Activity.WaitP50 <= 0 {
 		t.Errorf("stats: %+v", st)
