@@ -55,10 +55,7 @@ func TestEdgeRoleChecksCachedCopiesAgainstTheCatalog(t *testing.T) {
 
 	edge := s.start("edge", "SLUICE_EDGE_CACHE_DIR="+dir, "SLUICE_EDGE_CACHE_SIZE="+strconv.FormatInt(4*cacheObject, 10))
 	s.start("ingress")
-	eventually(t, 10*time.Second, "the edge bound to the catalog", func() bool {
-		log, _ := os.ReadFile(edge.Log)
-		return bytes.Contains(log, []byte("the edge cache checks copies against the release catalog"))
-	})
+	waitEdgeCatalog(t, edge)
 
 	s.mustDownload("good.bin", good)
 	eventually(t, 10*time.Second, "good.bin cached", func() bool { return s.cacheMetrics()["used"] == cacheObject })

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 // The edge's disk cache over real MinIO (shared/edgecache): every body is checked
@@ -25,13 +27,18 @@ func startCachedEdge(t *testing.T, dir string, size int64, edgeEnv ...string) *s
 	edge := s.start("edge", append([]string{"SLUICE_EDGE_CACHE_DIR=" + dir, "SLUICE_EDGE_CACHE_SIZE=" + strconv.FormatInt(size, 10)}, edgeEnv...)...)
 	s.start("worker")
 	s.start("ingress")
-	// The edge caches nothing until it has bound the catalog's bucket, which the
-	// worker creates.
+	waitEdgeCatalog(t, edge)
+	return s
+}
+
+// waitEdgeCatalog waits for an edge to have bound the catalog's bucket (which a worker
+// creates): until then it caches nothing.
+func waitEdgeCatalog(t *testing.T, edge *testenv.Process) {
+	t.Helper()
 	eventually(t, 10*time.Second, "the edge bound to the catalog", func() bool {
 		log, _ := os.ReadFile(edge.Log)
 		return bytes.Contains(log, []byte("the edge cache checks copies against the release catalog"))
 	})
-	return s
 }
 
 // cacheMetrics reads the edge cache's counters from the edge's /metrics.

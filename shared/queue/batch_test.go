@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dl/sluice/internal/testenv"
@@ -25,15 +26,7 @@ import (
 // sequence.
 func TestConcurrentPublishesKeepTheirOwnSequences(t *testing.T) {
 	srv := testenv.StartNATS(t)
-	nc, err := queue.Connect(srv.URL, "batch-test", slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connect(t, srv.URL)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	if _, err := queue.EnsureTickets(ctx, js, queue.StreamConfig{}); err != nil {
@@ -110,15 +103,7 @@ func TestConcurrentPublishesKeepTheirOwnSequences(t *testing.T) {
 // (SIGSTOP) so the answer cannot come, then killed, which drops the connection.
 func TestPublishFailsAtOnceWhenTheConnectionDrops(t *testing.T) {
 	srv := testenv.StartNATSProcess(t, testenv.NATSProcessOptions{})
-	nc, err := queue.Connect(srv.URL, "drop-test", slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connect(t, srv.URL)
 	if _, err := queue.EnsureTickets(t.Context(), js, queue.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
@@ -163,4 +148,19 @@ func TestPublishFailsAtOnceWhenTheConnectionDrops(t *testing.T) {
 	case <-time.After(timeout / 2):
 		t.Fatalf("publish still waiting %s after the connection dropped", timeout/2)
 	}
+}
+
+// connect dials the NATS server at url for a test, closed at its end.
+func connect(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := queue.Connect(url, t.Name(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }
