@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 const crashLease = 3 * time.Second // SLUICE_STREAM_LEASE in these tests (and so the admit lease)
@@ -134,11 +136,12 @@ func TestAdmissionKilledHoldersGiveSlotsBack(t *testing.T) {
 	}
 	s.start("worker")
 	s.start("worker")
+	epochs := grantEpochs(t, rdb, granted)
 	if err := doomed.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	back := waitSlotsGone(t, s, granted, killed, 2*crashLease)
+	back := waitSlotsGone(t, s, epochs, killed, 2*crashLease)
 	t.Logf("worker kill -9: its %d grants were back %s after the kill (lease %s)", len(granted), back.Round(10*time.Millisecond), crashLease)
 	if back > crashLease+500*time.Millisecond {
 		t.Errorf("a dead worker's grants took %s to come back, more than one lease (%s)", back, crashLease)
@@ -182,11 +185,12 @@ func TestAdmissionKilledHoldersGiveSlotsBack(t *testing.T) {
 		waiting = append(waiting, s.request("small.bin").ID)
 	}
 	all = append(all, waiting...)
+	epochs = grantEpochs(t, rdb, streaming)
 	if err := edge.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed = time.Now()
-	back = waitSlotsGone(t, s, streaming, killed, 2*crashLease)
+	back = waitSlotsGone(t, s, epochs, killed, 2*crashLease)
 	t.Logf("edge kill -9: its %d streams' slots were back %s after the kill (lease %s)", len(streaming), back.Round(10*time.Millisecond), crashLease)
 	if back > crashLease+500*time.Millisecond {
 		t.Errorf("a dead edge's slots took %s to come back, more than one lease (%s)", back, crashLease)
@@ -222,28 +226,48 @@ func TestAdmissionKilledHoldersGiveSlotsBack(t *testing.T) {
 	}
 }
 
-// waitSlotsGone waits until none of ids holds a slot, and returns how long after since
-// that took.
-func waitSlotsGone(t *testing.T, s *stack, ids []string, since time.Time, within time.Duration) time.Duration {
+// waitSlotsGone waits until none of the grants in held (ticket id → the epoch the dead
+// holder was granted) still holds a slot, and returns how long after since that took.
+// A slot re-granted to another worker under a newer epoch is the dead holder's slot
+// given back: re-granting can follow the reclaim within milliseconds, faster than a
+// poll here can see the slot missing.
+func waitSlotsGone(t *testing.T, s *stack, held map[string]string, since time.Time, within time.Duration) time.Duration {
 	t.Helper()
 	rdb := s.redis.Client(t)
 	deadline := time.Now().Add(within)
 	for {
-		held := 0
-		for _, id := range ids {
+		still := 0
+		for id, epoch := range held {
 			// A lapsed lease still listed counts as gone: reclaim removes it before any
 			// decision, so nobody can count it.
 			score, err := rdb.ZScore(t.Context(), "sluice:{adm}:slots", id).Result()
-			if err == nil && int64(score) > time.Now().UnixMilli() {
-				held++
+			if err != nil || int64(score) <= time.Now().UnixMilli() {
+				continue
+			}
+			if now, _ := rdb.HGet(t.Context(), "sluice:{adm}:t:"+id, "epoch").Result(); now == epoch {
+				still++
 			}
 		}
-		if held == 0 {
+		if still == 0 {
 			return time.Since(since)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d slots still held %s after the kill", held, len(ids), within)
+			t.Fatalf("%d of %d slots still held under the dead holder's grant %s after the kill", still, len(held), within)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// grantEpochs records the epoch each ticket is held under now.
+func grantEpochs(t *testing.T, rdb *redis.Client, ids []string) map[string]string {
+	t.Helper()
+	out := make(map[string]string, len(ids))
+	for _, id := range ids {
+		epoch := ledgerTicket(t, rdb, id)["epoch"]
+		if epoch == "" {
+			t.Fatalf("ticket %s has no grant epoch", id)
+		}
+		out[id] = epoch
+	}
+	return out
 }
