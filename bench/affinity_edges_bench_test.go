@@ -84,7 +84,9 @@ func BenchmarkEdgeAffinityRealEdges(b *testing.B) {
 		close(work)
 		h0, m0 := counts()
 		start := time.Now()
-		defer func() { fmt.Fprintf(os.Stderr, "  %s: %d downloads in %s\n", set, requests, time.Since(start).Round(time.Millisecond)) }()
+		defer func() {
+			fmt.Fprintf(os.Stderr, "  %s: %d downloads in %s\n", set, requests, time.Since(start).Round(time.Millisecond))
+		}()
 		var wg sync.WaitGroup
 		for range clients {
 			wg.Go(func() {

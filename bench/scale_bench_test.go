@@ -99,6 +99,31 @@ func BenchmarkScaleBacklog(b *testing.B) {
 			})
 			report("stats", 100, func(int) error { _, err := l.Stats(b.Context()); return err })
 			report("stats-shared", 3000, func(int) error { _, err := l.SharedStats(b.Context()); return err })
+
+			// The same polls with every slot of a 1,000-slot fleet held (links
+			// published, a few released so that waits are estimated): the estimate then
+			// reads when the holders were admitted.
+			queued := holdSlots(b, l, ids, 1000)
+			pickQueued := func(i int) string { return queued[(i*7919)%len(queued)] }
+			report("GET-1k-held", 3000, func(i int) error {
+				res, err := httpc.Get(ingress + "/api/v1/tickets/" + pickQueued(i))
+				if err != nil {
+					return err
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != http.StatusOK {
+					return fmt.Errorf("GET ticket: %s", res.Status)
+				}
+				return nil
+			})
+			report("poll-1k-held", 3000, func(i int) error {
+				p, err := l.Poll(b.Context(), pickQueued(i))
+				if err == nil && (!p.ETAKnown || p.Ticket.Status != admission.StatusQueued) {
+					err = fmt.Errorf("ticket %s: %s, wait known %v: the holders' phase is not what it should measure", p.Ticket.ID, p.Ticket.Status, p.ETAKnown)
+				}
+				return err
+			})
 		})
 	}
 	// 1,000,000 queued, by the line through the two sizes (the cost is taken to grow at
@@ -138,6 +163,56 @@ func startIngress(b *testing.B, natsURL, redisURL string) string {
 	}, "ingress")
 	testenv.WaitHTTP(b, url+"/readyz", 30*time.Second, p.Log)
 	return url
+}
+
+// holdSlots lowers the global limit to slots and fills them: it admits slots+10
+// queued tickets, cancels ten (the releases wait estimates are made from) and publishes
+// the others' links for an hour. It returns the ids still queued.
+func holdSlots(b *testing.B, l *admission.Ledger, ids []string, slots int) []string {
+	b.Helper()
+	ctx := b.Context()
+	var grants []admission.Grant
+	for len(grants) < slots+10 {
+		g, err := l.Admit(ctx, slots+10-len(grants))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(g) == 0 {
+			b.Fatalf("admitted %d of %d tickets, then nothing", len(grants), slots+10)
+		}
+		grants = append(grants, g...)
+	}
+	for _, g := range grants[:10] {
+		if _, err := l.Cancel(ctx, g.TicketID); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var links []admission.Link
+	for _, g := range grants[10:] {
+		links = append(links, admission.Link{Grant: g, URL: "http://127.0.0.1:1/d/" + g.TicketID, Expires: time.Now().Add(time.Hour)})
+	}
+	errs, err := l.Ready(ctx, links)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Global: &slots}); err != nil {
+		b.Fatal(err)
+	}
+	granted := make(map[string]bool, len(grants))
+	for _, g := range grants {
+		granted[g.TicketID] = true
+	}
+	st, err := l.Stats(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Printf("%d slots held of a global limit of %d, %d queued\n", st.InUse, slots, st.Backlog)
+	return slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return granted[id] })
 }
 
 // buildBacklog enqueues n anonymous tickets spread round-robin over the tenants, 32

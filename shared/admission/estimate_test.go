@@ -108,3 +108,69 @@ func TestPollCostDoesNotGrowWithTheLimit(t *testing.T) {
 		}
 	})
 }
+
+// A poll's cost does not follow the slots held either: the estimate reads the holder
+// it needs by rank (when its slot was taken), not every holder. Polls with 1,000 slots
+// held against the same polls with 4 held, in one run (a ratio); reading each holder
+// made the first over ten times slower. With that many holders the estimate is still
+// made holder by holder: a ticket first in line behind slots just taken waits what is
+// left of one hold, not the 1,100th of one that whole rounds (beyond 1,024 holders,
+// before) said.
+func TestPollCostDoesNotGrowWithTheHolders(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		const hold = time.Second
+		timePolls := func(holders int) time.Duration {
+			rdb.FlushAll(ctx)
+			l := newLedger(t, rdb, admission.Config{GlobalLimit: holders})
+			var seq uint64
+			warm := enqueue(t, l, "w", 3, &seq)
+			if _, err := l.Admit(ctx, 3); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(hold)
+			for _, id := range warm { // three releases of about one hold: the estimate is known
+				if _, err := l.Cancel(ctx, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			enqueue(t, l, "h", holders, &seq)
+			firstGrant := time.Now()
+			for granted := 0; granted < holders; {
+				g, err := l.Admit(ctx, holders-granted)
+				if err != nil || len(g) == 0 {
+					t.Fatalf("admitted %d of %d: %v", granted, holders, err)
+				}
+				granted += len(g)
+			}
+			q := enqueue(t, l, "q", 1, &seq)[0]
+			p, err := l.Poll(ctx, q)
+			since := time.Since(firstGrant)
+			if err != nil || !p.ETAKnown || p.Ahead != 0 || p.Ticket.Status != admission.StatusQueued {
+				t.Fatalf("poll behind %d held slots: %+v %v", holders, p, err)
+			}
+			if since < hold/2 && p.ETA < hold-since-100*time.Millisecond {
+				t.Errorf("first in line behind %d slots taken %s ago, slots held about %s each: estimate %s, want what is left of one hold",
+					holders, since.Round(time.Millisecond), hold, p.ETA)
+			} else if since >= hold/2 {
+				t.Logf("granting %d slots took %s: the estimate's value is not judged", holders, since)
+			}
+			best := time.Duration(1 << 62)
+			for range 5 {
+				start := time.Now()
+				for range 20 {
+					if _, err := l.Poll(ctx, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+				best = min(best, time.Since(start))
+			}
+			return best
+		}
+		small, large := timePolls(4), timePolls(1000)
+		if large > 4*small {
+			t.Errorf("20 polls took %s with 1,000 slots held and %s with 4: a poll's cost grows with the holders", large, small)
+		}
+		timePolls(1100)
+	})
+}

@@ -81,7 +81,7 @@ while granted < max and used < global and budget > 0 do
         redis.call('ZREM', POLLS, head)
         epoch = epoch + 1
         redis.call('HSET', k, 'status', 'admitting', 'epoch', epoch, 'admitted_ms', NOW)
-        lease(head, tenant, NOW + admit_lease)
+        take_slot(head, tenant, NOW + admit_lease)
         used, granted = used + 1, granted + 1
         if held[tenant] then held[tenant] = held[tenant] + 1 end
         if rates[tenant] == nil then rates[tenant] = redis.call('HGET', LIMITS, 'rate:' .. tenant) or '' end

@@ -52,7 +52,7 @@ local span = NOW - first
 local eta, known = 0, 1
 local paused = limit('paused', 0)
 if status == 'queued' then
-  eta, known = estimate_wait(id, position, own_rank, paused, touch,
+  eta, known = estimate_wait(id, field.tenant, position, own_rank, paused, touch,
     tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 end
 return { fields, position, count, span, NOW, eta, known, paused }

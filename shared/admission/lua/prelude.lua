@@ -14,6 +14,9 @@
 --   vclock         string virtual time of the last admission
 --   slots          zset   held slots (slot id = ticket id) -> lease expiry, ms
 --   slots:<tenant> zset   the same, per tenant; counted only where the lease is live
+--   admits         zset   held slots -> when they were taken, ms (wait estimates read the
+--                         n-th oldest holder with one ZRANGE instead of every holder)
+--   admits:<tenant> zset  the same, per tenant
 --   epoch          string fencing epoch, incremented for every grant
 --   limits         hash   global, tenant_default, tenant:<t>, weight:<t>, paused
 --   done           zset   recently completed ticket ids -> completion time, ms
@@ -47,6 +50,7 @@ local T = redis.call('TIME')
 local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
 
 local SLOTS = P .. 'slots'
+local ADMITS = P .. 'admits'
 local TENANTS = P .. 'tenants'
 local VT = P .. 'vt'
 local VCLOCK = P .. 'vclock'
@@ -64,6 +68,7 @@ local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end
 local function ckey(id) return P .. 'c:' .. id end
 local function skey(tenant) return P .. 'slots:' .. tenant end
+local function akey(tenant) return P .. 'admits:' .. tenant end
 
 local function limit(field, default)
   local v = redis.call('HGET', LIMITS, field)
@@ -96,9 +101,21 @@ local function lease(id, tenant, until_ms)
   redis.call('ZADD', skey(tenant), until_ms, id)
 end
 
+-- A slot taken now (a grant, or a stream re-registering or resuming): its lease, and
+-- when it was taken, for the wait estimates (nth_admission).
+local function take_slot(id, tenant, until_ms)
+  lease(id, tenant, until_ms)
+  redis.call('ZADD', ADMITS, NOW, id)
+  redis.call('ZADD', akey(tenant), NOW, id)
+end
+
 local function release(id, tenant)
   if redis.call('ZREM', SLOTS, id) == 1 then wake() end
-  if tenant then redis.call('ZREM', skey(tenant), id) end
+  redis.call('ZREM', ADMITS, id)
+  if tenant then
+    redis.call('ZREM', skey(tenant), id)
+    redis.call('ZREM', akey(tenant), id)
+  end
 end
 
 -- A tenant that gets a queued ticket takes its place in the fair order: never behind
@@ -304,29 +321,26 @@ local function queue_position(id, tenant, exact_tenants, order_ms)
   return rank + shared_ahead(tenant, turn, myvt, w), rank
 end
 
--- When the nth (0-based) admission comes with `slots` slots held by `holders`, each
--- slot freeing once per mean hold: sorted residuals, then whole rounds. Holders past
--- the mean are taken to be about to finish; while more are held than the limit (it
--- was lowered), the first releases admit nobody. Free slots are residuals of 0 and are
--- counted, not listed: the cost follows the holders looked at (at most 1024), never
--- the limit.
-local function nth_admission(holders, slots, nth, hold)
+-- When the nth (0-based) admission comes with `slots` slots, each freeing once per mean
+-- hold, the holders being those in `admits` (a zset: slot -> when it was taken): the
+-- residuals, holder by holder, are sorted as their admission times are, so the one
+-- needed is read by rank (one ZRANGE), then whole rounds. Holders past the mean are
+-- taken to be about to finish; while more are held than the limit (it was lowered),
+-- the first releases admit nobody. Free slots are residuals of 0. The cost is two
+-- commands whatever the number of holders or the limit.
+local function nth_admission(admits, slots, nth, hold)
   if slots <= 0 then return nil end
-  local left = {}
-  for _, h in ipairs(holders) do
-    local admitted = tonumber(redis.call('HGET', tkey(h), 'admitted_ms') or '') or NOW
-    local r = admitted + hold - NOW
-    if r < 0 then r = 0 end
-    left[#left + 1] = r
-  end
-  table.sort(left)
-  local free = slots - #left
+  local holders = redis.call('ZCARD', admits)
+  local free = slots - holders
   if free < 0 then free = 0 end
-  -- the sorted residuals are `free` zeros followed by `left`; skip what exceeds slots
-  local skip = free + #left - slots
+  -- the sorted residuals are `free` zeros followed by the holders'; skip what exceeds slots
+  local skip = free + holders - slots
   local i = skip + (nth % slots) + 1
   local first = 0
-  if i > free then first = left[i - free] end
+  if i > free then
+    local at = redis.call('ZRANGE', admits, i - free - 1, i - free - 1, 'WITHSCORES')[2]
+    if at then first = math.max(tonumber(at) + hold - NOW, 0) end
+  end
   return first + math.floor(nth / slots) * hold
 end
 
@@ -335,7 +349,7 @@ end
 -- the ticket for smoothing the next one (a poll by its owner, or its creation).
 -- min_releases: slot releases needed before an estimate is made; default_global,
 -- default_tenant: the limits used until an operator sets them.
-local function estimate_wait(id, position, own_rank, paused, touch, min_releases, default_global, default_tenant)
+local function estimate_wait(id, tenant, position, own_rank, paused, touch, min_releases, default_global, default_tenant)
   local k = tkey(id)
   local eta, known = 0, 1
   local h = redis.call('HMGET', HOLDS, 'avg_ms', 'n')
@@ -344,19 +358,12 @@ local function estimate_wait(id, position, own_rank, paused, touch, min_releases
     known = 0
     if touch then redis.call('HDEL', k, 'eta_ms', 'eta_at_ms') end
   elseif releases >= min_releases then
-    local tenant = redis.call('HGET', k, 'tenant')
-    local global = limit('global', default_global)
-    local raw
-    local held = redis.call('ZRANGE', SLOTS, 0, 1023)
-    if #held < 1024 then
-      raw = nth_admission(held, global, position, hold)
-    elseif global > 0 then -- too many holders to look at each: whole rounds only
-      raw = (position + 1) * hold / global
-    end
-    local cap = limit('tenant:' .. tenant, limit('tenant_default', default_tenant))
+    local lim = redis.call('HMGET', LIMITS, 'global', 'tenant:' .. tenant, 'tenant_default')
+    local global = tonumber(lim[1] or default_global)
+    local cap = tonumber(lim[2] or lim[3] or default_tenant)
+    local raw = nth_admission(ADMITS, global, position, hold)
     if raw and cap > 0 then
-      local mine = redis.call('ZRANGE', skey(tenant), 0, 1023)
-      local t = nth_admission(mine, cap, own_rank, hold)
+      local t = nth_admission(akey(tenant), cap, own_rank, hold)
       if t and t > raw then raw = t end
     end
     if raw then

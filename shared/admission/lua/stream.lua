@@ -107,7 +107,7 @@ if tonumber(ARGV[4]) < tonumber(gen) and (not status or status == 'queued') then
   if before > 0 then covered = string.format('0-%d', before) end
   redis.call('HSET', k, 'status', 'streaming', 'epoch', ARGV[4], 'admitted_ms', NOW, 'started_ms', NOW,
     'rebuilt_ms', NOW, 'bytes_sent', tonumber(ARGV[14]) - tonumber(ARGV[5]), 'covered', covered)
-  lease(id, tenant, NOW + tonumber(ARGV[6]))
+  take_slot(id, tenant, NOW + tonumber(ARGV[6]))
   status, f[2], held = 'streaming', ARGV[4], true
 end
 -- A download ends done the moment its last connection ends with every byte sent, but
@@ -126,7 +126,7 @@ if op == 'begin' and status == 'done' and f[2] == ARGV[4] and not held and ARGV[
     redis.call('HDEL', k, 'ended_ms')
     redis.call('HINCRBY', ENDED, 'done', -1)
     redis.call('ZREM', DONE, id)
-    lease(id, tenant, NOW + tonumber(ARGV[6]))
+    take_slot(id, tenant, NOW + tonumber(ARGV[6]))
     status, held = 'streaming', true
   end
 end
