@@ -36,8 +36,8 @@ end
 redis.call('ZADD', wkey(tenant), ARGV[7], id)
 activate(tenant)
 if ARGV[13] ~= '1' then return 'created' end
-local position, own_rank = queue_position(id, tenant, tonumber(ARGV[17]), tonumber(ARGV[18]))
-local paused = limit('paused', 0)
-local eta, known = estimate_wait(id, tenant, position, own_rank, paused, true,
+local lim = ticket_limits(tenant)
+local position, own_rank = queue_position(id, tenant, lim.weight, tonumber(ARGV[17]), tonumber(ARGV[18]))
+local eta, known = estimate_wait(id, tenant, position, own_rank, lim, nil, nil, true,
   tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]))
-return { 'created', position, eta, known, paused }
+return { 'created', position, eta, known, lim.paused }

@@ -40,19 +40,22 @@ if touch and (status == 'queued' or status == 'admitting' or status == 'ready') 
     activate(f[1])
   end
 end
-local position, own_rank = 0, 0
+local position, own_rank, lim = 0, 0, nil
 if status == 'queued' then
-  position, own_rank = queue_position(id, field.tenant, EXACT_TENANTS, ORDER_MS)
+  lim = ticket_limits(field.tenant)
+  position, own_rank = queue_position(id, field.tenant, lim.weight, EXACT_TENANTS, ORDER_MS)
 end
 redis.call('ZREMRANGEBYSCORE', DONE, '-inf', NOW - tonumber(ARGV[4]))
 local count = redis.call('ZCARD', DONE)
 local first = tonumber(redis.call('ZRANGE', DONE, 0, 0, 'WITHSCORES')[2] or NOW)
 local span = NOW - first
 
-local eta, known = 0, 1
-local paused = limit('paused', 0)
+local eta, known, paused = 0, 1, 0
 if status == 'queued' then
-  eta, known = estimate_wait(id, field.tenant, position, own_rank, paused, touch,
+  paused = lim.paused
+  eta, known = estimate_wait(id, field.tenant, position, own_rank, lim, field.eta_ms, field.eta_at_ms, touch,
     tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+else
+  paused = limit('paused', 0)
 end
 return { fields, position, count, span, NOW, eta, known, paused }

@@ -32,8 +32,9 @@
 --                         next tick (Ledger.Wakeups); at most one message per script run
 --   order          zset   the fair order's shape for positions among many tenants (poll.lua):
 --                         one member per break, scored by virtual time; order:t hash
---                         tenant -> "vt queued weight" and order:at hash (ms, epoch) of
---                         when it was built. Rebuilt at most once a second, by any poll.
+--                         tenant -> "vt queued weight", and @ms, @epoch: when it was
+--                         built (no tenant name holds '@'). Rebuilt at most once a
+--                         second, by any poll.
 --   stats          string the admission stats as JSON (Ledger.SharedStats), kept for a
 --                         second so that the fleet's dashboards share one computation;
 --                         deleted when the limits are written (records.go); no script
@@ -60,7 +61,7 @@ local ENDED = P .. 'ended'
 local HOLDS = P .. 'holds'
 local POLLS = P .. 'polls'
 local GEN = P .. 'gen'
-local ORDER, ORDER_T, ORDER_AT = P .. 'order', P .. 'order:t', P .. 'order:at'
+local ORDER, ORDER_T = P .. 'order', P .. 'order:t'
 local ENDLOG = P .. 'endlog'
 local ENDLOG_MAX = 20000
 
@@ -80,6 +81,16 @@ local function weight(tenant)
   local w = limit('weight:' .. tenant, 1)
   if w <= 0 then w = 1 end
   return w
+end
+
+-- What a queued ticket's place and wait depend on, in one read: whether admission is
+-- paused (1/0), the tenant's weight, the global limit and the tenant's (nil where no
+-- operator set one: the caller's defaults apply).
+local function ticket_limits(tenant)
+  local v = redis.call('HMGET', LIMITS, 'paused', 'weight:' .. tenant, 'global', 'tenant:' .. tenant, 'tenant_default')
+  local w = tonumber(v[2] or '1')
+  if w <= 0 then w = 1 end
+  return { paused = tonumber(v[1] or '0'), weight = w, global = tonumber(v[3] or ''), tenant = tonumber(v[4] or v[5] or '') }
 end
 
 -- Slots held by a tenant right now (expired leases are not counted, even before reclaim).
@@ -224,7 +235,7 @@ end
 -- times; the sum over tenants is piecewise linear in T, with a break wherever a
 -- tenant's queue starts (vu) or ends (vu + nu/wu). ORDER holds one member per break,
 -- scored by its virtual time: "index:sum there:slope after it:tenants straddling it";
--- ORDER_T keeps each tenant's "vu nu wu" and ORDER_AT when and at which epoch.
+-- ORDER_T keeps each tenant's "vu nu wu", and when and at which epoch (@ms, @epoch).
 local function build_order()
   local events = {}
   local per = {}
@@ -263,8 +274,8 @@ local function build_order()
   for i = 1, #per, 512 do
     redis.call('HSET', ORDER_T, unpack(per, i, math.min(i + 511, #per)))
   end
-  redis.call('HSET', ORDER_AT, 'ms', NOW, 'epoch', redis.call('GET', P .. 'epoch') or '0')
-  for _, key in ipairs({ ORDER, ORDER_T, ORDER_AT }) do redis.call('PEXPIRE', key, 10 * ORDER_MS) end
+  redis.call('HSET', ORDER_T, '@ms', NOW, '@epoch', redis.call('GET', P .. 'epoch') or '0')
+  for _, key in ipairs({ ORDER, ORDER_T }) do redis.call('PEXPIRE', key, 10 * ORDER_MS) end
 end
 
 -- The others' tickets ahead of `turn` by the shared shape: a lookup of one break, not
@@ -273,10 +284,10 @@ end
 -- `turn`; admissions since the shape was built are taken off (they were the front of
 -- the line, ahead of every queued ticket), so staleness costs little more.
 local function shared_ahead(tenant, turn, myvt, w)
-  local at = redis.call('HMGET', ORDER_AT, 'ms', 'epoch')
+  local at = redis.call('HMGET', ORDER_T, '@ms', '@epoch', tenant)
   if not at[1] or NOW - tonumber(at[1]) >= ORDER_MS or NOW < tonumber(at[1]) then
     build_order()
-    at = { NOW, redis.call('GET', P .. 'epoch') or '0' }
+    at = redis.call('HMGET', ORDER_T, '@ms', '@epoch', tenant)
   end
   local sum, straddle = 0, 0
   local brk = redis.call('ZREVRANGEBYSCORE', ORDER, string.format('%.17g', turn), '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
@@ -287,7 +298,7 @@ local function shared_ahead(tenant, turn, myvt, w)
   end
   -- take the ticket's own tenant out: its exact rank is added by the caller
   local admitted = tonumber(redis.call('GET', P .. 'epoch') or '0') - tonumber(at[2])
-  local own = redis.call('HGET', ORDER_T, tenant)
+  local own = at[3]
   if own then
     local v, n, wo = string.match(own, '^(%S+) (%S+) (%S+)$')
     v, n, wo = tonumber(v), tonumber(n), tonumber(wo)
@@ -308,12 +319,12 @@ end
 -- The place in line of a queued ticket: its rank in its own tenant's queue and the
 -- tickets of other tenants admitted before it, counted exactly while at most
 -- exact_tenants tenants wait, else read from the fleet's shared shape of the fair
--- order, rebuilt when older than order_ms. Returns position, own rank.
-local function queue_position(id, tenant, exact_tenants, order_ms)
+-- order, rebuilt when older than order_ms; w is the tenant's weight. Returns
+-- position, own rank.
+local function queue_position(id, tenant, w, exact_tenants, order_ms)
   ORDER_MS = order_ms
   local rank = redis.call('ZRANK', wkey(tenant), id) or 0
   local myvt = tonumber(redis.call('ZSCORE', TENANTS, tenant) or '0')
-  local w = weight(tenant)
   local turn = myvt + rank / w
   if redis.call('ZCARD', TENANTS) <= exact_tenants then
     return rank + exact_ahead(tenant, turn), rank
@@ -345,22 +356,21 @@ local function nth_admission(admits, slots, nth, hold)
 end
 
 -- The estimated wait of queued ticket id at position (own_rank in its tenant's queue),
--- in ms, and whether it is known (1/0); poll.lua says how. touch keeps the estimate on
--- the ticket for smoothing the next one (a poll by its owner, or its creation).
--- min_releases: slot releases needed before an estimate is made; default_global,
--- default_tenant: the limits used until an operator sets them.
-local function estimate_wait(id, tenant, position, own_rank, paused, touch, min_releases, default_global, default_tenant)
+-- in ms, and whether it is known (1/0); poll.lua says how. lim is ticket_limits of its
+-- tenant; prev_eta, prev_at the estimate it was last given and when (nil for none).
+-- touch keeps the estimate on the ticket for smoothing the next one (a poll by its
+-- owner, or its creation). min_releases: slot releases needed before an estimate is
+-- made; default_global, default_tenant: the limits used until an operator sets them.
+local function estimate_wait(id, tenant, position, own_rank, lim, prev_eta, prev_at, touch, min_releases, default_global, default_tenant)
   local k = tkey(id)
   local eta, known = 0, 1
   local h = redis.call('HMGET', HOLDS, 'avg_ms', 'n')
   local hold, releases = tonumber(h[1] or '0'), tonumber(h[2] or '0')
-  if paused == 1 then
+  if lim.paused == 1 then
     known = 0
-    if touch then redis.call('HDEL', k, 'eta_ms', 'eta_at_ms') end
+    if touch and prev_eta then redis.call('HDEL', k, 'eta_ms', 'eta_at_ms') end
   elseif releases >= min_releases then
-    local lim = redis.call('HMGET', LIMITS, 'global', 'tenant:' .. tenant, 'tenant_default')
-    local global = tonumber(lim[1] or default_global)
-    local cap = tonumber(lim[2] or lim[3] or default_tenant)
+    local global, cap = lim.global or default_global, lim.tenant or default_tenant
     local raw = nth_admission(ADMITS, global, position, hold)
     if raw and cap > 0 then
       local t = nth_admission(akey(tenant), cap, own_rank, hold)
@@ -368,9 +378,8 @@ local function estimate_wait(id, tenant, position, own_rank, paused, touch, min_
     end
     if raw then
       eta = raw
-      local prev = redis.call('HMGET', k, 'eta_ms', 'eta_at_ms')
-      if prev[1] and prev[2] then
-        local carried = tonumber(prev[1]) - (NOW - tonumber(prev[2]))
+      if prev_eta and prev_at then
+        local carried = tonumber(prev_eta) - (NOW - tonumber(prev_at))
         if carried < 0 then carried = 0 end
         eta = carried + 0.3 * (raw - carried)
       end
