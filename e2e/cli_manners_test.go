@@ -52,8 +52,7 @@ func sluiceRun(t *testing.T, bin string, env []string, args ...string) (stdout, 
 func TestCLIVersion(t *testing.T) {
 	// The Makefile sets main.version; so does this build.
 	bin := filepath.Join(t.TempDir(), "sluice")
-	build := exec.Command("go", "build", "-ldflags", "-X main.version=v9.8.7-test", "-o", bin, "../cmd/sluice")
-	if out, err := build.CombinedOutput(); err != nil {
+	if out, err := testenv.GoBuild(bin, "-X main.version=v9.8.7-test").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	for _, args := range [][]string{{"--version"}, {"-v"}, {"version"}} {

@@ -154,6 +154,17 @@ func WaitHTTP(tb testing.TB, url string, within time.Duration, logFile string) {
 // Signal sends sig to the process (SIGKILL, SIGSTOP, SIGCONT, SIGTERM in tests).
 func (p *Process) Signal(sig os.Signal) error { return p.Cmd.Process.Signal(sig) }
 
+// GoBuild is the command that builds ../cmd/sluice into bin, with the compile flags
+// of the Makefile's `build` (CGO_ENABLED=0, -trimpath) so that every build of the
+// suite, `make run` in the README test included, reuses one set of compiled packages:
+// with other flags each is a whole rebuild of every dependency (minutes on a busy
+// two-core machine). ldflags, set at link time only, may differ.
+func GoBuild(bin, ldflags string) *exec.Cmd {
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", bin, "../cmd/sluice")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	return cmd
+}
+
 // BuildSluice builds the sluice binary for a test package's TestMain (the package
 // lives one folder below the repository root, as e2e/ and bench/ do) and returns its
 // path and a function that removes it. On failure it prints the compiler's output
@@ -165,7 +176,7 @@ func BuildSluice(name string) (bin string, remove func()) {
 		os.Exit(1)
 	}
 	bin = filepath.Join(dir, "sluice")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/sluice").CombinedOutput(); err != nil {
+	if out, err := GoBuild(bin, "").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
