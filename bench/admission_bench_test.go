@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
@@ -38,10 +39,18 @@ type admissionBench struct {
 	ready func(ids []string)
 }
 
+// newAdmissionBench is the ledger and the ticket stream over a real redis-server and
+// the in-process nats-server.
 func newAdmissionBench(b *testing.B, limit int, stream queue.StreamConfig) *admissionBench {
 	b.Helper()
+	return newAdmissionBenchOn(b, testenv.StartNATS(b).JetStream(b), limit, stream)
+}
+
+// newAdmissionBenchOn is newAdmissionBench over the JetStream js.
+func newAdmissionBenchOn(b *testing.B, js jetstream.JetStream, limit int, stream queue.StreamConfig) *admissionBench {
+	b.Helper()
 	ctx := b.Context()
-	e := &admissionBench{redis: testenv.StartRedis(b), js: testenv.StartNATS(b).JetStream(b), stream: stream, ready: func([]string) {}}
+	e := &admissionBench{redis: testenv.StartRedis(b), js: js, stream: stream, ready: func([]string) {}}
 	e.rdb = e.redis.Client(b)
 	if _, err := queue.EnsureTickets(ctx, e.js, stream); err != nil {
 		b.Fatal(err)
@@ -293,7 +302,19 @@ func BenchmarkAdmissionIdleBacklog(b *testing.B) {
 		n, _ = strconv.Atoi(s)
 	}
 	window := 30 * time.Second
-	e := newAdmissionBench(b, n, queue.StreamConfig{AckWait: 90 * time.Second, MaxMsgs: int64(2 * n)})
+	// NATS in a process of its own, so that the benchmark process's memory and CPU are
+	// the worker's alone
+	nats := testenv.StartNATSProcess(b, testenv.NATSProcessOptions{})
+	nc, err := natsgo.Connect(nats.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := newAdmissionBenchOn(b, js, n, queue.StreamConfig{AckWait: 90 * time.Second, MaxMsgs: int64(2 * n)})
 	ctx := b.Context()
 	for b.Loop() {
 		if err := e.ledger.SetPaused(ctx, true); err != nil {
@@ -328,7 +349,7 @@ func BenchmarkAdmissionIdleBacklog(b *testing.B) {
 			b.FailNow()
 		}
 		built := time.Since(start)
-		heapBefore, rssBefore := heapInUse(), rss(os.Getpid())
+		heapBefore, rssBefore, natsBefore := heapInUse(), rss(os.Getpid()), rss(nats.Cmd.Process.Pid)
 		w, stop := e.startWorker(b, workers.AdmissionConfig{ReconcileEvery: window})
 		deadline := time.Now().Add(5 * time.Minute)
 		for w.Held() < n {
@@ -338,31 +359,35 @@ func BenchmarkAdmissionIdleBacklog(b *testing.B) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		held := time.Since(start) - built
-		heapAfter, rssAfter := heapInUse(), rss(os.Getpid())
+		heapAfter, rssAfter, natsAfter := heapInUse(), rss(os.Getpid()), rss(nats.Cmd.Process.Pid)
 		time.Sleep(2 * time.Second) // the worker's first sweep (a reconciliation) is done
 
-		redisPID := e.redis.Cmd.Process.Pid
-		r0, s0 := cpuTime(redisPID), cpuTime(os.Getpid())
+		redisPID, natsPID := e.redis.Cmd.Process.Pid, nats.Cmd.Process.Pid
+		r0, n0, s0 := cpuTime(redisPID), cpuTime(natsPID), cpuTime(os.Getpid())
 		time.Sleep(window)
-		redisCPU, selfCPU := cpuTime(redisPID)-r0, cpuTime(os.Getpid())-s0
+		redisCPU, natsCPU, selfCPU := cpuTime(redisPID)-r0, cpuTime(natsPID)-n0, cpuTime(os.Getpid())-s0
 		if h := w.Held(); h != n {
 			b.Errorf("the worker holds %d tickets after the idle window, want %d", h, n)
 		}
 		stop()
 
-		cores := (redisCPU + selfCPU).Seconds() / window.Seconds()
+		perCore := func(d time.Duration) float64 { return d.Seconds() / window.Seconds() }
+		cores := perCore(redisCPU + natsCPU + selfCPU)
 		perHeap := float64(heapAfter-heapBefore) / float64(n)
 		perRSS := float64(rssAfter-rssBefore) / float64(n)
+		perNATS := float64(natsAfter-natsBefore) / float64(n)
 		b.ReportMetric(cores, "idle-cores")
-		b.ReportMetric(redisCPU.Seconds()/window.Seconds(), "redis-cores")
-		b.ReportMetric(selfCPU.Seconds()/window.Seconds(), "nats+worker-cores")
+		b.ReportMetric(perCore(redisCPU), "redis-cores")
+		b.ReportMetric(perCore(natsCPU), "nats-cores")
+		b.ReportMetric(perCore(selfCPU), "worker-cores")
 		b.ReportMetric(perHeap, "heap-B/ticket")
 		b.ReportMetric(perRSS, "rss-B/ticket")
+		b.ReportMetric(perNATS, "nats-rss-B/ticket")
 		fmt.Fprintf(os.Stderr, "\nidle backlog: %d queued tickets across %d tenants, held by one worker (built in %s, held %s later):\n"+
-			"  CPU over %s: redis %.4f cores, nats + worker %.4f cores, together %.4f cores\n"+
-			"  memory per waiting ticket: heap %.0f B, RSS %.0f B (worker and the in-process NATS server's pending state)\n",
-			n, tenants, built.Round(time.Second), held.Round(time.Second), window, redisCPU.Seconds()/window.Seconds(),
-			selfCPU.Seconds()/window.Seconds(), cores, perHeap, perRSS)
+			"  CPU over %s: redis %.4f cores, nats-server %.4f cores, worker %.4f cores, together %.4f cores\n"+
+			"  memory per waiting ticket: worker heap %.0f B, worker RSS %.0f B; nats-server RSS %.0f B (its pending state for the delivered message)\n",
+			n, tenants, built.Round(time.Second), held.Round(time.Second), window, perCore(redisCPU), perCore(natsCPU),
+			perCore(selfCPU), cores, perHeap, perRSS, perNATS)
 	}
 }
 
