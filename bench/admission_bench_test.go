@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
@@ -305,16 +304,7 @@ func BenchmarkAdmissionIdleBacklog(b *testing.B) {
 	// NATS in a process of its own, so that the benchmark process's memory and CPU are
 	// the worker's alone
 	nats := testenv.StartNATSProcess(b, testenv.NATSProcessOptions{})
-	nc, err := natsgo.Connect(nats.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := newAdmissionBenchOn(b, js, n, queue.StreamConfig{AckWait: 90 * time.Second, MaxMsgs: int64(2 * n)})
+	e := newAdmissionBenchOn(b, testenv.JetStreamAt(b, nats.URL), n, queue.StreamConfig{AckWait: 90 * time.Second, MaxMsgs: int64(2 * n)})
 	ctx := b.Context()
 	for b.Loop() {
 		if err := e.ledger.SetPaused(ctx, true); err != nil {

@@ -68,9 +68,16 @@ func startNATSAt(tb testing.TB, port int, dir string) *NATS {
 // JetStream connects to the server, closed at cleanup.
 func (n *NATS) JetStream(tb testing.TB) jetstream.JetStream {
 	tb.Helper()
-	nc, err := nats.Connect(n.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	return JetStreamAt(tb, n.URL)
+}
+
+// JetStreamAt connects to the NATS server at url (reconnecting for ever), closed at
+// cleanup.
+func JetStreamAt(tb testing.TB, url string) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
-		tb.Fatalf("connect to nats %s: %v", n.URL, err)
+		tb.Fatalf("connect to nats %s: %v", url, err)
 	}
 	tb.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
