@@ -112,6 +112,10 @@ func TestCLIGetResumesAfterKill(t *testing.T) {
 	}
 	kept := st.doneBytes()
 
+	// The edge counts a write when it returns: a write blocked on the killed client's
+	// full socket returns when the edge notices the reset, which can come after the
+	// process is gone.
+	eventually(t, 10*time.Second, "the killed client's streams ended at the edge", func() bool { return s.edgeStats().Streams == 0 })
 	sentBefore := s.edgeStats().BytesSent
 	second := s.runCLI(dir, s.cliEnv(), 60*time.Second, "get", "cli/resume.bin", "--json")
 	second.expectExit(0)
