@@ -1,6 +1,7 @@
 package admission_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -120,7 +121,7 @@ func TestPollCostDoesNotGrowWithTheLimit(t *testing.T) {
 func TestPollCostDoesNotGrowWithTheHolders(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		const hold = time.Second
+		const hold = 1500 * time.Millisecond
 		// fill holds `holders` slots under prefix and returns a ledger and the id of the
 		// ticket first in line.
 		fill := func(prefix string, holders int) (*admission.Ledger, string) {
@@ -151,11 +152,11 @@ func TestPollCostDoesNotGrowWithTheHolders(t *testing.T) {
 			if err != nil || !p.ETAKnown || p.Ahead != 0 || p.Ticket.Status != admission.StatusQueued {
 				t.Fatalf("poll behind %d held slots: %+v %v", holders, p, err)
 			}
-			if since < hold/2 && p.ETA < hold-since-100*time.Millisecond {
+			if want := hold - since - 100*time.Millisecond; want > 50*time.Millisecond && p.ETA < want {
 				t.Errorf("first in line behind %d slots taken %s ago, slots held about %s each: estimate %s, want what is left of one hold",
 					holders, since.Round(time.Millisecond), hold, p.ETA)
-			} else if since >= hold/2 {
-				t.Logf("granting %d slots took %s: the estimate's value is not judged", holders, since)
+			} else if want <= 50*time.Millisecond {
+				t.Logf("granting %d slots took %s, most of a hold: the estimate's value is not judged", holders, since)
 			}
 			return l, q
 		}
@@ -176,8 +177,64 @@ func TestPollCostDoesNotGrowWithTheHolders(t *testing.T) {
 			small = min(small, polls(few, fewQ))
 			large = min(large, polls(many, manyQ))
 		}
-		if large > 3*small {
+		// The embedded Redis (miniredis) sorts a whole zset for every range read, so
+		// its polls do grow with the holders; only redis-server is timed.
+		if strings.HasSuffix(t.Name(), "/embedded") { // backends' subtest names
+			t.Logf("20 polls took %s with 1,000 slots held and %s with 4 (miniredis, not judged)", large, small)
+		} else if large > 3*small {
 			t.Errorf("20 polls took %s with 1,000 slots held and %s with 4: a poll's cost grows with the holders", large, small)
+		}
+	})
+}
+
+// A ledger kept across the upgrade that added `admits` has slots it does not index;
+// until they are, the estimate counts them as free. The next admission round indexes
+// them from each ticket's admission time (its Admit makes no grant: the slots are
+// full), and a ledger built since needs none.
+func TestAdmitsIndexedAfterUpgrade(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		const hold = time.Second
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 3})
+		if got := rdb.HGet(ctx, "sluice:{adm}:gen", "admits").Val(); got != "all" {
+			t.Fatalf("a new ledger's generation says admits %q, want all", got)
+		}
+		var seq uint64
+		warm := enqueue(t, l, "w", 3, &seq)
+		if _, err := l.Admit(ctx, 3); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(hold)
+		for _, id := range warm {
+			if _, err := l.Cancel(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		enqueue(t, l, "h", 3, &seq)
+		if g, err := l.Admit(ctx, 3); err != nil || len(g) != 3 {
+			t.Fatalf("admit: %v %v", g, err)
+		}
+		granted := time.Now()
+		// what a ledger from before admits looks like
+		rdb.Del(ctx, "sluice:{adm}:admits", "sluice:{adm}:admits:h")
+		rdb.HDel(ctx, "sluice:{adm}:gen", "admits")
+		q := enqueue(t, l, "q", 1, &seq)[0]
+		if p, err := l.Get(ctx, q); err != nil || p.ETA != 0 {
+			t.Fatalf("unindexed holders: %+v %v, want them counted as free (no wait)", p, err)
+		}
+		if g, err := l.Admit(ctx, 1); err != nil || len(g) != 0 {
+			t.Fatalf("admit with every slot held: %v %v", g, err)
+		}
+		if got := rdb.HGet(ctx, "sluice:{adm}:gen", "admits").Val(); got != "all" {
+			t.Errorf("after an admission round the generation says admits %q, want all", got)
+		}
+		p, err := l.Get(ctx, q)
+		if err != nil || !p.ETAKnown {
+			t.Fatalf("get: %+v %v", p, err)
+		}
+		if want := hold - time.Since(granted) - 100*time.Millisecond; p.ETA < want {
+			t.Errorf("behind 3 indexed holders granted %s ago, slots held about %s: estimate %s, want at least %s",
+				time.Since(granted).Round(time.Millisecond), hold, p.ETA, want)
 		}
 	})
 }

@@ -9,8 +9,24 @@
 -- ledger has no generation (it was lost): the caller rebuilds it (rebuild.lua) and
 -- asks again.
 reclaim()
-local gen = redis.call('HMGET', GEN, 'base', 'open_ms')
+local gen = redis.call('HMGET', GEN, 'base', 'open_ms', 'admits')
 if not gen[1] then return {'NOGEN'} end
+-- A ledger from before `admits` (a Redis kept across the upgrade) has slots it does not
+-- index: they are indexed here, 512 a round, from each ticket's admitted_ms; GEN's
+-- `admits` says how far (a generation built since says 'all' from the start).
+if gen[3] ~= 'all' then
+  local from = tonumber(gen[3] or '0')
+  local ids = redis.call('ZRANGE', SLOTS, from, from + 511)
+  for _, id in ipairs(ids) do
+    local f = redis.call('HMGET', tkey(id), 'tenant', 'admitted_ms')
+    if f[1] then
+      local at = tonumber(f[2] or '') or NOW
+      redis.call('ZADD', ADMITS, 'NX', at, id)
+      redis.call('ZADD', akey(f[1]), 'NX', at, id)
+    end
+  end
+  redis.call('HSET', GEN, 'admits', #ids < 512 and 'all' or tostring(from + 512))
+end
 local max, admit_lease, abandon = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local ABANDONED = 'dropped from the queue because the ticket was not polled; request a new ticket'
 -- Abandonment, eagerly: a queued ticket not polled for `abandon` leaves its queue now,

@@ -43,6 +43,8 @@
 --                         generation), open_ms (admission resumes then), id, built_ms.
 --                         Missing: the ledger was lost (or never built) and must be
 --                         rebuilt from JetStream before anything is admitted.
+--                         admits: 'all' once every slot is in `admits` (admit.lua
+--                         indexes those of a ledger from before it), else how far.
 --
 -- Time is always Redis TIME, never the client's clock.
 local P = KEYS[1]
@@ -112,12 +114,12 @@ local function lease(id, tenant, until_ms)
   redis.call('ZADD', skey(tenant), until_ms, id)
 end
 
--- A slot taken now (a grant, or a stream re-registering or resuming): its lease, and
--- when it was taken, for the wait estimates (nth_admission).
-local function take_slot(id, tenant, until_ms)
+-- A slot taken (a grant, or a stream re-registering or resuming): its lease, and when
+-- it was taken (at, default now), for the wait estimates (nth_admission).
+local function take_slot(id, tenant, until_ms, at)
   lease(id, tenant, until_ms)
-  redis.call('ZADD', ADMITS, NOW, id)
-  redis.call('ZADD', akey(tenant), NOW, id)
+  redis.call('ZADD', ADMITS, at or NOW, id)
+  redis.call('ZADD', akey(tenant), at or NOW, id)
 end
 
 local function release(id, tenant)

@@ -15,5 +15,5 @@ local base = NOW * 1000
 local cur = tonumber(redis.call('GET', P .. 'epoch') or '0')
 if cur >= base then base = cur + 1 end
 redis.call('SET', P .. 'epoch', base)
-redis.call('HSET', GEN, 'base', base, 'open_ms', NOW + tonumber(ARGV[2]), 'id', ARGV[3], 'built_ms', NOW)
+redis.call('HSET', GEN, 'base', base, 'open_ms', NOW + tonumber(ARGV[2]), 'id', ARGV[3], 'built_ms', NOW, 'admits', 'all')
 return 1

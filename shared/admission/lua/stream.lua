@@ -126,7 +126,8 @@ if op == 'begin' and status == 'done' and f[2] == ARGV[4] and not held and ARGV[
     redis.call('HDEL', k, 'ended_ms')
     redis.call('HINCRBY', ENDED, 'done', -1)
     redis.call('ZREM', DONE, id)
-    take_slot(id, tenant, NOW + tonumber(ARGV[6]))
+    -- held since its grant, as record_hold will count it: about to be given back
+    take_slot(id, tenant, NOW + tonumber(ARGV[6]), tonumber(redis.call('HGET', k, 'admitted_ms') or ''))
     status, held = 'streaming', true
   end
 end
