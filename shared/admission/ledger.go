@@ -441,7 +441,7 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool, owner string) 
 	if touch {
 		flag = "1"
 	}
-	vals, err := l.run(ctx, pollScript, id, flag, l.cfg.RateWindow.Milliseconds(), minCompletions,
+	vals, err := l.run(ctx, pollScript, id, flag, minCompletions,
 		l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.ExactTenants, l.cfg.OrderMaxAge.Milliseconds(), owner).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Position{}, ErrNotFound
@@ -449,17 +449,13 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool, owner string) 
 	if err != nil {
 		return Position{}, unavailable("read ticket "+id, err)
 	}
-	// { fields, position, completions, span ms, NOW, eta ms, eta known, paused }
+	// { fields, position, eta ms, eta known, paused }
 	d := redisreply.New("poll")
-	reply := d.Array(vals, 7)
+	reply := d.Array(vals, 5)
 	p := Position{Ticket: ticketFromHash(reply.Pairs(0))}
 	p.Ahead = reply.Int(1)
-	p.Completions = reply.Int(2)
-	p.Span = time.Duration(reply.Int(3)) * time.Millisecond
-	p.ETA, p.ETAKnown = time.Duration(reply.Int(5))*time.Millisecond, reply.Int(6) == 1
-	if reply.Len() > 7 {
-		p.Paused = reply.Int(7) == 1
-	}
+	p.ETA, p.ETAKnown = time.Duration(reply.Int(2))*time.Millisecond, reply.Int(3) == 1
+	p.Paused = reply.Int(4) == 1
 	if err := d.Err(); err != nil {
 		return Position{}, fmt.Errorf("read ticket %s: %w", id, err)
 	}

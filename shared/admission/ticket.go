@@ -67,11 +67,8 @@ type Position struct {
 	Ticket
 	// Ahead is how many tickets, across all tenants, will be admitted before this one.
 	Ahead int64
-	// Completions is how many downloads finished within the rate window, over Span.
-	Completions int64
-	Span        time.Duration
 	// ETA is the smoothed estimate of the wait; ETAKnown is false until enough
-	// downloads have finished to measure the rate.
+	// slots have been given back to know how long one is held.
 	ETA      time.Duration
 	ETAKnown bool
 	// Paused: admission is paused by an operator; nothing is admitted until resumed.

@@ -12,23 +12,22 @@
 -- While admission is paused no estimate is honest (nothing moves until an operator
 -- resumes): the estimate is unknown and the previous one is forgotten, so that after
 -- the resume a fresh one is not dragged down by the time spent paused.
--- ARGV: 2 id, 3 touch (1/0), 4 rate window ms, 5 slot releases needed for an estimate,
---       6 default global limit, 7 default per-tenant limit, 8 up to how many waiting
---       tenants the position is counted exactly, 9 how old the shared order may be, ms,
---       10 whose tickets the caller's touch keeps alive: a tenant (and tickets without
---       an owner), '' (only those), '*' (any)
--- Returns: { flat ticket hash, position, completions in window, window span ms,
---            now ms, eta ms, eta known (1/0), paused (1/0) }
+-- ARGV: 2 id, 3 touch (1/0), 4 slot releases needed for an estimate, 5 default global
+--       limit, 6 default per-tenant limit, 7 up to how many waiting tenants the
+--       position is counted exactly, 8 how old the shared order may be, ms, 9 whose
+--       tickets the caller's touch keeps alive: a tenant (and tickets without an
+--       owner), '' (only those), '*' (any)
+-- Returns: { flat ticket hash, position, eta ms, eta known (1/0), paused (1/0) }
 reclaim()
 local id = ARGV[2]
-local EXACT_TENANTS, ORDER_MS = tonumber(ARGV[8]), tonumber(ARGV[9])
+local EXACT_TENANTS, ORDER_MS = tonumber(ARGV[7]), tonumber(ARGV[8])
 local k = tkey(id)
 local fields = redis.call('HGETALL', k)
 if #fields == 0 then return false end
 local field = {}
 for i = 1, #fields, 2 do field[fields[i]] = fields[i + 1] end
 local status, owner = field.status, field.owner or ''
-local touch = ARGV[3] == '1' and (owner == '' or ARGV[10] == '*' or (ARGV[10] ~= '' and ARGV[10] == owner))
+local touch = ARGV[3] == '1' and (owner == '' or ARGV[9] == '*' or (ARGV[9] ~= '' and ARGV[9] == owner))
 if touch and (status == 'queued' or status == 'admitting' or status == 'ready') then
   redis.call('HSET', k, 'last_poll_ms', NOW)
   if status == 'queued' then redis.call('ZADD', POLLS, 'XX', NOW, id) end
@@ -45,17 +44,12 @@ if status == 'queued' then
   lim = ticket_limits(field.tenant)
   position, own_rank = queue_position(id, field.tenant, lim.weight, EXACT_TENANTS, ORDER_MS)
 end
-redis.call('ZREMRANGEBYSCORE', DONE, '-inf', NOW - tonumber(ARGV[4]))
-local count = redis.call('ZCARD', DONE)
-local first = tonumber(redis.call('ZRANGE', DONE, 0, 0, 'WITHSCORES')[2] or NOW)
-local span = NOW - first
-
 local eta, known, paused = 0, 1, 0
 if status == 'queued' then
   paused = lim.paused
   eta, known = estimate_wait(id, field.tenant, position, own_rank, lim, field.eta_ms, field.eta_at_ms, touch,
-    tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+    tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
 else
   paused = limit('paused', 0)
 end
-return { fields, position, count, span, NOW, eta, known, paused }
+return { fields, position, eta, known, paused }

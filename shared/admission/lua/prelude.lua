@@ -19,7 +19,8 @@
 --   admits:<tenant> zset  the same, per tenant
 --   epoch          string fencing epoch, incremented for every grant
 --   limits         hash   global, tenant_default, tenant:<t>, weight:<t>, paused
---   done           zset   recently completed ticket ids -> completion time, ms
+--   done           zset   recently completed ticket ids -> completion time, ms (stats.lua
+--                         trims it to the rate window; at most DONE_MAX)
 --   holds          hash   avg_ms: running mean of how long a slot is held, admission to
 --                         release, over tickets that ended holding one; n: how many
 --   ended          hash   status -> tickets that ended in it, ever (metrics counters)
@@ -66,6 +67,7 @@ local GEN = P .. 'gen'
 local ORDER, ORDER_T = P .. 'order', P .. 'order:t'
 local ENDLOG = P .. 'endlog'
 local ENDLOG_MAX = 20000
+local DONE_MAX = 100000
 
 local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end
@@ -165,7 +167,11 @@ local function finish(id, status, reason)
   redis.call('ZREM', POLLS, id)
   redis.call('DEL', ckey(id))
   redis.call('HINCRBY', ENDED, status, 1)
-  if status == 'done' then redis.call('ZADD', DONE, NOW, id) end
+  if status == 'done' then
+    redis.call('ZADD', DONE, NOW, id)
+    -- stats.lua trims it to the rate window; this bounds it when nothing asks for stats
+    redis.call('ZREMRANGEBYRANK', DONE, 0, -DONE_MAX - 1)
+  end
   redis.call('XADD', ENDLOG, 'MAXLEN', '~', ENDLOG_MAX, '*', 'id', id)
   -- an entry is of use only while its ticket is kept (a reader reads the final state
   -- from the ticket): the log goes once no ticket ended for as long
