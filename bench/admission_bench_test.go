@@ -19,7 +19,7 @@ import (
 	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/signer"
+	"github.com/sluice-dl/sluice/shared/token"
 	"github.com/sluice-dl/sluice/workers"
 )
 
@@ -104,7 +104,7 @@ func (e *admissionBench) startWorker(b *testing.B, cfg workers.AdmissionConfig) 
 	if err != nil {
 		b.Fatal(err)
 	}
-	keys, err := signer.NewKeyring("k1", map[string][]byte{"k1": []byte("bench-signing-key-0123456789abcdef")})
+	keys, err := token.NewKeyring("k1", map[string][]byte{"k1": []byte("bench-signing-key-0123456789abcdef")})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 // canceled only with a key of the same tenant, or an operator's; anyone else is told
 // there is no such ticket (404: its existence is not confirmed). An anonymous ticket
 // has no owner: its id, which only its creator was given, is the capability, and
-// nothing others see names it (links carry it encrypted, see signer/token.go).
+// nothing others see names it (links carry it encrypted, see shared/token).
 
 // ownerOf is who owns the tickets a caller makes: its tenant when it has a key.
 func ownerOf(who apikeys.Key) string {

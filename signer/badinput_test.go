@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // A token names an object the ingress accepted, but the store may still refuse it:
@@ -40,7 +41,7 @@ func TestStoreRefusalsAre404(t *testing.T) {
 	for _, key := range []string{"escape", "escape-dir/secret", "loop", "fifo", "folder",
 		strings.Repeat("s", objstore.MaxSegmentLen+1), "a//b"} {
 		t.Run(key[:min(len(key), 20)], func(t *testing.T) {
-			url := h.url(t, key, func(c *Claims) { c.ETag = "whatever-was-signed" })
+			url := h.url(t, key, func(c *token.Claims) { c.ETag = "whatever-was-signed" })
 			resp, body := h.do(t, http.MethodGet, url, "Range", "bytes=0-")
 			wantProblem(t, resp, body, http.StatusNotFound, "object not found")
 			head, _ := h.do(t, http.MethodHead, url)

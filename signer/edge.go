@@ -16,11 +16,12 @@ import (
 	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // EdgeConfig is what an Edge is built from. Keyring, Store and Slots are required.
 type EdgeConfig struct {
-	Keyring *Keyring
+	Keyring *token.Keyring
 	Store   objstore.Store
 	Slots   SlotKeeper
 	Logger  *slog.Logger     // nil: discard
@@ -81,7 +82,7 @@ const (
 // The http.Server running it should set ReadHeaderTimeout and IdleTimeout but no
 // WriteTimeout, which would cut long downloads: the edge bounds stalled writes itself.
 type Edge struct {
-	keys        *Keyring
+	keys        *token.Keyring
 	store       objstore.Store
 	slots       SlotKeeper
 	log         *slog.Logger
@@ -289,9 +290,9 @@ func (e *Edge) handle(h func(http.ResponseWriter, *http.Request) error) http.Han
 func problemFor(err error) problem {
 	const newTicket = "request a new ticket for this file"
 	switch {
-	case errors.Is(err, ErrTokenInvalid):
+	case errors.Is(err, token.ErrInvalid):
 		return problem{http.StatusForbidden, "invalid_link", "invalid download link", "use the download_url of your ticket exactly as given, or " + newTicket, 0}
-	case errors.Is(err, ErrTokenExpired):
+	case errors.Is(err, token.ErrExpired):
 		return problem{http.StatusGone, "link_expired", "download link expired", newTicket, 0}
 	case errors.Is(err, errObjectChanged), errors.Is(err, objstore.ErrChanged):
 		return problem{http.StatusGone, "object_changed", errObjectChanged.Error(), newTicket + " to get the current version", 0}

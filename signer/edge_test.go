@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 const (
@@ -329,7 +330,7 @@ func wantProblem(t testing.TB, resp *http.Response, body []byte, status int, men
 	if e.Instance != "/d/redacted" {
 		t.Errorf("instance %q, want the path with the token redacted", e.Instance)
 	}
-	if _, token, _ := strings.Cut(resp.Request.URL.Path, "/d/"); len(token) > 3 && strings.Contains(string(body), token) {
+	if _, tok, _ := strings.Cut(resp.Request.URL.Path, "/d/"); len(tok) > 3 && strings.Contains(string(body), tok) {
 		t.Errorf("body %q echoes the token", body)
 	}
 	if !strings.Contains(e.Error+" "+e.Hint, mentions) {
@@ -353,15 +354,15 @@ func TestRefusedBeforeStreaming(t *testing.T) {
 		{"garbage token", func(t testing.TB, h *harness) string { return h.srv.URL + "/d/garbage" }, http.StatusForbidden, "invalid", "invalid_link"},
 		{"token of another object", func(t testing.TB, h *harness) string {
 			url := h.url(t, testKey)
-			other := h.url(t, "other", func(c *Claims) { c.ETag = testETag })
+			other := h.url(t, "other", func(c *token.Claims) { c.ETag = testETag })
 			// the other token's payload under this token's MAC
-			base, token, _ := strings.Cut(url, "/d/")
+			base, tok, _ := strings.Cut(url, "/d/")
 			_, otherToken, _ := strings.Cut(other, "/d/")
-			p, o := strings.Split(token, "."), strings.Split(otherToken, ".")
+			p, o := strings.Split(tok, "."), strings.Split(otherToken, ".")
 			return base + "/d/" + p[0] + "." + o[1] + "." + p[2]
 		}, http.StatusForbidden, "invalid", "invalid_link"},
 		{"expired token", func(t testing.TB, h *harness) string {
-			url := h.url(t, testKey, func(c *Claims) { c.Expires = h.clock.Now().Add(time.Minute) })
+			url := h.url(t, testKey, func(c *token.Claims) { c.Expires = h.clock.Now().Add(time.Minute) })
 			h.clock.advance(2 * time.Minute)
 			return url
 		}, http.StatusGone, "new ticket", "link_expired"},

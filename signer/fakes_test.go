@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 func TestMain(m *testing.M) {
@@ -327,7 +328,7 @@ func (c *testClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // harness is an edge behind a real HTTP server, over an in-memory store and a fake ledger.
 type harness struct {
-	keys   *Keyring
+	keys   *token.Keyring
 	store  *memStore
 	slots  *fakeSlots
 	clock  *testClock
@@ -363,7 +364,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 
 func newHarness(t testing.TB, configure ...func(*EdgeConfig)) *harness {
 	t.Helper()
-	keys, err := NewKeyring("k1", map[string][]byte{"k1": GenerateKey()})
+	keys, err := token.NewKeyring("k1", map[string][]byte{"k1": token.GenerateKey()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,21 +390,21 @@ func newHarness(t testing.TB, configure ...func(*EdgeConfig)) *harness {
 }
 
 // url is the download URL of a token for key, valid for an hour, at key's current version.
-func (h *harness) url(t testing.TB, key string, modify ...func(*Claims)) string {
+func (h *harness) url(t testing.TB, key string, modify ...func(*token.Claims)) string {
 	t.Helper()
 	etag := "no-such-object"
 	if info, err := h.store.Stat(t.Context(), key); err == nil {
 		etag = info.ETag
 	}
-	c := Claims{Ticket: "t-1", Object: key, ETag: etag, Epoch: 7, Expires: h.clock.Now().Add(time.Hour)}
+	c := token.Claims{Ticket: "t-1", Object: key, ETag: etag, Epoch: 7, Expires: h.clock.Now().Add(time.Hour)}
 	for _, m := range modify {
 		m(&c)
 	}
-	token, err := h.keys.Issue(c)
+	tok, err := h.keys.Issue(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h.srv.URL + "/d/" + token
+	return h.srv.URL + "/d/" + tok
 }
 
 // do sends a request with headers given as name, value pairs, and reads the whole body.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // oneConnClient is a client that sends every request over one keep-alive connection.
@@ -70,7 +71,7 @@ func TestKeepAliveRangesShareOneLedgerConnection(t *testing.T) {
 		t.Fatalf("%d ledger calls besides the begin while the connection is open, want 0", got)
 	}
 	// An expired token is refused even on a connection that holds the slot.
-	expired := h.url(t, "big.bin", func(cl *Claims) { cl.Expires = h.clock.Now().Add(-time.Second) })
+	expired := h.url(t, "big.bin", func(cl *token.Claims) { cl.Expires = h.clock.Now().Add(-time.Second) })
 	resp, err := c.Get(expired)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +123,7 @@ func TestKeepAliveRangesStartAtTheLearnedChunk(t *testing.T) {
 func TestKeepAliveTokenExpiresOnItsConnection(t *testing.T) {
 	h := newHarness(t, func(c *EdgeConfig) { c.RenewEvery, c.HoldIdle = time.Hour, time.Hour })
 	h.store.putPattern("big.bin", "v1", 1<<20)
-	url := h.url(t, "big.bin", func(cl *Claims) { cl.Expires = h.clock.Now().Add(time.Minute) })
+	url := h.url(t, "big.bin", func(cl *token.Claims) { cl.Expires = h.clock.Now().Add(time.Minute) })
 	c, _ := oneConnClient(t)
 	getRange(t, h, c, url, 0, 64<<10)
 	forged := url[:len(url)-2] + "AA"
@@ -295,11 +296,11 @@ func TestLocalFileOpenedOncePerConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, err := h.keys.Issue(Claims{Ticket: "t-1", Object: "f.bin", ETag: info.ETag, Epoch: 7, Expires: h.clock.Now().Add(time.Hour)})
+	tok, err := h.keys.Issue(token.Claims{Ticket: "t-1", Object: "f.bin", ETag: info.ETag, Epoch: 7, Expires: h.clock.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := h.srv.URL + "/d/" + token
+	url := h.srv.URL + "/d/" + tok
 	c, _ := oneConnClient(t)
 	for i := range 50 {
 		getRange(t, h, c, url, int64(i)*4096, 4096)

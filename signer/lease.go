@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // errSlotLost: the ledger says the ticket no longer holds its slot; the stream stops.
@@ -57,7 +58,7 @@ type connHolds struct {
 
 type verifiedToken struct {
 	token  string
-	claims Claims
+	claims token.Claims
 }
 
 type holdKey struct {

@@ -7,6 +7,7 @@ import (
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/telemetry"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // EdgeObserver is told what the edge does, for metrics, traces and logs. It must not
@@ -19,13 +20,13 @@ type EdgeObserver interface {
 	// Streaming is called when a verified GET starts streaming. The context it returns
 	// is the stream's (it may carry a trace span, continuing the trace in the token's
 	// Trace claim); end is called once the stream is over, with its error.
-	Streaming(ctx context.Context, c Claims) (_ context.Context, end func(err error))
+	Streaming(ctx context.Context, c token.Claims) (_ context.Context, end func(err error))
 }
 
 type nopObserver struct{}
 
 func (nopObserver) Refused(context.Context, string) {}
-func (nopObserver) Streaming(ctx context.Context, _ Claims) (context.Context, func(error)) {
+func (nopObserver) Streaming(ctx context.Context, _ token.Claims) (context.Context, func(error)) {
 	return ctx, func(error) {}
 }
 
@@ -33,9 +34,9 @@ func (nopObserver) Streaming(ctx context.Context, _ Claims) (context.Context, fu
 // telemetry.Reject* label value), or "" when the refusal is about something else.
 func RefusalReason(err error) string {
 	switch {
-	case errors.Is(err, ErrTokenInvalid):
+	case errors.Is(err, token.ErrInvalid):
 		return telemetry.RejectInvalid
-	case errors.Is(err, ErrTokenExpired):
+	case errors.Is(err, token.ErrExpired):
 		return telemetry.RejectExpired
 	case errors.Is(err, errObjectChanged), errors.Is(err, objstore.ErrChanged):
 		return telemetry.RejectObjectChanged

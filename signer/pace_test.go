@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // A client that keeps reading, but far below the minimum rate, loses its slot once the
@@ -51,7 +52,7 @@ func TestThrottledDownloadIsNotTooSlow(t *testing.T) {
 		c.MinRate = 4 << 20
 		c.MinRateWindow = 200 * time.Millisecond
 	})
-	url := h.url(t, bigKey, func(c *Claims) { c.ETag = "big-v1"; c.RateBps = 256 << 10 })
+	url := h.url(t, bigKey, func(c *token.Claims) { c.ETag = "big-v1"; c.RateBps = 256 << 10 })
 	start := time.Now()
 	resp := h.send(t, "GET", url)
 	defer resp.Body.Close()
@@ -71,7 +72,7 @@ func TestThrottledDownloadIsNotTooSlow(t *testing.T) {
 func TestDownloadRateSharedByConnections(t *testing.T) {
 	const size, parts, bps = 4 << 20, 4, 2 << 20
 	h := newStreamingEdge(t, size)
-	url := h.url(t, bigKey, func(c *Claims) { c.ETag = "big-v1"; c.RateBps = bps })
+	url := h.url(t, bigKey, func(c *token.Claims) { c.ETag = "big-v1"; c.RateBps = bps })
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range int64(parts) {
@@ -104,8 +105,8 @@ func TestDownloadRateSharedByConnections(t *testing.T) {
 func TestEgressCapFairAcrossDownloads(t *testing.T) {
 	const size, node = 64 << 20, 4 << 20
 	h := newStreamingEdge(t, size, func(c *EdgeConfig) { c.EgressRate = node })
-	wide := h.url(t, bigKey, func(c *Claims) { c.ETag = "big-v1"; c.Ticket = "wide" })
-	narrow := h.url(t, bigKey, func(c *Claims) { c.ETag = "big-v1"; c.Ticket = "narrow" })
+	wide := h.url(t, bigKey, func(c *token.Claims) { c.ETag = "big-v1"; c.Ticket = "wide" })
+	narrow := h.url(t, bigKey, func(c *token.Claims) { c.ETag = "big-v1"; c.Ticket = "narrow" })
 
 	const span = 2 * time.Second
 	var mu sync.Mutex
@@ -165,7 +166,7 @@ func TestLocalFileZeroCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newHarness(t, func(c *EdgeConfig) { c.Store = local })
-	url := h.url(t, "f.bin", func(c *Claims) { c.ETag = info.ETag })
+	url := h.url(t, "f.bin", func(c *token.Claims) { c.ETag = info.ETag })
 
 	resp, body := h.do(t, "GET", url)
 	wantStatus(t, resp, http.StatusOK)

@@ -1,34 +1,16 @@
-// Package signer issues and verifies download tokens and runs the streaming edge that
-// serves GET/HEAD /d/{token} from the object store.
+// Package signer runs the streaming edge that serves GET/HEAD /d/{token} from the
+// object store.
 //
-// A token is stateless: verifying one needs only the keyring. What a token may do at a
-// given moment (is its slot still held, how many connections are open on it) is kept in
-// the admission ledger, reached through SlotKeeper.
+// A token (shared/token) is stateless: verifying one needs only the keyring. What a
+// token may do at a given moment (is its slot still held, how many connections are
+// open on it) is kept in the admission ledger, reached through SlotKeeper.
 package signer
 
 import (
 	"context"
-	"time"
 
 	"github.com/sluice-dl/sluice/shared/admission"
 )
-
-// Claims are what a token binds together. Changing any field invalidates the MAC.
-//
-// Verify ignores members it does not know, so a field can be dropped while tokens
-// that carry it are still live: tokens issued before "s" (a slot name that was never
-// read; the ticket id names the slot) was removed verify as before, and an edge that
-// still knows "s" reads an empty one from a newer token.
-type Claims struct {
-	Ticket  string    `json:"t"`
-	Object  string    `json:"o"`
-	ETag    string    `json:"e"`
-	Epoch   int64     `json:"f"` // fencing epoch of the slot grant
-	Tenant  string    `json:"n,omitempty"`
-	RateBps int64     `json:"r,omitempty"` // per-download bandwidth cap, 0 = none
-	Expires time.Time `json:"x"`           // no new connection is accepted after this instant
-	Trace   string    `json:"p,omitempty"` // W3C traceparent of the admission, so the stream joins the ticket's trace
-}
 
 // SlotKeeper is the part of the admission ledger the edge uses. Each method is
 // fenced by (ticket, slot, epoch): a slot that lapsed or was granted again answers

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // serveDownload answers GET and HEAD /d/{token}: verify the token, check the object is
@@ -85,20 +86,20 @@ func (e *Edge) serveDownload(w http.ResponseWriter, r *http.Request) error {
 // connection: a download manager's keep-alive ranges carry one token, and the keyring
 // never changes while the edge runs, so a token seen on the connection needs only its
 // expiry checked again.
-func (e *Edge) verify(ctx context.Context, token string) (Claims, error) {
+func (e *Edge) verify(ctx context.Context, tok string) (token.Claims, error) {
 	now := e.now()
 	conn, _ := ctx.Value(connKey{}).(*connHolds)
 	if conn != nil {
-		if v := conn.verified.Load(); v != nil && v.token == token {
+		if v := conn.verified.Load(); v != nil && v.token == tok {
 			if now.After(v.claims.Expires) {
-				return Claims{}, ErrTokenExpired
+				return token.Claims{}, token.ErrExpired
 			}
 			return v.claims, nil
 		}
 	}
-	claims, err := e.keys.Verify(token, now)
+	claims, err := e.keys.Verify(tok, now)
 	if err == nil && conn != nil {
-		conn.verified.Store(&verifiedToken{token: token, claims: claims})
+		conn.verified.Store(&verifiedToken{token: tok, claims: claims})
 	}
 	return claims, err
 }
@@ -113,7 +114,7 @@ type versionStater interface {
 // for versions itself (the edge cache, with its own revalidation window), else as the
 // store answered it within Revalidate when that was the token's version (versions.go),
 // else from the store.
-func (e *Edge) stat(ctx context.Context, claims Claims) (objstore.Info, error) {
+func (e *Edge) stat(ctx context.Context, claims token.Claims) (objstore.Info, error) {
 	if vs, ok := e.store.(versionStater); ok {
 		return vs.StatVersion(ctx, claims.Object, claims.ETag)
 	}
@@ -129,7 +130,7 @@ func (e *Edge) stat(ctx context.Context, claims Claims) (objstore.Info, error) {
 }
 
 // stream sends b for claims' object while the ticket's slot is held.
-func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims Claims, b body, size int64) (err error) {
+func (e *Edge) stream(w http.ResponseWriter, r *http.Request, claims token.Claims, b body, size int64) (err error) {
 	observed, end := e.observer.Streaming(r.Context(), claims)
 	defer func() { end(err) }()
 	r = r.WithContext(observed)
@@ -216,7 +217,7 @@ func withCause(ctx context.Context, err error) error {
 }
 
 // writeBody sends every part of b, first being the open reader of the first part.
-func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first io.ReadCloser, b body, h *slotHold, claims Claims, p *progress, f *flow) error {
+func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first io.ReadCloser, b body, h *slotHold, claims token.Claims, p *progress, f *flow) error {
 	for i, part := range b.parts {
 		src := first
 		if i > 0 {
@@ -247,7 +248,7 @@ func (e *Edge) writeBody(ctx context.Context, w http.ResponseWriter, rc *http.Re
 
 // open opens exactly span of the object, at the version the token names, in the file
 // h keeps open when it keeps one (files.go).
-func (e *Edge) open(ctx context.Context, h *slotHold, claims Claims, span byteRange) (io.ReadCloser, error) {
+func (e *Edge) open(ctx context.Context, h *slotHold, claims token.Claims, span byteRange) (io.ReadCloser, error) {
 	if span.length == 0 {
 		return io.NopCloser(strings.NewReader("")), nil // an empty object: nothing to fetch
 	}

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"golang.org/x/time/rate"
+
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // Bandwidth limits. Two token buckets (golang.org/x/time/rate) may stand between the
@@ -67,7 +69,7 @@ type flow struct {
 }
 
 // open registers a connection of the download claims names; close must follow.
-func (t *throttle) open(c Claims) *flow {
+func (t *throttle) open(c token.Claims) *flow {
 	key := c.Ticket + "/" + strconv.FormatInt(c.Epoch, 10)
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -17,7 +17,7 @@ import (
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
-	"github.com/sluice-dl/sluice/signer"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // Backlog is every live ticket in the stream, for refilling a ledger that was lost
@@ -29,7 +29,7 @@ type Backlog interface {
 
 // TokenIssuer signs download tokens.
 type TokenIssuer interface {
-	Issue(c signer.Claims) (string, error)
+	Issue(c token.Claims) (string, error)
 }
 
 // AdmissionConfig configures an admission worker.

@@ -16,27 +16,27 @@ import (
 	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/queue"
-	"github.com/sluice-dl/sluice/signer"
+	"github.com/sluice-dl/sluice/shared/token"
 	"github.com/sluice-dl/sluice/workers"
 )
 
 // tokens is a token issuer that names the ticket in the token, and keeps the claims.
 type tokens struct {
 	mu     sync.Mutex
-	claims map[string]signer.Claims
+	claims map[string]token.Claims
 }
 
-func (k *tokens) Issue(c signer.Claims) (string, error) {
+func (k *tokens) Issue(c token.Claims) (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.claims == nil {
-		k.claims = map[string]signer.Claims{}
+		k.claims = map[string]token.Claims{}
 	}
 	k.claims[c.Ticket] = c
 	return "token-" + c.Ticket, nil
 }
 
-func (k *tokens) issued(id string) (signer.Claims, bool) {
+func (k *tokens) issued(id string) (token.Claims, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	c, ok := k.claims[id]

@@ -10,7 +10,7 @@ import (
 
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/telemetry"
-	"github.com/sluice-dl/sluice/signer"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // Presigner makes links that fetch an object straight from storage (objstore.S3).
@@ -39,7 +39,7 @@ func (a *Admission) link(ctx context.Context, g admission.Grant, expires time.Ti
 		}
 		return u, nil
 	}
-	token, err := a.cfg.Tokens.Issue(signer.Claims{
+	signed, err := a.cfg.Tokens.Issue(token.Claims{
 		Ticket: t.ID, Object: t.Object, ETag: t.ETag, Epoch: g.Epoch,
 		Tenant: t.Tenant, RateBps: g.RateBps, Expires: expires, Trace: telemetry.TraceParent(ctx),
 	})
@@ -53,5 +53,5 @@ func (a *Admission) link(ctx context.Context, g admission.Grant, expires time.Ti
 			base = strings.TrimRight(u, "/")
 		}
 	}
-	return base + "/d/" + token + "/" + url.PathEscape(name), nil
+	return base + "/d/" + signed + "/" + url.PathEscape(name), nil
 }

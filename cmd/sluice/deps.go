@@ -26,7 +26,7 @@ import (
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/redisbreaker"
 	"github.com/sluice-dl/sluice/shared/telemetry"
-	"github.com/sluice-dl/sluice/signer"
+	"github.com/sluice-dl/sluice/shared/token"
 )
 
 // deps is the object graph of one process, built in one place and closed in reverse.
@@ -43,7 +43,7 @@ type deps struct {
 	local   *objstore.Local       // set when objects are on local disk
 	s3      *objstore.S3          // set when objects are in S3/MinIO
 	ledger  *admission.Ledger
-	keyring *signer.Keyring
+	keyring *token.Keyring
 	metrics *telemetry.Metrics // times Redis commands and storage calls as they are made
 	closers []func()
 }
@@ -365,7 +365,7 @@ func (d *deps) loadKeyring(r role, c *serverConfig) error {
 		path := filepath.Join(c.DataDir, "signing.key")
 		b, err := os.ReadFile(path)
 		if errors.Is(err, os.ErrNotExist) {
-			spec = "k1:" + base64.StdEncoding.EncodeToString(signer.GenerateKey())
+			spec = "k1:" + base64.StdEncoding.EncodeToString(token.GenerateKey())
 			if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
 				return err
 			}
@@ -379,7 +379,7 @@ func (d *deps) loadKeyring(r role, c *serverConfig) error {
 			spec = strings.TrimSpace(string(b))
 		}
 	}
-	kr, err := signer.ParseKeyring(spec)
+	kr, err := token.ParseKeyring(spec)
 	if err != nil {
 		return fmt.Errorf("--signing-keys: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-dl/sluice/shared/fleet"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
+	"github.com/sluice-dl/sluice/shared/token"
 	"github.com/sluice-dl/sluice/signer"
 )
 
@@ -172,7 +173,7 @@ func (eo *edgeObserver) Refused(ctx context.Context, reason string) {
 	}
 }
 
-func (eo *edgeObserver) Streaming(ctx context.Context, c signer.Claims) (context.Context, func(error)) {
+func (eo *edgeObserver) Streaming(ctx context.Context, c token.Claims) (context.Context, func(error)) {
 	ctx, span := eo.tracer.Start(telemetry.WithTraceParent(ctx, c.Trace), "stream",
 		trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("sluice.ticket", c.Ticket), attribute.String("sluice.tenant", c.Tenant)))

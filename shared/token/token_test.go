@@ -1,4 +1,4 @@
-package signer
+package token
 
 import (
 	"bytes"
@@ -80,8 +80,8 @@ func TestTokenTampering(t *testing.T) {
 				continue
 			}
 			tampered := token[:i] + string(c) + token[i+1:]
-			if _, err := k.Verify(tampered, tokenNow); !errors.Is(err, ErrTokenInvalid) {
-				t.Fatalf("byte %d set to %q: err %v, want ErrTokenInvalid", i, c, err)
+			if _, err := k.Verify(tampered, tokenNow); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("byte %d set to %q: err %v, want ErrInvalid", i, c, err)
 			}
 		}
 	}
@@ -94,13 +94,13 @@ func TestTokenTampering(t *testing.T) {
 		"newline in mac":   token[:len(token)-4] + "\n" + token[len(token)-4:],
 		"padded mac":       token + "=",
 		"payload swapped":  swapPayload(t, k, token),
-		"too long":         token + strings.Repeat("A", MaxTokenLen),
+		"too long":         token + strings.Repeat("A", MaxLen),
 		"only separators":  "..",
 		"unknown kid":      "k9" + token[2:],
 		"kid without rest": "k1",
 	} {
-		if _, err := k.Verify(bad, tokenNow); !errors.Is(err, ErrTokenInvalid) {
-			t.Errorf("%s: err %v, want ErrTokenInvalid", name, err)
+		if _, err := k.Verify(bad, tokenNow); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err %v, want ErrInvalid", name, err)
 		}
 	}
 }
@@ -122,8 +122,8 @@ func TestTokenFromAnotherKeyring(t *testing.T) {
 		t.Fatal(err)
 	}
 	token := issue(t, theirs, testClaims())
-	if _, err := mine.Verify(token, tokenNow); !errors.Is(err, ErrTokenInvalid) {
-		t.Fatalf("err %v, want ErrTokenInvalid", err)
+	if _, err := mine.Verify(token, tokenNow); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("err %v, want ErrInvalid", err)
 	}
 }
 
@@ -139,13 +139,13 @@ func TestKeyRotation(t *testing.T) {
 	if !strings.HasPrefix(fresh, "k2.") {
 		t.Fatalf("new token %q is not signed with the active key k2", fresh)
 	}
-	if _, err := before.Verify(fresh, tokenNow); !errors.Is(err, ErrTokenInvalid) {
+	if _, err := before.Verify(fresh, tokenNow); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("a keyring without k2 verified a k2 token: %v", err)
 	}
 
 	retired := testKeyring(t, "k2", "k2")
-	if _, err := retired.Verify(old, tokenNow); !errors.Is(err, ErrTokenInvalid) {
-		t.Fatalf("token of a retired key: err %v, want ErrTokenInvalid", err)
+	if _, err := retired.Verify(old, tokenNow); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("token of a retired key: err %v, want ErrInvalid", err)
 	}
 }
 
@@ -159,8 +159,8 @@ func TestTokenExpiry(t *testing.T) {
 	}{
 		{c.Expires.Add(-time.Minute), nil},
 		{c.Expires, nil}, // no new connection *after* Expires
-		{c.Expires.Add(time.Nanosecond), ErrTokenExpired},
-		{c.Expires.Add(time.Hour), ErrTokenExpired},
+		{c.Expires.Add(time.Nanosecond), ErrExpired},
+		{c.Expires.Add(time.Hour), ErrExpired},
 	} {
 		if _, err := k.Verify(token, tc.now); !errors.Is(err, tc.want) {
 			t.Errorf("at %v: err %v, want %v", tc.now, err, tc.want)
@@ -168,8 +168,8 @@ func TestTokenExpiry(t *testing.T) {
 	}
 	// Expiry is checked only on a genuine token: a forged expired token is invalid.
 	forged := token[:len(token)-2] + "AA"
-	if _, err := k.Verify(forged, c.Expires.Add(time.Hour)); !errors.Is(err, ErrTokenInvalid) {
-		t.Errorf("forged expired token: err %v, want ErrTokenInvalid", err)
+	if _, err := k.Verify(forged, c.Expires.Add(time.Hour)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("forged expired token: err %v, want ErrInvalid", err)
 	}
 }
 
@@ -180,7 +180,7 @@ func TestIssueRefuses(t *testing.T) {
 		"no object": func(c *Claims) { c.Object = "" },
 		"no etag":   func(c *Claims) { c.ETag = "" },
 		"no expiry": func(c *Claims) { c.Expires = time.Time{} },
-		"too large": func(c *Claims) { c.Object = strings.Repeat("a", MaxTokenLen) },
+		"too large": func(c *Claims) { c.Object = strings.Repeat("a", MaxLen) },
 	} {
 		c := testClaims()
 		modify(&c)
@@ -308,8 +308,8 @@ func FuzzVerify(f *testing.F) {
 		if err == nil && !issued[token] {
 			t.Fatalf("accepted a token it never issued: %q (%+v)", token, c)
 		}
-		if err != nil && !errors.Is(err, ErrTokenInvalid) && !errors.Is(err, ErrTokenExpired) {
-			t.Fatalf("error %v is neither ErrTokenInvalid nor ErrTokenExpired", err)
+		if err != nil && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrExpired) {
+			t.Fatalf("error %v is neither ErrInvalid nor ErrExpired", err)
 		}
 		if err != nil && c != (Claims{}) {
 			t.Fatalf("claims %+v returned with error %v", c, err)

@@ -1,4 +1,8 @@
-package signer
+// Package token issues and verifies download tokens: the stateless, signed links a
+// worker hands out when it admits a ticket and the edge checks on every request.
+// Verifying one needs only the keyring; what a token may do at a given moment (is its
+// slot still held, how many connections are open on it) is the admission ledger's.
+package token
 
 import (
 	"bytes"
@@ -17,19 +21,19 @@ import (
 	"time"
 )
 
-// Errors Verify answers with. The edge maps ErrTokenInvalid to 403 and ErrTokenExpired
+// Errors Verify answers with. The edge maps ErrInvalid to 403 and ErrExpired
 // to 410.
 var (
-	// ErrTokenInvalid: the token is malformed, names an unknown key or its MAC does not match.
-	ErrTokenInvalid = errors.New("invalid download token")
-	// ErrTokenExpired: the token is genuine but its start window has passed.
-	ErrTokenExpired = errors.New("download token expired")
+	// ErrInvalid: the token is malformed, names an unknown key or its MAC does not match.
+	ErrInvalid = errors.New("invalid download token")
+	// ErrExpired: the token is genuine but its start window has passed.
+	ErrExpired = errors.New("download token expired")
 )
 
 const (
-	// MaxTokenLen bounds a token's length. Verify rejects longer input before any other
+	// MaxLen bounds a token's length. Verify rejects longer input before any other
 	// work, and Issue refuses claims that would not fit.
-	MaxTokenLen = 2048
+	MaxLen = 2048
 	// MinKeyLen is the shortest key a Keyring accepts: as many bytes as HMAC-SHA256
 	// outputs, so the key is never the weaker half.
 	MinKeyLen   = 32
@@ -39,6 +43,23 @@ const (
 // b64 encodes every part of a token: URL-safe so a token can sit in a path unescaped,
 // unpadded so it contains no '='.
 var b64 = base64.RawURLEncoding
+
+// Claims are what a token binds together. Changing any field invalidates the MAC.
+//
+// Verify ignores members it does not know, so a field can be dropped while tokens
+// that carry it are still live: tokens issued before "s" (a slot name that was never
+// read; the ticket id names the slot) was removed verify as before, and an edge that
+// still knows "s" reads an empty one from a newer token.
+type Claims struct {
+	Ticket  string    `json:"t"`
+	Object  string    `json:"o"`
+	ETag    string    `json:"e"`
+	Epoch   int64     `json:"f"` // fencing epoch of the slot grant
+	Tenant  string    `json:"n,omitempty"`
+	RateBps int64     `json:"r,omitempty"` // per-download bandwidth cap, 0 = none
+	Expires time.Time `json:"x"`           // no new connection is accepted after this instant
+	Trace   string    `json:"p,omitempty"` // W3C traceparent of the admission, so the stream joins the ticket's trace
+}
 
 // Keyring holds the HMAC keys tokens are signed with, by key id. New tokens are signed
 // with the active key; every key verifies, so a key can be rotated in (made active)
@@ -133,52 +154,52 @@ func (k *Keyring) Issue(c Claims) (string, error) {
 	}
 	signed := k.activeID + "." + b64.EncodeToString(sealed)
 	token := signed + "." + mac(k.keys[k.activeID], signed)
-	if len(token) > MaxTokenLen {
-		return "", fmt.Errorf("issue token: %d bytes, more than %d", len(token), MaxTokenLen)
+	if len(token) > MaxLen {
+		return "", fmt.Errorf("issue token: %d bytes, more than %d", len(token), MaxLen)
 	}
 	return token, nil
 }
 
 // Verify checks token and returns its claims. The MAC is checked (in constant time)
 // before the payload is decoded, so unauthenticated input never reaches the JSON
-// decoder. A genuine token whose Expires is before now answers ErrTokenExpired; any
-// other failure answers ErrTokenInvalid. On error the claims are zero.
+// decoder. A genuine token whose Expires is before now answers ErrExpired; any
+// other failure answers ErrInvalid. On error the claims are zero.
 func (k *Keyring) Verify(token string, now time.Time) (Claims, error) {
-	if len(token) > MaxTokenLen {
-		return Claims{}, ErrTokenInvalid
+	if len(token) > MaxLen {
+		return Claims{}, ErrInvalid
 	}
 	kid, rest, ok := strings.Cut(token, ".")
 	if !ok {
-		return Claims{}, ErrTokenInvalid
+		return Claims{}, ErrInvalid
 	}
 	payload, sig, ok := strings.Cut(rest, ".")
 	if !ok {
-		return Claims{}, ErrTokenInvalid
+		return Claims{}, ErrInvalid
 	}
 	key, ok := k.keys[kid]
 	if !ok {
-		return Claims{}, ErrTokenInvalid
+		return Claims{}, ErrInvalid
 	}
 	// Comparing the encoded MAC rather than decoding the given one leaves no room for
 	// alternative encodings of the same bytes (base64 ignores CR and LF, for one).
 	want := mac(key, token[:len(kid)+1+len(payload)])
 	if !hmac.Equal([]byte(sig), []byte(want)) {
-		return Claims{}, ErrTokenInvalid
+		return Claims{}, ErrInvalid
 	}
 	sealed, err := b64.DecodeString(payload)
 	if err != nil {
-		return Claims{}, ErrTokenInvalid
+		return Claims{}, ErrInvalid
 	}
 	raw, err := open(key, kid, sealed)
 	if err != nil {
-		return Claims{}, ErrTokenInvalid
+		return Claims{}, ErrInvalid
 	}
 	var c Claims
 	if err := json.Unmarshal(raw, &c); err != nil || c.Expires.IsZero() {
-		return Claims{}, ErrTokenInvalid
+		return Claims{}, ErrInvalid
 	}
 	if now.After(c.Expires) {
-		return Claims{}, ErrTokenExpired
+		return Claims{}, ErrExpired
 	}
 	return c, nil
 }
