@@ -12,12 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
 
 var sluiceBin string
 
 func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode) // the peers' Gin servers, as cmd/sluice runs sluice's
 	var remove func()
 	sluiceBin, remove = testenv.BuildSluice("bench")
 	code := m.Run()

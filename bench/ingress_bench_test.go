@@ -109,7 +109,6 @@ func benchmarkTicketAccept(b *testing.B, syncAlways bool) {
 		b.Fatal(err)
 	}
 
-	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	bind := func(c *gin.Context) (string, bool) {
 		var req struct {

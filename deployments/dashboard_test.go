@@ -62,7 +62,7 @@ func exportedName(series string, known []string) (string, bool) {
 // _bucket, _sum and _count series), found by the type of its fields.
 func histograms() map[string]bool {
 	out := map[string]bool{}
-	m := reflect.ValueOf(telemetry.NewMetrics("test", "test")).Elem()
+	m := reflect.ValueOf(telemetry.NewMetrics("test", "test", "")).Elem()
 	for i := range m.NumField() {
 		f := m.Field(i)
 		if !f.CanInterface() || f.IsZero() {

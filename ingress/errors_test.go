@@ -46,7 +46,6 @@ func answerTo(t *testing.T, handler http.Handler, req *http.Request) (*httptest.
 // Errors a handler returns come out as RFC 9457 problem details with the code,
 // hint and Retry-After clients act on, the instance naming the path but not the query.
 func TestErrorsAreProblemDetails(t *testing.T) {
-	gin.SetMode(gin.ReleaseMode)
 	for _, tc := range []struct {
 		err        error
 		status     int

@@ -19,6 +19,7 @@ import (
 	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/apikeys"
+	"github.com/sluice-dl/sluice/shared/health"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
 )
@@ -97,7 +98,7 @@ func newAPI(t *testing.T, opts ...apiOption) *api {
 		Publisher: queue.NewPublisher(js.Conn(), js, 5*time.Second),
 		Tickets:   queue.NewTickets(js),
 		Keys:      keys,
-		Checks:    []ingress.Check{{Name: "redis", Ping: ledger.Ping}},
+		Checks:    []health.Check{{Name: "redis", Ping: ledger.Ping}},
 		Logger:    discard,
 	}
 	for _, o := range opts {

@@ -65,7 +65,7 @@ func openAPIPath(ginPath string) string {
 // document is routed: a route added without its description, or a description left
 // behind by a removed route, fails here.
 func TestOpenAPIMatchesTheRouter(t *testing.T) {
-	s := New(Config{Logger: slog.New(slog.DiscardHandler), Ops: &Ops{Metrics: telemetry.NewMetrics("ingress", "test")}})
+	s := New(Config{Logger: slog.New(slog.DiscardHandler), Ops: &Ops{Metrics: telemetry.NewMetrics("ingress", "test", "")}})
 	var routed []string
 	for _, r := range s.router().Routes() {
 		routed = append(routed, r.Method+" "+openAPIPath(r.Path))

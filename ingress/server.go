@@ -7,13 +7,13 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/sluice-dl/sluice/shared/apikeys"
+	"github.com/sluice-dl/sluice/shared/health"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
@@ -29,12 +29,6 @@ type Publisher interface {
 	Publish(ctx context.Context, t queue.Ticket) (uint64, error)
 }
 
-// Check is one dependency that readiness depends on.
-type Check struct {
-	Name string
-	Ping func(ctx context.Context) error
-}
-
 // Config wires the ingress to its dependencies.
 type Config struct {
 	Objects   Objects
@@ -43,7 +37,7 @@ type Config struct {
 	// Tickets reads accepted tickets from JetStream, for those the ledger lost.
 	Tickets TicketRecords
 	Keys    Keys
-	Checks  []Check
+	Checks  []health.Check // what /readyz depends on
 	// RequireClientKey refuses downloads without a client key (otherwise they run
 	// under the tenant "public").
 	RequireClientKey bool
@@ -83,9 +77,9 @@ type Config struct {
 
 // Server is the ingress.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	draining atomic.Bool
+	cfg   Config
+	log   *slog.Logger
+	ready *health.Probe // /readyz: the Checks, and unready once drained
 	// largeBodies holds one token per large request body being read (bounds.go).
 	largeBodies chan struct{}
 }
@@ -110,12 +104,12 @@ func New(cfg Config) *Server {
 	if cfg.MaxLargeBodies <= 0 {
 		cfg.MaxLargeBodies = defaultMaxLargeBodies
 	}
-	return &Server{cfg: cfg, log: cfg.Logger.With("component", "ingress"),
+	return &Server{cfg: cfg, log: cfg.Logger.With("component", "ingress"), ready: health.NewProbe(cfg.Checks...),
 		largeBodies: make(chan struct{}, cfg.MaxLargeBodies)}
 }
 
 // Drain makes readiness fail so load balancers stop sending requests before shutdown.
-func (s *Server) Drain() { s.draining.Store(true) }
+func (s *Server) Drain() { s.ready.Drain() }
 
 // Handler returns the HTTP handler of the API.
 func (s *Server) Handler() http.Handler { return s.cors(s.bodyDeadline(s.router())) }
@@ -132,8 +126,8 @@ func (s *Server) router() *gin.Engine {
 	r.Use(s.observe()...)
 	r.Use(recovery(s.log), s.accessLog(), errorsToJSON(s.log),
 		limitBody(smallBody, map[string]int64{"/api/v1/releases": maxReleaseBody, uploadRoute: s.maxUpload()}))
-	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
-	r.GET("/readyz", s.ready)
+	r.GET("/healthz", gin.WrapF(health.Live))
+	r.GET("/readyz", gin.WrapH(s.ready))
 
 	api := r.Group("/api/v1")
 	client := s.requireScope(apikeys.ScopeClient)
@@ -179,37 +173,4 @@ func (s *Server) accessLog() gin.HandlerFunc {
 		s.log.Log(c.Request.Context(), telemetry.RequestLevel(c.Writer.Status()), "request", "method", c.Request.Method, "route", c.FullPath(),
 			"status", c.Writer.Status(), "duration", time.Since(start).Round(time.Microsecond))
 	}
-}
-
-func (s *Server) ready(c *gin.Context) {
-	if s.draining.Load() {
-		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "draining"})
-		return
-	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
-	defer cancel()
-	type result struct {
-		name string
-		err  error
-	}
-	results := make(chan result, len(s.cfg.Checks))
-	for _, ch := range s.cfg.Checks {
-		go func() { results <- result{ch.Name, ch.Ping(ctx)} }()
-	}
-	checks, ok := gin.H{}, true
-	for range s.cfg.Checks {
-		r := <-results
-		if r.err != nil {
-			ok = false
-			checks[r.name] = r.err.Error()
-		} else {
-			checks[r.name] = "ok"
-		}
-	}
-	if !ok {
-		c.Header("Retry-After", "5")
-		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "checks": checks})
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"status": "ready", "checks": checks})
 }

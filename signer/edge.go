@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
+	"github.com/sluice-dl/sluice/shared/health"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/token"
 )
@@ -196,10 +197,7 @@ func (e *Edge) Handler() http.Handler {
 	mux.Handle("/d/{token}", wrongMethod)
 	mux.Handle("/d/{token}/{filename...}", wrongMethod)
 	mux.Handle("/", e.handle(func(http.ResponseWriter, *http.Request) error { return errNoRoute }))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	mux.HandleFunc("GET /healthz", health.Live)
 	return mux
 }
 

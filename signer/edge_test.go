@@ -460,7 +460,7 @@ func TestMethodsAndHealth(t *testing.T) {
 	h, _ := newTestEdge(t)
 	resp, body := h.do(t, "GET", h.srv.URL+"/healthz")
 	wantStatus(t, resp, http.StatusOK)
-	if string(body) != "ok\n" {
+	if string(body) != "{\"status\":\"ok\"}\n" {
 		t.Errorf("healthz body %q", body)
 	}
 	resp, body = h.do(t, "POST", h.url(t, testKey))

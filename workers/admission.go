@@ -135,13 +135,7 @@ func (a *Admission) Held() int {
 // back to the stream for other workers, and returns.
 func (a *Admission) Run(ctx context.Context) error {
 	a.Prepare(ctx)
-	cc, err := a.cfg.Consumer.Consume(a.receive,
-		jetstream.PullMaxMessages(1000),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				a.log.Warn("consume", "err", err)
-			}
-		}))
+	cc, err := consume(a.cfg.Consumer, a.receive, 1000, a.log)
 	if err != nil {
 		return err
 	}
@@ -154,12 +148,7 @@ func (a *Admission) Run(ctx context.Context) error {
 	wg.Go(func() { a.loop(ctx, a.cfg.AdmitEvery, wake, a.admit) })
 	wg.Go(func() { a.loop(ctx, a.cfg.SweepEvery, nil, a.sweep) })
 	<-ctx.Done()
-	cc.Drain()
-	select {
-	case <-cc.Closed():
-	case <-time.After(5 * time.Second):
-		cc.Stop()
-	}
+	stopConsuming(cc)
 	wg.Wait()
 	a.restoring.Wait()
 	a.handBack()

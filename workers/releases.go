@@ -113,19 +113,13 @@ func NewReleases(cfg ReleasesConfig) *Releases {
 // events being processed finish, and hands the prefetched ones back at once.
 func (r *Releases) Run(ctx context.Context) error {
 	work := make(chan jetstream.Msg)
-	cc, err := r.cfg.Consumer.Consume(func(m jetstream.Msg) {
+	cc, err := consume(r.cfg.Consumer, func(m jetstream.Msg) {
 		select {
 		case work <- m:
 		case <-ctx.Done():
 			_ = m.Nak() // prefetched during shutdown: another worker takes it now
 		}
-	},
-		jetstream.PullMaxMessages(2*r.cfg.Parallel),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				r.log.Warn("consume", "err", err)
-			}
-		}))
+	}, 2*r.cfg.Parallel, r.log)
 	if err != nil {
 		return fmt.Errorf("consume release events: %w", err)
 	}
@@ -147,14 +141,7 @@ func (r *Releases) Run(ctx context.Context) error {
 		})
 	}
 	<-ctx.Done()
-	// Drain stops the pulls and hands what the client buffered to the callback above,
-	// which gives it back; Stop would leave those messages to their AckWait.
-	cc.Drain()
-	select {
-	case <-cc.Closed():
-	case <-time.After(5 * time.Second):
-		cc.Stop()
-	}
+	stopConsuming(cc) // what the client buffered goes to the callback above, which gives it back
 	close(stopped)
 	wg.Wait()
 	return nil

@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/edgecache"
 	"github.com/sluice-dl/sluice/shared/fleet"
+	"github.com/sluice-dl/sluice/shared/health"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 	"github.com/sluice-dl/sluice/signer"
@@ -29,11 +30,10 @@ import (
 
 // ingressComponent is the public API.
 type ingressComponent struct {
-	p       *process
-	srv     *ingress.Server
-	api     *listener
-	beat    heartbeat
-	catalog runner // the in-process copy of the release catalog that downloads are checked against
+	p    *process
+	srv  *ingress.Server
+	api  *listener
+	beat heartbeat
 }
 
 func newIngressComponent(p *process) (component, error) {
@@ -66,7 +66,7 @@ func newIngressComponent(p *process) (component, error) {
 		Objects:          d.store,
 		Ledger:           d.ledger,
 		Publisher:        o.publisher(queue.NewPublisher(d.nc, d.js, 5*time.Second)),
-		Checks: []ingress.Check{
+		Checks: []health.Check{
 			{Name: "nats", Ping: func(ctx context.Context) error { return queue.Ping(ctx, d.js) }},
 			{Name: "redis", Ping: d.ledger.Ping},
 			{Name: "storage", Ping: d.store.Ping},
@@ -83,11 +83,10 @@ func newIngressComponent(p *process) (component, error) {
 		BodyMinRate:    c.BodyMinRate,
 		MaxLargeBodies: c.MaxLargeBodies,
 	})
-	api, err := p.listenPublic("ingress", c.IngressAddr, srv.Handler(), prefixes(p.api.trustedProxies)...)
+	api, err := p.listen("ingress", c.IngressAddr, srv.Handler(), listenConfig{public: true, exempt: prefixes(p.api.trustedProxies)})
 	if err != nil {
 		return nil, err
 	}
-	o.watchConns(api)
 	member := o.memberConfig("ingress", api.ln.Addr().String(), nil, nil)
 	// The backlog and slots every second for the dashboard's history: the shared
 	// snapshot, so the fleet computes it once a second however many ingresses run.
@@ -101,15 +100,9 @@ func newIngressComponent(p *process) (component, error) {
 	return &ingressComponent{p: p, srv: srv, api: api, beat: beat}, nil
 }
 
-func (i *ingressComponent) Start(ctx context.Context) error {
-	if cat := i.p.rel; cat != nil {
-		i.catalog.start(ctx, i.p, "follow the release catalog", func(ctx context.Context) error {
-			return cat.catalog.Follow(ctx, i.p.log)
-		})
-	}
+func (i *ingressComponent) Start(ctx context.Context) {
 	i.api.start(i.p)
 	i.beat.start(ctx)
-	return nil
 }
 
 func (i *ingressComponent) Drain() { i.srv.Drain() }
@@ -117,25 +110,43 @@ func (i *ingressComponent) Drain() { i.srv.Drain() }
 func (i *ingressComponent) Shutdown(ctx context.Context) error {
 	i.api.stop(ctx, i.p.log)
 	i.beat.stop()
-	return i.catalog.stop(ctx)
+	return nil
 }
+
+// catalogComponent keeps the process' in-process copy of the release catalog
+// (catalog.Follow), which the ingress checks downloads against and serve's edge cache
+// checks copies against.
+type catalogComponent struct {
+	p   *process
+	run runner
+}
+
+func newCatalogComponent(p *process) (component, error) { return &catalogComponent{p: p}, nil }
+
+func (cc *catalogComponent) Start(ctx context.Context) {
+	cat := cc.p.rel.catalog
+	cc.run.start(ctx, cc.p, "follow the release catalog", func(ctx context.Context) error { return cat.Follow(ctx, cc.p.log) })
+}
+
+func (cc *catalogComponent) Shutdown(ctx context.Context) error { return cc.run.stop(ctx) }
 
 // edgeComponent is the streaming edge: /d/{token} on its public port, /metrics and
 // /debug/edge on its operations port (--edge-metrics-addr), which clients never reach.
 type edgeComponent struct {
-	p        *process
-	public   *listener
-	ops      *listener // nil without --edge-metrics-addr
-	edge     *signer.Edge
-	draining atomic.Bool
-	beat     heartbeat
-	entries  *edgeEntries // the catalog its cache checks copies against; nil in serve (its ingress follows it) and without NATS
-	catalog  runner
+	p       *process
+	public  *listener
+	ops     *listener // nil without --edge-metrics-addr
+	edge    *signer.Edge
+	cache   io.Closer // the disk cache, closed after the last stream; nil without --edge-cache-dir
+	ready   *health.Probe
+	beat    heartbeat
+	entries *edgeEntries // the catalog its cache checks copies against; nil in serve (its catalog component follows it) and without NATS
+	catalog runner
 }
 
 func newEdgeComponent(p *process) (component, error) {
 	c, d, o := p.cfg, p.deps, p.ops
-	store, entries, err := edgeStore(d, c, p.rel, o)
+	store, cache, entries, err := edgeStore(d, c, p.rel, o)
 	if err != nil {
 		return nil, err
 	}
@@ -156,27 +167,27 @@ func newEdgeComponent(p *process) (component, error) {
 		Observer:      o.edgeObserver(),
 		Revalidate:    c.EdgeRevalidate,
 	})
-	ec := &edgeComponent{p: p, edge: e, entries: entries}
-	ready := readiness(&ec.draining, map[string]func(context.Context) error{
-		"redis": d.ledger.Ping, "storage": d.store.Ping,
-	})
+	ec := &edgeComponent{p: p, edge: e, cache: cache, entries: entries,
+		ready: health.NewProbe(health.Check{Name: "redis", Ping: d.ledger.Ping}, health.Check{Name: "storage", Ping: d.store.Ping})}
 	mux := http.NewServeMux()
 	mux.Handle("/", e.Handler())
-	mux.Handle("GET /readyz", ready)
-	if ec.public, err = p.listenPublic("edge", c.EdgeAddr, o.edgeHTTP(mux)); err != nil {
+	mux.Handle("GET /readyz", ec.ready)
+	// The edge keeps per-connection state (the verified token, the ledger hold).
+	edgeConns := listenConfig{public: true, connContext: e.ConnContext, connState: e.ConnState}
+	if ec.public, err = p.listen("edge", c.EdgeAddr, o.edgeHTTP(mux), edgeConns); err != nil {
+		ec.closeCache()
 		return nil, err
 	}
-	ec.public.srv.ConnContext = e.ConnContext
-	ec.public.srv.ConnState = e.ConnState // watchConns chains it
-	o.watchConns(ec.public)
 	if c.EdgeMetricsAddr != "" {
 		debug := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Cache-Control", "no-store")
 			_ = json.NewEncoder(w).Encode(e.Stats()) // counts only
 		})
-		ops := o.opsMux(ready, map[string]http.Handler{"GET /debug/edge": debug})
-		if ec.ops, err = p.listen("edge-metrics", c.EdgeMetricsAddr, ops); err != nil {
+		ops := o.opsMux(ec.ready, map[string]http.Handler{"GET /debug/edge": debug})
+		if ec.ops, err = p.listen("edge-metrics", c.EdgeMetricsAddr, ops, listenConfig{}); err != nil {
+			ec.public.stop(context.Background(), p.log)
+			ec.closeCache()
 			return nil, err
 		}
 	}
@@ -199,7 +210,7 @@ func newEdgeComponent(p *process) (component, error) {
 	return ec, nil
 }
 
-func (ec *edgeComponent) Start(ctx context.Context) error {
+func (ec *edgeComponent) Start(ctx context.Context) {
 	if ec.entries != nil {
 		ec.catalog.start(ctx, ec.p, "follow the release catalog", ec.entries.run)
 	}
@@ -208,10 +219,9 @@ func (ec *edgeComponent) Start(ctx context.Context) error {
 		ec.ops.start(ec.p)
 	}
 	ec.beat.start(ctx)
-	return nil
 }
 
-func (ec *edgeComponent) Drain() { ec.draining.Store(true) }
+func (ec *edgeComponent) Drain() { ec.ready.Drain() }
 
 // Shutdown lets running streams finish within ctx; the operations port stays up
 // meanwhile, so their last bytes are counted.
@@ -219,20 +229,30 @@ func (ec *edgeComponent) Shutdown(ctx context.Context) error {
 	ec.public.stop(ctx, ec.p.log)
 	// The keep-alive connections' ledger holds end once the listener has stopped.
 	ec.edge.Close(ctx)
+	ec.closeCache()
 	ec.beat.stop()
 	ec.ops.stop(ctx, ec.p.log)
 	return ec.catalog.stop(ctx)
 }
 
+func (ec *edgeComponent) closeCache() {
+	if ec.cache == nil {
+		return
+	}
+	if err := ec.cache.Close(); err != nil {
+		ec.p.log.Warn("closing the edge cache", "err", err)
+	}
+}
+
 // admissionComponent is the admission worker; a worker process also has an
 // operations port (--metrics-addr) for /metrics and its probes.
 type admissionComponent struct {
-	p        *process
-	adm      *workers.Admission
-	ops      *listener // nil in serve: its /metrics is the ingress'
-	draining atomic.Bool
-	beat     heartbeat
-	run      runner
+	p     *process
+	adm   *workers.Admission
+	ops   *listener // nil in serve: its /metrics is the ingress'
+	ready *health.Probe
+	beat  heartbeat
+	run   runner
 }
 
 func newAdmissionComponent(p *process) (component, error) {
@@ -245,14 +265,13 @@ func newAdmissionComponent(p *process) (component, error) {
 		direct = d.s3
 		p.log.Info("direct mode: links are presigned storage URLs; no throttling, slots lapse at the link's expiry")
 	}
-	a := &admissionComponent{p: p}
+	a := &admissionComponent{p: p, ready: health.NewProbe(
+		health.Check{Name: "nats", Ping: func(ctx context.Context) error { return queue.Ping(ctx, d.js) }},
+		health.Check{Name: "redis", Ping: d.ledger.Ping})}
 	addr := c.IngressAddr // serve: /metrics is on the ingress
 	if c.MetricsAddr != "" {
-		ready := readiness(&a.draining, map[string]func(context.Context) error{
-			"nats": func(ctx context.Context) error { return queue.Ping(ctx, d.js) }, "redis": d.ledger.Ping,
-		})
 		var err error
-		if a.ops, err = p.listen("metrics", c.MetricsAddr, o.opsMux(ready, nil)); err != nil {
+		if a.ops, err = p.listen("metrics", c.MetricsAddr, o.opsMux(a.ready, nil), listenConfig{}); err != nil {
 			return nil, err
 		}
 		addr = a.ops.ln.Addr().String()
@@ -283,17 +302,16 @@ func newAdmissionComponent(p *process) (component, error) {
 
 // Start rebuilds a new or lost ledger before it returns (so an ingress started after
 // it finds one), then consumes tickets.
-func (a *admissionComponent) Start(ctx context.Context) error {
+func (a *admissionComponent) Start(ctx context.Context) {
 	a.adm.Prepare(ctx)
 	if a.ops != nil {
 		a.ops.start(a.p)
 	}
 	a.beat.start(ctx)
 	a.run.start(ctx, a.p, "admission worker", a.adm.Run)
-	return nil
 }
 
-func (a *admissionComponent) Drain() { a.draining.Store(true) }
+func (a *admissionComponent) Drain() { a.ready.Drain() }
 
 // Shutdown stops fetching and hands the held tickets back to the stream.
 func (a *admissionComponent) Shutdown(ctx context.Context) error {
@@ -321,33 +339,36 @@ func newReleasesComponent(p *process) (component, error) {
 	return &releasesComponent{p: p, w: w}, nil
 }
 
-func (r *releasesComponent) Start(ctx context.Context) error {
+func (r *releasesComponent) Start(ctx context.Context) {
 	r.run.start(ctx, r.p, "release worker", r.w.Run)
-	return nil
 }
 
 // Shutdown stops fetching and lets the events being verified finish within ctx.
 func (r *releasesComponent) Shutdown(ctx context.Context) error { return r.run.stop(ctx) }
 
-// readyAnnouncer tells the person at serve's terminal when every public listener
-// answers ready, and what to try.
+// readyAnnouncer tells the person at serve's terminal when the API and the edge
+// answer ready, and what to try. runServer adds it to serve's components, last.
 type readyAnnouncer struct {
-	p   *process
-	run runner
+	p         *process
+	api, edge *listener
+	run       runner
 }
 
-func newReadyAnnouncer(p *process) (component, error) { return &readyAnnouncer{p: p}, nil }
-
-func (ra *readyAnnouncer) Start(ctx context.Context) error {
-	var api, edge *listener
-	for _, l := range ra.p.public {
-		switch l.name {
-		case "ingress":
-			api = l
-		case "edge":
-			edge = l
+func newReadyAnnouncer(p *process, comps []component) *readyAnnouncer {
+	ra := &readyAnnouncer{p: p}
+	for _, c := range comps {
+		switch c := c.(type) {
+		case *ingressComponent:
+			ra.api = c.api
+		case *edgeComponent:
+			ra.edge = c.public
 		}
 	}
+	return ra
+}
+
+func (ra *readyAnnouncer) Start(ctx context.Context) {
+	api, edge := ra.api, ra.edge
 	if loopbackOnly(api) || loopbackOnly(edge) {
 		ra.p.log.Info("listening on this machine only; to listen on every interface set SLUICE_INGRESS_ADDR=:8080 and SLUICE_EDGE_ADDR=:8081 (or --ingress-addr, --edge-addr), and SLUICE_PUBLIC_EDGE_URL to the edge's address as clients reach it")
 	}
@@ -357,7 +378,6 @@ func (ra *readyAnnouncer) Start(ctx context.Context) error {
 		announceReady(ctx, ra.p.log, []*listener{api, edge}, msg)
 		return nil
 	})
-	return nil
 }
 
 func (ra *readyAnnouncer) Shutdown(ctx context.Context) error { return ra.run.stop(ctx) }

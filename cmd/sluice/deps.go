@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/catalog"
+	"github.com/sluice-dl/sluice/shared/certpool"
 	"github.com/sluice-dl/sluice/shared/fleet"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
@@ -278,29 +278,13 @@ func redisOptions(c *serverConfig) (*redis.UniversalOptions, error) {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12} // the server name is each address' host
 	}
 	if c.RedisCAFile != "" {
-		pool, err := caPool(c.RedisCAFile)
+		pool, err := certpool.FromFile(c.RedisCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("--redis-ca-file: %w", err)
 		}
 		opts.TLSConfig.RootCAs = pool
 	}
 	return opts, nil
-}
-
-// caPool is the system's certificate authorities and those in the PEM file.
-func caPool(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
 }
 
 // redactedURL is u without its password, for errors.

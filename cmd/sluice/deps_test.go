@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/certpool"
 )
 
 func TestRedisOptions(t *testing.T) {
@@ -161,7 +162,7 @@ func TestRedisClusterModeWithOneEndpoint(t *testing.T) {
 
 func mustTLS(t *testing.T, caFile string) *tls.Config {
 	t.Helper()
-	pool, err := caPool(caFile)
+	pool, err := certpool.FromFile(caFile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -22,10 +23,11 @@ import (
 // when --edge-cache-dir is set. Copies are checked against the release catalog: the
 // process's own (serve), or for an edge role given --nats-url the catalog's entries,
 // returned for the edge to run (edgeEntries). An edge without NATS keeps the SHA-256
-// measured while filling (see docs/ARCHITECTURE.md, Edge cache).
-func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (_ objstore.Store, entries *edgeEntries, _ error) {
+// measured while filling (see docs/ARCHITECTURE.md, Edge cache). The cache is returned
+// a second time as what the edge closes after its last stream.
+func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (_ objstore.Store, _ io.Closer, entries *edgeEntries, _ error) {
 	if c.EdgeCacheDir == "" {
-		return d.store, nil, nil
+		return d.store, nil, nil, nil
 	}
 	var digests edgecache.Digests
 	switch {
@@ -40,9 +42,8 @@ func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (_ objstore.Stor
 	cache, err := edgecache.New(edgecache.Config{Dir: c.EdgeCacheDir, Size: c.EdgeCacheSize,
 		Origin: d.store, Digests: digests, Logger: d.log, Revalidate: cacheRevalidate(c.EdgeRevalidate)})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	d.onClose(func() { _ = cache.Close() })
 	o.metrics.Registry.MustRegister(telemetry.NewEdgeCacheCollector(func() telemetry.EdgeCacheStats {
 		s := cache.Stats()
 		return telemetry.EdgeCacheStats{Hits: s.Hits, Misses: s.Misses, StaleHits: s.StaleHits,
@@ -51,7 +52,7 @@ func edgeStore(d *deps, c *serverConfig, rel *releases, o *ops) (_ objstore.Stor
 			UsedBytes: s.UsedBytes, CapacityBytes: s.CapacityBytes}
 	}))
 	d.log.Info("edge cache on local disk", "dir", c.EdgeCacheDir, "size", c.EdgeCacheSize, "verified_against_catalog", digests != nil)
-	return cache, entries, nil
+	return cache, cache, entries, nil
 }
 
 // edgeEntries is an edge role's view of the release catalog: the entries bucket that

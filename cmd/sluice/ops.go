@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/fleet"
+	"github.com/sluice-dl/sluice/shared/health"
 	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 	"github.com/sluice-dl/sluice/shared/token"
@@ -81,7 +82,7 @@ func (o *ops) member(cfg fleet.MemberConfig) *fleet.Member { return o.fleet.Join
 func (o *ops) opsMux(ready http.Handler, extra map[string]http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", o.metrics.Handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /healthz", health.Live)
 	mux.Handle("GET /readyz", ready)
 	if o.cfg.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index) // and the named profiles: heap, block, mutex, goroutine
@@ -111,22 +112,19 @@ func advertised(addr string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// watchConns counts the open client connections of l's server.
-func (o *ops) watchConns(l *listener) {
-	if l == nil {
-		return
-	}
-	g := o.metrics.HTTPOpenConnections.WithLabelValues(l.name)
-	prev := l.srv.ConnState
-	l.srv.ConnState = func(c net.Conn, s http.ConnState) {
+// countConns counts the open client connections of the server named server, then
+// calls next (nil: nothing more).
+func (o *ops) countConns(server string, next func(net.Conn, http.ConnState)) func(net.Conn, http.ConnState) {
+	g := o.metrics.HTTPOpenConnections.WithLabelValues(server)
+	return func(c net.Conn, s http.ConnState) {
 		switch s {
 		case http.StateNew:
 			g.Inc()
 		case http.StateHijacked, http.StateClosed:
 			g.Dec()
 		}
-		if prev != nil {
-			prev(c, s)
+		if next != nil {
+			next(c, s)
 		}
 	}
 }

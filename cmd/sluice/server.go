@@ -13,13 +13,13 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/connlimit"
+	"github.com/sluice-dl/sluice/shared/health"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
@@ -56,12 +56,13 @@ func httpServer(h http.Handler) *http.Server {
 	}
 }
 
-// A component is one part of a server process, built whole by its constructor.
-// Start returns once it serves (it may fail: a port in use); its goroutines are its
-// own, tracked, and joined by Shutdown, which stops it within ctx. A component that
-// fails while it runs says so on process.fatal.
+// A component is one part of a server process, built whole by its constructor, which
+// also opens its ports (so a port in use fails the build, before anything runs).
+// Start runs it; its goroutines are its own, tracked, and joined by Shutdown, which
+// stops it within ctx. Shutdown also releases a component that was built but never
+// started. A component that fails while it runs says so on process.fatal.
 type component interface {
-	Start(ctx context.Context) error
+	Start(ctx context.Context)
 	Shutdown(ctx context.Context) error
 }
 
@@ -73,13 +74,14 @@ type drainer interface{ Drain() }
 type newComponent func(p *process) (component, error)
 
 // roleComponents is what each command runs, in start order: a component is started
-// after those it relies on and shut down before them. The edge serves the links the
+// after those it relies on and shut down before them. The catalog copy is followed
+// before the edge cache and the API check against it; the edge serves the links the
 // admission worker issues; the admission worker rebuilds a lost ledger before the API
-// takes a ticket. serve is every part in one process, and at a terminal it says when
-// it is ready.
+// takes a ticket. serve is every part in one process (and at a terminal it says when
+// it is ready: runServer adds a readyAnnouncer).
 var roleComponents = map[role][]newComponent{
-	roleServe:   {newEdgeComponent, newAdmissionComponent, newReleasesComponent, newIngressComponent, newReadyAnnouncer},
-	roleIngress: {newIngressComponent},
+	roleServe:   {newCatalogComponent, newEdgeComponent, newAdmissionComponent, newReleasesComponent, newIngressComponent},
+	roleIngress: {newCatalogComponent, newIngressComponent},
 	roleWorker:  {newAdmissionComponent, newReleasesComponent},
 	roleEdge:    {newEdgeComponent},
 }
@@ -98,9 +100,7 @@ type process struct {
 	rel   *releases // the release pipeline's streams and catalog; nil on the edge
 	api   apiLimits // the ingress' parsed limits
 	conns *connlimit.Limiter
-	// public are the listeners clients reach, in the order they were opened.
-	public []*listener
-	fatal  chan error
+	fatal chan error
 }
 
 // apiLimits are the ingress settings parsed before anything connects, so that a bad
@@ -120,31 +120,24 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 		return err
 	}
 	defer p.close()
-	var comps []component
-	for _, build := range roleComponents[r] {
-		comp, err := build(p)
-		if err != nil {
-			return err
-		}
-		comps = append(comps, comp)
+	comps, err := buildComponents(p, roleComponents[r])
+	if err != nil {
+		return err
 	}
-	var started []component
+	if r == roleServe {
+		comps = append(comps, newReadyAnnouncer(p, comps))
+	}
 	for _, comp := range comps {
-		if err = comp.Start(ctx); err != nil {
-			break
-		}
-		started = append(started, comp)
+		comp.Start(ctx)
 	}
-	if err == nil {
-		select {
-		case <-ctx.Done():
-			p.log.Info("shutting down", "drain_delay", c.DrainDelay, "wait", c.ShutdownWait)
-		case err = <-p.fatal:
-			p.log.Error("stopping after a fatal error", "err", err)
-		}
+	select {
+	case <-ctx.Done():
+		p.log.Info("shutting down", "drain_delay", c.DrainDelay, "wait", c.ShutdownWait)
+	case err = <-p.fatal:
+		p.log.Error("stopping after a fatal error", "err", err)
 	}
 	stopping := time.Now()
-	for _, comp := range started {
+	for _, comp := range comps {
 		if d, ok := comp.(drainer); ok {
 			d.Drain()
 		}
@@ -152,15 +145,35 @@ func runServer(ctx context.Context, r role, c *serverConfig) error {
 	if err == nil {
 		err = drainPause(c.DrainDelay, p.log, p.fatal)
 	}
-	deadline, cancel := context.WithTimeout(context.Background(), c.ShutdownWait)
-	defer cancel()
-	for _, comp := range slices.Backward(started) {
-		if serr := comp.Shutdown(deadline); serr != nil {
-			p.log.Warn("shutdown", "err", serr)
-		}
-	}
+	shutdown(comps, c.ShutdownWait, p.log)
 	p.log.Info("stopped", "took", time.Since(stopping).Round(time.Millisecond))
 	return err
+}
+
+// buildComponents builds each component in turn; when one fails, those built before
+// it are shut down (closing the ports they opened) and its error returned.
+func buildComponents(p *process, builders []newComponent) ([]component, error) {
+	var comps []component
+	for _, build := range builders {
+		comp, err := build(p)
+		if err != nil {
+			shutdown(comps, time.Second, p.log)
+			return nil, err
+		}
+		comps = append(comps, comp)
+	}
+	return comps, nil
+}
+
+// shutdown stops comps in reverse order, all within wait.
+func shutdown(comps []component, wait time.Duration, log *slog.Logger) {
+	deadline, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	for _, comp := range slices.Backward(comps) {
+		if err := comp.Shutdown(deadline); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}
 }
 
 // newProcess reads the settings that need no connection, then builds the
@@ -184,8 +197,7 @@ func newProcess(ctx context.Context, r role, c *serverConfig) (_ *process, err e
 	// One count per address for all of this process's listeners: the descriptors are
 	// the process's.
 	p.conns = connlimit.New(c.MaxConnsPerIP)
-	metrics := telemetry.NewMetrics(r.String(), version)
-	metrics.Token = c.MetricsToken
+	metrics := telemetry.NewMetrics(r.String(), version, c.MetricsToken)
 	if p.deps, err = buildDeps(ctx, r, c, log, metrics); err != nil {
 		return nil, err
 	}
@@ -232,33 +244,44 @@ type listener struct {
 	srv  *http.Server
 	ln   net.Listener
 	reqs *requestTracker
-	done chan struct{} // closed when Serve has returned
+	// started is set by start, before Serve runs; done is closed when Serve has returned.
+	started bool
+	done    chan struct{}
 }
 
 // listen opens addr with its connections counted per client address by the process'
 // cap (except those from exempt prefixes). It serves once started.
-func (p *process) listen(name, addr string, h http.Handler, exempt ...netip.Prefix) (*listener, error) {
+func (p *process) listen(name, addr string, h http.Handler, lc listenConfig) (*listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 	}
 	reqs := &requestTracker{}
-	return &listener{name: name, srv: httpServer(reqs.handler(h)), ln: p.conns.Listen(ln, exempt...),
+	srv := httpServer(reqs.handler(h))
+	srv.ConnContext, srv.ConnState = lc.connContext, lc.connState
+	if lc.public {
+		srv.ConnState = p.ops.countConns(name, lc.connState)
+	}
+	return &listener{name: name, srv: srv, ln: p.conns.Listen(ln, lc.exempt...),
 		reqs: reqs, done: make(chan struct{})}, nil
 }
 
-// listenPublic is listen for a port clients reach: serve names it when it is ready.
-func (p *process) listenPublic(name, addr string, h http.Handler, exempt ...netip.Prefix) (*listener, error) {
-	l, err := p.listen(name, addr, h, exempt...)
-	if err == nil {
-		p.public = append(p.public, l)
-	}
-	return l, err
+// listenConfig is what a listener's server needs beyond its handler.
+type listenConfig struct {
+	// public: clients reach it (not an operations port); its open connections are
+	// counted in sluice_http_open_connections.
+	public bool
+	// exempt are the addresses the per-address connection cap does not count
+	// (the trusted proxies).
+	exempt      []netip.Prefix
+	connContext func(context.Context, net.Conn) context.Context
+	connState   func(net.Conn, http.ConnState)
 }
 
 // start serves l in a goroutine that stop joins; a failure other than a shutdown is
 // fatal to the process.
 func (l *listener) start(p *process) {
+	l.started = true
 	go func() {
 		defer close(l.done)
 		if err := l.srv.Serve(l.ln); !errors.Is(err, http.ErrServerClosed) {
@@ -274,6 +297,10 @@ func (l *listener) stop(deadline context.Context, log *slog.Logger) {
 	if l == nil {
 		return
 	}
+	if !l.started { // built, never served: only the port to close
+		_ = l.ln.Close()
+		return
+	}
 	stopListener(deadline, l, log)
 	<-l.done
 }
@@ -284,28 +311,6 @@ func portOf(l *listener) string {
 	}
 	_, port, _ := net.SplitHostPort(l.ln.Addr().String())
 	return ":" + port
-}
-
-func readiness(draining *atomic.Bool, checks map[string]func(context.Context) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		w.Header().Set("Content-Type", "application/json")
-		if draining.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, `{"status":"draining"}`)
-			return
-		}
-		for name, check := range checks {
-			if err := check(ctx); err != nil {
-				w.Header().Set("Retry-After", "5")
-				w.WriteHeader(http.StatusServiceUnavailable)
-				fmt.Fprintf(w, "{\"status\":\"unavailable\",\"failed\":%q}\n", name)
-				return
-			}
-		}
-		fmt.Fprintln(w, `{"status":"ready"}`)
-	}
 }
 
 // loopbackOnly reports whether l accepts connections from this machine only.
@@ -374,21 +379,9 @@ func readyProblem(ctx context.Context, client *http.Client, l *listener) (failin
 		return "", ""
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	// The ingress lists its checks; the edge names the one that failed.
-	var answer struct {
-		Failed string            `json:"failed"`
-		Checks map[string]string `json:"checks"`
-	}
-	_ = json.Unmarshal(body, &answer)
-	var names []string
-	if answer.Failed != "" {
-		names = append(names, answer.Failed)
-	}
-	for name, state := range answer.Checks {
-		if state != "ok" {
-			names = append(names, name)
-		}
-	}
+	var answer health.Answer
+	_ = json.Unmarshal(body, &answer) // an answer of another shape names no check
+	names := answer.Failing()
 	slices.Sort(names)
 	if len(names) == 0 {
 		names = []string{resp.Status}

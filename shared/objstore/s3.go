@@ -3,14 +3,12 @@ package objstore
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +16,8 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/minio/minio-go/v7/pkg/encrypt"
+
+	"github.com/sluice-dl/sluice/shared/certpool"
 )
 
 const (
@@ -92,9 +92,9 @@ func NewS3(cfg S3Config) (*S3, error) {
 	tr.DialContext = (&net.Dialer{Timeout: s3DialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	tr.ResponseHeaderTimeout = s3HeaderTimeout
 	if cfg.CAFile != "" {
-		pool, err := caPool(cfg.CAFile)
+		pool, err := certpool.FromFile(cfg.CAFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("s3 store CA bundle: %w", err)
 		}
 		if tr.TLSClientConfig == nil {
 			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -161,21 +161,6 @@ func ParseSSE(v string) (encrypt.ServerSide, error) {
 		return sse, nil
 	}
 	return nil, fmt.Errorf("s3 store: server-side encryption %q: want s3 or kms:<key-id>", v)
-}
-
-func caPool(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("s3 store CA bundle: %w", err)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("s3 store CA bundle %s: no PEM certificate in it", file)
-	}
-	return pool, nil
 }
 
 // Bucket is the bucket the store lives in.

@@ -14,7 +14,7 @@ import (
 // stays evalsha, and other commands keep their own name.
 func TestRedisHookNamesScripts(t *testing.T) {
 	rdb := testenv.StartRedis(t).Client(t)
-	m := NewMetrics("test", "test")
+	m := NewMetrics("test", "test", "")
 	known := redis.NewScript(`return 1`)
 	rdb.AddHook(m.RedisHook(map[string]*redis.Script{"test.one": known}))
 	ctx := t.Context()

@@ -45,19 +45,20 @@ type Metrics struct {
 
 	TokenRejections *prometheus.CounterVec // {reason}: Reject* constants
 
-	// Token, when set, is the bearer token /metrics requires (a Prometheus scrape
+	// token, when set, is the bearer token /metrics requires (a Prometheus scrape
 	// config's authorization.credentials); empty: /metrics is open to whoever reaches
 	// the port.
-	Token string
+	token string
 }
 
 // NewMetrics builds the metrics of one process running role (serve, ingress, worker,
 // edge) at version, in a registry of its own that also holds the Go runtime and
-// process collectors.
-func NewMetrics(role, version string) *Metrics {
+// process collectors. With token set, Handler requires it as a bearer token.
+func NewMetrics(role, version, token string) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
+		token:    token,
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameHTTPRequests, Help: "HTTP requests answered, by server (ingress, edge), route pattern and status code.",
 		}, []string{"server", "route", "code"}),
@@ -125,10 +126,10 @@ func NewMetrics(role, version string) *Metrics {
 // Handler serves the registry in the Prometheus text (or OpenMetrics) format.
 func (m *Metrics) Handler() http.Handler {
 	h := promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry, Timeout: 10 * time.Second})
-	if m.Token == "" {
+	if m.token == "" {
 		return h
 	}
-	want := []byte(m.Token)
+	want := []byte(m.token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The scheme is case-insensitive (RFC 9110 §11.1); the token is compared in
 		// constant time.

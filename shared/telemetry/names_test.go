@@ -28,7 +28,7 @@ var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 // TestMetricNamesMatchRegistry: MetricNames, which dashboards are checked against, is
 // exactly what the collectors describe (apart from the Go runtime's own).
 func TestMetricNamesMatchRegistry(t *testing.T) {
-	m := NewMetrics("serve", "test")
+	m := NewMetrics("serve", "test", "")
 	m.Registry.MustRegister(
 		NewLedgerCollector(&fixedStats{}, LedgerCollectorOptions{}),
 		NewEdgeCollector(func() EdgeStats { return EdgeStats{} }),
