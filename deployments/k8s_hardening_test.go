@@ -261,9 +261,16 @@ func TestKubernetesServiceMonitor(t *testing.T) {
 			}
 			for _, p := range svc.Spec.Ports {
 				path, ok := endpoints[p.Name]
-				if ok && d.resolvePort(p.TargetPort.String()) == metricsPort(t, role, d.env) && (path == "" || path == "/metrics") {
-					scraped[role] = true
+				if !ok {
+					continue
 				}
+				// Every port the ServiceMonitor selects is scraped: one that is not the
+				// role's /metrics would be a target down for ever (SluiceTargetDown).
+				if d.resolvePort(p.TargetPort.String()) != metricsPort(t, role, d.env) || (path != "" && path != "/metrics") {
+					t.Errorf("Service %s: the ServiceMonitor scrapes port %s (%s%s), which is not the %s's /metrics", svc.Name, p.Name, p.TargetPort.String(), path, role)
+					continue
+				}
+				scraped[role] = true
 			}
 		}
 	}

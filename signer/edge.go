@@ -287,6 +287,7 @@ func (e *Edge) handle(h func(http.ResponseWriter, *http.Request) error) http.Han
 // problemFor maps an error to its status, message and hint.
 func problemFor(err error) problem {
 	const newTicket = "request a new ticket for this file"
+	var denied *objstore.AccessError
 	switch {
 	case errors.Is(err, token.ErrInvalid):
 		return problem{http.StatusForbidden, "invalid_link", "invalid download link", "use the download_url of your ticket exactly as given, or " + newTicket, 0}
@@ -299,6 +300,11 @@ func problemFor(err error) problem {
 		// (a link signed before a stricter rule, a file system with shorter names): for
 		// the client that object is not there.
 		return problem{http.StatusNotFound, "object_not_found", "object not found", "the file has been removed; check the catalog", 0}
+	case errors.As(err, &denied):
+		// The store answers but refuses this edge's credentials: say so, with S3's
+		// reason, rather than "unavailable", which sends the operator to the network.
+		return problem{http.StatusServiceUnavailable, "storage_access_denied", denied.Error(),
+			"an operator must fix the edge's storage credentials or permissions (--s3-access-key, AWS_*, the IAM role); retry later", 30 * time.Second}
 	case errors.Is(err, objstore.ErrUnavailable):
 		return problem{http.StatusServiceUnavailable, "storage_unavailable", "storage unavailable", "retry after the Retry-After delay", retryAfter}
 	case errors.Is(err, errPreconditionFailed):

@@ -381,6 +381,11 @@ func TestRefusedBeforeStreaming(t *testing.T) {
 			h.store.setUnavailable(true)
 			return url
 		}, http.StatusServiceUnavailable, "Retry-After", "storage_unavailable"},
+		{"storage refuses the edge's credentials", func(t testing.TB, h *harness) string {
+			url := h.url(t, testKey)
+			h.store.setRefusing(fmt.Errorf("stat %q: %w", testKey, &objstore.AccessError{Code: "AccessDenied", Message: "Access Denied."}))
+			return url
+		}, http.StatusServiceUnavailable, "AccessDenied: Access Denied.", "storage_access_denied"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, _ := newTestEdge(t)
@@ -389,8 +394,11 @@ func TestRefusedBeforeStreaming(t *testing.T) {
 			if p := wantProblem(t, resp, body, tc.status, tc.mentions); p.Code != tc.code {
 				t.Errorf("code %q, want %q", p.Code, tc.code)
 			}
-			if tc.status == http.StatusServiceUnavailable {
+			switch tc.code {
+			case "storage_unavailable":
 				wantHeader(t, resp, "Retry-After", "5")
+			case "storage_access_denied": // no use retrying until an operator acts
+				wantHeader(t, resp, "Retry-After", "30")
 			}
 			wantHeader(t, resp, "Content-Disposition", "")
 			if calls := h.slots.snapshot(); len(calls) != 0 {

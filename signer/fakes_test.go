@@ -30,6 +30,7 @@ type memStore struct {
 	mu          sync.Mutex
 	objects     map[string]memObject
 	unavailable bool
+	refusal     error // answered by Stat and Open (setRefusing)
 	openErr     error // returned by Open, once set
 	opens       []openCall
 	stats       int // Stat calls
@@ -83,6 +84,13 @@ func (s *memStore) setUnavailable(v bool) {
 	s.unavailable = v
 }
 
+// setRefusing makes every Stat and Open answer err (nil: answer again).
+func (s *memStore) setRefusing(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refusal = err
+}
+
 func (s *memStore) setOpenErr(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -108,6 +116,9 @@ func (s *memStore) Stat(ctx context.Context, key string) (objstore.Info, error) 
 	if s.unavailable {
 		return objstore.Info{}, objstore.ErrUnavailable
 	}
+	if s.refusal != nil {
+		return objstore.Info{}, s.refusal
+	}
 	o, ok := s.objects[key]
 	if !ok {
 		return objstore.Info{}, objstore.ErrNotFound
@@ -123,6 +134,8 @@ func (s *memStore) Open(ctx context.Context, key string, offset, length int64, e
 	switch o, ok := s.objects[key]; {
 	case s.unavailable:
 		return nil, objstore.ErrUnavailable
+	case s.refusal != nil:
+		return nil, s.refusal
 	case s.openErr != nil:
 		return nil, s.openErr
 	case !ok:
