@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,7 +18,9 @@ import (
 // RedisHook times every Redis command into sluice_redis_command_duration_seconds, by
 // command name; a pipeline counts as one "pipeline" call. A Lua script of scripts
 // (name → script, as admission.Scripts lists them) is recorded under its name, not as
-// the evalsha (or, the first time, eval) that runs it. Add it with rdb.AddHook.
+// the evalsha (or, the first time, eval) that runs it; the ticket rate limiter's
+// scripts (redis_rate, whose keys start with "rate:") as "rate_limit", and any other
+// script as "script:" and the first 8 digits of its SHA-1. Add it with rdb.AddHook.
 func (m *Metrics) RedisHook(scripts ...map[string]*redis.Script) redis.Hook {
 	byHash := map[string]string{}
 	for _, set := range scripts {
@@ -74,6 +77,16 @@ func (h redisHook) command(cmd redis.Cmder) string {
 	}
 	if script, ok := h.scripts[hash]; ok {
 		return script
+	}
+	// EVAL[SHA] script numkeys key...: redis_rate keeps the limiter's scripts to itself,
+	// but its keys tell them apart.
+	if len(args) > 3 {
+		if key, _ := args[3].(string); strings.HasPrefix(key, "rate:") {
+			return "rate_limit"
+		}
+	}
+	if len(hash) >= 8 {
+		return "script:" + hash[:8]
 	}
 	return name
 }

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"testing"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
@@ -10,8 +11,9 @@ import (
 )
 
 // TestRedisHookNamesScripts: a known Lua script is timed under its name, whether it
-// ran as EVALSHA or (the first time, before Redis has it) as EVAL; an unknown script
-// stays evalsha, and other commands keep their own name.
+// ran as EVALSHA or (the first time, before Redis has it) as EVAL; the ticket rate
+// limiter's as rate_limit; another script by the start of its SHA-1; other commands
+// keep their own name.
 func TestRedisHookNamesScripts(t *testing.T) {
 	rdb := testenv.StartRedis(t).Client(t)
 	m := NewMetrics("test", "test", "")
@@ -25,13 +27,21 @@ func TestRedisHookNamesScripts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := redis.NewScript(`return 2`).Run(ctx, rdb, nil).Err(); err != nil {
+	other := redis.NewScript(`return 2`)
+	if err := other.Run(ctx, rdb, nil).Err(); err != nil {
 		t.Fatal(err)
+	}
+	limiter := redis_rate.NewLimiter(rdb)
+	for range 2 {
+		if _, err := limiter.Allow(ctx, "ip:127.0.0.1", redis_rate.PerSecond(10)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := rdb.Set(ctx, "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	for cmd, want := range map[string]int{"test.one": 3, "evalsha": 1, "eval": 1, "set": 1} {
+	// Each script's first run is an EVALSHA answered NOSCRIPT, then its EVAL.
+	for cmd, want := range map[string]int{"test.one": 3, "script:" + other.Hash()[:8]: 2, "rate_limit": 3, "set": 1} {
 		if n := histCount(t, m, cmd); n != want {
 			t.Errorf("command %q timed %d times, want %d", cmd, n, want)
 		}
