@@ -34,11 +34,13 @@ type serverConfig struct {
 	RedisURL        string
 	RedisAddrs      string
 	RedisMasterName string
-	RedisPassword   string
-	RedisUsername   string
-	RedisTLS        bool
-	RedisCAFile     string
-	RedisCluster    bool
+	// the Sentinel nodes' own credentials (their requirepass or ACL), when they have them
+	RedisSentinelUsername, RedisSentinelPassword string
+	RedisPassword                                string
+	RedisUsername                                string
+	RedisTLS                                     bool
+	RedisCAFile                                  string
+	RedisCluster                                 bool
 	// EmbeddedRedisAddr is where serve's in-process Redis listens when none is set.
 	EmbeddedRedisAddr string
 
@@ -160,6 +162,8 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	fs.StringVar(&c.RedisURL, "redis-url", "", redisHelp)
 	fs.StringVar(&c.RedisAddrs, "redis-addrs", "", "Redis Sentinel or Cluster addresses host:port,... (instead of --redis-url)")
 	fs.StringVar(&c.RedisMasterName, "redis-master-name", "", "Sentinel master name; with --redis-addrs selects Sentinel")
+	fs.StringVar(&c.RedisSentinelUsername, "redis-sentinel-username", "", "ACL user on the Sentinel nodes themselves, when they require one (--redis-username is the master's)")
+	fs.StringVar(&c.RedisSentinelPassword, "redis-sentinel-password", "", "password of the Sentinel nodes themselves (their requirepass), when they have one (--redis-password is the master's)")
 	fs.StringVar(&c.RedisPassword, "redis-password", "", "Redis password (with --redis-url, when the URL has none)")
 	fs.StringVar(&c.RedisUsername, "redis-username", "", "Redis ACL user (with --redis-url, when the URL has none); empty: the default user")
 	fs.BoolVar(&c.RedisTLS, "redis-tls", false, "reach Redis over TLS (what rediss:// says for --redis-url)")

@@ -250,8 +250,12 @@ func redisOptions(c *serverConfig) (*redis.UniversalOptions, error) {
 	if c.RedisCluster && c.RedisMasterName != "" {
 		return nil, errors.New("--redis-cluster and --redis-master-name (Sentinel) exclude each other")
 	}
+	if (c.RedisSentinelUsername != "" || c.RedisSentinelPassword != "") && c.RedisMasterName == "" {
+		return nil, errors.New("--redis-sentinel-username and --redis-sentinel-password need Sentinel: set --redis-addrs and --redis-master-name")
+	}
 	opts := &redis.UniversalOptions{MasterName: c.RedisMasterName, Username: c.RedisUsername,
-		Password: c.RedisPassword, IsClusterMode: c.RedisCluster}
+		Password: c.RedisPassword, IsClusterMode: c.RedisCluster,
+		SentinelUsername: c.RedisSentinelUsername, SentinelPassword: c.RedisSentinelPassword}
 	if c.RedisURL != "" {
 		o, err := redis.ParseURL(c.RedisURL)
 		if err != nil {

@@ -62,6 +62,7 @@ func TestRedisOptionsTLSUserAndCluster(t *testing.T) {
 		{"cluster needs database 0", serverConfig{RedisURL: "redis://r:6380/3", RedisCluster: true}, false, false, "", true},
 		{"cluster or sentinel", serverConfig{RedisAddrs: "s:26379", RedisMasterName: "m", RedisCluster: true}, false, false, "", true},
 		{"CA file without a certificate", serverConfig{RedisAddrs: "r:6380", RedisCAFile: "deps_test.go"}, false, false, "", true},
+		{"sentinel credentials without sentinel", serverConfig{RedisAddrs: "r:6380", RedisSentinelPassword: "pw"}, false, false, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := redisOptions(&tc.cfg)
@@ -75,6 +76,11 @@ func TestRedisOptionsTLSUserAndCluster(t *testing.T) {
 				t.Fatalf("TLS %v cluster %v user %q; want %v %v %q", o.TLSConfig != nil, o.IsClusterMode, o.Username, tc.tls, tc.cluster, tc.user)
 			}
 		})
+	}
+	o, err := redisOptions(&serverConfig{RedisAddrs: "s1:26379,s2:26379", RedisMasterName: "main", RedisPassword: "master",
+		RedisSentinelUsername: "watcher", RedisSentinelPassword: "sentinel"})
+	if err != nil || o.SentinelUsername != "watcher" || o.SentinelPassword != "sentinel" || o.Password != "master" {
+		t.Errorf("sentinel with its own credentials: %+v, %v", o, err)
 	}
 }
 
