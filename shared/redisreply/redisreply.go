@@ -60,6 +60,9 @@ func (d *Decoder) array(path string, v any, min int) Array {
 // Hash reads m (an HGETALL answer) as a hash.
 func (d *Decoder) Hash(m map[string]string) Hash { return Hash{d: d, m: m} }
 
+// Int reads v as an integer reply (a Redis integer, or a string of one).
+func (d *Decoder) Int(v any) int64 { return d.integer("", v) }
+
 // OneOf reads v as a status reply that must be one of words ("OK", "NOGEN", ...): a
 // script that answers a word its reader does not know has drifted from it.
 func (d *Decoder) OneOf(v any, words ...string) string {

@@ -69,6 +69,7 @@ func TestRefusesWrongShapes(t *testing.T) {
 		}, `.weight: want a number, got "heavy"`},
 		{"a required field absent", func(d *Decoder) { d.Hash(map[string]string{"x": "1"}).Required("id") }, ".id: missing"},
 		{"a required field empty", func(d *Decoder) { d.Hash(map[string]string{"id": ""}).Required("id") }, ".id: missing"},
+		{"an integer reply that is an array", func(d *Decoder) { d.Int([]any{int64(1)}) }, "poll reply: want an integer, got an array"},
 		{"an unknown word", func(d *Decoder) { d.OneOf("MAYBE", "OK", "NOGEN") }, `want one of OK, NOGEN, got "MAYBE"`},
 		{"an integer for a word", func(d *Decoder) { d.OneOf(int64(1), "OK") }, "want one of OK, got an integer"},
 		{"nil for a word", func(d *Decoder) { d.OneOf(nil, "OK") }, "want one of OK, got nil"},
@@ -106,6 +107,9 @@ func TestRefusesWrongShapes(t *testing.T) {
 
 func TestDecodesTheOtherShapes(t *testing.T) {
 	d := New("poll")
+	if got := d.Int(int64(1)) + d.Int("2"); got != 3 {
+		t.Errorf("Int(1) + Int(\"2\") = %d, want 3", got)
+	}
 	if got := d.OneOf("NOGEN", "OK", "NOGEN"); got != "NOGEN" {
 		t.Errorf("OneOf = %q, want NOGEN", got)
 	}
