@@ -446,14 +446,19 @@ func (l *Ledger) CheckStream(ctx context.Context, s Stream) error {
 
 // Cancel cancels a ticket and frees its slot; it returns the status the ticket had.
 func (l *Ledger) Cancel(ctx context.Context, id string) (Status, error) {
-	res, err := l.run(ctx, cancelScript, id).Text()
+	res, err := l.run(ctx, cancelScript, id).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", ErrNotFound
 	}
 	if err != nil {
 		return "", unavailable("cancel ticket "+id, err)
 	}
-	return Status(res), nil
+	d := redisreply.New("cancel")
+	status := Status(d.OneOf(res, statusWords...))
+	if err := d.Err(); err != nil {
+		return "", fmt.Errorf("cancel ticket %s: %w", id, err)
+	}
+	return status, nil
 }
 
 // Get reads a ticket without counting as a poll.

@@ -247,9 +247,14 @@ func (l *Ledger) Rebuild(ctx context.Context) (bool, error) {
 		}
 	}
 	args := append([]any{pause, rand.Text()}, o.fields()...)
-	built, err := l.run(ctx, rebuildScript, args...).Int()
+	res, err := l.run(ctx, rebuildScript, args...).Result()
 	if err != nil {
 		return false, unavailable("rebuild the ledger", err)
+	}
+	d := redisreply.New("rebuild")
+	built := d.Int(res) // 1: built, 0: there was one
+	if err := d.Err(); err != nil {
+		return false, fmt.Errorf("rebuild the ledger: %w", err)
 	}
 	return built == 1, nil
 }

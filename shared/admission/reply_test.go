@@ -43,9 +43,9 @@ func shapeError(t *testing.T, what string, err error, want string) {
 	}
 }
 
-// A ticket already recorded answers enqueue with its status; one the ledger does not
-// know is an error naming it, not a ticket taken as created (or not).
-func TestUnknownStatusOnEnqueueIsAnError(t *testing.T) {
+// A ticket already recorded answers enqueue (and cancel) with its status; one the
+// ledger does not know is an error naming it, not a ticket taken as created (or not).
+func TestUnknownStatusIsAnError(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
 		l := newLedger(t, rdb, admission.Config{})
@@ -65,6 +65,8 @@ func TestUnknownStatusOnEnqueueIsAnError(t *testing.T) {
 		shapeError(t, "enqueue a ticket whose status is lost", err, `got "lost"`)
 		_, err = l.Accept(ctx, tk)
 		shapeError(t, "accept a ticket whose status is lost", err, `got "lost"`)
+		_, err = l.Cancel(ctx, id)
+		shapeError(t, "cancel a ticket whose status is lost", err, `cancel reply: want one of queued`)
 	})
 }
 
@@ -100,5 +102,8 @@ func TestUnparsableRedisLimitsAreAnError(t *testing.T) {
 		rdb.HSet(ctx, "sluice:{adm}:limits", "global", 3, "weight:acme", "heavy")
 		_, err := l.Rebuild(ctx)
 		shapeError(t, "import a weight of heavy", err, `.weight:acme: want a number, got "heavy"`)
+		rdb.HSet(ctx, "sluice:{adm}:limits", "rate:acme", "fast")
+		_, err = l.TenantRate(ctx, "acme")
+		shapeError(t, "read a rate of fast", err, `.rate:acme: want an integer, got "fast"`)
 	})
 }
