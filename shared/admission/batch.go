@@ -18,7 +18,8 @@ type Link struct {
 // Ready publishes the links of a whole admission round in one script run (one round
 // trip, however many). The answer has one entry per link, in order: nil, or ErrFenced
 // when that grant lapsed and its ticket went back to the queue (its link must not be
-// used). The error is for the call as a whole: nothing was published.
+// used). The error is for the call as a whole: nothing was published, or, when the
+// answer had the wrong shape, which links were is unknown.
 func (l *Ledger) Ready(ctx context.Context, links []Link) ([]error, error) {
 	if len(links) == 0 {
 		return nil, nil
@@ -31,11 +32,16 @@ func (l *Ledger) Ready(ctx context.Context, links []Link) ([]error, error) {
 	if err != nil {
 		return nil, unavailable(fmt.Sprintf("mark %d tickets ready", len(links)), err)
 	}
+	return readyFromReply(vals, len(links))
+}
+
+// readyFromReply reads ready.lua's answer for n links: "OK" or "FENCED" for each.
+func readyFromReply(vals []any, n int) ([]error, error) {
 	d := redisreply.New("ready")
-	reply := d.Array(vals, len(links))
-	out := make([]error, len(links))
-	for i := range links {
-		if reply.String(i) != "OK" {
+	reply := d.Array(vals, n)
+	out := make([]error, n)
+	for i := range n {
+		if reply.OneOf(i, "OK", "FENCED") == "FENCED" {
 			out[i] = ErrFenced
 		}
 	}

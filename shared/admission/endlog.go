@@ -3,8 +3,7 @@ package admission
 import (
 	"context"
 	"errors"
-	"strconv"
-	"strings"
+	"fmt"
 
 	"github.com/redis/go-redis/v9"
 
@@ -36,6 +35,10 @@ const EndLogStart = "0-0"
 // EndedSince reads up to max tickets that ended after cursor (EndLogStart, or a
 // former EndLog.Next), in one round trip.
 func (l *Ledger) EndedSince(ctx context.Context, cursor string, max int) (EndLog, error) {
+	at, err := parseCursor(cursor)
+	if err != nil {
+		return EndLog{}, err
+	}
 	key := l.cfg.Prefix + "endlog"
 	pipe := l.rdb.Pipeline()
 	first := pipe.XRangeN(ctx, key, "-", "+", 1)
@@ -44,17 +47,19 @@ func (l *Ledger) EndedSince(ctx context.Context, cursor string, max int) (EndLog
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return EndLog{}, unavailable("read the ended tickets' log", err)
 	}
+	d := redisreply.New("ended tickets' log")
 	out := EndLog{Next: cursor, Generation: gen.Val()}
-	if f := first.Val(); len(f) > 0 && cursor != EndLogStart && streamIDLess(cursor, f[0].ID) {
+	if f := first.Val(); len(f) > 0 && cursor != EndLogStart && at.before(oldestID(d, f[0].ID)) {
 		// What followed the cursor is gone (or the log is new): the cursor's own entry
 		// would still be there otherwise.
 		out.Gap = true
 	}
 	for _, m := range read.Val() {
-		if id, ok := m.Values["id"].(string); ok {
-			out.IDs = append(out.IDs, id)
-		}
+		out.IDs = append(out.IDs, d.Entry(m.ID, m.Values).Required("id"))
 		out.Next = m.ID
+	}
+	if err := d.Err(); err != nil {
+		return EndLog{}, fmt.Errorf("read the ended tickets' log: %w", err)
 	}
 	return out, nil
 }
@@ -74,18 +79,24 @@ func (l *Ledger) EndLogTail(ctx context.Context) (cursor, generation string, err
 	return EndLogStart, gen.Val(), nil
 }
 
-// streamIDLess compares two Redis stream ids ("ms-seq").
-func streamIDLess(a, b string) bool {
-	am, as := splitStreamID(a)
-	bm, bs := splitStreamID(b)
-	return am < bm || am == bm && as < bs
+// streamID is a Redis stream entry id, "ms-seq".
+type streamID struct{ ms, seq uint64 }
+
+func (a streamID) before(b streamID) bool { return a.ms < b.ms || a.ms == b.ms && a.seq < b.seq }
+
+// oldestID reads the id of the log's first entry.
+func oldestID(d *redisreply.Decoder, id string) streamID {
+	ms, seq := d.StreamID(id)
+	return streamID{ms, seq}
 }
 
-func splitStreamID(id string) (uint64, uint64) {
-	ms, seq, _ := strings.Cut(id, "-")
-	m, _ := strconv.ParseUint(ms, 10, 64)
-	s, _ := strconv.ParseUint(seq, 10, 64)
-	return m, s
+// parseCursor reads an EndLog cursor: a stream id the log answered, or EndLogStart.
+func parseCursor(cursor string) (streamID, error) {
+	ms, seq, err := redisreply.ParseStreamID(cursor)
+	if err != nil {
+		return streamID{}, fmt.Errorf("read the ended tickets' log after %q: not a cursor EndedSince or EndLogTail answered: %w", cursor, err)
+	}
+	return streamID{ms, seq}, nil
 }
 
 // Tickets reads many tickets as the ledger holds them, in one round trip, without

@@ -178,21 +178,25 @@ func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
 // from the same script run, so the answer costs one round trip. A ticket recorded
 // before (a retried request, or a worker was first) is read back as Poll reads it.
 func (l *Ledger) Accept(ctx context.Context, t Ticket) (Position, error) {
-	vals, err := l.run(ctx, enqueueScript, t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq,
-		t.Created.UnixMilli(), t.ContentType, t.TraceParent, t.Owner, "0",
-		"1", minCompletions, l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.ExactTenants, l.cfg.OrderMaxAge.Milliseconds()).Result()
+	args := append(l.enqueueArgs(t, false), "1")
+	vals, err := l.run(ctx, enqueueScript, append(args, l.positionArgs()...)...).Result()
 	if err != nil {
 		return Position{}, unavailable("enqueue ticket "+t.ID, err)
 	}
-	if _, existed := vals.(string); existed {
+	// A new ticket: { "created", position, eta ms, eta known, paused }; one recorded
+	// before: the status it has.
+	d := redisreply.New("enqueue")
+	status, reply := d.Either(vals, 5, statusWords...)
+	if err := d.Err(); err != nil {
+		return Position{}, fmt.Errorf("enqueue ticket %s: %w", t.ID, err)
+	}
+	if status != "" {
 		return l.Poll(ctx, t.ID)
 	}
-	// { "created", position, eta ms, eta known, paused }
-	d := redisreply.New("enqueue")
-	reply := d.Array(vals, 5)
+	reply.OneOf(0, "created")
 	t.Created = t.Created.Truncate(time.Millisecond) // as the ledger keeps it
-	p := Position{Ticket: t, Ahead: reply.Int(1), ETAKnown: reply.Int(3) == 1, Paused: reply.Int(4) == 1}
-	p.ETA = time.Duration(reply.Int(2)) * time.Millisecond
+	p := Position{Ticket: t}
+	readPlace(&p, reply)
 	p.Status = StatusQueued
 	if err := d.Err(); err != nil {
 		return Position{}, fmt.Errorf("enqueue ticket %s: %w", t.ID, err)
@@ -211,16 +215,45 @@ func (l *Ledger) Restore(ctx context.Context, t Ticket) (bool, error) {
 }
 
 func (l *Ledger) enqueue(ctx context.Context, t Ticket, restored bool) (bool, error) {
-	flag := "0"
-	if restored {
-		flag = "1"
-	}
-	res, err := l.run(ctx, enqueueScript, t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq,
-		t.Created.UnixMilli(), t.ContentType, t.TraceParent, t.Owner, flag).Text()
+	res, err := l.run(ctx, enqueueScript, l.enqueueArgs(t, restored)...).Result()
 	if err != nil {
 		return false, unavailable("enqueue ticket "+t.ID, err)
 	}
-	return res == "created", nil
+	// "created", or the status the ticket already has
+	d := redisreply.New("enqueue")
+	created := d.OneOf(res, append([]string{"created"}, statusWords...)...) == "created"
+	if err := d.Err(); err != nil {
+		return false, fmt.Errorf("enqueue ticket %s: %w", t.ID, err)
+	}
+	return created, nil
+}
+
+// enqueueArgs is enqueue.lua's ARGV 2 to 12 for t. Accept adds the rest, so that the
+// script answers with the new ticket's place in line.
+func (l *Ledger) enqueueArgs(t Ticket, restored bool) []any {
+	return []any{t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq, t.Created.UnixMilli(), t.ContentType,
+		t.TraceParent, t.Owner, luaFlag(restored)}
+}
+
+// positionArgs is what enqueue.lua (ARGV 14 to 18) and poll.lua (ARGV 4 to 8) need to
+// count a ticket's place in line and estimate its wait.
+func (l *Ledger) positionArgs() []any {
+	return []any{minCompletions, l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.ExactTenants, l.cfg.OrderMaxAge.Milliseconds()}
+}
+
+// readPlace reads the place in line that enqueue.lua and poll.lua answer after their
+// first element: { _, position, eta ms, eta known (1/0), paused (1/0) }.
+func readPlace(p *Position, reply redisreply.Array) {
+	p.Ahead = reply.Int(1)
+	p.ETA, p.ETAKnown = time.Duration(reply.Int(2))*time.Millisecond, reply.Int(3) == 1
+	p.Paused = reply.Int(4) == 1
+}
+
+func luaFlag(on bool) string {
+	if on {
+		return "1"
+	}
+	return "0"
 }
 
 // Grant is one admission: the ticket now holds a slot under Epoch and must be given its
@@ -251,10 +284,17 @@ func (l *Ledger) Admit(ctx context.Context, max int) ([]Grant, error) {
 	if len(vals) == 1 && vals[0] == "NOGEN" {
 		return nil, ErrNoGeneration
 	}
+	return grantsFromReply(vals)
+}
+
+// grantsFromReply reads admit.lua's answer: grantFields entries per grant.
+func grantsFromReply(vals []any) ([]Grant, error) {
 	d := redisreply.New("admit")
 	reply := d.Array(vals, 0)
-	grants := make([]Grant, 0, reply.Len()/grantFields)
-	for i := 0; i+grantFields <= reply.Len(); i += grantFields {
+	n := reply.Records(grantFields)
+	grants := make([]Grant, 0, n)
+	for r := range n {
+		i := r * grantFields
 		g := Grant{TicketID: reply.String(i), Epoch: reply.Int(i + 1)}
 		g.Ticket = Ticket{ID: g.TicketID, Tenant: reply.String(i + 2), Object: reply.String(i + 3), ETag: reply.String(i + 4),
 			TraceParent: reply.String(i + 6), Status: StatusAdmitting, Epoch: g.Epoch}
@@ -350,21 +390,30 @@ func (l *Ledger) stream(ctx context.Context, op string, s Stream, sent, total in
 	// so a client that had every connection there can resume on another edge.
 	res, err := l.run(ctx, streamScript, op, s.Ticket, s.Epoch, sent, d.Milliseconds(), l.cfg.MaxConns,
 		s.Conn, (l.cfg.StreamLease * 2 / 3).Milliseconds(), s.Tenant, s.Object, s.ETag, s.Size, s.Offset+total,
-		l.cfg.GlobalLimit, l.cfg.TenantLimit, s.covered(total), s.Offset, l.cfg.ResumeGrace.Milliseconds(), s.partial()).Text()
+		l.cfg.GlobalLimit, l.cfg.TenantLimit, s.covered(total), s.Offset, l.cfg.ResumeGrace.Milliseconds(), s.partial()).Result()
 	if err != nil {
 		return unavailable(op+" stream of ticket "+s.Ticket, err)
 	}
-	switch res {
+	return slotAnswer("stream", op+" stream of ticket "+s.Ticket, res, "TOO_MANY")
+}
+
+// slotAnswer is what stream.lua's or check.lua's answer (script) means to the caller
+// of what: "OK", "NOT_HELD", "NOGEN", or one of more words the script may also answer
+// (stream.lua: "TOO_MANY"). Any other answer is a shape error, not a refusal.
+func slotAnswer(script, what string, res any, more ...string) error {
+	d := redisreply.New(script)
+	switch d.OneOf(res, append([]string{"OK", "NOT_HELD", "NOGEN"}, more...)...) {
 	case "OK":
 		return nil
+	case "NOT_HELD":
+		return ErrSlotNotHeld
 	case "TOO_MANY":
 		return ErrTooManyConnections
 	case "NOGEN":
 		// Not a refusal: a worker rebuilds the ledger within its next admission round.
-		return fmt.Errorf("%s stream of ticket %s: %w, being rebuilt", op, s.Ticket, ErrNoGeneration)
-	default:
-		return ErrSlotNotHeld
+		return fmt.Errorf("%s: %w, being rebuilt", what, ErrNoGeneration)
 	}
+	return fmt.Errorf("%s: %w", what, d.Err())
 }
 
 // BeginStream opens the connection on the ticket's slot (see signer.SlotKeeper).
@@ -388,30 +437,28 @@ func (l *Ledger) EndStream(ctx context.Context, s Stream, sent, total int64) err
 // or an error wrapping ErrUnavailable or ErrNoGeneration. The edge asks it for HEAD,
 // which takes no slot but must refuse an ended ticket's link as GET does.
 func (l *Ledger) CheckStream(ctx context.Context, s Stream) error {
-	res, err := l.run(ctx, checkScript, s.Ticket, s.Epoch).Text()
+	res, err := l.run(ctx, checkScript, s.Ticket, s.Epoch).Result()
 	if err != nil {
 		return unavailable("check stream of ticket "+s.Ticket, err)
 	}
-	switch res {
-	case "OK":
-		return nil
-	case "NOGEN":
-		return fmt.Errorf("check stream of ticket %s: %w, being rebuilt", s.Ticket, ErrNoGeneration)
-	default:
-		return ErrSlotNotHeld
-	}
+	return slotAnswer("check", "check stream of ticket "+s.Ticket, res)
 }
 
 // Cancel cancels a ticket and frees its slot; it returns the status the ticket had.
 func (l *Ledger) Cancel(ctx context.Context, id string) (Status, error) {
-	res, err := l.run(ctx, cancelScript, id).Text()
+	res, err := l.run(ctx, cancelScript, id).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", ErrNotFound
 	}
 	if err != nil {
 		return "", unavailable("cancel ticket "+id, err)
 	}
-	return Status(res), nil
+	d := redisreply.New("cancel")
+	status := Status(d.OneOf(res, statusWords...))
+	if err := d.Err(); err != nil {
+		return "", fmt.Errorf("cancel ticket %s: %w", id, err)
+	}
+	return status, nil
 }
 
 // Get reads a ticket without counting as a poll.
@@ -437,12 +484,8 @@ func (l *Ledger) PollAs(ctx context.Context, id, owner string) (Position, error)
 }
 
 func (l *Ledger) poll(ctx context.Context, id string, touch bool, owner string) (Position, error) {
-	flag := "0"
-	if touch {
-		flag = "1"
-	}
-	vals, err := l.run(ctx, pollScript, id, flag, minCompletions,
-		l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.ExactTenants, l.cfg.OrderMaxAge.Milliseconds(), owner).Slice()
+	args := append([]any{id, luaFlag(touch)}, l.positionArgs()...)
+	vals, err := l.run(ctx, pollScript, append(args, owner)...).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Position{}, ErrNotFound
 	}
@@ -453,9 +496,7 @@ func (l *Ledger) poll(ctx context.Context, id string, touch bool, owner string) 
 	d := redisreply.New("poll")
 	reply := d.Array(vals, 5)
 	p := Position{Ticket: ticketFromHash(reply.Pairs(0))}
-	p.Ahead = reply.Int(1)
-	p.ETA, p.ETAKnown = time.Duration(reply.Int(2))*time.Millisecond, reply.Int(3) == 1
-	p.Paused = reply.Int(4) == 1
+	readPlace(&p, reply)
 	if err := d.Err(); err != nil {
 		return Position{}, fmt.Errorf("read ticket %s: %w", id, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dl/sluice/shared/redisreply"
 )
 
 // The operator's limits are a record: they live in JetStream KV (Config.Records, key
@@ -127,13 +129,23 @@ func (l *Ledger) importRedisLimits(ctx context.Context) (overrides, error) {
 		}
 		return o.Tenants[name]
 	}
+	d := redisreply.New("limits")
+	fields := d.Hash(h)
 	for k, v := range h {
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			continue
+		field, name, perTenant := strings.Cut(k, ":")
+		switch {
+		case v == "":
+			continue // absent, as the decoder reads it
+		case !perTenant && k != "global" && k != "tenant_default" && k != "paused":
+			continue // not a limit: nothing the record holds
+		case perTenant && (ValidateTenant(name) != nil || field != "tenant" && field != "weight" && field != "rate"):
+			continue // a tenant name or a field the record cannot hold: left behind, as before
 		}
+		// The earlier version wrote numbers only (limits as integers, weights as
+		// floats): one that does not parse is a shape error naming the field.
+		n := fields.Float(k)
 		i, i64 := int(n), int64(n)
-		switch name, field := k, ""; {
+		switch {
 		case k == "global":
 			o.Global = &i
 		case k == "tenant_default":
@@ -141,10 +153,6 @@ func (l *Ledger) importRedisLimits(ctx context.Context) (overrides, error) {
 		case k == "paused":
 			o.Paused = v == "1"
 		default:
-			field, name, _ = strings.Cut(k, ":")
-			if ValidateTenant(name) != nil {
-				continue
-			}
 			t := tenant(name)
 			switch field {
 			case "tenant":
@@ -156,6 +164,9 @@ func (l *Ledger) importRedisLimits(ctx context.Context) (overrides, error) {
 			}
 			o.Tenants[name] = t
 		}
+	}
+	if err := d.Err(); err != nil {
+		return overrides{}, fmt.Errorf("import the limits an earlier version kept in Redis: %w", err)
 	}
 	return l.updateOverrides(ctx, func(cur *overrides) { *cur = o })
 }
@@ -236,9 +247,14 @@ func (l *Ledger) Rebuild(ctx context.Context) (bool, error) {
 		}
 	}
 	args := append([]any{pause, rand.Text()}, o.fields()...)
-	built, err := l.run(ctx, rebuildScript, args...).Int()
+	res, err := l.run(ctx, rebuildScript, args...).Result()
 	if err != nil {
 		return false, unavailable("rebuild the ledger", err)
+	}
+	d := redisreply.New("rebuild")
+	built := d.Int(res) // 1: built, 0: there was one
+	if err := d.Err(); err != nil {
+		return false, fmt.Errorf("rebuild the ledger: %w", err)
 	}
 	return built == 1, nil
 }

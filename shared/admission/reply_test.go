@@ -2,7 +2,9 @@ package admission_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -29,5 +31,79 @@ func TestMistypedTicketEntryIsAnError(t *testing.T) {
 		if !errors.Is(err, redisreply.ErrShape) || errors.Is(err, admission.ErrUnavailable) {
 			t.Fatalf("read a ticket whose size is %q: %v, want a shape error (not an outage)", "ten", err)
 		}
+	})
+}
+
+// shapeError fails t unless err is a shape error (not an outage) whose message says
+// want.
+func shapeError(t *testing.T, what string, err error, want string) {
+	t.Helper()
+	if !errors.Is(err, redisreply.ErrShape) || errors.Is(err, admission.ErrUnavailable) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("%s: %v, want a shape error (not an outage) saying %q", what, err, want)
+	}
+}
+
+// A ticket already recorded answers enqueue (and cancel) with its status; one the
+// ledger does not know is an error naming it, not a ticket taken as created (or not).
+func TestUnknownStatusIsAnError(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := newLedger(t, rdb, admission.Config{})
+		var seq uint64
+		id := enqueue(t, l, "public", 1, &seq)[0]
+		tk := admission.Ticket{ID: id, Object: "o", ETag: "e", Size: 10, Tenant: "public", Seq: seq, Created: time.Now()}
+		if created, err := l.Enqueue(ctx, tk); err != nil || created {
+			t.Fatalf("enqueue a ticket again: created=%v %v, want false and no error", created, err)
+		}
+		if p, err := l.Accept(ctx, tk); err != nil || p.ID != id {
+			t.Fatalf("accept a ticket recorded before: %+v %v", p, err)
+		}
+		if err := rdb.HSet(ctx, "sluice:{adm}:t:"+id, "status", "lost").Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := l.Enqueue(ctx, tk)
+		shapeError(t, "enqueue a ticket whose status is lost", err, `got "lost"`)
+		_, err = l.Accept(ctx, tk)
+		shapeError(t, "accept a ticket whose status is lost", err, `got "lost"`)
+		_, err = l.Cancel(ctx, id)
+		shapeError(t, "cancel a ticket whose status is lost", err, `cancel reply: want one of queued`)
+	})
+}
+
+// An entry of the ended tickets' log without the ticket's id is an error naming the
+// entry, not a ticket skipped (whose message a worker would then hold on to).
+func TestEndLogEntryWithoutIDIsAnError(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := newLedger(t, rdb, admission.Config{})
+		cursor, _, err := l.EndLogTail(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entry, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: "sluice:{adm}:endlog", Values: []any{"ticket", "t1"}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = l.EndedSince(ctx, cursor, 10)
+		shapeError(t, "read a log entry without an id", err, "["+entry+"].id: missing")
+		if _, err := l.EndedSince(ctx, "yesterday", 10); err == nil || errors.Is(err, admission.ErrUnavailable) {
+			t.Fatalf("read the log after a cursor that is no stream id: %v, want an error (not an outage)", err)
+		}
+	})
+}
+
+// Limits an earlier version kept in Redis that do not parse are an error naming the
+// field at the import, not limits left at their defaults.
+func TestUnparsableRedisLimitsAreAnError(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := newLedger(t, rdb, admission.Config{})
+		rdb.FlushAll(ctx) // a ledger with no record yet, left by the earlier version
+		rdb.HSet(ctx, "sluice:{adm}:limits", "global", 3, "weight:acme", "heavy")
+		_, err := l.Rebuild(ctx)
+		shapeError(t, "import a weight of heavy", err, `.weight:acme: want a number, got "heavy"`)
+		rdb.HSet(ctx, "sluice:{adm}:limits", "rate:acme", "fast")
+		_, err = l.TenantRate(ctx, "acme")
+		shapeError(t, "read a rate of fast", err, `.rate:acme: want an integer, got "fast"`)
 	})
 }

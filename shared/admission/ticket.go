@@ -22,6 +22,10 @@ const (
 	StatusCanceled  Status = "canceled"
 )
 
+// statusWords are the statuses as the scripts answer them.
+var statusWords = []string{string(StatusQueued), string(StatusAdmitting), string(StatusReady), string(StatusStreaming),
+	string(StatusDone), string(StatusExpired), string(StatusFailed), string(StatusCanceled)}
+
 // Terminal reports whether nothing more will happen to a ticket in this status.
 func (s Status) Terminal() bool {
 	switch s {

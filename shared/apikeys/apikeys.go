@@ -26,6 +26,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/shared/redisreply"
 )
 
 // Scope is what a key may do. Each scope includes the ones below it:
@@ -258,12 +260,22 @@ func (s *Store) ImportRedis(ctx context.Context, rdb redis.UniversalClient, pref
 	for iter.Next(ctx) {
 		id := strings.TrimPrefix(iter.Val(), prefix)
 		h, err := rdb.HGetAll(ctx, iter.Val()).Result()
-		if err != nil || !validID(id) || h["hash"] == "" || !Scope(h["scope"]).Valid() {
+		if err != nil {
+			return n, fmt.Errorf("import API keys from redis: read %s: %w", iter.Val(), err)
+		}
+		d := redisreply.New("API key " + id)
+		key := d.Hash(h)
+		if !validID(id) || key.String("hash") == "" || !Scope(key.String("scope")).Valid() {
+			// No id, secret hash or scope a key can be checked with: it grants nothing
+			// (or is not a key), so there is nothing to carry over.
 			continue
 		}
-		var created int64
-		fmt.Sscan(h["created"], &created)
-		rec, _ := json.Marshal(stored{Hash: h["hash"], Scope: Scope(h["scope"]), Tenant: h["tenant"], Name: h["name"], Created: created})
+		created := key.Int("created") // Unix seconds
+		if err := d.Err(); err != nil {
+			return n, fmt.Errorf("import API keys from redis: %w", err)
+		}
+		rec, _ := json.Marshal(stored{Hash: key.String("hash"), Scope: Scope(key.String("scope")), Tenant: key.String("tenant"),
+			Name: key.String("name"), Created: created})
 		if _, err := s.kv.Create(ctx, id, rec); err == nil {
 			n++
 		} else if !errors.Is(err, jetstream.ErrKeyExists) {

@@ -10,6 +10,7 @@ import (
 	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 	"github.com/sluice-dl/sluice/shared/queue"
+	"github.com/sluice-dl/sluice/shared/redisreply"
 )
 
 func TestKeys(t *testing.T) {
@@ -85,6 +86,23 @@ func TestImportKeysFromRedis(t *testing.T) {
 	k, err := s.Check(ctx, "slk_abcdefgh_"+secret)
 	if err != nil || k.Scope != apikeys.ScopePublisher || k.Tenant != "acme" || k.Name != "ci" {
 		t.Fatalf("imported key: %+v %v", k, err)
+	}
+}
+
+// A key the earlier version kept whose creation time does not parse stops the import
+// with an error naming the key and the field, instead of a key created at 1970.
+func TestImportRefusesAMistypedKey(t *testing.T) {
+	ctx := t.Context()
+	kv, err := queue.EnsureRecords(ctx, testenv.StartNATS(t).JetStream(t), queue.RecordConfig{Bucket: queue.KeysBucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := testenv.StartRedis(t).Client(t)
+	sum := sha256.Sum256([]byte(strings.Repeat("a", 32)))
+	rdb.HSet(ctx, "sluice:keys:abcdefgh", "hash", hex.EncodeToString(sum[:]), "scope", "publisher", "created", "last tuesday")
+	_, err = apikeys.New(kv, "").ImportRedis(ctx, rdb, "")
+	if !errors.Is(err, redisreply.ErrShape) || !strings.Contains(err.Error(), `API key abcdefgh reply.created: want an integer, got "last tuesday"`) {
+		t.Fatalf("import a key created %q: %v, want a shape error naming the key and the field", "last tuesday", err)
 	}
 }
 

@@ -13,7 +13,9 @@ package redisreply
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // ErrShape: a reply did not have the shape its reader expects.
@@ -57,6 +59,83 @@ func (d *Decoder) array(path string, v any, min int) Array {
 
 // Hash reads m (an HGETALL answer) as a hash.
 func (d *Decoder) Hash(m map[string]string) Hash { return Hash{d: d, m: m} }
+
+// Int reads v as an integer reply (a Redis integer, or a string of one).
+func (d *Decoder) Int(v any) int64 { return d.integer("", v) }
+
+// OneOf reads v as a status reply that must be one of words ("OK", "NOGEN", ...): a
+// script that answers a word its reader does not know has drifted from it.
+func (d *Decoder) OneOf(v any, words ...string) string {
+	return d.oneOf("", v, words)
+}
+
+// Either reads a reply that takes one of two shapes: a string (one of words, when
+// words are given), returned as word; or an array of at least min elements, returned
+// as arr with word "". Anything else is a shape error.
+func (d *Decoder) Either(v any, min int, words ...string) (word string, arr Array) {
+	if _, isArray := v.([]any); isArray {
+		return "", d.array("", v, min)
+	}
+	if _, isString := v.(string); !isString {
+		d.fail("", "want a string or an array, got %s", typeName(v))
+		return "", Array{d: d}
+	}
+	return d.oneOf("", v, words), Array{d: d}
+}
+
+func (d *Decoder) oneOf(path string, v any, words []string) string {
+	s, isString := v.(string)
+	if !isString {
+		d.fail(path, "want one of %s, got %s", strings.Join(words, ", "), typeName(v))
+		return ""
+	}
+	if len(words) > 0 && !slices.Contains(words, s) {
+		d.fail(path, "want one of %s, got %q", strings.Join(words, ", "), s)
+		return ""
+	}
+	return s
+}
+
+// Entry reads the fields of the stream entry id (an XRANGE or XREAD answer's
+// Values) as a hash. Values may be strings or integers.
+func (d *Decoder) Entry(id string, values map[string]any) Hash {
+	path := "[" + id + "]"
+	m := make(map[string]string, len(values))
+	for k, v := range values {
+		switch x := v.(type) {
+		case string:
+			m[k] = x
+		case int64:
+			m[k] = strconv.FormatInt(x, 10)
+		default:
+			d.fail(path+"."+k, "want a string or an integer, got %s", typeName(v))
+		}
+	}
+	return Hash{d: d, path: path, m: m}
+}
+
+// StreamID reads id as a stream entry id ("ms-seq"); 0, 0 when it is not one.
+func (d *Decoder) StreamID(id string) (ms, seq uint64) {
+	ms, seq, err := ParseStreamID(id)
+	if err != nil {
+		d.fail("", "%v", err)
+	}
+	return ms, seq
+}
+
+// ParseStreamID splits a stream entry id, "ms-seq"; "ms" alone has seq 0, as Redis
+// reads it in a range.
+func ParseStreamID(id string) (ms, seq uint64, err error) {
+	m, s, hasSeq := strings.Cut(id, "-")
+	ms, err = strconv.ParseUint(m, 10, 64)
+	if err == nil && hasSeq {
+		seq, err = strconv.ParseUint(s, 10, 64)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("want a stream id (ms-seq), got %q", id)
+	}
+	return ms, seq, nil
+}
 
 // Array is an array reply; after a shape error it is empty.
 type Array struct {
@@ -120,6 +199,26 @@ func (a Array) String(i int) string {
 	return s
 }
 
+// OneOf reads element i as a string that must be one of words.
+func (a Array) OneOf(i int, words ...string) string {
+	v, path, ok := a.at(i)
+	if !ok {
+		return ""
+	}
+	return a.d.oneOf(path, v, words)
+}
+
+// Records reads the array as a flat list of records of width elements each (admit's
+// { id, epoch, ..., id, epoch, ... }) and returns how many there are. Elements left
+// over after the last whole record are a shape error, not a record dropped unread.
+func (a Array) Records(width int) int {
+	if width <= 0 || len(a.vals)%width != 0 {
+		a.d.fail(a.path, "want records of %d elements, got %d elements", width, len(a.vals))
+		return 0
+	}
+	return len(a.vals) / width
+}
+
 // Array reads element i as an array of at least min elements.
 func (a Array) Array(i, min int) Array {
 	v, path, ok := a.at(i)
@@ -181,6 +280,28 @@ func (h Hash) Int(k string) int64 {
 		h.d.fail(h.path+"."+k, "want an integer, got %q", v)
 	}
 	return n
+}
+
+// Float reads field k as a number; 0 when absent.
+func (h Hash) Float(k string) float64 {
+	v := h.m[k]
+	if v == "" {
+		return 0
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		h.d.fail(h.path+"."+k, "want a number, got %q", v)
+	}
+	return f
+}
+
+// Required reads field k, which must be present and not empty.
+func (h Hash) Required(k string) string {
+	v := h.m[k]
+	if v == "" {
+		h.d.fail(h.path+"."+k, "missing")
+	}
+	return v
 }
 
 func (d *Decoder) integer(path string, v any) int64 {

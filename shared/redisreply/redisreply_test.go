@@ -64,6 +64,31 @@ func TestRefusesWrongShapes(t *testing.T) {
 		{"a hash field that does not parse", func(d *Decoder) {
 			d.Hash(map[string]string{"size": "-"}).Int("size")
 		}, `.size: want an integer, got "-"`},
+		{"a hash field that is no number", func(d *Decoder) {
+			d.Hash(map[string]string{"weight": "heavy"}).Float("weight")
+		}, `.weight: want a number, got "heavy"`},
+		{"a required field absent", func(d *Decoder) { d.Hash(map[string]string{"x": "1"}).Required("id") }, ".id: missing"},
+		{"a required field empty", func(d *Decoder) { d.Hash(map[string]string{"id": ""}).Required("id") }, ".id: missing"},
+		{"an integer reply that is an array", func(d *Decoder) { d.Int([]any{int64(1)}) }, "poll reply: want an integer, got an array"},
+		{"an unknown word", func(d *Decoder) { d.OneOf("MAYBE", "OK", "NOGEN") }, `want one of OK, NOGEN, got "MAYBE"`},
+		{"an integer for a word", func(d *Decoder) { d.OneOf(int64(1), "OK") }, "want one of OK, got an integer"},
+		{"nil for a word", func(d *Decoder) { d.OneOf(nil, "OK") }, "want one of OK, got nil"},
+		{"an unknown word in an array", func(d *Decoder) { d.Array([]any{"OK", "LOST"}, 2).OneOf(1, "OK", "FENCED") }, `[1]: want one of OK, FENCED, got "LOST"`},
+		{"a word past the end", func(d *Decoder) { d.Array([]any{"OK"}, 0).OneOf(1, "OK") }, "[1]: missing"},
+		{"either: an integer", func(d *Decoder) { d.Either(int64(3), 5) }, "want a string or an array, got an integer"},
+		{"either: an unknown word", func(d *Decoder) { d.Either("gone", 5, "queued", "done") }, `want one of queued, done, got "gone"`},
+		{"either: a short array", func(d *Decoder) { d.Either([]any{"created"}, 5, "queued") }, "want at least 5 elements, got 1"},
+		{"a partial record", func(d *Decoder) {
+			d.Array([]any{"t1", int64(1), "t2"}, 0).Records(2)
+		}, "want records of 2 elements, got 3 elements"},
+		{"a stream entry value of another type", func(d *Decoder) {
+			d.Entry("5-1", map[string]any{"id": []any{"x"}})
+		}, "[5-1].id: want a string or an integer, got an array"},
+		{"a stream entry without its field", func(d *Decoder) {
+			d.Entry("5-1", map[string]any{"other": "x"}).Required("id")
+		}, "[5-1].id: missing"},
+		{"a stream id that is not one", func(d *Decoder) { d.StreamID("5-x") }, `want a stream id (ms-seq), got "5-x"`},
+		{"a stream id without ms", func(d *Decoder) { d.StreamID("-1") }, `want a stream id (ms-seq), got "-1"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -77,6 +102,49 @@ func TestRefusesWrongShapes(t *testing.T) {
 				t.Errorf("err = %q, want it to name the reply and say %q", err, c.want)
 			}
 		})
+	}
+}
+
+func TestDecodesTheOtherShapes(t *testing.T) {
+	d := New("poll")
+	if got := d.Int(int64(1)) + d.Int("2"); got != 3 {
+		t.Errorf("Int(1) + Int(\"2\") = %d, want 3", got)
+	}
+	if got := d.OneOf("NOGEN", "OK", "NOGEN"); got != "NOGEN" {
+		t.Errorf("OneOf = %q, want NOGEN", got)
+	}
+	if got := d.Array([]any{"OK", "FENCED"}, 2).OneOf(1, "OK", "FENCED"); got != "FENCED" {
+		t.Errorf("Array.OneOf = %q, want FENCED", got)
+	}
+	if word, arr := d.Either("done", 5, "queued", "done"); word != "done" || arr.Len() != 0 {
+		t.Errorf("Either on a word = %q, %d elements; want done and no array", word, arr.Len())
+	}
+	if word, arr := d.Either(pollReply(), 5); word != "" || arr.Int(1) != 3 {
+		t.Errorf("Either on an array = %q, position %d; want no word and position 3", word, arr.Int(1))
+	}
+	if n := d.Array([]any{"t1", int64(1), "t2", int64(2)}, 0).Records(2); n != 2 {
+		t.Errorf("Records = %d, want 2", n)
+	}
+	if n := d.Array([]any{}, 0).Records(8); n != 0 {
+		t.Errorf("Records of nothing = %d, want 0", n)
+	}
+	h := d.Entry("5-1", map[string]any{"id": "t1", "n": int64(4)})
+	if h.Required("id") != "t1" || h.Int("n") != 4 {
+		t.Errorf("Entry = %v, want id t1 and n 4", h.Fields())
+	}
+	if got := d.Hash(map[string]string{"weight": "2.5"}).Float("weight"); got != 2.5 {
+		t.Errorf("Hash.Float = %v, want 2.5", got)
+	}
+	if got := d.Hash(nil).Float("weight"); got != 0 {
+		t.Errorf("an absent float field = %v, want 0", got)
+	}
+	for id, want := range map[string][2]uint64{"0-0": {0, 0}, "1700000000000-7": {1700000000000, 7}, "12": {12, 0}} {
+		if ms, seq := d.StreamID(id); ms != want[0] || seq != want[1] {
+			t.Errorf("StreamID(%q) = %d, %d; want %d, %d", id, ms, seq, want[0], want[1])
+		}
+	}
+	if err := d.Err(); err != nil {
+		t.Fatalf("well-formed replies: %v", err)
 	}
 }
 
