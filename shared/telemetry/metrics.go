@@ -2,10 +2,13 @@ package telemetry
 
 import (
 	"crypto/subtle"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-dl/sluice/api"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -136,7 +139,10 @@ func (m *Metrics) Handler() http.Handler {
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice metrics"`)
-			http.Error(w, "metrics need the bearer token set by SLUICE_METRICS_TOKEN (Authorization: Bearer <token>)", http.StatusUnauthorized)
+			w.Header().Set("Content-Type", api.ProblemContentType)
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(api.NewProblem(http.StatusUnauthorized, "metrics_token_required",
+				"metrics need the bearer token set by SLUICE_METRICS_TOKEN", "send Authorization: Bearer <token> (a Prometheus scrape config's authorization.credentials)", r.URL.Path))
 			return
 		}
 		h.ServeHTTP(w, r)
