@@ -15,7 +15,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -105,9 +104,6 @@ func (o *publishOutput) note(msg string) {
 	o.event("note", map[string]string{"message": msg})
 }
 
-// keySource is where sluice publish takes its key from, for the errors that say so.
-const keySource = "SLUICE_API_KEY or --api-key-file"
-
 func runPublish(ctx context.Context, c *publishConfig, files []string, out *publishOutput, getenv func(string) string) error {
 	if c.Progress != "auto" && c.Progress != "bar" && c.Progress != "plain" {
 		return &exitError{exitUsage, fmt.Errorf("--progress must be auto, bar or plain, got %q", c.Progress)}
@@ -117,12 +113,9 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out *publ
 			return &exitError{exitUsage, fmt.Errorf("--channel: %w", err)}
 		}
 	}
-	api, err := c.client(getenv)
+	api, err := c.client(getenv, "publisher")
 	if err != nil {
 		return err
-	}
-	if strings.TrimSpace(getenv("SLUICE_API_KEY")) == "" && c.APIKeyFile == "" {
-		return &exitError{exitAuth, errors.New("publish needs an API key with publisher scope: set SLUICE_API_KEY (or --api-key-file)")}
 	}
 	out.bar = out.js == nil && (c.Progress == "bar" || (c.Progress == "auto" && isTerminal(out.w)))
 	// Every file is checked before the first is sent: a typo in the last name does
@@ -294,6 +287,9 @@ func announce(ctx context.Context, c *publishConfig, api *client.Client, events 
 		return publishError(c, fmt.Errorf("publish: %w", err))
 	}
 	for _, r := range res.Rejected {
+		if r.Line < 1 || r.Line > len(events) {
+			return &exitError{exitFailure, fmt.Errorf("the server refused line %d of a batch of %d release events: %s", r.Line, len(events), r.Error)}
+		}
 		return &exitError{exitRejected, fmt.Errorf("the server refused the release event of %s: %s", events[r.Line-1].Object, r.Error)}
 	}
 	out.line("published %d release events (%d new, %d already known)", len(events), res.Accepted, res.Duplicates)
