@@ -213,7 +213,8 @@ func (p *ReleasePublisher) PublishBatch(ctx context.Context, events []ReleaseEve
 	return res, firstErr
 }
 
-// DeadLetter is one dead-lettered release event.
+// DeadLetter is one dead-lettered release event. The API shows it as api.DeadLetter
+// (the ingress converts it, in wireDeadLetter).
 type DeadLetter struct {
 	ID       uint64          `json:"id"`
 	Subject  string          `json:"subject"`
