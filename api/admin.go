@@ -74,3 +74,28 @@ type NodeCache struct {
 	BytesFromOrigin int64   `json:"bytes_from_origin"`
 	HitRatio        float64 `json:"hit_ratio"` // hits / (hits + misses); 0 before the first read
 }
+
+// Limits are the admission limits in force (GET /api/v1/admin/limits, and the answer
+// to PUT): the operators' values where they set one, the configured defaults elsewhere.
+type Limits struct {
+	Global        int                     `json:"global"`
+	TenantDefault int                     `json:"tenant_default"`
+	Tenants       map[string]TenantLimits `json:"tenants"`
+	Paused        bool                    `json:"paused"`
+}
+
+// TenantLimits are one tenant's own limits; a member left out is not set.
+type TenantLimits struct {
+	Limit  *int     `json:"limit,omitempty"`  // slots the tenant may hold at once, 0 = no own limit
+	Weight *float64 `json:"weight,omitempty"` // share of slots when tenants compete (default 1)
+	// RateBps caps each of the tenant's downloads, in bytes per second, 0 = the edge's
+	// default. It is written into the tokens of tickets admitted after the change.
+	RateBps *int64 `json:"rate_bps,omitempty"`
+}
+
+// LimitsUpdate is the body of PUT /api/v1/admin/limits: nil members stay as they are.
+type LimitsUpdate struct {
+	Global        *int                    `json:"global,omitempty"`
+	TenantDefault *int                    `json:"tenant_default,omitempty"`
+	Tenants       map[string]TenantLimits `json:"tenants,omitempty"`
+}

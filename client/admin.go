@@ -5,7 +5,6 @@ import (
 	"net/http"
 
 	"github.com/sluice-dl/sluice/api"
-	"github.com/sluice-dl/sluice/shared/admission"
 )
 
 // The admin snapshot (GET /api/v1/admin/stats) and the fleet's nodes
@@ -17,12 +16,11 @@ type (
 	Node        = api.Node
 )
 
-// The admission limits (GET and PUT /api/v1/admin/limits) are the server's own types,
-// so the two cannot drift.
+// The admission limits (GET and PUT /api/v1/admin/limits), as the server encodes them.
 type (
-	TenantLimits = admission.TenantLimits
-	Limits       = admission.Limits
-	LimitsUpdate = admission.LimitsUpdate
+	TenantLimits = api.TenantLimits
+	Limits       = api.Limits
+	LimitsUpdate = api.LimitsUpdate
 )
 
 // Stats reads the admission snapshot.

@@ -6,12 +6,12 @@ import (
 	"net/http"
 
 	"github.com/sluice-dl/sluice/api"
-	"github.com/sluice-dl/sluice/shared/queue"
 )
 
-// The answer to a batch of release events (POST /api/v1/releases), as the server
-// encodes it.
+// A release event (one line of POST /api/v1/releases) and the answer to a batch of
+// them, as the server decodes and encodes them.
 type (
+	ReleaseEvent  = api.ReleaseEvent
 	ReleaseResult = api.ReleaseResult
 	RejectedLine  = api.RejectedLine
 )
@@ -26,16 +26,13 @@ func (c *Client) PublishReleases(ctx context.Context, ndjson []byte) (ReleaseRes
 }
 
 // DeadLetter is a release event the workers gave up on, with why
-// (GET /api/v1/admin/releases/dead): the server's own type.
-type DeadLetter = queue.DeadLetter
+// (GET /api/v1/admin/releases/dead), as the server encodes it.
+type DeadLetter = api.DeadLetter
 
 // DeadReleases lists up to limit dead-lettered release events with ids after after,
 // oldest first; more is true when the server has further ones.
 func (c *Client) DeadReleases(ctx context.Context, after uint64, limit int) (list []DeadLetter, more bool, err error) {
-	var out struct {
-		Dead []DeadLetter `json:"dead"`
-		Next string       `json:"next"`
-	}
+	var out api.DeadLetters
 	path := fmt.Sprintf("/api/v1/admin/releases/dead?after=%d&limit=%d", after, limit)
 	_, err = c.do(ctx, http.MethodGet, path, nil, nil, &out)
 	return out.Dead, out.Next != "", err
@@ -43,9 +40,7 @@ func (c *Client) DeadReleases(ctx context.Context, after uint64, limit int) (lis
 
 // ReplayRelease sends a dead-lettered event back to the workers and returns it.
 func (c *Client) ReplayRelease(ctx context.Context, id uint64) (DeadLetter, error) {
-	var out struct {
-		Replayed DeadLetter `json:"replayed"`
-	}
+	var out api.Replayed
 	_, err := c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/admin/releases/dead/%d/replay", id), nil, nil, &out)
 	return out.Replayed, err
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 
 	"github.com/sluice-dl/sluice/api"
-	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
 // Upload is what the server stored for an upload (PUT /api/v1/uploads/{key}).
@@ -36,7 +35,7 @@ type UploadFile struct {
 // holding this version arrives before the body is sent.
 func (c *Client) Upload(ctx context.Context, f UploadFile) (Upload, error) {
 	const method = http.MethodPut
-	path := "/api/v1/uploads/" + objstore.EscapeKey(f.Key)
+	path := "/api/v1/uploads/" + escapeKey(f.Key)
 	body := &countingReader{r: io.NewSectionReader(f.Body, 0, f.Size), sent: f.Sent}
 	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // A limit changed at runtime takes effect within a second on every worker: with three
@@ -46,7 +48,7 @@ func TestAdmissionLimitsChangeAtRuntime(t *testing.T) {
 		t.Fatalf("limit 1: %d admitted, %d queued", r, q)
 	}
 
-	var lim struct{ Global int }
+	var lim api.Limits
 	s.operator(http.MethodPut, "/api/v1/admin/limits", map[string]int{"global": 4}, &lim)
 	changed := time.Now()
 	if lim.Global != 4 {

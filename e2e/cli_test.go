@@ -376,12 +376,7 @@ func TestCLIAdmin(t *testing.T) {
 	if out := run(0, "limits", "set", "global=3", "--json").stdout.String(); json.Unmarshal([]byte(out), &changed) != nil || changed.Global != 3 {
 		t.Fatalf("limits set global=3 --json printed:\n%s", out)
 	}
-	var lim struct {
-		Global  int `json:"global"`
-		Tenants map[string]struct {
-			Limit *int `json:"limit"`
-		} `json:"tenants"`
-	}
+	var lim api.Limits
 	if err := json.Unmarshal([]byte(run(0, "--json", "limits").stdout.String()), &lim); err != nil ||
 		lim.Global != 3 || lim.Tenants["acme"].Limit == nil || *lim.Tenants["acme"].Limit != 1 {
 		t.Fatalf("limits after set: %+v %v", lim, err)

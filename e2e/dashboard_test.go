@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // opsBrowser starts a headless Chromium with a fresh profile, for one test.
@@ -149,10 +151,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("apply limits on the page: %v", err)
 	}
 	msg := pageText(ctx, "message")
-	var limits struct {
-		Global int  `json:"global"`
-		Paused bool `json:"paused"`
-	}
+	var limits api.Limits
 	s.opsCall(http.MethodGet, "/api/v1/admin/limits", nil, http.StatusOK, &limits)
 	if limits.Global != 7 || !strings.Contains(msg, "global 7") {
 		t.Fatalf("after applying 7 on the page: the API says global %d; the page says %q", limits.Global, msg)

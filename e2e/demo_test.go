@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // `sluice serve` publishes its demo objects to the release catalog at start, so a
@@ -13,11 +15,7 @@ func TestDemoObjectsAreInTheCatalog(t *testing.T) {
 	a := newAllInOne(t)
 	a.start()
 	for _, key := range []string{"demo/hello.txt", "demo/sluice-demo-64MiB.bin"} {
-		var entry struct {
-			State  string `json:"state"`
-			SHA256 string `json:"sha256"`
-			Size   int64  `json:"size"`
-		}
+		var entry api.CatalogEntry
 		eventually(t, 30*time.Second, key+" verified in the catalog", func() bool {
 			code, raw := a.call(http.MethodGet, "/api/v1/objects/"+key, "", nil)
 			return code == http.StatusOK && json.Unmarshal(raw, &entry) == nil && entry.State == "verified"

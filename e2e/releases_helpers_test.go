@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/sluice-dl/sluice/api"
-	"github.com/sluice-dl/sluice/shared/catalog"
 )
 
 const releaseAdminKey = "slk_releasesadmin_e2e0123456789"
@@ -113,13 +112,13 @@ func (s *releaseStack) publish(body []byte) (int, string, publishAnswer) {
 }
 
 // entry reads GET /api/v1/objects/{key}; ok is false on 404.
-func (s *releaseStack) entry(key string) (catalog.Entry, bool) {
+func (s *releaseStack) entry(key string) (api.CatalogEntry, bool) {
 	s.t.Helper()
 	status, raw := s.call(http.MethodGet, "/api/v1/objects/"+key, "", "", nil)
 	if status == http.StatusNotFound {
-		return catalog.Entry{}, false
+		return api.CatalogEntry{}, false
 	}
-	var e catalog.Entry
+	var e api.CatalogEntry
 	if status != http.StatusOK || json.Unmarshal(raw, &e) != nil {
 		s.t.Fatalf("GET /api/v1/objects/%s: %d %s", key, status, raw)
 	}
@@ -127,7 +126,7 @@ func (s *releaseStack) entry(key string) (catalog.Entry, bool) {
 }
 
 // waitEntry polls the catalog until the object's entry has the state.
-func (s *releaseStack) waitEntry(key, state string, within time.Duration) catalog.Entry {
+func (s *releaseStack) waitEntry(key, state string, within time.Duration) api.CatalogEntry {
 	s.t.Helper()
 	deadline := time.Now().Add(within)
 	for {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // A publisher announces releases in one NDJSON batch; malformed lines are reported by
@@ -185,14 +187,7 @@ func TestReleasesPoisonEventsAreDeadLetteredAndReplayed(t *testing.T) {
 	t.Logf("500 good events recorded in %s while a poison event retried", goodDone)
 
 	status, raw := s.call(http.MethodGet, "/api/v1/admin/releases/dead", releaseAdminKey, "", nil)
-	var list struct {
-		Dead []struct {
-			ID       uint64          `json:"id"`
-			Reason   string          `json:"reason"`
-			Attempts int             `json:"attempts"`
-			Event    json.RawMessage `json:"event"`
-		} `json:"dead"`
-	}
+	var list api.DeadLetters
 	if status != http.StatusOK || json.Unmarshal(raw, &list) != nil || len(list.Dead) != 2 {
 		t.Fatalf("dead letters: %d %s", status, raw)
 	}

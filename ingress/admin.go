@@ -8,6 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/apikeys"
 )
@@ -112,15 +113,15 @@ func (s *Server) getLimits(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	c.JSON(http.StatusOK, l)
+	c.JSON(http.StatusOK, wireLimits(l))
 }
 
 func (s *Server) putLimits(c *gin.Context) {
-	var u admission.LimitsUpdate
+	var u api.LimitsUpdate
 	if !bindStrict(c, &u) {
 		return
 	}
-	l, err := s.cfg.Ledger.SetLimits(c.Request.Context(), u)
+	l, err := s.cfg.Ledger.SetLimits(c.Request.Context(), ledgerLimitsUpdate(u))
 	if errors.Is(err, admission.ErrInvalidLimits) {
 		c.Error(badRequest("invalid_limits", err.Error(), "nothing was changed"))
 		return
@@ -130,7 +131,33 @@ func (s *Server) putLimits(c *gin.Context) {
 		return
 	}
 	s.log.Info("limits changed", "global", l.Global, "tenant_default", l.TenantDefault, "by", principal(c).ID)
-	c.JSON(http.StatusOK, l)
+	c.JSON(http.StatusOK, wireLimits(l))
+}
+
+// wireLimits is the limits in force as the API shows them: the one conversion from
+// the ledger's to the wire.
+func wireLimits(l admission.Limits) api.Limits {
+	out := api.Limits{Global: l.Global, TenantDefault: l.TenantDefault, Paused: l.Paused}
+	if l.Tenants != nil {
+		out.Tenants = make(map[string]api.TenantLimits, len(l.Tenants))
+		for name, t := range l.Tenants {
+			out.Tenants[name] = api.TenantLimits{Limit: t.Limit, Weight: t.Weight, RateBps: t.RateBps}
+		}
+	}
+	return out
+}
+
+// ledgerLimitsUpdate is an update as the API received it, for the ledger: the one
+// conversion from the wire to the ledger's.
+func ledgerLimitsUpdate(u api.LimitsUpdate) admission.LimitsUpdate {
+	out := admission.LimitsUpdate{Global: u.Global, TenantDefault: u.TenantDefault}
+	if u.Tenants != nil {
+		out.Tenants = make(map[string]admission.TenantLimits, len(u.Tenants))
+		for name, t := range u.Tenants {
+			out.Tenants[name] = admission.TenantLimits{Limit: t.Limit, Weight: t.Weight, RateBps: t.RateBps}
+		}
+	}
+	return out
 }
 
 func (s *Server) setPaused(paused bool) gin.HandlerFunc {

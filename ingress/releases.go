@@ -82,14 +82,13 @@ func (s *Server) routeReleases(api *gin.RouterGroup) {
 	admin.GET("/stats", s.releaseStats)
 }
 
-// releaseEventJSON is one event as release tooling sends it. Pointers tell a missing
-// field from a zero one.
+// releaseEventJSON decodes an api.ReleaseEvent. Its required members are pointers
+// here, shadowing the wire type's, to tell a missing member from a zero one.
 type releaseEventJSON struct {
-	Object  *string `json:"object"`
-	SHA256  *string `json:"sha256"`
-	Size    *int64  `json:"size"`
-	EventID string  `json:"event_id"`
-	Channel string  `json:"channel"`
+	api.ReleaseEvent
+	Object *string `json:"object"`
+	SHA256 *string `json:"sha256"`
+	Size   *int64  `json:"size"`
 }
 
 var (
@@ -119,32 +118,37 @@ func parseReleaseEvent(raw []byte) (queue.ReleaseEvent, error) {
 	case j.Size == nil:
 		return queue.ReleaseEvent{}, errors.New(`"size" is required (bytes)`)
 	}
-	if err := objstore.ValidateKey(*j.Object); err != nil {
+	ev := j.ReleaseEvent
+	ev.Object, ev.SHA256, ev.Size = *j.Object, strings.ToLower(*j.SHA256), *j.Size
+	if err := objstore.ValidateKey(ev.Object); err != nil {
 		return queue.ReleaseEvent{}, err
 	}
-	sum := strings.ToLower(*j.SHA256)
-	if !sha256Pattern.MatchString(sum) {
+	if !sha256Pattern.MatchString(ev.SHA256) {
 		return queue.ReleaseEvent{}, fmt.Errorf(`"sha256" must be 64 hex digits, got %d characters`, len(*j.SHA256))
 	}
-	if *j.Size < 0 {
-		return queue.ReleaseEvent{}, fmt.Errorf(`"size" must be 0 or more, got %d`, *j.Size)
+	if ev.Size < 0 {
+		return queue.ReleaseEvent{}, fmt.Errorf(`"size" must be 0 or more, got %d`, ev.Size)
 	}
-	if j.Channel != "" {
-		if err := catalog.ValidateChannel(j.Channel); err != nil {
+	if ev.Channel != "" {
+		if err := catalog.ValidateChannel(ev.Channel); err != nil {
 			return queue.ReleaseEvent{}, err
 		}
 	}
-	ev := queue.ReleaseEvent{EventID: j.EventID, Object: *j.Object, SHA256: sum, Size: *j.Size, Channel: j.Channel}
-	if j.EventID != "" {
-		if !eventIDPattern.MatchString(j.EventID) {
-			return queue.ReleaseEvent{}, errors.New(`"event_id" must be 1 to 256 printable ASCII characters without spaces`)
-		}
-		ev.Identity = "id:" + j.EventID
-	} else {
-		// Without an id, the same artifact announced twice is the same event.
-		ev.Identity = "obj:" + ev.Object + "@" + ev.SHA256
+	if ev.EventID != "" && !eventIDPattern.MatchString(ev.EventID) {
+		return queue.ReleaseEvent{}, errors.New(`"event_id" must be 1 to 256 printable ASCII characters without spaces`)
 	}
-	return ev, nil
+	return releaseMessage(ev), nil
+}
+
+// releaseMessage is a valid event as the release stream carries it: the one
+// conversion from the wire to the queue. Its identity is its event id or, without
+// one, the same artifact announced twice is the same event.
+func releaseMessage(ev api.ReleaseEvent) queue.ReleaseEvent {
+	identity := "obj:" + ev.Object + "@" + ev.SHA256
+	if ev.EventID != "" {
+		identity = "id:" + ev.EventID
+	}
+	return queue.ReleaseEvent{Identity: identity, ReleaseEvent: ev}
 }
 
 func isNDJSON(contentType string) bool {
@@ -356,7 +360,14 @@ func (s *Server) getObject(c *gin.Context) {
 	if alias {
 		c.Header("Content-Location", "/api/v1/objects/"+e.Object)
 	}
-	c.JSON(http.StatusOK, e)
+	c.JSON(http.StatusOK, wireEntry(e))
+}
+
+// wireEntry is a catalog entry as the API shows it: the one conversion from the
+// catalog's to the wire.
+func wireEntry(e catalog.Entry) api.CatalogEntry {
+	return api.CatalogEntry{Object: e.Object, Size: e.Size, SHA256: e.SHA256, ETag: e.ETag, ContentType: e.ContentType,
+		PublishedAt: e.PublishedAt, Channel: e.Channel, State: e.State, Reason: e.Reason}
 }
 
 // resolveName turns a channel alias ("stable/latest") into the key of the object it
@@ -451,11 +462,20 @@ func (s *Server) listDeadReleases(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	body := gin.H{"dead": list}
+	body := api.DeadLetters{Dead: make([]api.DeadLetter, len(list))}
+	for i, d := range list {
+		body.Dead[i] = wireDeadLetter(d)
+	}
 	if len(list) == limit {
-		body["next"] = fmt.Sprintf("/api/v1/admin/releases/dead?after=%d&limit=%d", list[len(list)-1].ID, limit)
+		body.Next = fmt.Sprintf("/api/v1/admin/releases/dead?after=%d&limit=%d", list[len(list)-1].ID, limit)
 	}
 	c.JSON(http.StatusOK, body)
+}
+
+// wireDeadLetter is a dead letter as the API shows it: the one conversion from the
+// queue's to the wire.
+func wireDeadLetter(d queue.DeadLetter) api.DeadLetter {
+	return api.DeadLetter{ID: d.ID, Subject: d.Subject, Reason: d.Reason, Attempts: d.Attempts, DeadAt: d.DeadAt, Event: d.Event}
 }
 
 func (s *Server) replayDeadRelease(c *gin.Context) {
@@ -480,7 +500,7 @@ func (s *Server) replayDeadRelease(c *gin.Context) {
 		return
 	}
 	s.log.Info("dead-lettered release event replayed", "id", id, "reason", d.Reason, "by", principal(c).ID)
-	c.JSON(http.StatusAccepted, gin.H{"replayed": d})
+	c.JSON(http.StatusAccepted, api.Replayed{Replayed: wireDeadLetter(d)})
 }
 
 func (s *Server) releaseStats(c *gin.Context) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/catalog"
 	"github.com/sluice-dl/sluice/shared/objstore"
@@ -92,9 +93,9 @@ func TestReleasesVerifyRejectAndDeadLetter(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	publish(queue.ReleaseEvent{Identity: "id:v1", EventID: "v1", Object: "rel/app.tar.gz", SHA256: good, Size: int64(len(body))})
-	publish(queue.ReleaseEvent{Identity: "id:v1-bad", EventID: "v1-bad", Object: "rel/tampered.tar.gz",
-		SHA256: strings.Repeat("0", 64), Size: int64(len(body))})
+	publish(queue.ReleaseEvent{Identity: "id:v1", ReleaseEvent: api.ReleaseEvent{EventID: "v1", Object: "rel/app.tar.gz", SHA256: good, Size: int64(len(body))}})
+	publish(queue.ReleaseEvent{Identity: "id:v1-bad", ReleaseEvent: api.ReleaseEvent{EventID: "v1-bad", Object: "rel/tampered.tar.gz",
+		SHA256: strings.Repeat("0", 64), Size: int64(len(body))}})
 	if _, err := js.Publish(ctx, queue.ReleaseAPISubject, []byte(`{"identity": "id:broken", "object": `)); err != nil {
 		t.Fatal(err)
 	}
@@ -124,8 +125,8 @@ func TestReleasesVerifyRejectAndDeadLetter(t *testing.T) {
 
 	// The same event again, past JetStream's own deduplication (no message id, as a
 	// copy published after the duplicate window would be), is recorded once.
-	raw, err := json.Marshal(queue.ReleaseEvent{Identity: "id:v1", EventID: "v1", Object: "rel/app.tar.gz",
-		SHA256: good, Size: int64(len(body)), AcceptedAt: time.Now()})
+	raw, err := json.Marshal(queue.ReleaseEvent{Identity: "id:v1", ReleaseEvent: api.ReleaseEvent{EventID: "v1", Object: "rel/app.tar.gz",
+		SHA256: good, Size: int64(len(body))}, AcceptedAt: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}

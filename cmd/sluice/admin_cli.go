@@ -43,7 +43,7 @@ func adminCommand() *ffcli.Command {
 			FlagSet: fs, Options: []ff.Option{ff.WithEnvVarPrefix("SLUICE")},
 			Exec: func(ctx context.Context, args []string) error {
 				a.start = time.Now()
-				api, err := a.client(a.getenv)
+				api, err := a.client(a.getenv, "")
 				if err != nil {
 					return err
 				}

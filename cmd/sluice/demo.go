@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/objstore"
 	"github.com/sluice-dl/sluice/shared/queue"
 )
@@ -63,8 +64,8 @@ func seedDemo(ctx context.Context, store *objstore.Local, releases releaseQueue,
 			log.Info("stored demo object", "key", o.key, "bytes", size)
 		}
 		sum := hex.EncodeToString(h.Sum(nil))
-		events = append(events, queue.ReleaseEvent{Identity: "obj:" + o.key + "@" + sum, Object: o.key,
-			SHA256: sum, Size: size, AcceptedAt: time.Now().UTC()})
+		events = append(events, queue.ReleaseEvent{Identity: "obj:" + o.key + "@" + sum,
+			ReleaseEvent: api.ReleaseEvent{Object: o.key, SHA256: sum, Size: size}, AcceptedAt: time.Now().UTC()})
 	}
 	if releases == nil {
 		return nil

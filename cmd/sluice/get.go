@@ -55,9 +55,15 @@ func registerClientFlags(fs *flag.FlagSet, c *clientConfig) {
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "timeout of each API call")
 }
 
+// keySource is where the client commands take the API key from, for the errors that
+// say so.
+const keySource = "SLUICE_API_KEY or --api-key-file"
+
 // client builds the API client; the key comes from --api-key-file or $SLUICE_API_KEY
-// (never a flag: command lines are visible to every user of the machine).
-func (c *clientConfig) client(getenv func(string) string) (*client.Client, error) {
+// (never a flag: command lines are visible to every user of the machine). A command
+// that cannot work without a key names the scope it needs: without one it stops
+// here (exit 8), before it does anything else.
+func (c *clientConfig) client(getenv func(string) string, needScope string) (*client.Client, error) {
 	key := strings.TrimSpace(getenv("SLUICE_API_KEY"))
 	if c.APIKeyFile != "" {
 		raw, err := os.ReadFile(c.APIKeyFile)
@@ -65,6 +71,9 @@ func (c *clientConfig) client(getenv func(string) string) (*client.Client, error
 			return nil, &exitError{exitUsage, fmt.Errorf("read --api-key-file: %w", err)}
 		}
 		key = strings.TrimSpace(string(raw))
+	}
+	if key == "" && needScope != "" {
+		return nil, &exitError{exitAuth, fmt.Errorf("an API key with %s scope is needed: set %s", needScope, keySource)}
 	}
 	cl, err := client.New(c.Server, client.Options{APIKey: key, Timeout: c.Timeout, UserAgent: "sluice/" + version})
 	if err != nil {
@@ -157,7 +166,7 @@ func runGet(ctx context.Context, c *getConfig, key string, stdout, stderr io.Wri
 		}
 		maxRate = int64(n)
 	}
-	api, err := c.client(getenv)
+	api, err := c.client(getenv, "")
 	if err != nil {
 		return err
 	}
@@ -377,7 +386,7 @@ func apiExit(c *clientConfig, err error) error {
 	case ae.Status == http.StatusNotFound:
 		return &exitError{exitNotFound, err}
 	case ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden:
-		return &exitError{exitAuth, keyAdvice(err, "SLUICE_API_KEY or --api-key-file")}
+		return &exitError{exitAuth, keyAdvice(err, keySource)}
 	case ae.Status == http.StatusBadRequest:
 		return &exitError{exitUsage, err}
 	case ae.Status >= 500 || ae.Temporary():

@@ -15,7 +15,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -78,14 +77,6 @@ func publishCommand() *ffcli.Command {
 	}
 }
 
-// uploaded is one file in the store with what the release event says about it.
-type uploaded struct {
-	Object  string `json:"object"`
-	SHA256  string `json:"sha256"`
-	Size    int64  `json:"size"`
-	Channel string `json:"channel,omitempty"`
-}
-
 // publishOutput shows a run of sluice publish to a person (lines on stderr) or, with
 // --json, to a program (one JSON event per line on stdout, as sluice get --json).
 type publishOutput struct {
@@ -113,9 +104,6 @@ func (o *publishOutput) note(msg string) {
 	o.event("note", map[string]string{"message": msg})
 }
 
-// keySource is where sluice publish takes its key from, for the errors that say so.
-const keySource = "SLUICE_API_KEY or --api-key-file"
-
 func runPublish(ctx context.Context, c *publishConfig, files []string, out *publishOutput, getenv func(string) string) error {
 	if c.Progress != "auto" && c.Progress != "bar" && c.Progress != "plain" {
 		return &exitError{exitUsage, fmt.Errorf("--progress must be auto, bar or plain, got %q", c.Progress)}
@@ -125,12 +113,9 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out *publ
 			return &exitError{exitUsage, fmt.Errorf("--channel: %w", err)}
 		}
 	}
-	api, err := c.client(getenv)
+	api, err := c.client(getenv, "publisher")
 	if err != nil {
 		return err
-	}
-	if strings.TrimSpace(getenv("SLUICE_API_KEY")) == "" && c.APIKeyFile == "" {
-		return &exitError{exitAuth, errors.New("publish needs an API key with publisher scope: set SLUICE_API_KEY (or --api-key-file)")}
 	}
 	out.bar = out.js == nil && (c.Progress == "bar" || (c.Progress == "auto" && isTerminal(out.w)))
 	// Every file is checked before the first is sent: a typo in the last name does
@@ -147,7 +132,7 @@ func runPublish(ctx context.Context, c *publishConfig, files []string, out *publ
 		}
 		named[locals[i].key] = name
 	}
-	var events []uploaded
+	var events []client.ReleaseEvent
 	for _, lf := range locals {
 		ev, err := uploadOne(ctx, c, api, lf, out)
 		if err != nil {
@@ -195,10 +180,10 @@ func openLocal(name, prefix string) (localFile, error) {
 // uploadOne sends a file to the server, which stores it and computes its SHA-256.
 // The local digest goes along (Content-Digest): the server refuses bytes damaged on
 // the way, and does not take again a file it already holds verified.
-func uploadOne(ctx context.Context, c *publishConfig, api *client.Client, lf localFile, out *publishOutput) (uploaded, error) {
+func uploadOne(ctx context.Context, c *publishConfig, api *client.Client, lf localFile, out *publishOutput) (client.ReleaseEvent, error) {
 	h := sha256.New()
 	if _, err := io.Copy(h, io.NewSectionReader(lf.f, 0, lf.size)); err != nil {
-		return uploaded{}, fmt.Errorf("read %s: %w", lf.name, err)
+		return client.ReleaseEvent{}, fmt.Errorf("read %s: %w", lf.name, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	file := client.UploadFile{Key: lf.key, Body: lf.f, Size: lf.size, SHA256: sum,
@@ -219,10 +204,10 @@ func uploadOne(ctx context.Context, c *publishConfig, api *client.Client, lf loc
 		finish()
 	}
 	if err != nil {
-		return uploaded{}, publishError(c, fmt.Errorf("upload %s: %w", lf.name, err))
+		return client.ReleaseEvent{}, publishError(c, fmt.Errorf("upload %s: %w", lf.name, err))
 	}
 	if up.SHA256 != sum || up.Size != lf.size {
-		return uploaded{}, fmt.Errorf("upload %s: the server stored %d bytes with sha256 %s, the file has %d bytes with %s (did it change while it was sent?)",
+		return client.ReleaseEvent{}, fmt.Errorf("upload %s: the server stored %d bytes with sha256 %s, the file has %d bytes with %s (did it change while it was sent?)",
 			lf.name, up.Size, up.SHA256, lf.size, sum)
 	}
 	how := "in " + time.Since(start).Round(time.Millisecond).String()
@@ -230,7 +215,7 @@ func uploadOne(ctx context.Context, c *publishConfig, api *client.Client, lf loc
 		how = "already on the server"
 	}
 	out.line("uploaded  %s %s, sha256 %s", lf.key, how, up.SHA256)
-	ev := uploaded{Object: up.Object, SHA256: up.SHA256, Size: up.Size, Channel: c.Channel}
+	ev := client.ReleaseEvent{Object: up.Object, SHA256: up.SHA256, Size: up.Size, Channel: c.Channel}
 	out.event("uploaded", map[string]any{"object": ev.Object, "sha256": ev.SHA256, "size": ev.Size,
 		"channel": ev.Channel, "stored": up.Stored})
 	return ev, nil
@@ -286,7 +271,7 @@ func publishError(c *publishConfig, err error) error {
 
 // announce publishes the events, sending the batch again through an outage or while
 // the server's queue is full (what was stored already comes back as a duplicate).
-func announce(ctx context.Context, c *publishConfig, api *client.Client, events []uploaded, out *publishOutput) error {
+func announce(ctx context.Context, c *publishConfig, api *client.Client, events []client.ReleaseEvent, out *publishOutput) error {
 	var body bytes.Buffer
 	for _, ev := range events {
 		j, _ := json.Marshal(ev)
@@ -302,6 +287,9 @@ func announce(ctx context.Context, c *publishConfig, api *client.Client, events 
 		return publishError(c, fmt.Errorf("publish: %w", err))
 	}
 	for _, r := range res.Rejected {
+		if r.Line < 1 || r.Line > len(events) {
+			return &exitError{exitFailure, fmt.Errorf("the server refused line %d of a batch of %d release events: %s", r.Line, len(events), r.Error)}
+		}
 		return &exitError{exitRejected, fmt.Errorf("the server refused the release event of %s: %s", events[r.Line-1].Object, r.Error)}
 	}
 	out.line("published %d release events (%d new, %d already known)", len(events), res.Accepted, res.Duplicates)
@@ -310,15 +298,15 @@ func announce(ctx context.Context, c *publishConfig, api *client.Client, events 
 }
 
 // waitVerified polls the catalog until every file is verified; a rejection fails.
-func waitVerified(ctx context.Context, c *publishConfig, api *client.Client, events []uploaded, out *publishOutput) error {
+func waitVerified(ctx context.Context, c *publishConfig, api *client.Client, events []client.ReleaseEvent, out *publishOutput) error {
 	deadline := time.Now().Add(c.Wait)
-	pending := map[string]uploaded{}
+	pending := map[string]client.ReleaseEvent{}
 	for _, ev := range events {
 		pending[ev.Object] = ev
 	}
 	for len(pending) > 0 {
 		for key, ev := range pending {
-			var e catalog.Entry
+			var e client.CatalogEntry
 			err := publishRetry(c, deadline, out).Do(ctx, func() (err error) {
 				e, err = api.Object(ctx, key)
 				return err
@@ -330,13 +318,13 @@ func waitVerified(ctx context.Context, c *publishConfig, api *client.Client, eve
 				return publishError(c, fmt.Errorf("read the catalog entry of %s: %w", key, err))
 			}
 			switch {
-			case e.State == catalog.StateRejected && e.SHA256 == ev.SHA256:
+			case e.State == client.StateRejected && e.SHA256 == ev.SHA256:
 				return &exitError{exitRejected, fmt.Errorf("the server rejected %s: %s", key, e.Reason)}
-			case e.State == catalog.StatePending && e.SHA256 == ev.SHA256 && e.Reason != "":
+			case e.State == client.StatePending && e.SHA256 == ev.SHA256 && e.Reason != "":
 				// A pending entry with a reason: its event was dead-lettered, and nothing
 				// but a replay (or a new event) moves it on. Waiting longer is pointless.
 				return &exitError{exitRejected, fmt.Errorf("the server could not verify %s: %s (an operator lists it with `sluice admin releases dead` and replays it with `sluice admin releases replay ID`)", key, e.Reason)}
-			case e.State == catalog.StateVerified && e.SHA256 == ev.SHA256:
+			case e.State == client.StateVerified && e.SHA256 == ev.SHA256:
 				out.line("verified  %s", key)
 				out.event("verified", map[string]string{"object": key, "sha256": e.SHA256, "channel": e.Channel})
 				delete(pending, key)

@@ -98,8 +98,8 @@ func ValidateChannel(name string) error {
 	return nil
 }
 
-// Entry is what the catalog knows about one object. Its JSON is a public contract
-// (GET /api/v1/objects/{key}); keep it stable.
+// Entry is what the catalog knows about one object. The API shows it as
+// api.CatalogEntry (the ingress converts it, in wireEntry).
 type Entry struct {
 	Object      string    `json:"object"`
 	Size        int64     `json:"size"`

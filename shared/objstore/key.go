@@ -2,7 +2,6 @@ package objstore
 
 import (
 	"fmt"
-	"net/url"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -28,16 +27,6 @@ func ValidateKey(key string) error {
 		return fmt.Errorf("%w %q: %s", ErrInvalidKey, truncateKey(key), reason)
 	}
 	return nil
-}
-
-// EscapeKey writes key as a URL path: each segment escaped, the slashes kept, so
-// that /api/v1/objects/ + EscapeKey(key) names the object and nothing else.
-func EscapeKey(key string) string {
-	segs := strings.Split(key, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return strings.Join(segs, "/")
 }
 
 func keyProblem(key string) string {

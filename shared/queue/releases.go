@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dl/sluice/api"
 )
 
 // Names of the release-event streams and their consumer.
@@ -87,16 +89,14 @@ func EnsureReleases(ctx context.Context, js jetstream.JetStream, cfg ReleaseStre
 	})
 }
 
-// ReleaseEvent is the message that carries one release event accepted by the API.
+// ReleaseEvent is the message that carries one release event accepted by the API:
+// the event as the publisher sent it (its members are the message's own), with what
+// the ingress adds.
 type ReleaseEvent struct {
 	// Identity is what makes two events the same event: "id:<event_id>" or, without
 	// an event id, "obj:<object>@<sha256>".
-	Identity   string    `json:"identity"`
-	EventID    string    `json:"event_id,omitempty"`
-	Object     string    `json:"object"`
-	SHA256     string    `json:"sha256"`
-	Size       int64     `json:"size"`
-	Channel    string    `json:"channel,omitempty"`
+	Identity string `json:"identity"`
+	api.ReleaseEvent
 	AcceptedAt time.Time `json:"accepted_at"`
 }
 
@@ -213,7 +213,8 @@ func (p *ReleasePublisher) PublishBatch(ctx context.Context, events []ReleaseEve
 	return res, firstErr
 }
 
-// DeadLetter is one dead-lettered release event.
+// DeadLetter is one dead-lettered release event. The API shows it as api.DeadLetter
+// (the ingress converts it, in wireDeadLetter).
 type DeadLetter struct {
 	ID       uint64          `json:"id"`
 	Subject  string          `json:"subject"`
