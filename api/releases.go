@@ -58,3 +58,22 @@ type DeadLetter struct {
 type Replayed struct {
 	Replayed DeadLetter `json:"replayed"`
 }
+
+// ReleaseStats is GET /api/v1/admin/releases/stats: the catalog's counters, the
+// release events waiting for a worker and the dead letters.
+type ReleaseStats struct {
+	Catalog CatalogCounters `json:"catalog"`
+	Backlog uint64          `json:"backlog"` // events in the stream not yet verified
+	Dead    uint64          `json:"dead"`    // dead letters kept
+}
+
+// CatalogCounters count what the release workers did, ever (rebuilt from zero when
+// Redis is lost).
+type CatalogCounters struct {
+	Recorded            int64 `json:"events_recorded"`
+	Verified            int64 `json:"verified"`
+	Rejected            int64 `json:"rejected"`
+	Superseded          int64 `json:"superseded"`
+	DuplicateDeliveries int64 `json:"duplicate_deliveries"`
+	HashesComputed      int64 `json:"hashes_computed"`
+}

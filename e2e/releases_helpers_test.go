@@ -141,18 +141,7 @@ func (s *releaseStack) waitEntry(key, state string, within time.Duration) api.Ca
 	}
 }
 
-type releaseStats struct {
-	Catalog struct {
-		Recorded            int64 `json:"events_recorded"`
-		Verified            int64 `json:"verified"`
-		Rejected            int64 `json:"rejected"`
-		Superseded          int64 `json:"superseded"`
-		DuplicateDeliveries int64 `json:"duplicate_deliveries"`
-		HashesComputed      int64 `json:"hashes_computed"`
-	} `json:"catalog"`
-	Backlog uint64 `json:"backlog"`
-	Dead    uint64 `json:"dead"`
-}
+type releaseStats = api.ReleaseStats
 
 func (s *releaseStack) stats() releaseStats {
 	s.t.Helper()

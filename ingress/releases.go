@@ -525,5 +525,5 @@ func (s *Server) releaseStats(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"catalog": st, "backlog": backlog, "dead": dead})
+	c.JSON(http.StatusOK, api.ReleaseStats{Catalog: api.CatalogCounters(st), Backlog: backlog, Dead: dead})
 }
