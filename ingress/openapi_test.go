@@ -7,13 +7,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/sluice-dl/sluice/api"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 )
@@ -192,89 +192,54 @@ func (doc openAPIDoc) lookup(ref string) (map[string]any, bool) {
 	return m, ok
 }
 
-// validate checks v against the part of JSON Schema the document uses: $ref, type,
-// enum, required, properties, additionalProperties and items. It returns what does
+// docURL is where the schemas' compiler finds the document, so that the $refs of a
+// schema taken out of it ("#/components/schemas/Ticket") still resolve.
+const docURL = "sluice:openapi.json"
+
+// validate checks v against schema, a schema of the document, with a JSON Schema
+// 2020-12 validator (OpenAPI 3.1's dialect), formats asserted. It returns what does
 // not match, each naming where.
 func (doc openAPIDoc) validate(schema map[string]any, v any, at string) []string {
-	if ref, ok := schema["$ref"].(string); ok {
-		target, ok := doc.lookup(ref)
-		if !ok {
-			return []string{at + ": $ref " + ref + " does not resolve"}
-		}
-		return doc.validate(target, v, at)
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource(docURL, map[string]any(doc)); err != nil {
+		return []string{at + ": " + err.Error()}
 	}
-	if enum, ok := schema["enum"].([]any); ok && !slices.ContainsFunc(enum, func(e any) bool { return reflect.DeepEqual(e, v) }) {
-		return []string{fmt.Sprintf("%s: %v is not one of %v", at, v, enum)}
+	const schemaURL = "sluice:schema.json"
+	if err := c.AddResource(schemaURL, rooted(schema)); err != nil {
+		return []string{at + ": " + err.Error()}
 	}
-	if want, ok := schema["type"]; ok {
-		var types []string
-		switch w := want.(type) {
-		case string:
-			types = []string{w}
-		case []any:
-			for _, x := range w {
-				types = append(types, x.(string))
-			}
-		}
-		got := jsonType(v)
-		if !slices.Contains(types, got) && !(got == "integer" && slices.Contains(types, "number")) {
-			return []string{fmt.Sprintf("%s: a %s, want %v", at, got, types)}
-		}
+	sch, err := c.Compile(schemaURL)
+	if err != nil {
+		return []string{at + ": the schema does not compile: " + err.Error()}
 	}
-	var errs []string
-	switch v := v.(type) {
-	case map[string]any:
-		if req, ok := schema["required"].([]any); ok {
-			for _, r := range req {
-				if _, ok := v[r.(string)]; !ok {
-					errs = append(errs, fmt.Sprintf("%s: %s is required", at, r))
-				}
-			}
-		}
-		props, _ := schema["properties"].(map[string]any)
-		for k, val := range v {
-			if p, ok := props[k].(map[string]any); ok {
-				errs = append(errs, doc.validate(p, val, at+"."+k)...)
-				continue
-			}
-			switch extra := schema["additionalProperties"].(type) {
-			case bool:
-				if !extra {
-					errs = append(errs, fmt.Sprintf("%s: %s is not a property", at, k))
-				}
-			case map[string]any:
-				errs = append(errs, doc.validate(extra, val, at+"."+k)...)
-			}
-		}
-	case []any:
-		if items, ok := schema["items"].(map[string]any); ok {
-			for i, e := range v {
-				errs = append(errs, doc.validate(items, e, fmt.Sprintf("%s[%d]", at, i))...)
-			}
-		}
+	if err := sch.Validate(v); err != nil {
+		return []string{at + ": " + err.Error()}
 	}
-	return errs
+	return nil
 }
 
-func jsonType(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "boolean"
-	case string:
-		return "string"
-	case float64:
-		if v == float64(int64(v)) {
-			return "integer"
-		}
-		return "number"
-	case []any:
-		return "array"
+// rooted is a copy of schema whose document-relative $refs name the document.
+func rooted(schema any) any {
+	switch s := schema.(type) {
 	case map[string]any:
-		return "object"
+		out := make(map[string]any, len(s))
+		for k, v := range s {
+			if ref, ok := v.(string); ok && k == "$ref" && strings.HasPrefix(ref, "#/") {
+				out[k] = docURL + ref
+				continue
+			}
+			out[k] = rooted(v)
+		}
+		return out
+	case []any:
+		out := make([]any, len(s))
+		for i, v := range s {
+			out[i] = rooted(v)
+		}
+		return out
 	}
-	return fmt.Sprintf("%T", v)
+	return schema
 }
 
 // The checker the tests above rely on catches what it is meant to.
@@ -285,7 +250,8 @@ func TestOpenAPIValidatorCatchesMismatches(t *testing.T) {
 		"missing required": `{"id":"t","object":"o","status":"queued"}`,
 		"wrong type":       `{"id":"t","object":"o","status":"queued","position":"3","eta_seconds":0,"eta_known":true,"bytes_sent":0,"bytes_covered":0,"size":1,"created_at":"x"}`,
 		"not in enum":      `{"id":"t","object":"o","status":"lost","position":3,"eta_seconds":0,"eta_known":true,"bytes_sent":0,"bytes_covered":0,"size":1,"created_at":"x"}`,
-		"fraction":         `{"id":"t","object":"o","status":"queued","position":3.5,"eta_seconds":0,"eta_known":true,"bytes_sent":0,"bytes_covered":0,"size":1,"created_at":"x"}`,
+		"fraction":         `{"id":"t","object":"o","status":"queued","position":3.5,"eta_seconds":0,"eta_known":true,"bytes_sent":0,"bytes_covered":0,"size":1,"created_at":"2026-12-01T09:00:00Z"}`,
+		"not a date-time":  `{"id":"t","object":"o","status":"queued","position":3,"eta_seconds":0,"eta_known":true,"bytes_sent":0,"bytes_covered":0,"size":1,"created_at":"yesterday"}`,
 	} {
 		var v any
 		if err := json.Unmarshal([]byte(bad), &v); err != nil {
