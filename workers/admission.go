@@ -34,10 +34,10 @@ type TokenIssuer interface {
 
 // AdmissionConfig configures an admission worker.
 type AdmissionConfig struct {
-	Consumer jetstream.Consumer
+	Consumer MessageSource
 	// Acker settles held messages by their reply subjects, over the consumer's
 	// connection.
-	Acker         *queue.Acker
+	Acker         Settler
 	Backlog       Backlog // the ticket stream; nil: a lost ledger is refilled as messages are redelivered
 	Ledger        Ledger
 	Tokens        TokenIssuer

@@ -11,7 +11,7 @@ import (
 // consume delivers c's messages to handle, with up to buffered of them pulled ahead.
 // Consumer errors are logged, except the missed heartbeats a pull reports while the
 // connection reconnects (the client pulls again by itself).
-func consume(c jetstream.Consumer, handle jetstream.MessageHandler, buffered int, log *slog.Logger) (jetstream.ConsumeContext, error) {
+func consume(c MessageSource, handle jetstream.MessageHandler, buffered int, log *slog.Logger) (jetstream.ConsumeContext, error) {
 	return c.Consume(handle,
 		jetstream.PullMaxMessages(buffered),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {

@@ -50,7 +50,7 @@ type DeadLetterer interface {
 
 // ReleasesConfig configures a release worker.
 type ReleasesConfig struct {
-	Consumer jetstream.Consumer
+	Consumer MessageSource
 	Store    ReleaseStore
 	Catalog  ReleaseCatalog
 	Dead     DeadLetterer
