@@ -79,15 +79,11 @@ func (s *Server) getFile(c *gin.Context) {
 // file, never the ticket. A program that asks for JSON gets the queued ticket (202)
 // at once instead of the wait.
 func (s *Server) followTicket(c *gin.Context) {
-	id, ok := ticketParam(c)
+	p, ok := s.callerTicket(c, true)
 	if !ok {
 		return
 	}
-	p, err := s.ownTicket(c, id, true)
-	if err != nil {
-		c.Error(err)
-		return
-	}
+	id := c.Param("id")
 	queued := p.Status == admission.StatusQueued || p.Status == admission.StatusAdmitting
 	if queued && strings.Contains(c.GetHeader("Accept"), "application/json") {
 		c.Header("Retry-After", strconv.Itoa(retryAfter(p)))

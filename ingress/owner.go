@@ -21,16 +21,28 @@ func ownerOf(who apikeys.Key) string {
 	return who.Tenant
 }
 
-// mayUse reports whether who may see and act on ticket t.
+// mayUse reports whether who may see and act on ticket t: the rule by which poll.lua
+// lets a caller's poll keep a ticket alive, from the same name for the caller.
 func mayUse(who apikeys.Key, t admission.Ticket) bool {
-	switch {
-	case who.Scope.Allows(apikeys.ScopeOperator):
-		return true
-	case t.Owner == "":
-		return true
-	default:
-		return who.ID != anonymous.ID && who.Tenant == t.Owner
+	caller := toucher(who)
+	return caller == admission.AnyOwner || t.Owner == "" || caller != "" && caller == t.Owner
+}
+
+// callerTicket reads the ticket the route's :id names for the caller (ownTicket). On
+// failure it has recorded the error for the answer and returns false; a malformed id
+// is simply an unknown ticket.
+func (s *Server) callerTicket(c *gin.Context, touch bool) (admission.Position, bool) {
+	id := c.Param("id")
+	if !ticketIDPattern.MatchString(id) {
+		c.Error(admission.ErrNotFound)
+		return admission.Position{}, false
 	}
+	p, err := s.ownTicket(c, id, touch)
+	if err != nil {
+		c.Error(err)
+		return admission.Position{}, false
+	}
+	return p, true
 }
 
 // ownTicket reads a ticket (see ticket) for the caller, or ErrNotFound when it is not
@@ -46,8 +58,9 @@ func (s *Server) ownTicket(c *gin.Context, id string, touch bool) (admission.Pos
 	return p, err
 }
 
-// toucher names, as Ledger.PollAs does, whose tickets who's polls keep alive: the
-// same as mayUse allows.
+// toucher names, as Ledger.PollAs does, whose tickets who's polls keep alive: any
+// (an operator), those of a tenant (a key; and tickets without an owner), or only
+// tickets without an owner (no key).
 func toucher(who apikeys.Key) string {
 	switch {
 	case who.Scope.Allows(apikeys.ScopeOperator):

@@ -23,13 +23,8 @@ type EdgeLinks interface {
 // queue. The ledger keeps the link as issued; every caller of this route gets the
 // same live edge for it, the one the workers choose for the object now.
 func (s *Server) relinkTicket(c *gin.Context) {
-	id, ok := ticketParam(c)
+	p, ok := s.callerTicket(c, false)
 	if !ok {
-		return
-	}
-	p, err := s.ownTicket(c, id, false)
-	if err != nil {
-		c.Error(err)
 		return
 	}
 	switch {
@@ -40,7 +35,7 @@ func (s *Server) relinkTicket(c *gin.Context) {
 		return
 	default:
 		c.Error(&apiError{Status: http.StatusConflict, Code: "ticket_queued",
-			Message: "the ticket has no link yet: it is still queued", Hint: "poll GET /api/v1/tickets/" + id + " until it is ready"})
+			Message: "the ticket has no link yet: it is still queued", Hint: "poll GET /api/v1/tickets/" + c.Param("id") + " until it is ready"})
 		return
 	}
 	p.DownloadURL = s.liveLink(c.Request.Context(), p)

@@ -38,48 +38,25 @@ func wireTicket(p admission.Position) api.Ticket {
 	return v
 }
 
-// ticketParam reads the :id parameter; malformed ids are simply unknown tickets.
-func ticketParam(c *gin.Context) (string, bool) {
-	id := c.Param("id")
-	if !ticketIDPattern.MatchString(id) {
-		c.Error(admission.ErrNotFound)
-		return "", false
-	}
-	return id, true
-}
-
-func (s *Server) poll(c *gin.Context) (admission.Position, bool) {
-	id, ok := ticketParam(c)
+// getTicket is a client's poll: it keeps the ticket alive, and a queued one answers
+// with the pace to poll at.
+func (s *Server) getTicket(c *gin.Context) {
+	p, ok := s.callerTicket(c, true)
 	if !ok {
-		return admission.Position{}, false
-	}
-	p, err := s.ownTicket(c, id, true)
-	if err != nil {
-		c.Error(err)
-		return admission.Position{}, false
+		return
 	}
 	if p.Status == admission.StatusQueued || p.Status == admission.StatusAdmitting {
-		c.Header("Retry-After", strconv.Itoa(int(p.PollAfter()/time.Second)))
+		c.Header("Retry-After", strconv.Itoa(retryAfter(p)))
 	}
-	return p, true
-}
-
-func (s *Server) getTicket(c *gin.Context) {
-	if p, ok := s.poll(c); ok {
-		c.JSON(http.StatusOK, wireTicket(p))
-	}
+	c.JSON(http.StatusOK, wireTicket(p))
 }
 
 func (s *Server) cancelTicket(c *gin.Context) {
-	id, ok := ticketParam(c)
+	_, ok := s.callerTicket(c, false)
 	if !ok {
 		return
 	}
-	ctx := c.Request.Context()
-	if _, err := s.ownTicket(c, id, false); err != nil {
-		c.Error(err)
-		return
-	}
+	ctx, id := c.Request.Context(), c.Param("id") // the id callerTicket checked
 	prev, err := s.cfg.Ledger.Cancel(ctx, id)
 	if errors.Is(err, admission.ErrNotFound) {
 		// Perhaps only the ledger lost it: restore it from its records, then cancel.
