@@ -275,13 +275,19 @@ func (d *DeadLetters) List(ctx context.Context, after uint64, limit int) ([]Dead
 
 // Count returns how many dead letters are kept.
 func (d *DeadLetters) Count(ctx context.Context) (uint64, error) {
-	s, err := d.js.Stream(ctx, DeadReleaseStream)
+	return streamMsgs(ctx, d.js, DeadReleaseStream, "dead letters")
+}
+
+// streamMsgs is how many messages stream holds; what names it in errors, which are
+// ErrUnavailable.
+func streamMsgs(ctx context.Context, js jetstream.JetStream, stream, what string) (uint64, error) {
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		return 0, fmt.Errorf("dead letters: %v: %w", err, ErrUnavailable)
+		return 0, fmt.Errorf("%s: %v: %w", what, err, ErrUnavailable)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("dead letters: %v: %w", err, ErrUnavailable)
+		return 0, fmt.Errorf("%s: %v: %w", what, err, ErrUnavailable)
 	}
 	return info.State.Msgs, nil
 }
@@ -331,13 +337,5 @@ func deadLetter(raw *jetstream.RawStreamMsg) DeadLetter {
 
 // Backlog returns how many release events wait in the stream.
 func (p *ReleasePublisher) Backlog(ctx context.Context) (uint64, error) {
-	s, err := p.js.Stream(ctx, ReleaseStream)
-	if err != nil {
-		return 0, fmt.Errorf("release stream: %v: %w", err, ErrUnavailable)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("release stream: %v: %w", err, ErrUnavailable)
-	}
-	return info.State.Msgs, nil
+	return streamMsgs(ctx, p.js, ReleaseStream, "release stream")
 }
