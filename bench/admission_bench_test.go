@@ -88,7 +88,7 @@ func (l timedLedger) Ready(ctx context.Context, links []admission.Link) ([]error
 		ids := make([]string, 0, len(links))
 		for i, k := range links {
 			if errs[i] == nil {
-				ids = append(ids, k.Grant.TicketID)
+				ids = append(ids, k.Grant.Ticket.ID)
 			}
 		}
 		l.ready(ids)

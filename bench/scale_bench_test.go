@@ -173,13 +173,13 @@ func holdSlots(b *testing.B, l *admission.Ledger, ids []string, slots int) []str
 		grants = append(grants, g...)
 	}
 	for _, g := range grants[:10] {
-		if _, err := l.Cancel(ctx, g.TicketID); err != nil {
+		if _, err := l.Cancel(ctx, g.Ticket.ID); err != nil {
 			b.Fatal(err)
 		}
 	}
 	var links []admission.Link
 	for _, g := range grants[10:] {
-		links = append(links, admission.Link{Grant: g, URL: "http://127.0.0.1:1/d/" + g.TicketID, Expires: time.Now().Add(time.Hour)})
+		links = append(links, admission.Link{Grant: g, URL: "http://127.0.0.1:1/d/" + g.Ticket.ID, Expires: time.Now().Add(time.Hour)})
 	}
 	errs, err := l.Ready(ctx, links)
 	if err != nil {
@@ -195,7 +195,7 @@ func holdSlots(b *testing.B, l *admission.Ledger, ids []string, slots int) []str
 	}
 	granted := make(map[string]bool, len(grants))
 	for _, g := range grants {
-		granted[g.TicketID] = true
+		granted[g.Ticket.ID] = true
 	}
 	st, err := l.Stats(ctx)
 	if err != nil {

@@ -231,9 +231,9 @@ func (a *api) grant(t *testing.T, ctx context.Context) string {
 	if err != nil || len(grants) != 1 {
 		t.Fatalf("admit: %v %v", grants, err)
 	}
-	link := "https://edge.test/d/token/" + grants[0].TicketID
+	link := "https://edge.test/d/token/" + grants[0].Ticket.ID
 	if err := a.ledger.MarkReady(ctx, grants[0], link, time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	return grants[0].TicketID
+	return grants[0].Ticket.ID
 }

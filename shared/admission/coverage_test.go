@@ -32,7 +32,7 @@ func grantBig(t *testing.T, l *admission.Ledger, id string) admission.Grant {
 
 // conn is one connection of g's link sending the given ranges of the object.
 func conn(g admission.Grant, name string, parts ...admission.Span) admission.Stream {
-	return admission.Stream{Ticket: g.TicketID, Conn: name, Epoch: g.Epoch, Tenant: "public", Object: "o", ETag: "e",
+	return admission.Stream{Ticket: g.Ticket.ID, Conn: name, Epoch: g.Epoch, Tenant: "public", Object: "o", ETag: "e",
 		Size: bigSize, Offset: parts[0].Start, Parts: parts}
 }
 
@@ -75,7 +75,7 @@ func TestDoneIsCoverageNotASum(t *testing.T) {
 		send(t, l, conn(g, "a", admission.Span{Start: 0, Length: bigSize}), half) // cut half-way
 		send(t, l, conn(g, "b", admission.Span{Start: 0, Length: bigSize}), half) // the same again
 		send(t, l, conn(g, "c", admission.Span{Start: quarter, Length: bigSize - quarter}), half)
-		tk := covered(t, l, g.TicketID)
+		tk := covered(t, l, g.Ticket.ID)
 		if tk.BytesSent < bigSize {
 			t.Fatalf("sent %d, the test wants more than the size %d", tk.BytesSent, bigSize)
 		}
@@ -87,13 +87,13 @@ func TestDoneIsCoverageNotASum(t *testing.T) {
 		// Two ranges of one multipart response: the first whole, 5 bytes of the second.
 		last := bigSize - 10
 		send(t, l, conn(g, "d", admission.Span{Start: quarter + half, Length: 10}, admission.Span{Start: last, Length: 10}), 15)
-		if tk := covered(t, l, g.TicketID); tk.Status != admission.StatusStreaming || tk.BytesCovered != quarter+half+15 {
+		if tk := covered(t, l, g.Ticket.ID); tk.Status != admission.StatusStreaming || tk.BytesCovered != quarter+half+15 {
 			t.Fatalf("after a multipart response: %s with %d covered, want streaming with %d", tk.Status, tk.BytesCovered, quarter+half+15)
 		}
 
 		// The rest, in a range that overlaps both ends of the hole: done, slot freed.
 		send(t, l, conn(g, "e", admission.Span{Start: half, Length: bigSize - half}), bigSize-half)
-		tk = covered(t, l, g.TicketID)
+		tk = covered(t, l, g.Ticket.ID)
 		if tk.Status != admission.StatusDone || tk.BytesCovered != bigSize {
 			t.Fatalf("after every byte: %s with %d of %d covered, want done", tk.Status, tk.BytesCovered, bigSize)
 		}
@@ -112,12 +112,12 @@ func TestCoverageIsBounded(t *testing.T) {
 		for i := range 100 { // 100 one-byte ranges with holes between them
 			send(t, l, conn(g, "h", admission.Span{Start: int64(1000 * i), Length: 1}), 1)
 		}
-		tk := covered(t, l, g.TicketID)
+		tk := covered(t, l, g.Ticket.ID)
 		if tk.Status != admission.StatusStreaming || tk.BytesCovered != 64 {
 			t.Fatalf("after 100 disjoint bytes: %s with %d covered, want streaming with 64 (the cap)", tk.Status, tk.BytesCovered)
 		}
 		send(t, l, conn(g, "all", admission.Span{Start: 0, Length: bigSize}), bigSize)
-		if tk := covered(t, l, g.TicketID); tk.Status != admission.StatusDone || tk.BytesCovered != bigSize {
+		if tk := covered(t, l, g.Ticket.ID); tk.Status != admission.StatusDone || tk.BytesCovered != bigSize {
 			t.Fatalf("after the whole object: %s with %d covered, want done", tk.Status, tk.BytesCovered)
 		}
 	})
@@ -136,7 +136,7 @@ func TestReclaimJudgesByCoverage(t *testing.T) {
 		if _, err := l.Admit(t.Context(), 1); err != nil { // runs reclaim
 			t.Fatal(err)
 		}
-		if tk := covered(t, l, g.TicketID); tk.Status != admission.StatusExpired {
+		if tk := covered(t, l, g.Ticket.ID); tk.Status != admission.StatusExpired {
 			t.Fatalf("reclaimed with %d sent, %d of %d covered: %s, want expired", tk.BytesSent, tk.BytesCovered, bigSize, tk.Status)
 		}
 	})
@@ -157,7 +157,7 @@ func TestReRegistrationCoversTheResumedPrefix(t *testing.T) {
 		}
 		s := conn(g, "r", admission.Span{Start: bigSize / 3, Length: bigSize - bigSize/3})
 		send(t, l, s, bigSize-bigSize/3)
-		if tk := covered(t, l, g.TicketID); tk.Status != admission.StatusDone || tk.BytesCovered != bigSize {
+		if tk := covered(t, l, g.Ticket.ID); tk.Status != admission.StatusDone || tk.BytesCovered != bigSize {
 			t.Fatalf("resumed stream after a wipe: %s with %d of %d covered, want done", tk.Status, tk.BytesCovered, bigSize)
 		}
 	})

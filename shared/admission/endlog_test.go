@@ -99,7 +99,7 @@ func TestReadyPublishesARound(t *testing.T) {
 		if err != nil || errs[0] != nil || errs[1] != admission.ErrFenced || errs[2] != nil {
 			t.Fatalf("ready: %v %v", errs, err)
 		}
-		st, _ := l.Statuses(ctx, []string{grants[0].TicketID, grants[1].TicketID, grants[2].TicketID})
+		st, _ := l.Statuses(ctx, []string{grants[0].Ticket.ID, grants[1].Ticket.ID, grants[2].Ticket.ID})
 		if st[0] != admission.StatusReady || st[1] != admission.StatusAdmitting || st[2] != admission.StatusReady {
 			t.Fatalf("statuses after ready: %v", st)
 		}

@@ -22,13 +22,13 @@ func admitAndFinish(t *testing.T, l *admission.Ledger) string {
 	if err := l.MarkReady(ctx, g, "u", time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.BeginStream(ctx, stream(g.TicketID, "c1", g.Epoch)); err != nil {
+	if err := l.BeginStream(ctx, stream(g.Ticket.ID, "c1", g.Epoch)); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.EndStream(ctx, stream(g.TicketID, "c1", g.Epoch), 10, 10); err != nil {
+	if err := l.EndStream(ctx, stream(g.Ticket.ID, "c1", g.Epoch), 10, 10); err != nil {
 		t.Fatal(err)
 	}
-	p, _ := l.Get(ctx, g.TicketID)
+	p, _ := l.Get(ctx, g.Ticket.ID)
 	return p.Tenant
 }
 
@@ -142,7 +142,7 @@ func TestAbandonedTicketsAreDropped(t *testing.T) {
 			t.Fatal(err)
 		}
 		grants, _ := l.Admit(ctx, 1)
-		if len(grants) != 1 || grants[0].TicketID != ids[1] {
+		if len(grants) != 1 || grants[0].Ticket.ID != ids[1] {
 			t.Fatalf("admitted %v, want the polled ticket %s", grants, ids[1])
 		}
 		if p, _ := l.Get(ctx, ids[0]); p.Status != admission.StatusExpired {
@@ -159,7 +159,7 @@ func TestAbandonedTicketsLeaveBeforeTheHead(t *testing.T) {
 		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1, AbandonAfter: 300 * time.Millisecond})
 		var seq uint64
 		holder := enqueue(t, l, "public", 1, &seq)
-		if grants, _ := l.Admit(ctx, 1); len(grants) != 1 || grants[0].TicketID != holder[0] {
+		if grants, _ := l.Admit(ctx, 1); len(grants) != 1 || grants[0].Ticket.ID != holder[0] {
 			t.Fatalf("admitted %v, want %s", grants, holder[0])
 		}
 		ids := enqueue(t, l, "public", 2, &seq)

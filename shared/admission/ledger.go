@@ -260,11 +260,10 @@ func luaFlag(on bool) string {
 // link (Ready) before the admit lease lapses. It carries what the link is made of, so
 // the worker reads nothing back.
 type Grant struct {
-	TicketID string
-	Epoch    int64
 	// Ticket holds the fields of the ticket a link needs: ID, Tenant, Object, ETag,
 	// Created and TraceParent.
 	Ticket Ticket
+	Epoch  int64 // the fencing epoch of this grant: the ledger accepts the link only under it
 	// RateBps is the tenant's per-download bandwidth cap, 0 for none (TenantRate).
 	RateBps int64
 }
@@ -295,8 +294,8 @@ func grantsFromReply(vals []any) ([]Grant, error) {
 	grants := make([]Grant, 0, n)
 	for r := range n {
 		i := r * grantFields
-		g := Grant{TicketID: reply.String(i), Epoch: reply.Int(i + 1)}
-		g.Ticket = Ticket{ID: g.TicketID, Tenant: reply.String(i + 2), Object: reply.String(i + 3), ETag: reply.String(i + 4),
+		g := Grant{Epoch: reply.Int(i + 1)}
+		g.Ticket = Ticket{ID: reply.String(i), Tenant: reply.String(i + 2), Object: reply.String(i + 3), ETag: reply.String(i + 4),
 			TraceParent: reply.String(i + 6), Status: StatusAdmitting, Epoch: g.Epoch}
 		if ms := reply.Int(i + 5); ms > 0 {
 			g.Ticket.Created = time.UnixMilli(ms)
@@ -310,16 +309,6 @@ func grantsFromReply(vals []any) ([]Grant, error) {
 		return nil, err
 	}
 	return grants, nil
-}
-
-// MarkReady publishes the download link of a grant. ErrFenced means the grant lapsed
-// and the ticket went back to the queue: the link must not be used.
-func (l *Ledger) MarkReady(ctx context.Context, g Grant, url string, expires time.Time) error {
-	errs, err := l.Ready(ctx, []Link{{Grant: g, URL: url, Expires: expires}})
-	if err != nil {
-		return err
-	}
-	return errs[0]
 }
 
 // Stream is one streaming connection on a ticket's slot, as the edge knows it from the

@@ -81,7 +81,7 @@ func TestLedgerLifecycle(t *testing.T) {
 			t.Fatalf("re-enqueue: created=%v err=%v", created, err)
 		}
 		grants, err := l.Admit(ctx, 10)
-		if err != nil || len(grants) != 2 || grants[0].TicketID != ids[0] || grants[1].TicketID != ids[1] {
+		if err != nil || len(grants) != 2 || grants[0].Ticket.ID != ids[0] || grants[1].Ticket.ID != ids[1] {
 			t.Fatalf("admit under limit 2: %v %v", grants, err)
 		}
 		if more, _ := l.Admit(ctx, 10); len(more) != 0 {
@@ -95,28 +95,28 @@ func TestLedgerLifecycle(t *testing.T) {
 		if err := l.MarkReady(ctx, g, "http://edge/d/x", time.Now().Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.MarkReady(ctx, admission.Grant{TicketID: g.TicketID, Epoch: g.Epoch + 100}, "u", time.Now()); err != admission.ErrFenced {
+		if err := l.MarkReady(ctx, admission.Grant{Ticket: admission.Ticket{ID: g.Ticket.ID}, Epoch: g.Epoch + 100}, "u", time.Now()); err != admission.ErrFenced {
 			t.Fatalf("stale epoch must be fenced, got %v", err)
 		}
-		if err := l.BeginStream(ctx, stream(g.TicketID, "c1", g.Epoch+1)); err != admission.ErrSlotNotHeld {
+		if err := l.BeginStream(ctx, stream(g.Ticket.ID, "c1", g.Epoch+1)); err != admission.ErrSlotNotHeld {
 			t.Fatalf("begin with wrong epoch: %v", err)
 		}
-		if err := l.BeginStream(ctx, stream(g.TicketID, "c1", g.Epoch)); err != nil {
+		if err := l.BeginStream(ctx, stream(g.Ticket.ID, "c1", g.Epoch)); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.RenewStream(ctx, stream(g.TicketID, "c1", g.Epoch), 4, 4); err != nil {
+		if err := l.RenewStream(ctx, stream(g.Ticket.ID, "c1", g.Epoch), 4, 4); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.EndStream(ctx, stream(g.TicketID, "c1", g.Epoch), 6, 10); err != nil {
+		if err := l.EndStream(ctx, stream(g.Ticket.ID, "c1", g.Epoch), 6, 10); err != nil {
 			t.Fatal(err)
 		}
-		p, _ = l.Get(ctx, g.TicketID)
+		p, _ = l.Get(ctx, g.Ticket.ID)
 		if p.Status != admission.StatusDone || p.BytesSent != 10 {
 			t.Fatalf("after the whole object: %+v", p.Ticket)
 		}
 		// The freed slot goes to the third ticket.
 		grants, _ = l.Admit(ctx, 10)
-		if len(grants) != 1 || grants[0].TicketID != ids[2] {
+		if len(grants) != 1 || grants[0].Ticket.ID != ids[2] {
 			t.Fatalf("freed slot not reused: %v", grants)
 		}
 		if st, err := l.Cancel(ctx, ids[1]); err != nil || st != admission.StatusAdmitting {
@@ -141,7 +141,7 @@ func TestLedgerReclaimsLapsedGrants(t *testing.T) {
 			t.Fatalf("lapsed grant must be fenced, got %v", err)
 		}
 		again, _ := l.Admit(ctx, 1)
-		if len(again) != 1 || again[0].TicketID != ids[0] || again[0].Epoch <= grants[0].Epoch {
+		if len(again) != 1 || again[0].Ticket.ID != ids[0] || again[0].Epoch <= grants[0].Epoch {
 			t.Fatalf("lapsed ticket not re-admitted first with a new epoch: %v (was %v)", again, grants)
 		}
 	})
@@ -166,49 +166,49 @@ func TestConnectionsAreLeases(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range []string{"a1", "a2"} {
-			if err := l.BeginStream(ctx, stream(g.TicketID, c, g.Epoch)); err != nil {
+			if err := l.BeginStream(ctx, stream(g.Ticket.ID, c, g.Epoch)); err != nil {
 				t.Fatalf("begin %s: %v", c, err)
 			}
 		}
 		// a2's lease (and the slot's, which its begin extended) started before this.
 		start := time.Now()
-		if err := l.BeginStream(ctx, stream(g.TicketID, "a3", g.Epoch)); err != admission.ErrTooManyConnections {
+		if err := l.BeginStream(ctx, stream(g.Ticket.ID, "a3", g.Epoch)); err != admission.ErrTooManyConnections {
 			t.Fatalf("a third connection with a cap of 2: %v, want ErrTooManyConnections", err)
 		}
 		// The edge holding a1 and a2 dies: nothing renews them. Between their lease
 		// (800 ms) and the slot's (1200 ms) the client comes back on another edge.
 		time.Sleep(time.Until(start.Add(1000 * time.Millisecond)))
-		if err := l.BeginStream(ctx, stream(g.TicketID, "b1", g.Epoch)); err != nil {
+		if err := l.BeginStream(ctx, stream(g.Ticket.ID, "b1", g.Epoch)); err != nil {
 			t.Fatalf("resume after the dead edge's connections lapsed: %v", err)
 		}
-		if err := l.BeginStream(ctx, stream(g.TicketID, "b2", g.Epoch)); err != nil {
+		if err := l.BeginStream(ctx, stream(g.Ticket.ID, "b2", g.Epoch)); err != nil {
 			t.Fatalf("second resumed connection: %v", err)
 		}
 		// The new connections keep the slot past the old lease.
 		for range 4 {
 			time.Sleep(150 * time.Millisecond)
 			for _, c := range []string{"b1", "b2"} {
-				if err := l.RenewStream(ctx, stream(g.TicketID, c, g.Epoch), 0, 0); err != nil {
+				if err := l.RenewStream(ctx, stream(g.Ticket.ID, c, g.Epoch), 0, 0); err != nil {
 					t.Fatalf("renew %s: %v", c, err)
 				}
 			}
 		}
-		if p, _ := l.Get(ctx, g.TicketID); p.Status != admission.StatusStreaming || p.Conns != 2 {
+		if p, _ := l.Get(ctx, g.Ticket.ID); p.Status != admission.StatusStreaming || p.Conns != 2 {
 			t.Fatalf("while resumed: %s with %d connections, want streaming with 2", p.Status, p.Conns)
 		}
 		// They end with every byte sent (b1 the first 4, b2 the rest): done, slot back at once.
-		if err := l.EndStream(ctx, stream(g.TicketID, "b1", g.Epoch), 4, 4); err != nil {
+		if err := l.EndStream(ctx, stream(g.Ticket.ID, "b1", g.Epoch), 4, 4); err != nil {
 			t.Fatal(err)
 		}
-		b2 := stream(g.TicketID, "b2", g.Epoch)
+		b2 := stream(g.Ticket.ID, "b2", g.Epoch)
 		b2.Offset = 4
 		if err := l.EndStream(ctx, b2, 6, 6); err != nil {
 			t.Fatal(err)
 		}
-		if p, _ := l.Get(ctx, g.TicketID); p.Status != admission.StatusDone || p.Conns != 0 {
+		if p, _ := l.Get(ctx, g.Ticket.ID); p.Status != admission.StatusDone || p.Conns != 0 {
 			t.Fatalf("after the last connection: %s with %d connections, want done with 0", p.Status, p.Conns)
 		}
-		if grants, _ := l.Admit(ctx, 1); len(grants) != 1 || grants[0].TicketID != ids[1] {
+		if grants, _ := l.Admit(ctx, 1); len(grants) != 1 || grants[0].Ticket.ID != ids[1] {
 			t.Fatalf("the slot did not come back: %v", grants)
 		}
 	})
@@ -233,31 +233,31 @@ func TestCheckStreamAnswersAsBeginWould(t *testing.T) {
 			}
 		}
 		done, canceled := grants[0], grants[1]
-		if err := l.CheckStream(ctx, stream(done.TicketID, "", done.Epoch)); err != nil {
+		if err := l.CheckStream(ctx, stream(done.Ticket.ID, "", done.Epoch)); err != nil {
 			t.Fatalf("ready ticket: %v, want held", err)
 		}
-		if err := l.CheckStream(ctx, stream(done.TicketID, "", done.Epoch+1)); err != admission.ErrSlotNotHeld {
+		if err := l.CheckStream(ctx, stream(done.Ticket.ID, "", done.Epoch+1)); err != admission.ErrSlotNotHeld {
 			t.Fatalf("other epoch: %v, want ErrSlotNotHeld", err)
 		}
-		if p, _ := l.Get(ctx, done.TicketID); p.Status != admission.StatusReady || p.Conns != 0 {
+		if p, _ := l.Get(ctx, done.Ticket.ID); p.Status != admission.StatusReady || p.Conns != 0 {
 			t.Fatalf("a check changed the ticket: %s with %d connections", p.Status, p.Conns)
 		}
-		if err := l.BeginStream(ctx, stream(done.TicketID, "c1", done.Epoch)); err != nil {
+		if err := l.BeginStream(ctx, stream(done.Ticket.ID, "c1", done.Epoch)); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.CheckStream(ctx, stream(done.TicketID, "", done.Epoch)); err != nil {
+		if err := l.CheckStream(ctx, stream(done.Ticket.ID, "", done.Epoch)); err != nil {
 			t.Fatalf("streaming ticket: %v, want held", err)
 		}
-		if err := l.EndStream(ctx, stream(done.TicketID, "c1", done.Epoch), 10, 10); err != nil {
+		if err := l.EndStream(ctx, stream(done.Ticket.ID, "c1", done.Epoch), 10, 10); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.CheckStream(ctx, stream(done.TicketID, "", done.Epoch)); err != admission.ErrSlotNotHeld {
+		if err := l.CheckStream(ctx, stream(done.Ticket.ID, "", done.Epoch)); err != admission.ErrSlotNotHeld {
 			t.Fatalf("done ticket: %v, want ErrSlotNotHeld", err)
 		}
-		if _, err := l.Cancel(ctx, canceled.TicketID); err != nil {
+		if _, err := l.Cancel(ctx, canceled.Ticket.ID); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.CheckStream(ctx, stream(canceled.TicketID, "", canceled.Epoch)); err != admission.ErrSlotNotHeld {
+		if err := l.CheckStream(ctx, stream(canceled.Ticket.ID, "", canceled.Epoch)); err != admission.ErrSlotNotHeld {
 			t.Fatalf("canceled ticket: %v, want ErrSlotNotHeld", err)
 		}
 		if err := l.CheckStream(ctx, stream("never-was", "", done.Epoch)); err != admission.ErrSlotNotHeld {

@@ -36,7 +36,7 @@ func TestWipedLedgerRebuildsUnderItsLimits(t *testing.T) {
 			if err := l.MarkReady(ctx, g, "http://edge/d/x", time.Now().Add(time.Minute)); err != nil {
 				t.Fatal(err)
 			}
-			if err := l.BeginStream(ctx, stream(g.TicketID, "c", g.Epoch)); err != nil {
+			if err := l.BeginStream(ctx, stream(g.Ticket.ID, "c", g.Epoch)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -67,10 +67,10 @@ func TestWipedLedgerRebuildsUnderItsLimits(t *testing.T) {
 		}
 		// The first stream renews with its old token: it is counted again.
 		first := grants[0]
-		if err := l.RenewStream(ctx, stream(first.TicketID, "c", first.Epoch), 3, 3); err != nil {
+		if err := l.RenewStream(ctx, stream(first.Ticket.ID, "c", first.Epoch), 3, 3); err != nil {
 			t.Fatalf("re-register the running stream: %v", err)
 		}
-		if p, _ := l.Get(ctx, first.TicketID); p.Status != admission.StatusStreaming || p.BytesSent != 3 {
+		if p, _ := l.Get(ctx, first.Ticket.ID); p.Status != admission.StatusStreaming || p.BytesSent != 3 {
 			t.Fatalf("re-registered ticket: %+v", p.Ticket)
 		}
 
@@ -79,7 +79,7 @@ func TestWipedLedgerRebuildsUnderItsLimits(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for len(fresh) == 0 && time.Now().Before(deadline) {
 			// the edge keeps renewing, every third of a lease
-			if err := l.RenewStream(ctx, stream(first.TicketID, "c", first.Epoch), 0, 3); err != nil {
+			if err := l.RenewStream(ctx, stream(first.Ticket.ID, "c", first.Epoch), 0, 3); err != nil {
 				t.Fatal(err)
 			}
 			g, err := l.Admit(ctx, 10)
@@ -89,14 +89,14 @@ func TestWipedLedgerRebuildsUnderItsLimits(t *testing.T) {
 			fresh = append(fresh, g...)
 			time.Sleep(20 * time.Millisecond)
 		}
-		if len(fresh) != 1 || fresh[0].TicketID != ids[1] {
+		if len(fresh) != 1 || fresh[0].Ticket.ID != ids[1] {
 			t.Fatalf("after the pause: %v, want the second ticket alone (the first holds a slot again)", fresh)
 		}
 		if fresh[0].Epoch <= grants[1].Epoch {
 			t.Fatalf("new epoch %d is not above the old %d", fresh[0].Epoch, grants[1].Epoch)
 		}
 		// The second stream's old token is fenced: its ticket was admitted anew.
-		if err := l.RenewStream(ctx, stream(grants[1].TicketID, "c", grants[1].Epoch), 1, 1); err != admission.ErrSlotNotHeld {
+		if err := l.RenewStream(ctx, stream(grants[1].Ticket.ID, "c", grants[1].Epoch), 1, 1); err != admission.ErrSlotNotHeld {
 			t.Fatalf("old token of a re-admitted ticket: %v, want ErrSlotNotHeld", err)
 		}
 		if st, err := l.Stats(ctx); err != nil || st.InUse != 2 {

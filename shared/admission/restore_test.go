@@ -37,7 +37,7 @@ func TestRestoredTicketWaitsForItsClient(t *testing.T) {
 		seq := uint64(2)
 		later := enqueue(t, l, "a", 1, &seq)[0]
 		// Neither restored ticket is admitted before its client asks for it.
-		if g := admit(); len(g) != 1 || g[0].TicketID != later {
+		if g := admit(); len(g) != 1 || g[0].Ticket.ID != later {
 			t.Fatalf("admitted %+v, want only %s (the restored tickets were not polled)", g, later)
 		}
 		if _, err := l.Cancel(t.Context(), later); err != nil {
@@ -46,7 +46,7 @@ func TestRestoredTicketWaitsForItsClient(t *testing.T) {
 		if _, err := l.Poll(t.Context(), "waiting"); err != nil {
 			t.Fatal(err)
 		}
-		if g := admit(); len(g) != 1 || g[0].TicketID != "waiting" {
+		if g := admit(); len(g) != 1 || g[0].Ticket.ID != "waiting" {
 			t.Fatalf("admitted %+v after its poll, want waiting", g)
 		}
 		time.Sleep(500 * time.Millisecond)

@@ -28,7 +28,7 @@ func TestStatsCountTicketsByState(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := l.BeginStream(ctx, stream(grants[1].TicketID, "c1", grants[1].Epoch)); err != nil {
+		if err := l.BeginStream(ctx, stream(grants[1].Ticket.ID, "c1", grants[1].Epoch)); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := l.Cancel(ctx, ids[4]); err != nil {
@@ -42,7 +42,7 @@ func TestStatsCountTicketsByState(t *testing.T) {
 		if !maps.Equal(st.Tickets, want) {
 			t.Errorf("tickets by state = %v, want %v", st.Tickets, want)
 		}
-		if err := l.EndStream(ctx, stream(grants[1].TicketID, "c1", grants[1].Epoch), 10, 10); err != nil {
+		if err := l.EndStream(ctx, stream(grants[1].Ticket.ID, "c1", grants[1].Epoch), 10, 10); err != nil {
 			t.Fatal(err)
 		}
 		st, _ = l.Stats(ctx)

@@ -52,7 +52,7 @@ func TestWakeupsSignalAdmissionWork(t *testing.T) {
 			}
 			break
 		}
-		if g, err := l.Admit(ctx, 1); err != nil || len(g) != 1 || g[0].TicketID != first {
+		if g, err := l.Admit(ctx, 1); err != nil || len(g) != 1 || g[0].Ticket.ID != first {
 			t.Fatalf("admit: %v %v", g, err)
 		}
 		drain()

@@ -26,7 +26,7 @@ func (l *Ledger) Ready(ctx context.Context, links []Link) ([]error, error) {
 	}
 	args := make([]any, 0, 4*len(links))
 	for _, k := range links {
-		args = append(args, k.Grant.TicketID, k.Grant.Epoch, k.URL, k.Expires.UnixMilli())
+		args = append(args, k.Grant.Ticket.ID, k.Grant.Epoch, k.URL, k.Expires.UnixMilli())
 	}
 	vals, err := l.run(ctx, readyScript, args...).Slice()
 	if err != nil {
@@ -49,4 +49,14 @@ func readyFromReply(vals []any, n int) ([]error, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// MarkReady publishes the download link of a grant. ErrFenced means the grant lapsed
+// and the ticket went back to the queue: the link must not be used.
+func (l *Ledger) MarkReady(ctx context.Context, g Grant, url string, expires time.Time) error {
+	errs, err := l.Ready(ctx, []Link{{Grant: g, URL: url, Expires: expires}})
+	if err != nil {
+		return err
+	}
+	return errs[0]
 }
