@@ -28,7 +28,7 @@ func StartRedisTLS(tb testing.TB, args ...string) *Redis {
 		dir:  tb.TempDir(),
 	}
 	certDir := tb.TempDir()
-	ca, cert, key := writeTestCertificates(tb, certDir)
+	ca, cert, key := WriteTestCertificates(tb, certDir)
 	r.CAFile = ca
 	all := append([]string{"--bind", "127.0.0.1", "--port", "0", "--tls-port", strconv.Itoa(r.port),
 		"--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no",
@@ -41,9 +41,9 @@ func StartRedisTLS(tb testing.TB, args ...string) *Redis {
 	return r
 }
 
-// writeTestCertificates writes a CA and a server certificate for 127.0.0.1 and
+// WriteTestCertificates writes a CA and a server certificate for 127.0.0.1 and
 // localhost signed by it, and returns the PEM files' paths.
-func writeTestCertificates(tb testing.TB, dir string) (caFile, certFile, keyFile string) {
+func WriteTestCertificates(tb testing.TB, dir string) (caFile, certFile, keyFile string) {
 	tb.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
