@@ -124,6 +124,20 @@ func slotsHeld(t testing.TB, rdb *redis.Client) (live, all int64) {
 	return live, all
 }
 
+// waitSettled waits, up to within for each, until the ledger holds no slot and
+// JetStream no ticket message: what every ended ticket leaves behind.
+func waitSettled(t *testing.T, rdb *redis.Client, natsURL string, within time.Duration) {
+	t.Helper()
+	eventually(t, within, "no slot held", func() bool {
+		live, all := slotsHeld(t, rdb)
+		return live == 0 && all == 0
+	})
+	eventually(t, within, "JetStream holds no ticket message", func() bool {
+		info := consumerInfo(t.Context(), t, natsURL)
+		return info.NumAckPending == 0 && info.NumPending == 0
+	})
+}
+
 // statuses reads many tickets' status from the ledger.
 func statuses(t testing.TB, rdb *redis.Client, ids []string) map[string]string {
 	t.Helper()

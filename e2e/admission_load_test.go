@@ -232,14 +232,7 @@ func TestAdmissionProofUnderLoad(t *testing.T) {
 	}
 	close(stop)
 	most := mostSlots()
-	eventually(t, 5*time.Second, "no slot held", func() bool {
-		live, all := slotsHeld(t, rdb)
-		return live == 0 && all == 0
-	})
-	eventually(t, 10*time.Second, "JetStream holds no ticket message", func() bool {
-		info := consumerInfo(t.Context(), t, s.nats.URL)
-		return info.NumAckPending == 0 && info.NumPending == 0
-	})
+	waitSettled(t, rdb, s.nats.URL, 10*time.Second)
 
 	flights := edgeFlights(t, edges)
 	starts, ends, mostInFlight := flights.starts, flights.ends, flights.most()

@@ -208,14 +208,7 @@ func wipedUnderLoad(t *testing.T, wipe func(*stack)) {
 	})
 	close(stop)
 	most := mostSlots()
-	eventually(t, 10*time.Second, "no slot held", func() bool {
-		live, all := slotsHeld(t, rdb)
-		return live == 0 && all == 0
-	})
-	eventually(t, 15*time.Second, "JetStream holds no ticket message", func() bool {
-		info := consumerInfo(t.Context(), t, s.nats.URL)
-		return info.NumAckPending == 0 && info.NumPending == 0
-	})
+	waitSettled(t, rdb, s.nats.URL, 15*time.Second)
 
 	// The rebuild, from the workers' logs: when a worker found the ledger empty and
 	// rebuilt it, how long the refill from the stream took, the first admission after.
