@@ -300,11 +300,18 @@ func BenchmarkAdmissionIdleBacklog(b *testing.B) {
 	if s := os.Getenv("SLUICE_BENCH_BACKLOG"); s != "" {
 		n, _ = strconv.Atoi(s)
 	}
-	window := 30 * time.Second
+	// The accelerated window (see above), or with SLUICE_BENCH_IDLE_DEFAULTS=1 the
+	// defaults themselves: --ticket-ack-wait 10 minutes (each held message renewed
+	// every 200 s) and a reconciliation every 5 minutes, over a window of 5 minutes
+	// and 20 s that holds one of each.
+	window, ackWait, reconcile := 30*time.Second, 90*time.Second, 30*time.Second
+	if os.Getenv("SLUICE_BENCH_IDLE_DEFAULTS") == "1" {
+		window, ackWait, reconcile = 320*time.Second, 10*time.Minute, 5*time.Minute
+	}
 	// NATS in a process of its own, so that the benchmark process's memory and CPU are
 	// the worker's alone
 	nats := testenv.StartNATSProcess(b, testenv.NATSProcessOptions{})
-	e := newAdmissionBenchOn(b, testenv.JetStreamAt(b, nats.URL), n, queue.StreamConfig{AckWait: 90 * time.Second, MaxMsgs: int64(2 * n)})
+	e := newAdmissionBenchOn(b, testenv.JetStreamAt(b, nats.URL), n, queue.StreamConfig{AckWait: ackWait, MaxMsgs: int64(2 * n)})
 	ctx := b.Context()
 	for b.Loop() {
 		if err := e.ledger.SetPaused(ctx, true); err != nil {
@@ -340,7 +347,7 @@ func BenchmarkAdmissionIdleBacklog(b *testing.B) {
 		}
 		built := time.Since(start)
 		heapBefore, rssBefore, natsBefore := heapInUse(), rss(os.Getpid()), rss(nats.Cmd.Process.Pid)
-		w, stop := e.startWorker(b, workers.AdmissionConfig{ReconcileEvery: window})
+		w, stop := e.startWorker(b, workers.AdmissionConfig{ReconcileEvery: reconcile})
 		deadline := time.Now().Add(5 * time.Minute)
 		for w.Held() < n {
 			if time.Now().After(deadline) {
