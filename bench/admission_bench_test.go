@@ -302,11 +302,12 @@ func BenchmarkAdmissionIdleBacklog(b *testing.B) {
 	}
 	// The accelerated window (see above), or with SLUICE_BENCH_IDLE_DEFAULTS=1 the
 	// defaults themselves: --ticket-ack-wait 10 minutes (each held message renewed
-	// every 200 s) and a reconciliation every 5 minutes, over a window of 5 minutes
-	// and 20 s that holds one of each.
+	// every 200 s) and a reconciliation every 5 minutes, over 10 minutes: three
+	// renewals of each message and two reconciliations, as many as the defaults make
+	// in any 10 minutes.
 	window, ackWait, reconcile := 30*time.Second, 90*time.Second, 30*time.Second
 	if os.Getenv("SLUICE_BENCH_IDLE_DEFAULTS") == "1" {
-		window, ackWait, reconcile = 320*time.Second, 10*time.Minute, 5*time.Minute
+		window, ackWait, reconcile = 10*time.Minute, 10*time.Minute, 5*time.Minute
 	}
 	// NATS in a process of its own, so that the benchmark process's memory and CPU are
 	// the worker's alone
