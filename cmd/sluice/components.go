@@ -49,7 +49,7 @@ func newIngressComponent(p *process) (component, error) {
 	keys := apikeys.New(d.records.keys, adminKey)
 	importCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if n, err := keys.ImportRedis(importCtx, d.rdb, ""); err != nil {
-		log.Warn("could not import the API keys an earlier version kept in Redis; they answer 401 until a start imports them", "err", err)
+		log.Warn("not every API key an earlier version kept in Redis was imported into JetStream: those answer 401 (an unreadable one for good; after an outage, until a start imports them)", "imported", n, "err", err)
 	} else if n > 0 {
 		log.Info("imported API keys from Redis into JetStream (kept there by an earlier version)", "keys", n)
 	}

@@ -250,16 +250,23 @@ func (s *Store) List(ctx context.Context) ([]Key, error) {
 
 // ImportRedis copies the keys an earlier version of sluice kept in Redis (hashes under
 // prefix, "sluice:keys:" when empty) into the bucket, keeping what the bucket has. It
-// returns how many it copied; run it once at start after an upgrade.
+// returns how many it copied; run it once at start after an upgrade. A key it cannot
+// read (not a hash, a field that does not parse) is left behind and named in the
+// error, while every other key is still copied; only Redis or NATS failing stops it.
 func (s *Store) ImportRedis(ctx context.Context, rdb redis.UniversalClient, prefix string) (int, error) {
 	if prefix == "" {
 		prefix = "sluice:keys:"
 	}
 	n := 0
+	var skipped []error
 	iter := rdb.Scan(ctx, 0, prefix+"*", 200).Iterator()
 	for iter.Next(ctx) {
 		id := strings.TrimPrefix(iter.Val(), prefix)
 		h, err := rdb.HGetAll(ctx, iter.Val()).Result()
+		if rerr, ok := errors.AsType[redis.Error](err); ok && !isNetworkish(rerr) {
+			skipped = append(skipped, fmt.Errorf("read %s: %w", iter.Val(), err)) // WRONGTYPE: not a key
+			continue
+		}
 		if err != nil {
 			return n, fmt.Errorf("import API keys from redis: read %s: %w", iter.Val(), err)
 		}
@@ -272,7 +279,8 @@ func (s *Store) ImportRedis(ctx context.Context, rdb redis.UniversalClient, pref
 		}
 		created := key.Int("created") // Unix seconds
 		if err := d.Err(); err != nil {
-			return n, fmt.Errorf("import API keys from redis: %w", err)
+			skipped = append(skipped, err)
+			continue
 		}
 		rec, _ := json.Marshal(stored{Hash: key.String("hash"), Scope: Scope(key.String("scope")), Tenant: key.String("tenant"),
 			Name: key.String("name"), Created: created})
@@ -285,5 +293,20 @@ func (s *Store) ImportRedis(ctx context.Context, rdb redis.UniversalClient, pref
 	if err := iter.Err(); err != nil {
 		return n, fmt.Errorf("import API keys from redis: %w", err)
 	}
+	if len(skipped) > 0 {
+		return n, fmt.Errorf("import API keys from redis: %d left behind, the others copied: %w", len(skipped), errors.Join(skipped...))
+	}
 	return n, nil
+}
+
+// isNetworkish tells a Redis error that says Redis cannot answer now (loading, a
+// replica's or a cluster's redirection, a full server) from one about the key itself.
+func isNetworkish(err redis.Error) bool {
+	msg := err.Error()
+	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK", "OOM", "BUSY"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
