@@ -101,6 +101,7 @@ func buildDeps(ctx context.Context, r role, c *serverConfig, log *slog.Logger, m
 		Records:    d.records.settings,
 		Bindings:   d.records.bindings,
 		Ended:      d.records.ended,
+		Logger:     d.log,
 	}
 	if d.js != nil {
 		lc.LiveTickets = queue.NewTickets(d.js).Live

@@ -9,6 +9,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -117,6 +118,9 @@ type Config struct {
 	// admits, so that the streams admitted before the loss re-register first (edges
 	// renew every third of a lease); nil: never.
 	LiveTickets func(ctx context.Context) (bool, error)
+	// Logger takes what the ledger must say but need not fail for (a limit an earlier
+	// version kept that it could not import); nil: slog.Default().
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -127,6 +131,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Prefix == "" {
 		c.Prefix = "sluice:{adm}:"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	def(&c.Retain, 24*time.Hour)
 	def(&c.AdmitLease, 15*time.Second)

@@ -113,7 +113,9 @@ func (o overrides) fields() []any {
 }
 
 // importRedisLimits turns a `limits` hash left by an earlier version (which kept
-// limits in Redis only) into the record; none leaves the defaults.
+// limits in Redis only) into the record; none leaves the defaults. A field that does
+// not parse is left at its default and named in a warning: failing the rebuild for it
+// would stop all admission.
 func (l *Ledger) importRedisLimits(ctx context.Context) (overrides, error) {
 	h, err := l.rdb.HGetAll(ctx, l.limitsKey()).Result()
 	if err != nil {
@@ -129,8 +131,7 @@ func (l *Ledger) importRedisLimits(ctx context.Context) (overrides, error) {
 		}
 		return o.Tenants[name]
 	}
-	d := redisreply.New("limits")
-	fields := d.Hash(h)
+	var skipped []error
 	for k, v := range h {
 		field, name, perTenant := strings.Cut(k, ":")
 		switch {
@@ -143,7 +144,12 @@ func (l *Ledger) importRedisLimits(ctx context.Context) (overrides, error) {
 		}
 		// The earlier version wrote numbers only (limits as integers, weights as
 		// floats): one that does not parse is a shape error naming the field.
-		n := fields.Float(k)
+		d := redisreply.New("limits")
+		n := d.Hash(h).Float(k)
+		if err := d.Err(); err != nil {
+			skipped = append(skipped, err)
+			continue
+		}
 		i, i64 := int(n), int64(n)
 		switch {
 		case k == "global":
@@ -165,8 +171,9 @@ func (l *Ledger) importRedisLimits(ctx context.Context) (overrides, error) {
 			o.Tenants[name] = t
 		}
 	}
-	if err := d.Err(); err != nil {
-		return overrides{}, fmt.Errorf("import the limits an earlier version kept in Redis: %w", err)
+	if len(skipped) > 0 {
+		l.cfg.Logger.Warn("limits an earlier version kept in Redis did not parse and were left at their defaults; set them again with the admin API",
+			"err", errors.Join(skipped...))
 	}
 	return l.updateOverrides(ctx, func(cur *overrides) { *cur = o })
 }

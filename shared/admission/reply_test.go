@@ -1,7 +1,9 @@
 package admission_test
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -92,17 +94,28 @@ func TestEndLogEntryWithoutIDIsAnError(t *testing.T) {
 	})
 }
 
-// Limits an earlier version kept in Redis that do not parse are an error naming the
-// field at the import, not limits left at their defaults.
-func TestUnparsableRedisLimitsAreAnError(t *testing.T) {
+// A limit an earlier version kept in Redis that does not parse is left at its default
+// and named in a warning, while the others are imported and admission goes on (failing
+// the rebuild for it would stop all admission); read at run time, a rate that does not
+// parse is an error naming the field.
+func TestUnparsableRedisLimitsAreLeftBehind(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := newLedger(t, rdb, admission.Config{})
+		var logged bytes.Buffer
+		l := newLedger(t, rdb, admission.Config{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 		rdb.FlushAll(ctx) // a ledger with no record yet, left by the earlier version
 		rdb.HSet(ctx, "sluice:{adm}:limits", "global", 3, "weight:acme", "heavy")
-		_, err := l.Rebuild(ctx)
-		shapeError(t, "import a weight of heavy", err, `.weight:acme: want a number, got "heavy"`)
+		if _, err := l.Rebuild(ctx); err != nil {
+			t.Fatalf("rebuild with a weight of heavy: %v", err)
+		}
+		if lim, err := l.Limits(ctx); err != nil || lim.Global != 3 || lim.Tenants["acme"].Weight != nil {
+			t.Errorf("limits imported: %+v %v, want the global limit and no weight", lim, err)
+		}
+		if !strings.Contains(logged.String(), `weight:acme: want a number, got \"heavy\"`) {
+			t.Errorf("the warning does not name the field: %s", logged.String())
+		}
 		rdb.HSet(ctx, "sluice:{adm}:limits", "rate:acme", "fast")
+		_, err := l.TenantRate(ctx, "acme")
 		_, err = l.TenantRate(ctx, "acme")
 		shapeError(t, "read a rate of fast", err, `.rate:acme: want an integer, got "fast"`)
 	})
