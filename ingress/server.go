@@ -104,7 +104,7 @@ func New(cfg Config) *Server {
 	if cfg.MaxLargeBodies <= 0 {
 		cfg.MaxLargeBodies = defaultMaxLargeBodies
 	}
-	return &Server{cfg: cfg, log: cfg.Logger.With("component", "ingress"), ready: health.NewProbe(cfg.Checks...),
+	return &Server{cfg: cfg, log: cfg.Logger.With("component", "ingress"), ready: health.NewProbe(cfg.Logger, cfg.Checks...),
 		largeBodies: make(chan struct{}, cfg.MaxLargeBodies)}
 }
 
@@ -127,7 +127,7 @@ func (s *Server) router() *gin.Engine {
 	r.Use(recovery(s.log), s.accessLog(), errorsToJSON(s.log),
 		limitBody(smallBody, map[string]int64{"/api/v1/releases": maxReleaseBody, uploadRoute: s.maxUpload()}))
 	r.GET("/healthz", gin.WrapF(health.Live))
-	r.GET("/readyz", gin.WrapH(s.ready))
+	r.GET("/readyz", gin.WrapH(s.ready.Public()))
 
 	api := r.Group("/api/v1")
 	client := s.requireScope(apikeys.ScopeClient)

@@ -168,10 +168,10 @@ func newEdgeComponent(p *process) (component, error) {
 		Revalidate:    c.EdgeRevalidate,
 	})
 	ec := &edgeComponent{p: p, edge: e, cache: cache, entries: entries,
-		ready: health.NewProbe(health.Check{Name: "redis", Ping: d.ledger.Ping}, health.Check{Name: "storage", Ping: d.store.Ping})}
+		ready: health.NewProbe(p.log.With("component", "edge"), health.Check{Name: "redis", Ping: d.ledger.Ping}, health.Check{Name: "storage", Ping: d.store.Ping})}
 	mux := http.NewServeMux()
 	mux.Handle("/", e.Handler())
-	mux.Handle("GET /readyz", ec.ready)
+	mux.Handle("GET /readyz", ec.ready.Public())
 	// The edge keeps per-connection state (the verified token, the ledger hold).
 	edgeConns := listenConfig{public: true, connContext: e.ConnContext, connState: e.ConnState}
 	if ec.public, err = p.listen("edge", c.EdgeAddr, o.edgeHTTP(mux), edgeConns); err != nil {
@@ -265,7 +265,7 @@ func newAdmissionComponent(p *process) (component, error) {
 		direct = d.s3
 		p.log.Info("direct mode: links are presigned storage URLs; no throttling, slots lapse at the link's expiry")
 	}
-	a := &admissionComponent{p: p, ready: health.NewProbe(
+	a := &admissionComponent{p: p, ready: health.NewProbe(p.log.With("component", "admission"),
 		health.Check{Name: "nats", Ping: func(ctx context.Context) error { return queue.Ping(ctx, d.js) }},
 		health.Check{Name: "redis", Ping: d.ledger.Ping})}
 	addr := c.IngressAddr // serve: /metrics is on the ingress

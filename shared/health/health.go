@@ -7,7 +7,9 @@ package health
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -35,14 +37,28 @@ type Check struct {
 // checkTimeout bounds a readiness answer: a dependency that hangs is one that fails.
 const checkTimeout = 2 * time.Second
 
-// Probe answers readiness for one component. Its zero value has no checks and is ready.
+// Probe answers readiness for one component.
 type Probe struct {
 	checks   []Check
+	log      *slog.Logger
 	draining atomic.Bool
+
+	mu     sync.Mutex
+	failed map[string]bool // the checks that failed at the last answer
 }
 
-// NewProbe returns a probe over checks, which it runs in parallel on every request.
-func NewProbe(checks ...Check) *Probe { return &Probe{checks: checks} }
+// NewProbe returns a probe over checks, which it runs in parallel on every request. A
+// check that starts or stops failing is logged to log (once, not at every probe).
+func NewProbe(log *slog.Logger, checks ...Check) *Probe {
+	return &Probe{checks: checks, log: log, failed: map[string]bool{}}
+}
+
+// Public answers as the probe does, but names a failing check "unavailable" instead of
+// its error, which can hold internal addresses: for a port clients reach. The error is
+// in the log, and on the operations port's /readyz where the role has one.
+func (p *Probe) Public() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.answer(w, r, false) })
+}
 
 // Drain makes the probe answer 503 draining from now on, while the component still
 // serves (see cmd/sluice/lifecycle.go).
@@ -50,7 +66,9 @@ func (p *Probe) Drain() { p.draining.Store(true) }
 
 // ServeHTTP answers 200 when every check passes, else 503 with Retry-After and the
 // failing checks' errors.
-func (p *Probe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (p *Probe) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.answer(w, r, true) }
+
+func (p *Probe) answer(w http.ResponseWriter, r *http.Request, detail bool) {
 	if p.draining.Load() {
 		write(w, http.StatusServiceUnavailable, Answer{Status: StatusDraining})
 		return
@@ -68,10 +86,14 @@ func (p *Probe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a := Answer{Status: StatusReady, Checks: make(map[string]string, len(p.checks))}
 	for range p.checks {
 		r := <-results
-		if r.err != nil {
-			a.Status, a.Checks[r.name] = StatusUnavailable, r.err.Error()
-		} else {
+		p.note(r.name, r.err)
+		switch {
+		case r.err == nil:
 			a.Checks[r.name] = "ok"
+		case detail:
+			a.Status, a.Checks[r.name] = StatusUnavailable, r.err.Error()
+		default:
+			a.Status, a.Checks[r.name] = StatusUnavailable, StatusUnavailable
 		}
 	}
 	if a.Status != StatusReady {
@@ -80,6 +102,20 @@ func (p *Probe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	write(w, http.StatusOK, a)
+}
+
+// note logs a check that starts or stops failing.
+func (p *Probe) note(name string, err error) {
+	p.mu.Lock()
+	was := p.failed[name]
+	p.failed[name] = err != nil
+	p.mu.Unlock()
+	switch {
+	case err != nil && !was:
+		p.log.Warn("readiness check failing: answering 503 on /readyz", "check", name, "err", err)
+	case err == nil && was:
+		p.log.Info("readiness check passing again", "check", name)
+	}
 }
 
 // Live answers /healthz: 200 while the process can answer at all.

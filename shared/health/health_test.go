@@ -1,12 +1,15 @@
 package health
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -26,7 +29,8 @@ func answer(t *testing.T, h http.HandlerFunc) (int, http.Header, Answer) {
 func TestProbe(t *testing.T) {
 	down := errors.New("dial tcp 127.0.0.1:1: connection refused")
 	var redisErr error
-	p := NewProbe(
+	var logged bytes.Buffer
+	p := NewProbe(slog.New(slog.NewTextHandler(&logged, nil)),
 		Check{Name: "nats", Ping: func(context.Context) error { return nil }},
 		Check{Name: "redis", Ping: func(context.Context) error { return redisErr }},
 	)
@@ -40,7 +44,18 @@ func TestProbe(t *testing.T) {
 		h.Get("Retry-After") == "" || !slices.Equal(a.Failing(), []string{"redis"}) {
 		t.Errorf("redis down: %d %v %+v", code, h, a)
 	}
+	// For clients: the failing check named, not its error.
+	code, _, a = answer(t, p.Public().ServeHTTP)
+	if code != http.StatusServiceUnavailable || a.Checks["redis"] != StatusUnavailable || a.Checks["nats"] != "ok" {
+		t.Errorf("redis down, public: %d %+v", code, a)
+	}
+	if n := strings.Count(logged.String(), "readiness check failing"); n != 1 || !strings.Contains(logged.String(), "connection refused") {
+		t.Errorf("the failure is logged %d times (want once, with its error): %s", n, logged.String())
+	}
 	redisErr = nil
+	if code, _, _ := answer(t, p.ServeHTTP); code != http.StatusOK || !strings.Contains(logged.String(), "passing again") {
+		t.Errorf("redis back: %d; log %s", code, logged.String())
+	}
 	p.Drain()
 	if code, _, a := answer(t, p.ServeHTTP); code != http.StatusServiceUnavailable || a.Status != StatusDraining {
 		t.Errorf("drained: %d %+v", code, a)
@@ -52,7 +67,7 @@ func TestProbe(t *testing.T) {
 
 // A check that hangs fails when the answer's bound runs out, instead of holding the probe.
 func TestProbeBoundsAHangingCheck(t *testing.T) {
-	p := NewProbe(Check{Name: "storage", Ping: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }})
+	p := NewProbe(slog.New(slog.DiscardHandler), Check{Name: "storage", Ping: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }})
 	if code, _, a := answer(t, p.ServeHTTP); code != http.StatusServiceUnavailable || a.Checks["storage"] == "" {
 		t.Errorf("%d %+v", code, a)
 	}
