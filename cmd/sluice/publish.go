@@ -286,7 +286,8 @@ func announce(ctx context.Context, c *publishConfig, api *client.Client, events 
 	if err != nil {
 		return publishError(c, fmt.Errorf("publish: %w", err))
 	}
-	for _, r := range res.Rejected {
+	if len(res.Rejected) > 0 { // the first refusal is the one reported
+		r := res.Rejected[0]
 		if r.Line < 1 || r.Line > len(events) {
 			return &exitError{exitFailure, fmt.Errorf("the server refused line %d of a batch of %d release events: %s", r.Line, len(events), r.Error)}
 		}

@@ -55,8 +55,18 @@ func (l *Ledger) EndedSince(ctx context.Context, cursor string, max int) (EndLog
 		out.Gap = true
 	}
 	for _, m := range read.Val() {
-		out.IDs = append(out.IDs, d.Entry(m.ID, m.Values).Required("id"))
 		out.Next = m.ID
+		e := redisreply.New("ended tickets' log")
+		id := e.Entry(m.ID, m.Values).Required("id")
+		if err := e.Err(); err != nil {
+			// Read past it, as a gap: the reader then checks every ticket it holds,
+			// which settles whatever this entry was meant to name. Stopping here would
+			// leave the log unread for good.
+			l.cfg.Logger.Warn("an entry of the ended tickets' log has no ticket id; read past it as a gap", "err", err)
+			out.Gap = true
+			continue
+		}
+		out.IDs = append(out.IDs, id)
 	}
 	if err := d.Err(); err != nil {
 		return EndLog{}, fmt.Errorf("read the ended tickets' log: %w", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,12 +73,15 @@ func TestUnknownStatusIsAnError(t *testing.T) {
 	})
 }
 
-// An entry of the ended tickets' log without the ticket's id is an error naming the
-// entry, not a ticket skipped (whose message a worker would then hold on to).
-func TestEndLogEntryWithoutIDIsAnError(t *testing.T) {
+// An entry of the ended tickets' log without the ticket's id is read past as a gap
+// (so that the reader checks every ticket it holds, which settles whatever it named)
+// and logged naming the entry: neither a ticket silently skipped (whose message a
+// worker would then hold on to) nor a log that can no longer be read past it.
+func TestEndLogEntryWithoutIDIsAGap(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := newLedger(t, rdb, admission.Config{})
+		var logged bytes.Buffer
+		l := newLedger(t, rdb, admission.Config{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 		cursor, _, err := l.EndLogTail(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -86,8 +90,17 @@ func TestEndLogEntryWithoutIDIsAnError(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = l.EndedSince(ctx, cursor, 10)
-		shapeError(t, "read a log entry without an id", err, "["+entry+"].id: missing")
+		good, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: "sluice:{adm}:endlog", Values: []any{"id", "t2"}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		log, err := l.EndedSince(ctx, cursor, 10)
+		if err != nil || !log.Gap || !slices.Equal(log.IDs, []string{"t2"}) || log.Next != good {
+			t.Fatalf("read past an entry without an id: %+v %v, want a gap, t2, and the cursor at its entry", log, err)
+		}
+		if !strings.Contains(logged.String(), "["+entry+"].id: missing") {
+			t.Errorf("the entry is not named in the log: %s", logged.String())
+		}
 		if _, err := l.EndedSince(ctx, "yesterday", 10); err == nil || errors.Is(err, admission.ErrUnavailable) {
 			t.Fatalf("read the log after a cursor that is no stream id: %v, want an error (not an outage)", err)
 		}
