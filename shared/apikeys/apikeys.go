@@ -263,8 +263,8 @@ func (s *Store) ImportRedis(ctx context.Context, rdb redis.UniversalClient, pref
 	for iter.Next(ctx) {
 		id := strings.TrimPrefix(iter.Val(), prefix)
 		h, err := rdb.HGetAll(ctx, iter.Val()).Result()
-		if rerr, ok := errors.AsType[redis.Error](err); ok && !isNetworkish(rerr) {
-			skipped = append(skipped, fmt.Errorf("read %s: %w", iter.Val(), err)) // WRONGTYPE: not a key
+		if err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE") { // not a hash: not a key
+			skipped = append(skipped, fmt.Errorf("read %s: %w", iter.Val(), err))
 			continue
 		}
 		if err != nil {
@@ -297,16 +297,4 @@ func (s *Store) ImportRedis(ctx context.Context, rdb redis.UniversalClient, pref
 		return n, fmt.Errorf("import API keys from redis: %d left behind, the others copied: %w", len(skipped), errors.Join(skipped...))
 	}
 	return n, nil
-}
-
-// isNetworkish tells a Redis error that says Redis cannot answer now (loading, a
-// replica's or a cluster's redirection, a full server) from one about the key itself.
-func isNetworkish(err redis.Error) bool {
-	msg := err.Error()
-	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK", "OOM", "BUSY"} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	return false
 }

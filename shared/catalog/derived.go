@@ -192,14 +192,15 @@ func (c *Catalog) verKey(key, etag string) string {
 }
 
 // Stats are the catalog's counters. They are kept in Redis: a wiped Redis starts them
-// again from zero (the records themselves are not counters and come back whole).
+// again from zero (the records themselves are not counters and come back whole). The
+// API shows them as api.CatalogCounters.
 type Stats struct {
-	Recorded            int64 `json:"events_recorded"`
-	Verified            int64 `json:"verified"`
-	Rejected            int64 `json:"rejected"`
-	Superseded          int64 `json:"superseded"`
-	DuplicateDeliveries int64 `json:"duplicate_deliveries"`
-	HashesComputed      int64 `json:"hashes_computed"`
+	Recorded            int64
+	Verified            int64
+	Rejected            int64
+	Superseded          int64
+	DuplicateDeliveries int64
+	HashesComputed      int64
 }
 
 // Stats reads the counters.
