@@ -189,7 +189,7 @@ func BenchmarkEdgeLocal(b *testing.B) {
 		for round := range rounds {
 			profile := func() {}
 			if round == 0 {
-				profile = startProfile(b, "http://"+opsAddr)
+				profile = startProfile(b, "http://"+opsAddr, "")
 			}
 			edgeRanges += wrkRanges(b, rangeLink, 3*time.Second) / rounds
 			profile()

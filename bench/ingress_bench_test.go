@@ -87,9 +87,15 @@ func BenchmarkTicketAccept(b *testing.B) { benchmarkTicketAccept(b, true) }
 func BenchmarkTicketAcceptNoSync(b *testing.B) { benchmarkTicketAccept(b, false) }
 
 func benchmarkTicketAccept(b *testing.B, syncAlways bool) {
-	nats := testenv.StartNATSProcess(b, testenv.NATSProcessOptions{SyncAlways: syncAlways})
+	nats := testenv.StartNATSProcess(b, testenv.NATSProcessOptions{SyncAlways: syncAlways, Profile: os.Getenv("SLUICE_BENCH_PROFILE") != ""})
 	opsAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(b))
-	s := startServerOn(b, nats.URL, false, "SLUICE_PPROF=true", "SLUICE_EDGE_METRICS_ADDR="+opsAddr)
+	// what an operator sets for each server (README, --publish-batches): atomic
+	// batches where every message is synced, pipelined publishes where it is not
+	batches := "off"
+	if syncAlways {
+		batches = "on"
+	}
+	s := startServerOn(b, nats.URL, false, "SLUICE_PPROF=true", "SLUICE_EDGE_METRICS_ADDR="+opsAddr, "SLUICE_PUBLISH_BATCHES="+batches)
 	obj := filepath.Join(s.dataDir, "objects", "bench", "small.bin")
 	os.MkdirAll(filepath.Dir(obj), 0o755)
 	os.WriteFile(obj, []byte("x"), 0o644)
@@ -159,7 +165,7 @@ func benchmarkTicketAccept(b *testing.B, syncAlways bool) {
 		before := cpuTimes(b, procs)
 		durRate, durLat := load(b, peerURL+"/durable", body, acceptRequests, acceptConcurrency, http.StatusAccepted)
 		peerCPU := since(b, procs, before)
-		profile := startProfile(b, "http://"+opsAddr)
+		profile := startProfile(b, "http://"+opsAddr, nats.ProfileURL)
 		before = cpuTimes(b, procs)
 		rate, lat := load(b, s.ingress+"/api/v1/downloads", body, acceptRequests, acceptConcurrency, http.StatusAccepted)
 		cpu := since(b, procs, before)
@@ -223,13 +229,24 @@ func since(b *testing.B, procs map[string]int, before map[string]time.Duration) 
 }
 
 // startProfile starts a CPU profile of the serve process when SLUICE_BENCH_PROFILE
-// names a file, and returns what waits for it and writes it.
-func startProfile(b *testing.B, ops string) func() {
+// names a file (and of the nats-server process, into <file>.nats, when natsProfile is
+// its /debug/pprof), and returns what waits for them and writes them.
+func startProfile(b *testing.B, ops, natsProfile string) func() {
 	path := os.Getenv("SLUICE_BENCH_PROFILE")
 	if path == "" {
 		return func() {}
 	}
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
+	if natsProfile == "" {
+		done <- struct{}{}
+	} else {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			if err := save(natsProfile+"/profile?seconds=2", path+".nats"); err != nil {
+				b.Errorf("nats-server profile: %v", err)
+			}
+		}()
+	}
 	go func() {
 		defer func() { done <- struct{}{} }()
 		time.Sleep(time.Second)
@@ -244,7 +261,7 @@ func startProfile(b *testing.B, ops string) func() {
 		}
 	}()
 	time.Sleep(50 * time.Millisecond) // the profile covers the start of the run
-	return func() { <-done; <-done }
+	return func() { <-done; <-done; <-done }
 }
 
 func save(url, path string) error {

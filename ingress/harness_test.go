@@ -95,7 +95,7 @@ func newAPI(t *testing.T, opts ...apiOption) *api {
 	cfg := ingress.Config{
 		Objects:   local,
 		Ledger:    ledger,
-		Publisher: queue.NewPublisher(js.Conn(), js, 5*time.Second),
+		Publisher: queue.NewPublisher(js.Conn(), js, queue.AtomicBatches, 5*time.Second),
 		Tickets:   queue.NewTickets(js),
 		Keys:      keys,
 		Checks:    []health.Check{{Name: "redis", Ping: ledger.Ping}},

@@ -109,7 +109,7 @@ func startAdmission(t *testing.T, limit int, sweep time.Duration) *admissionEnv 
 		}
 	}
 	e := &admissionEnv{rdb: testenv.StartRedis(t).Client(t), js: js, tokens: &tokens{},
-		pub: queue.NewPublisher(js.Conn(), js, 5*time.Second)}
+		pub: queue.NewPublisher(js.Conn(), js, queue.AtomicBatches, 5*time.Second)}
 	e.rdb.AddHook(countTicketReads{&e.ticketReads})
 	e.ledger = admission.New(e.rdb, cfg)
 	e.worker = workers.NewAdmission(workers.AdmissionConfig{

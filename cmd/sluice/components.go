@@ -65,7 +65,7 @@ func newIngressComponent(p *process) (component, error) {
 		CORSOrigins:      p.api.corsOrigins,
 		Objects:          d.store,
 		Ledger:           d.ledger,
-		Publisher:        o.publisher(queue.NewPublisher(d.nc, d.js, 5*time.Second)),
+		Publisher:        o.publisher(queue.NewPublisher(d.nc, d.js, p.api.publish, 5*time.Second)),
 		Checks: []health.Check{
 			{Name: "nats", Ping: func(ctx context.Context) error { return queue.Ping(ctx, d.js) }},
 			{Name: "redis", Ping: d.ledger.Ping},

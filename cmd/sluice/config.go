@@ -10,6 +10,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/sluice-dl/sluice/ingress"
+	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
@@ -25,8 +26,10 @@ type serverConfig struct {
 
 	NATSURL      string
 	NATSReplicas int
-	MaxTickets   int64
-	AckWait      time.Duration
+	// PublishBatches is how concurrent new tickets are published: auto, on, off.
+	PublishBatches string
+	MaxTickets     int64
+	AckWait        time.Duration
 	// TicketAckWait is the ticket consumer's: long, since a waiting ticket's message
 	// is only renewed (docs/ARCHITECTURE.md, "Admission").
 	TicketAckWait time.Duration
@@ -155,6 +158,9 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "JetStream AckWait of the release-event consumer: a crashed worker's events move to others after it")
 		fs.DurationVar(&c.TicketAckWait, "ticket-ack-wait", 10*time.Minute, "JetStream AckWait of the ticket consumer: a crashed worker's ticket messages move to others after it (its waiting tickets are admitted meanwhile; only their acknowledgement waits)")
 	}
+	if r.runs(roleIngress) {
+		fs.StringVar(&c.PublishBatches, "publish-batches", "auto", "how new tickets that arrive together are published: on, in JetStream atomic batches (for NATS servers that sync every message, sync_interval: always); off, each its own publish, pipelined (for servers that sync later, nats-server's default); auto, on with the embedded NATS server (it syncs every message) and off with any other")
+	}
 	redisHelp := "Redis URL, redis:// or rediss:// (Redis must run with maxmemory-policy noeviction)"
 	if r == roleServe {
 		redisHelp += "; empty embeds an in-process Redis-protocol server"
@@ -252,6 +258,23 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.DurationVar(&c.DrainDelay, "drain-delay", drain, "on SIGTERM, how long /readyz answers 503 while requests are still served, before the listener closes and --shutdown-wait starts")
 	}
 	return c
+}
+
+// publishMode reads --publish-batches: whether concurrent tickets leave in atomic
+// batches, given whether the NATS server is the embedded one.
+func (c *serverConfig) publishMode(embeddedNATS bool) (queue.PublishMode, error) {
+	switch c.PublishBatches {
+	case "on":
+		return queue.AtomicBatches, nil
+	case "off":
+		return queue.Pipelined, nil
+	case "auto", "":
+		if embeddedNATS {
+			return queue.AtomicBatches, nil
+		}
+		return queue.Pipelined, nil
+	}
+	return 0, fmt.Errorf("--publish-batches: %q is not one of auto, on, off", c.PublishBatches)
 }
 
 // ticketLimits reads --ticket-rate, --ticket-burst and --trusted-proxies.

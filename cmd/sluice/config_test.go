@@ -4,6 +4,8 @@ import (
 	"flag"
 	"strings"
 	"testing"
+
+	"github.com/sluice-dl/sluice/shared/queue"
 )
 
 func TestTicketLimits(t *testing.T) {
@@ -35,6 +37,35 @@ func TestTicketLimits(t *testing.T) {
 				t.Fatalf("a rate of 0 gave a limit %+v, want none", limit)
 			}
 		})
+	}
+}
+
+// Atomic batches only where the server syncs every message: serve's embedded server,
+// or a server the operator says does (on).
+func TestPublishBatches(t *testing.T) {
+	for _, tc := range []struct {
+		setting  string
+		embedded bool
+		want     queue.PublishMode
+		wantErr  string
+	}{
+		{"auto", true, queue.AtomicBatches, ""},
+		{"auto", false, queue.Pipelined, ""},
+		{"on", false, queue.AtomicBatches, ""},
+		{"off", true, queue.Pipelined, ""},
+		{"yes", false, 0, `"yes" is not one of auto, on, off`},
+	} {
+		c := serverConfig{PublishBatches: tc.setting}
+		got, err := c.publishMode(tc.embedded)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: err = %v, want one saying %q", tc.setting, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("--publish-batches=%s, embedded %v: %v, %v; want %v", tc.setting, tc.embedded, got, err, tc.want)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-dl/sluice/ingress"
 	"github.com/sluice-dl/sluice/shared/connlimit"
 	"github.com/sluice-dl/sluice/shared/health"
+	"github.com/sluice-dl/sluice/shared/queue"
 	"github.com/sluice-dl/sluice/shared/telemetry"
 )
 
@@ -107,6 +108,7 @@ type process struct {
 // one fails at once.
 type apiLimits struct {
 	ticketRate     redis_rate.Limit
+	publish        queue.PublishMode
 	trustedProxies []string
 	corsOrigins    []string
 }
@@ -188,6 +190,10 @@ func newProcess(ctx context.Context, r role, c *serverConfig) (_ *process, err e
 		return nil, err
 	}
 	if err := c.boundsError(); err != nil {
+		return nil, err
+	}
+	// serve without --nats-url embeds the server, which syncs every message (deps.go)
+	if p.api.publish, err = c.publishMode(r == roleServe && c.NATSURL == ""); err != nil {
 		return nil, err
 	}
 	if p.api.corsOrigins, err = ingress.ParseCORSOrigins(c.CORSOrigins); err != nil {

@@ -15,6 +15,8 @@ import (
 type NATSProcess struct {
 	*Process
 	URL string
+	// ProfileURL is the server's /debug/pprof (NATSProcessOptions.Profile), else empty.
+	ProfileURL string
 }
 
 // NATSProcessOptions choose how the server stores messages.
@@ -23,6 +25,8 @@ type NATSProcessOptions struct {
 	// as StartNATS and `sluice serve` do; false is nats-server's default (acknowledged
 	// once written, synced every 2 minutes).
 	SyncAlways bool
+	// Profile serves the server's Go profiles (prof_port) on a port of its own.
+	Profile bool
 }
 
 // StartNATSProcess starts the server on random loopback ports with its store in a
@@ -38,6 +42,12 @@ func StartNATSProcess(tb testing.TB, o NATSProcessOptions) *NATSProcess {
 	}
 	conf := fmt.Sprintf("listen: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\njetstream {\n  store_dir: %q\n%s}\n",
 		port, httpPort, filepath.Join(dir, "js"), sync)
+	profileURL := ""
+	if o.Profile {
+		profPort := FreePort(tb)
+		conf += fmt.Sprintf("prof_port: %d\n", profPort)
+		profileURL = "http://127.0.0.1:" + strconv.Itoa(profPort) + "/debug/pprof"
+	}
 	confPath := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		tb.Fatal(err)
@@ -45,5 +55,5 @@ func StartNATSProcess(tb testing.TB, o NATSProcessOptions) *NATSProcess {
 	p := startProcess(tb, dir, bin, nil, "-c", confPath)
 	p.Addr = "127.0.0.1:" + strconv.Itoa(port)
 	WaitHTTP(tb, "http://127.0.0.1:"+strconv.Itoa(httpPort)+"/healthz?js-enabled-only=true", 30*time.Second, p.Log)
-	return &NATSProcess{Process: p, URL: "nats://" + p.Addr}
+	return &NATSProcess{Process: p, URL: "nats://" + p.Addr, ProfileURL: profileURL}
 }

@@ -19,12 +19,21 @@ import (
 	"github.com/sluice-dl/sluice/shared/queue"
 )
 
-// Concurrent publishes share atomic batches, and each still gets the sequence its own
-// message is stored at: what the stream holds under each ticket's subject. Tickets
-// published again (a retry after a timeout) mixed with new ones make batches the
-// server refuses whole; each is then stored once and answered with its first
-// sequence.
+// Concurrent publishes leave together, pipelined or in atomic batches, and each still
+// gets the sequence its own message is stored at: what the stream holds under each
+// ticket's subject. Tickets published again (a retry after a timeout) mixed with new
+// ones make batches the server refuses whole; each is then stored once and answered
+// with its first sequence.
 func TestConcurrentPublishesKeepTheirOwnSequences(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		mode queue.PublishMode
+	}{{"pipelined", queue.Pipelined}, {"atomic batches", queue.AtomicBatches}} {
+		t.Run(mode.name, func(t *testing.T) { testConcurrentPublishes(t, mode.mode) })
+	}
+}
+
+func testConcurrentPublishes(t *testing.T, mode queue.PublishMode) {
 	srv := testenv.StartNATS(t)
 	nc, js := connect(t, srv.URL)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -32,7 +41,7 @@ func TestConcurrentPublishesKeepTheirOwnSequences(t *testing.T) {
 	if _, err := queue.EnsureTickets(ctx, js, queue.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	pub := queue.NewPublisher(nc, js, 10*time.Second)
+	pub := queue.NewPublisher(nc, js, mode, 10*time.Second)
 
 	const writers, each = 64, 30
 	var mu sync.Mutex
@@ -108,7 +117,7 @@ func TestPublishFailsAtOnceWhenTheConnectionDrops(t *testing.T) {
 		t.Fatal(err)
 	}
 	const timeout = time.Minute
-	p := queue.NewPublisher(nc, js, timeout)
+	p := queue.NewPublisher(nc, js, queue.Pipelined, timeout)
 	ticket := func(id string) queue.Ticket {
 		return queue.Ticket{ID: id, Object: "o", Tenant: "a", Created: time.Now()}
 	}

@@ -102,7 +102,7 @@ func (c *StreamConfig) workQueue(name, description, subjects string) jetstream.S
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  c.DedupWindow,
 		MaxAge:      7 * 24 * time.Hour,
-		// Concurrent publishes are stored in atomic batches (groupCommit).
+		// Concurrent publishes may be stored in atomic batches (groupCommit).
 		AllowAtomicPublish: true,
 	}
 }
@@ -220,7 +220,7 @@ func Received(msg jetstream.Msg) (Ticket, error) {
 }
 
 // Publisher publishes tickets and waits for JetStream's acknowledgement. Concurrent
-// publishes share atomic batches (groupCommit).
+// publishes leave together, pipelined or in atomic batches (groupCommit).
 type Publisher struct {
 	nc      *nats.Conn
 	timeout time.Duration
@@ -232,10 +232,11 @@ type Publisher struct {
 	lost chan struct{}
 }
 
-// NewPublisher returns a publisher whose publishes give up after timeout, or as soon
-// as the connection drops while they wait (its disconnect handler is chained).
-func NewPublisher(nc *nats.Conn, js jetstream.JetStream, timeout time.Duration) *Publisher {
-	p := &Publisher{nc: nc, timeout: timeout, batches: newGroupCommit(js, timeout), lost: make(chan struct{})}
+// NewPublisher returns a publisher that sends concurrent tickets as mode says and
+// whose publishes give up after timeout, or as soon as the connection drops while
+// they wait (its disconnect handler is chained).
+func NewPublisher(nc *nats.Conn, js jetstream.JetStream, mode PublishMode, timeout time.Duration) *Publisher {
+	p := &Publisher{nc: nc, timeout: timeout, batches: newGroupCommit(js, mode, timeout), lost: make(chan struct{})}
 	prev := nc.DisconnectErrHandler()
 	nc.SetDisconnectErrHandler(func(c *nats.Conn, err error) {
 		if prev != nil {
