@@ -22,6 +22,7 @@ import (
 // carried through, so a trace started by a client's traceparent stays whole).
 type Tracing struct {
 	provider trace.TracerProvider
+	exports  bool
 	shutdown func(context.Context) error
 }
 
@@ -77,7 +78,7 @@ func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 	}
 	// No WithSampler: an explicit sampler would override OTEL_TRACES_SAMPLER.
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
-	return &Tracing{provider: tp, shutdown: tp.Shutdown}, nil
+	return &Tracing{provider: tp, exports: true, shutdown: tp.Shutdown}, nil
 }
 
 func newExporter(ctx context.Context, cfg TracingConfig) (sdktrace.SpanExporter, error) {
@@ -121,6 +122,10 @@ func newExporter(ctx context.Context, cfg TracingConfig) (sdktrace.SpanExporter,
 
 // Provider is the tracer provider (for instrumentation libraries).
 func (t *Tracing) Provider() trace.TracerProvider { return t.provider }
+
+// Exports tells whether spans go anywhere: without an exporter, the provider is a
+// no-op and only the trace context a client sent is carried along.
+func (t *Tracing) Exports() bool { return t.exports }
 
 // Tracer returns a tracer for one component.
 func (t *Tracing) Tracer(component string) trace.Tracer {
