@@ -151,6 +151,35 @@ func TestAbandonedTicketsAreDropped(t *testing.T) {
 	})
 }
 
+// A grant that lapses (its worker died before publishing the link) puts the ticket
+// back in line as polled when it was admitted, not when it was queued: a client that
+// kept polling while it waited is not taken for gone. (A waiting ticket's poll is
+// recorded in `polls` only; the grant carries it into the ticket.)
+func TestALapsedGrantKeepsTheClientsLastPoll(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		const abandon = 600 * time.Millisecond
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1, AbandonAfter: abandon, AdmitLease: 50 * time.Millisecond})
+		var seq uint64
+		id := enqueue(t, l, "public", 1, &seq)[0]
+		queued := time.Now()
+		for time.Since(queued) < abandon+200*time.Millisecond { // waiting longer than the grace, polling
+			if _, err := l.Poll(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if grants, err := l.Admit(ctx, 1); err != nil || len(grants) != 1 || grants[0].Ticket.ID != id {
+			t.Fatalf("admitted %v (%v), want the polled ticket %s", grants, err, id)
+		}
+		time.Sleep(100 * time.Millisecond) // the grant's lease lapses: no link was published
+		if grants, err := l.Admit(ctx, 1); err != nil || len(grants) != 1 || grants[0].Ticket.ID != id {
+			p, _ := l.Get(ctx, id)
+			t.Fatalf("after the lapsed grant: admitted %v (%v), ticket %s (%s); want it admitted again", grants, err, p.Status, p.Error)
+		}
+	})
+}
+
 // An abandoned ticket leaves the queue when its grace lapses, not when it reaches the
 // head: with every slot taken, the ticket behind it moves up at once.
 func TestAbandonedTicketsLeaveBeforeTheHead(t *testing.T) {

@@ -93,9 +93,10 @@ func TestPollAsTouchesOnlyTheOwnersTickets(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		polled := func(id string) bool {
-			return rdb.HExists(ctx, "sluice:{adm}:t:"+id, "last_poll_ms").Val()
-		}
+		// a touch of a queued ticket is its score in `polls`: set back to 1 before each poll
+		const polls = "sluice:{adm}:polls"
+		untouch := func(id string) { rdb.ZAddXX(ctx, polls, redis.Z{Score: 1, Member: id}) }
+		polled := func(id string) bool { return rdb.ZScore(ctx, polls, id).Val() > 1 }
 		for _, c := range []struct {
 			id, as string
 			touch  bool
@@ -103,7 +104,7 @@ func TestPollAsTouchesOnlyTheOwnersTickets(t *testing.T) {
 			{"owned", "other", false}, {"owned", "", false}, {"owned", "acme", true},
 			{"anon", "", true}, {"anon", "other", true},
 		} {
-			rdb.HDel(ctx, "sluice:{adm}:t:"+c.id, "last_poll_ms")
+			untouch(c.id)
 			p, err := l.PollAs(ctx, c.id, c.as)
 			if err != nil || p.ID != c.id {
 				t.Fatalf("poll %s as %q: %+v %v", c.id, c.as, p, err)
@@ -112,7 +113,7 @@ func TestPollAsTouchesOnlyTheOwnersTickets(t *testing.T) {
 				t.Errorf("poll of %s as %q: kept alive %v, want %v", c.id, c.as, polled(c.id), c.touch)
 			}
 		}
-		rdb.HDel(ctx, "sluice:{adm}:t:owned", "last_poll_ms")
+		untouch("owned")
 		if _, err := l.PollAs(ctx, "owned", admission.AnyOwner); err != nil || !polled("owned") {
 			t.Errorf("an operator's poll did not keep the ticket alive (%v)", err)
 		}

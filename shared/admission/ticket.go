@@ -60,7 +60,6 @@ type Ticket struct {
 	BytesCovered int64
 	Conns        int
 	Error        string
-	LastPoll     time.Time
 	Admitted     time.Time
 	Ready        time.Time
 	Ended        time.Time
@@ -107,7 +106,6 @@ func ticketFromHash(h redisreply.Hash) Ticket {
 		BytesCovered: h.Int("bytes_covered"),
 		Conns:        int(h.Int("conns")),
 		Error:        h.String("error"),
-		LastPoll:     ms("last_poll_ms"),
 		Admitted:     ms("admitted_ms"),
 		Ready:        ms("ready_ms"),
 		Ended:        ms("ended_ms"),

@@ -90,13 +90,19 @@ while granted < max and used < global and budget > 0 do
     local k = tkey(head)
     local f = redis.call('HMGET', k, 'status', 'last_poll_ms', 'object', 'etag', 'created_ms', 'traceparent')
     if f[1] == 'queued' then
-      if abandon > 0 and tonumber(f[2] or '0') + abandon < NOW then
-        -- not in `polls` (queued before it existed): caught at the head instead
+      -- when its client last polled: its score in `polls` (poll.lua), or for a ticket
+      -- not in it (queued before it existed) its last_poll_ms
+      local polled = redis.call('ZSCORE', POLLS, head) or f[2] or '0'
+      if abandon > 0 and tonumber(polled) + abandon < NOW then
+        -- left behind by the eager pass above (more than a round's worth), or not in
+        -- `polls`: caught at the head instead
+        redis.call('ZREM', POLLS, head)
         finish(head, 'expired', ABANDONED)
       else
         redis.call('ZREM', POLLS, head)
         epoch = epoch + 1
-        redis.call('HSET', k, 'status', 'admitting', 'epoch', epoch, 'admitted_ms', NOW)
+        -- last_poll_ms: where reclaim() puts the ticket back in `polls` if this grant lapses
+        redis.call('HSET', k, 'status', 'admitting', 'epoch', epoch, 'admitted_ms', NOW, 'last_poll_ms', polled)
         take_slot(head, tenant, NOW + admit_lease)
         used, granted = used + 1, granted + 1
         if held[tenant] then held[tenant] = held[tenant] + 1 end

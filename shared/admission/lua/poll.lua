@@ -18,26 +18,43 @@
 --       tickets the caller's touch keeps alive: a tenant (and tickets without an
 --       owner), '' (only those), '*' (any)
 -- Returns: { flat ticket hash, position, eta ms, eta known (1/0), paused (1/0) }
-reclaim()
+--
+-- A queued ticket is read without reclaiming lapsed leases first: its place and its
+-- estimate do not depend on them (a lapsed holder counts as about to finish), every
+-- script that admits reclaims before it counts, and the poll of a waiting ticket is
+-- the commonest call there is. A ticket in any other state may hold a lapsed lease of
+-- its own, so it is read after a reclaim. Its client's touch of a queued ticket is
+-- its score in `polls`; the ticket's last_poll_ms is written where `polls` does not
+-- hold it (admit.lua copies the score there when it admits the ticket).
 local id = ARGV[2]
 local EXACT_TENANTS, ORDER_MS = tonumber(ARGV[7]), tonumber(ARGV[8])
 local k = tkey(id)
-local fields = redis.call('HGETALL', k)
+local fields, field
+local function read()
+  fields = redis.call('HGETALL', k)
+  field = {}
+  for i = 1, #fields, 2 do field[fields[i]] = fields[i + 1] end
+end
+read()
 if #fields == 0 then return false end
-local field = {}
-for i = 1, #fields, 2 do field[fields[i]] = fields[i + 1] end
+if field.status ~= 'queued' then
+  reclaim()
+  read()
+end
 local status, owner = field.status, field.owner or ''
 local touch = ARGV[3] == '1' and (owner == '' or ARGV[9] == '*' or (ARGV[9] ~= '' and ARGV[9] == owner))
-if touch and (status == 'queued' or status == 'admitting' or status == 'ready') then
-  redis.call('HSET', k, 'last_poll_ms', NOW)
-  if status == 'queued' then redis.call('ZADD', POLLS, 'XX', NOW, id) end
+if touch and status == 'queued' then
+  -- (not in `polls`: queued by a version before it, and judged by last_poll_ms)
+  if redis.call('ZADD', POLLS, 'XX', 'CH', NOW, id) == 0 then redis.call('HSET', k, 'last_poll_ms', NOW) end
   -- restored after the ledger was lost (enqueue.lua): its client is here, so it takes
   -- its old place in line
-  if status == 'queued' and field.unclaimed and redis.call('HDEL', k, 'unclaimed') == 1 then
+  if field.unclaimed and redis.call('HDEL', k, 'unclaimed') == 1 then
     local f = redis.call('HMGET', k, 'tenant', 'seq')
     redis.call('ZADD', wkey(f[1]), f[2], id)
     activate(f[1])
   end
+elseif touch and (status == 'admitting' or status == 'ready') then
+  redis.call('HSET', k, 'last_poll_ms', NOW)
 end
 local position, own_rank, lim = 0, 0, nil
 if status == 'queued' then
