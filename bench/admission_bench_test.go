@@ -72,7 +72,11 @@ func newAdmissionBenchOn(b *testing.B, js jetstream.JetStream, limit int, stream
 	if _, err := e.ledger.SetLimits(ctx, admission.LimitsUpdate{Global: &limit}); err != nil {
 		b.Fatal(err)
 	}
-	e.pub = queue.NewPublisher(e.js.Conn(), e.js, queue.AtomicBatches, 10*time.Second)
+	pub, err := queue.NewPublisher(e.js.Conn(), queue.AtomicBatches, 10*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.pub = pub
 	return e
 }
 

@@ -45,10 +45,13 @@ func BenchmarkTicketPublishCluster(b *testing.B) {
 	}
 	modes := []struct {
 		name string
+		mode queue.PublishMode
 		pub  *queue.Publisher
-	}{
-		{"pipelined (off)", queue.NewPublisher(nc, js, queue.Pipelined, 10*time.Second)},
-		{"atomic batches (on)", queue.NewPublisher(nc, js, queue.AtomicBatches, 10*time.Second)},
+	}{{name: "pipelined (off)", mode: queue.Pipelined}, {name: "atomic batches (on)", mode: queue.AtomicBatches}}
+	for i := range modes {
+		if modes[i].pub, err = queue.NewPublisher(nc, modes[i].mode, 10*time.Second); err != nil {
+			b.Fatal(err)
+		}
 	}
 	// the stream's subjects reach every server's routes a moment after its leader is elected
 	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {

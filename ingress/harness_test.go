@@ -92,10 +92,14 @@ func newAPI(t *testing.T, opts ...apiOption) *api {
 
 	operator := apikeys.Generate()
 	keys := apikeys.New(buckets[queue.KeysBucket], operator)
+	publisher, err := queue.NewPublisher(js.Conn(), queue.AtomicBatches, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := ingress.Config{
 		Objects:   local,
 		Ledger:    ledger,
-		Publisher: queue.NewPublisher(js.Conn(), js, queue.AtomicBatches, 5*time.Second),
+		Publisher: publisher,
 		Tickets:   queue.NewTickets(js),
 		Keys:      keys,
 		Checks:    []health.Check{{Name: "redis", Ping: ledger.Ping}},

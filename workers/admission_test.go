@@ -108,8 +108,11 @@ func startAdmission(t *testing.T, limit int, sweep time.Duration) *admissionEnv 
 			t.Fatal(err)
 		}
 	}
-	e := &admissionEnv{rdb: testenv.StartRedis(t).Client(t), js: js, tokens: &tokens{},
-		pub: queue.NewPublisher(js.Conn(), js, queue.AtomicBatches, 5*time.Second)}
+	pub, err := queue.NewPublisher(js.Conn(), queue.AtomicBatches, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &admissionEnv{rdb: testenv.StartRedis(t).Client(t), js: js, tokens: &tokens{}, pub: pub}
 	e.rdb.AddHook(countTicketReads{&e.ticketReads})
 	e.ledger = admission.New(e.rdb, cfg)
 	e.worker = workers.NewAdmission(workers.AdmissionConfig{

@@ -47,6 +47,10 @@ func newIngressComponent(p *process) (component, error) {
 		log.Warn("no SLUICE_ADMIN_KEY: only keys already stored in JetStream can use the admin API")
 	}
 	keys := apikeys.New(d.records.keys, adminKey)
+	publisher, err := queue.NewPublisher(d.nc, p.api.publish, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
 	importCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if n, err := keys.ImportRedis(importCtx, d.rdb, ""); err != nil {
 		log.Warn("not every API key an earlier version kept in Redis was imported into JetStream: those answer 401 (an unreadable one for good; after an outage, until a start imports them)", "imported", n, "err", err)
@@ -65,7 +69,7 @@ func newIngressComponent(p *process) (component, error) {
 		CORSOrigins:      p.api.corsOrigins,
 		Objects:          d.store,
 		Ledger:           d.ledger,
-		Publisher:        o.publisher(queue.NewPublisher(d.nc, d.js, p.api.publish, 5*time.Second)),
+		Publisher:        o.publisher(publisher),
 		Checks: []health.Check{
 			{Name: "nats", Ping: func(ctx context.Context) error { return queue.Ping(ctx, d.js) }},
 			{Name: "redis", Ping: d.ledger.Ping},

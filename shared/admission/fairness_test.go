@@ -180,6 +180,35 @@ func TestALapsedGrantKeepsTheClientsLastPoll(t *testing.T) {
 	})
 }
 
+// A waiting ticket's poll writes last_poll_ms (what a worker of the previous version
+// judges abandonment by) once half the grace has passed since it was last written,
+// not on every poll: through a rolling upgrade an old worker never takes a polled
+// ticket for gone.
+func TestPollsRefreshLastPollForOldWorkers(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		const abandon = 600 * time.Millisecond
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1, AbandonAfter: abandon})
+		var seq uint64
+		id := enqueue(t, l, "public", 1, &seq)[0]
+		lastPoll := func() int64 { n, _ := rdb.HGet(ctx, "sluice:{adm}:t:"+id, "last_poll_ms").Int64(); return n }
+		queued := lastPoll()
+		if _, err := l.Poll(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if got := lastPoll(); got != queued {
+			t.Fatalf("a poll right after the ticket was queued wrote last_poll_ms (%d, was %d)", got, queued)
+		}
+		time.Sleep(abandon/2 + 50*time.Millisecond)
+		if _, err := l.Poll(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if got := lastPoll(); got < queued+(abandon/2).Milliseconds() {
+			t.Fatalf("past half the grace, a poll left last_poll_ms at %d (queued at %d)", got, queued)
+		}
+	})
+}
+
 // An abandoned ticket leaves the queue when its grace lapses, not when it reaches the
 // head: with every slot taken, the ticket behind it moves up at once.
 func TestAbandonedTicketsLeaveBeforeTheHead(t *testing.T) {

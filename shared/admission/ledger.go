@@ -481,7 +481,7 @@ func (l *Ledger) PollAs(ctx context.Context, id, owner string) (Position, error)
 
 func (l *Ledger) poll(ctx context.Context, id string, touch bool, owner string) (Position, error) {
 	args := append([]any{id, luaFlag(touch)}, l.positionArgs()...)
-	vals, err := l.run(ctx, pollScript, append(args, owner)...).Slice()
+	vals, err := l.run(ctx, pollScript, append(args, owner, l.cfg.AbandonAfter.Milliseconds())...).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Position{}, ErrNotFound
 	}

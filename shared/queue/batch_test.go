@@ -41,7 +41,7 @@ func testConcurrentPublishes(t *testing.T, mode queue.PublishMode) {
 	if _, err := queue.EnsureTickets(ctx, js, queue.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	pub := queue.NewPublisher(nc, js, mode, 10*time.Second)
+	pub := newPublisher(t, nc, mode, 10*time.Second)
 
 	const writers, each = 64, 30
 	var mu sync.Mutex
@@ -107,6 +107,15 @@ func testConcurrentPublishes(t *testing.T, mode queue.PublishMode) {
 	}
 }
 
+func newPublisher(t *testing.T, nc *nats.Conn, mode queue.PublishMode, timeout time.Duration) *queue.Publisher {
+	t.Helper()
+	p, err := queue.NewPublisher(nc, mode, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // A publish waiting for its answer when the connection drops fails at once with
 // ErrUnavailable (the ingress answers 503), not at its timeout: the server is frozen
 // (SIGSTOP) so the answer cannot come, then killed, which drops the connection.
@@ -117,7 +126,7 @@ func TestPublishFailsAtOnceWhenTheConnectionDrops(t *testing.T) {
 		t.Fatal(err)
 	}
 	const timeout = time.Minute
-	p := queue.NewPublisher(nc, js, queue.Pipelined, timeout)
+	p := newPublisher(t, nc, queue.Pipelined, timeout) // one at a time: a plain publish in either mode
 	ticket := func(id string) queue.Ticket {
 		return queue.Ticket{ID: id, Object: "o", Tenant: "a", Created: time.Now()}
 	}

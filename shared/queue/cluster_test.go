@@ -45,7 +45,7 @@ func TestReplicatedTicketsSurviveALeaderCrash(t *testing.T) {
 		t.Fatalf("stream has %d replicas, want 3", r)
 	}
 
-	pub := queue.NewPublisher(nc, js, queue.AtomicBatches, 2*time.Second)
+	pub := newPublisher(t, nc, queue.Pipelined, 2*time.Second) // what --publish-batches=auto sends a cluster
 	var (
 		mu    sync.Mutex
 		acked = map[string]bool{}

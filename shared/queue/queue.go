@@ -234,8 +234,14 @@ type Publisher struct {
 
 // NewPublisher returns a publisher that sends concurrent tickets as mode says and
 // whose publishes give up after timeout, or as soon as the connection drops while
-// they wait (its disconnect handler is chained).
-func NewPublisher(nc *nats.Conn, js jetstream.JetStream, mode PublishMode, timeout time.Duration) *Publisher {
+// they wait (its disconnect handler is chained). It has a JetStream context of its
+// own, whose pipelined publishes are forgotten after timeout too: an answer lost
+// without a disconnect (a leader change) leaves nothing pending for ever.
+func NewPublisher(nc *nats.Conn, mode PublishMode, timeout time.Duration) (*Publisher, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
 	p := &Publisher{nc: nc, timeout: timeout, batches: newGroupCommit(js, mode, timeout), lost: make(chan struct{})}
 	prev := nc.DisconnectErrHandler()
 	nc.SetDisconnectErrHandler(func(c *nats.Conn, err error) {
@@ -247,7 +253,7 @@ func NewPublisher(nc *nats.Conn, js jetstream.JetStream, mode PublishMode, timeo
 		p.lost = make(chan struct{})
 		p.mu.Unlock()
 	})
-	return p
+	return p, nil
 }
 
 // Publish stores t durably, its TraceParent in the message's header, and returns its

@@ -96,7 +96,6 @@ while granted < max and used < global and budget > 0 do
       if abandon > 0 and tonumber(polled) + abandon < NOW then
         -- left behind by the eager pass above (more than a round's worth), or not in
         -- `polls`: caught at the head instead
-        redis.call('ZREM', POLLS, head)
         finish(head, 'expired', ABANDONED)
       else
         redis.call('ZREM', POLLS, head)

@@ -16,16 +16,19 @@
 --       limit, 6 default per-tenant limit, 7 up to how many waiting tenants the
 --       position is counted exactly, 8 how old the shared order may be, ms, 9 whose
 --       tickets the caller's touch keeps alive: a tenant (and tickets without an
---       owner), '' (only those), '*' (any)
+--       owner), '' (only those), '*' (any), 10 abandon after ms (0 = never)
 -- Returns: { flat ticket hash, position, eta ms, eta known (1/0), paused (1/0) }
 --
--- A queued ticket is read without reclaiming lapsed leases first: its place and its
--- estimate do not depend on them (a lapsed holder counts as about to finish), every
--- script that admits reclaims before it counts, and the poll of a waiting ticket is
--- the commonest call there is. A ticket in any other state may hold a lapsed lease of
--- its own, so it is read after a reclaim. Its client's touch of a queued ticket is
--- its score in `polls`; the ticket's last_poll_ms is written where `polls` does not
--- hold it (admit.lua copies the score there when it admits the ticket).
+-- A queued ticket is read without reclaiming lapsed leases first, since the poll of a
+-- waiting ticket is the commonest call there is: a lapsed holder is estimated as any
+-- holder is, and a lapsed grant goes back in line at the next admission round (every
+-- script that admits reclaims before it counts), so until then the position can be
+-- one low. A ticket in any other state may hold a lapsed lease of its own, so it is
+-- read after a reclaim. Its client's touch of a queued ticket is its score in `polls`;
+-- its last_poll_ms is written only when `polls` does not hold it (queued by a version
+-- before it; or polled twice in one millisecond, harmlessly) and once half the grace
+-- has passed since it was last written, for a worker of the previous version, which
+-- judges by it alone (admit.lua now copies the score there when it admits the ticket).
 local id = ARGV[2]
 local EXACT_TENANTS, ORDER_MS = tonumber(ARGV[7]), tonumber(ARGV[8])
 local k = tkey(id)
@@ -44,8 +47,11 @@ end
 local status, owner = field.status, field.owner or ''
 local touch = ARGV[3] == '1' and (owner == '' or ARGV[9] == '*' or (ARGV[9] ~= '' and ARGV[9] == owner))
 if touch and status == 'queued' then
-  -- (not in `polls`: queued by a version before it, and judged by last_poll_ms)
-  if redis.call('ZADD', POLLS, 'XX', 'CH', NOW, id) == 0 then redis.call('HSET', k, 'last_poll_ms', NOW) end
+  local in_polls = redis.call('ZADD', POLLS, 'XX', 'CH', NOW, id) == 1
+  local abandon = tonumber(ARGV[10])
+  if not in_polls or (abandon > 0 and tonumber(field.last_poll_ms or '0') + abandon / 2 <= NOW) then
+    redis.call('HSET', k, 'last_poll_ms', NOW)
+  end
   -- restored after the ledger was lost (enqueue.lua): its client is here, so it takes
   -- its old place in line
   if field.unclaimed and redis.call('HDEL', k, 'unclaimed') == 1 then
