@@ -236,32 +236,27 @@ func startProfile(b *testing.B, ops, natsProfile string) func() {
 	if path == "" {
 		return func() {}
 	}
-	done := make(chan struct{}, 3)
-	if natsProfile == "" {
-		done <- struct{}{}
-	} else {
-		go func() {
-			defer func() { done <- struct{}{} }()
+	var wg sync.WaitGroup
+	if natsProfile != "" {
+		wg.Go(func() {
 			if err := save(natsProfile+"/profile?seconds=2", path+".nats"); err != nil {
 				b.Errorf("nats-server profile: %v", err)
 			}
-		}()
+		})
 	}
-	go func() {
-		defer func() { done <- struct{}{} }()
+	wg.Go(func() {
 		time.Sleep(time.Second)
 		if err := save(ops+"/debug/pprof/goroutine?debug=1", path+".goroutine"); err != nil {
 			b.Errorf("goroutine profile: %v", err)
 		}
-	}()
-	go func() {
-		defer func() { done <- struct{}{} }()
+	})
+	wg.Go(func() {
 		if err := save(ops+"/debug/pprof/profile?seconds=2", path); err != nil {
 			b.Errorf("profile: %v", err)
 		}
-	}()
+	})
 	time.Sleep(50 * time.Millisecond) // the profile covers the start of the run
-	return func() { <-done; <-done; <-done }
+	return wg.Wait
 }
 
 func save(url, path string) error {

@@ -60,7 +60,6 @@ func BenchmarkPollInstructions(b *testing.B) {
 	const queued, tenants, calls = 2000, 200, 300
 	ids := buildBacklog(b, l, queued, tenants)
 	pick := func(i int) string { return ids[(i*7919)%len(ids)] }
-	peer := redis.NewScript(`return redis.call('HGETALL', KEYS[1])`)
 	if _, err := l.Poll(b.Context(), pick(0)); err != nil { // builds the order
 		b.Fatal(err)
 	}
@@ -97,9 +96,7 @@ func BenchmarkPollInstructions(b *testing.B) {
 		var poll, hgetall float64
 		for round := range 3 {
 			p := count(func(i int) error { _, err := l.Poll(b.Context(), pick(i)); return err })
-			h := count(func(i int) error {
-				return peer.Run(b.Context(), rdb, []string{"sluice:{adm}:t:" + pick(i)}).Err()
-			})
+			h := count(func(i int) error { return readTicketHash(b, rdb, pick(i)) })
 			fmt.Printf("round %d: ledger poll %7.0f instructions, HGETALL script %7.0f: %.2f×\n", round+1, p, h, p/h)
 			poll, hgetall = p, h
 		}
