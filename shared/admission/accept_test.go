@@ -1,6 +1,10 @@
 package admission_test
 
 import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,4 +62,103 @@ func TestAcceptAnswersAsAPoll(t *testing.T) {
 			t.Fatalf("accept again: %+v %v", again, err)
 		}
 	})
+}
+
+// Accepts that arrive together share pipelines, and each caller still gets its own
+// ticket's answer: here a burst of new tickets mixed with retries of tickets already
+// admitted, sent just after Redis forgot its scripts (NOSCRIPT inside a pipeline).
+func TestConcurrentAcceptsSharePipelinesAndKeepTheirAnswers(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		const admitted, fresh = 32, 224
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: admitted})
+		var seq uint64
+		old := enqueue(t, l, "public", admitted, &seq)
+		if g, err := l.Admit(ctx, admitted); err != nil || len(g) != admitted {
+			t.Fatalf("admit: %d grants, %v", len(g), err)
+		}
+		sizes := &pipelineSizes{before: func() {
+			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Error(err)
+			}
+		}}
+		rdb.AddHook(sizes)
+
+		type call struct {
+			tk   admission.Ticket
+			want admission.Status
+		}
+		var calls []call
+		for _, id := range old {
+			calls = append(calls, call{admission.Ticket{ID: id, Tenant: "public", Seq: seq, Created: time.Now()}, admission.StatusAdmitting})
+		}
+		for i := range fresh {
+			seq++
+			tk := admission.Ticket{ID: fmt.Sprintf("new-%04d", i), Object: "o", ETag: "e", Size: 10, Tenant: "public", Seq: seq, Created: time.Now()}
+			calls = append(calls, call{tk, admission.StatusQueued})
+		}
+		rand.Shuffle(len(calls), func(i, j int) { calls[i], calls[j] = calls[j], calls[i] })
+
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, c := range calls {
+			wg.Go(func() {
+				<-start
+				got, err := l.Accept(ctx, c.tk)
+				switch {
+				case err != nil:
+					t.Errorf("accept %s: %v", c.tk.ID, err)
+				case got.ID != c.tk.ID || got.Status != c.want:
+					t.Errorf("accept %s (%s) answered ticket %s, %s", c.tk.ID, c.want, got.ID, got.Status)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		most := sizes.largest()
+
+		st, err := l.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Backlog != fresh || st.InUse != admitted {
+			t.Errorf("after the burst: %d queued and %d slots in use, want %d and %d", st.Backlog, st.InUse, fresh, admitted)
+		}
+		if most < 2 {
+			t.Errorf("%d concurrent accepts went out one per round trip (largest pipeline %d)", len(calls), most)
+		}
+	})
+}
+
+// pipelineSizes is a go-redis hook that keeps the size of the largest pipeline of
+// script calls sent, and calls before ahead of the first.
+type pipelineSizes struct {
+	mu     sync.Mutex
+	most   int
+	before func()
+}
+
+func (p *pipelineSizes) largest() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.most
+}
+
+func (p *pipelineSizes) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (p *pipelineSizes) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (p *pipelineSizes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if cmds[0].Name() != "evalsha" {
+			return next(ctx, cmds) // a new connection's handshake
+		}
+		p.mu.Lock()
+		p.most = max(p.most, len(cmds))
+		before := p.before
+		p.before = nil
+		p.mu.Unlock()
+		if before != nil {
+			before()
+		}
+		return next(ctx, cmds)
+	}
 }

@@ -156,12 +156,14 @@ func (c *Config) setDefaults() {
 type Ledger struct {
 	rdb redis.UniversalClient
 	cfg Config
+	// accepts groups concurrent Accepts into pipelines.
+	accepts *coalescer
 }
 
 // New returns a ledger over rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Ledger {
 	cfg.setDefaults()
-	return &Ledger{rdb: rdb, cfg: cfg}
+	return &Ledger{rdb: rdb, cfg: cfg, accepts: &coalescer{rdb: rdb}}
 }
 
 // Config returns the ledger's effective configuration.
@@ -170,6 +172,12 @@ func (l *Ledger) Config() Config { return l.cfg }
 func (l *Ledger) run(ctx context.Context, s *redis.Script, args ...any) *redis.Cmd {
 	argv := append([]any{l.cfg.Retain.Milliseconds()}, args...)
 	return s.Run(ctx, l.rdb, []string{l.cfg.Prefix}, argv...)
+}
+
+// runCoalesced is run in the next of c's pipelines.
+func (l *Ledger) runCoalesced(ctx context.Context, c *coalescer, s *redis.Script, args ...any) *redis.Cmd {
+	argv := append([]any{l.cfg.Retain.Milliseconds()}, args...)
+	return c.run(ctx, s, []string{l.cfg.Prefix}, argv...)
 }
 
 // Enqueue records a queued ticket. It is idempotent on the ticket id: the ingress calls
@@ -184,9 +192,10 @@ func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
 // as its owner's poll would (Poll): a new ticket's place in line and wait estimate come
 // from the same script run, so the answer costs one round trip. A ticket recorded
 // before (a retried request, or a worker was first) is read back as Poll reads it.
+// Concurrent Accepts share a pipeline (coalescer).
 func (l *Ledger) Accept(ctx context.Context, t Ticket) (Position, error) {
 	args := append(l.enqueueArgs(t, false), "1")
-	vals, err := l.run(ctx, enqueueScript, append(args, l.positionArgs()...)...).Result()
+	vals, err := l.runCoalesced(ctx, l.accepts, enqueueScript, append(args, l.positionArgs()...)...).Result()
 	if err != nil {
 		return Position{}, unavailable("enqueue ticket "+t.ID, err)
 	}
