@@ -31,7 +31,10 @@ type Publisher interface {
 
 // Config wires the ingress to its dependencies.
 type Config struct {
-	Objects   Objects
+	Objects Objects
+	// StatCache is how long the store's answer for an object's version is reused for
+	// new tickets (statcache.go); zero: ask on every request.
+	StatCache time.Duration
 	Ledger    Ledger
 	Publisher Publisher
 	// Tickets reads accepted tickets from JetStream, for those the ledger lost.
@@ -82,6 +85,8 @@ type Server struct {
 	ready *health.Probe // /readyz: the Checks, and unready once drained
 	// largeBodies holds one token per large request body being read (bounds.go).
 	largeBodies chan struct{}
+	// objects is Objects.Stat, remembered for StatCache (statcache.go).
+	objects *statCache
 }
 
 // New returns an ingress server; Handler serves it.
@@ -105,7 +110,7 @@ func New(cfg Config) *Server {
 		cfg.MaxLargeBodies = defaultMaxLargeBodies
 	}
 	return &Server{cfg: cfg, log: cfg.Logger.With("component", "ingress"), ready: health.NewProbe(cfg.Logger, cfg.Checks...),
-		largeBodies: make(chan struct{}, cfg.MaxLargeBodies)}
+		largeBodies: make(chan struct{}, cfg.MaxLargeBodies), objects: &statCache{objects: cfg.Objects, ttl: cfg.StatCache, now: cfg.Now}}
 }
 
 // Drain makes readiness fail so load balancers stop sending requests before shutdown.

@@ -126,6 +126,7 @@ func (s *Server) putUpload(c *gin.Context) {
 	}
 	c.Writer.Header().Del("Connection") // the body is read: the connection may be kept
 	info, err := store.Put(ctx, key, body, size, c.GetHeader("Content-Type"))
+	s.objects.forget(key) // replaced, or maybe replaced if the Put failed midway
 	if err != nil {
 		c.Error(uploadError(err))
 		return

@@ -63,6 +63,7 @@ func newIngressComponent(p *process) (component, error) {
 		Tickets:          queue.NewTickets(d.js),
 		RequireClientKey: c.RequireClientKey,
 		FilesWait:        c.FilesWait,
+		StatCache:        c.StatCache,
 		TicketRate:       p.api.ticketRate,
 		TicketLimiter:    redis_rate.NewLimiter(d.rdb),
 		TrustedProxies:   p.api.trustedProxies,
