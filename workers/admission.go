@@ -135,8 +135,16 @@ func (a *Admission) Held() int {
 // back to the stream for other workers, and returns.
 func (a *Admission) Run(ctx context.Context) error {
 	a.Prepare(ctx)
-	cc, err := consume(a.cfg.Consumer, a.receive, 1000, a.log)
+	in := newInbox()
+	received := make(chan struct{})
+	go func() {
+		defer close(received)
+		a.receiveAll(in)
+	}()
+	cc, err := consume(a.cfg.Consumer, in.put, 1000, a.log)
 	if err != nil {
+		in.close()
+		<-received
 		return err
 	}
 	var wg sync.WaitGroup
@@ -149,6 +157,8 @@ func (a *Admission) Run(ctx context.Context) error {
 	wg.Go(func() { a.loop(ctx, a.cfg.SweepEvery, nil, a.sweep) })
 	<-ctx.Done()
 	stopConsuming(cc)
+	in.close() // what the drain handed over is received; anything later is handed back
+	<-received
 	wg.Wait()
 	a.restoring.Wait()
 	a.handBack()
@@ -214,47 +224,84 @@ func (a *Admission) watchLimits(ctx context.Context) {
 	}
 }
 
-// receive takes one ticket message: enqueue it (idempotent) and hold it.
-func (a *Admission) receive(msg jetstream.Msg) {
-	t, err := queue.Received(msg)
-	if err != nil {
-		a.log.Error("dropping a malformed ticket message", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
+// receiveBatch is how many ticket messages receive takes in one round trip to the
+// ledger: those the consumer delivered while the previous group was received.
+const receiveBatch = 256
+
+// receiveAll receives the messages put in in, a group at a time, until it is closed.
+func (a *Admission) receiveAll(in *inbox) {
+	for {
+		group, ok := in.take(receiveBatch)
+		if !ok {
+			return
+		}
+		a.receive(group)
+	}
+}
+
+// receive takes a group of ticket messages: it asks the ledger after all of them in
+// one round trip, enqueues (idempotent) those it lacks, and holds them.
+func (a *Admission) receive(msgs []jetstream.Msg) {
+	type received struct {
+		msg jetstream.Msg
+		t   queue.Ticket
+		h   heldMsg
+	}
+	group := make([]received, 0, len(msgs))
+	ids := make([]string, 0, len(msgs))
+	for _, msg := range msgs {
+		t, err := queue.Received(msg)
+		if err != nil {
+			a.log.Error("dropping a malformed ticket message", "subject", msg.Subject(), "err", err)
+			_ = msg.Term()
+			continue
+		}
+		group = append(group, received{msg, t, heldMsg{msg: queue.Hold(msg), progress: a.cfg.Now().UnixMilli()}})
+		ids = append(ids, t.ID)
+	}
+	if len(group) == 0 {
 		return
 	}
-	h := heldMsg{msg: queue.Hold(msg), progress: a.cfg.Now().UnixMilli()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := a.cfg.Ledger.Statuses(ctx, []string{t.ID})
-	switch {
-	case err != nil:
-		// Unknown: hold it unrecorded; the sweep records it once the ledger answers.
-	case st[0] != "":
-		h.recorded = true // the ingress (or an earlier delivery) recorded it
-	default:
-		ended, err := a.forgotten(ctx, t)
+	st, err := a.cfg.Ledger.Statuses(ctx, ids)
+	var ended []string
+	kept := group[:0]
+	for i, r := range group {
 		switch {
 		case err != nil:
-		case ended:
-			if err := msg.Ack(); err != nil {
-				a.log.Warn("acknowledge an ended ticket's message", "ticket", t.ID, "err", err)
+			// Unknown: hold it unrecorded; the sweep records it once the ledger answers.
+		case st[i] != "":
+			r.h.recorded = true // the ingress (or an earlier delivery) recorded it
+			if st[i].Terminal() {
+				// Ended before its message came (it may have been handed back): the
+				// log of ended tickets is past it.
+				ended = append(ended, r.t.ID)
 			}
-			return
 		default:
-			h.recorded = a.enqueue(ctx, t, a.cfg.Ledger.Enqueue)
+			gone, ferr := a.forgotten(ctx, r.t)
+			switch {
+			case ferr != nil:
+			case gone:
+				if err := r.msg.Ack(); err != nil {
+					a.log.Warn("acknowledge an ended ticket's message", "ticket", r.t.ID, "err", err)
+				}
+				continue
+			default:
+				r.h.recorded = a.enqueue(ctx, r.t, a.cfg.Ledger.Enqueue)
+			}
 		}
+		kept = append(kept, r)
 	}
 	a.mu.Lock()
-	a.held[t.ID] = h
-	if !h.recorded {
-		a.unrecorded[t.ID] = t
+	for _, r := range kept {
+		a.held[r.t.ID] = r.h
+		if !r.h.recorded {
+			a.unrecorded[r.t.ID] = r.t
+		}
 	}
 	a.mu.Unlock()
-	if err == nil && st[0].Terminal() {
-		// Ended before its message came (it may have been handed back): the log of
-		// ended tickets is past it.
-		a.settleEnded(ctx, []string{t.ID})
-	}
+	a.settleEnded(ctx, ended)
 }
 
 // forgotten tells whether a ticket ended and its record expired (--retain) before this

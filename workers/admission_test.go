@@ -88,6 +88,14 @@ func (h countTicketReads) count(cmd redis.Cmder) {
 // sweeping its held messages every sweep.
 func startAdmission(t *testing.T, limit int, sweep time.Duration) *admissionEnv {
 	t.Helper()
+	e := newAdmission(t, limit, sweep)
+	e.start(t)
+	return e
+}
+
+// newAdmission is startAdmission's worker, not started yet.
+func newAdmission(t *testing.T, limit int, sweep time.Duration) *admissionEnv {
+	t.Helper()
 	ctx := t.Context()
 	js := testenv.StartNATS(t).JetStream(t)
 	consumer, err := queue.EnsureTickets(ctx, js, queue.StreamConfig{})
@@ -127,11 +135,16 @@ func startAdmission(t *testing.T, limit int, sweep time.Duration) *admissionEnv 
 		Logger:        slog.New(slog.DiscardHandler),
 		OnAdmitted:    func(time.Duration) { e.admitted.Add(1) },
 	})
+	return e
+}
+
+// start runs the worker until the test ends.
+func (e *admissionEnv) start(t *testing.T) {
+	t.Helper()
 	// As a sluice process does before its ingress takes a ticket: a fresh ledger is
 	// built before any ticket could be live.
-	e.worker.Prepare(ctx)
+	e.worker.Prepare(t.Context())
 	run(t, e.worker.Run)
-	return e
 }
 
 // run runs fn until the test ends, and checks that it then returns nil.
@@ -183,6 +196,43 @@ func (e *admissionEnv) statuses(t *testing.T, ids []string) map[admission.Status
 		n[s]++
 	}
 	return n
+}
+
+// A backlog the worker finds waiting costs one ledger round trip per group of
+// messages, not one per ticket; every ticket is recorded and held all the same.
+func TestAdmissionReceivesABacklogInGroups(t *testing.T) {
+	e := newAdmission(t, 1, time.Hour)
+	const n = 600
+	ids := e.publish(t, n)
+	var trips atomic.Int64
+	e.rdb.AddHook(countStatusTrips{&trips})
+	e.start(t)
+	eventually(t, 20*time.Second, "every ticket held", func() bool { return e.worker.Held() == n })
+	got := trips.Load()
+	if st := e.statuses(t, ids); st[admission.StatusQueued]+st[admission.StatusReady] != n {
+		t.Errorf("of %d tickets held, the ledger has: %v", n, st)
+	}
+	// The consumer delivers what it pulled ahead (up to 1,000) while the first group
+	// is received: a few groups, however the scheduler runs them.
+	t.Logf("%d waiting tickets received in %d status round trips", n, got)
+	if got > n/10 {
+		t.Errorf("receiving %d waiting tickets took %d status round trips, want groups (at most %d)", n, got, n/10)
+	}
+}
+
+// countStatusTrips is a go-redis hook that counts the round trips reading ticket
+// statuses (Ledger.Statuses).
+type countStatusTrips struct{ n *atomic.Int64 }
+
+func (h countStatusTrips) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h countStatusTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h countStatusTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if a := cmds[0].Args(); len(a) == 3 && cmds[0].Name() == "hget" && a[2] == "status" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
 }
 
 // The worker records the tickets it receives, admits as many as the limit allows,
