@@ -167,9 +167,12 @@ func benchmarkTicketAccept(b *testing.B, syncAlways bool) {
 		peerCPU := since(b, procs, before)
 		profile := startProfile(b, "http://"+opsAddr, nats.ProfileURL)
 		before = cpuTimes(b, procs)
+		callsBefore := ioCalls(b, procs)
 		rate, lat := load(b, s.ingress+"/api/v1/downloads", body, acceptRequests, acceptConcurrency, http.StatusAccepted)
 		cpu := since(b, procs, before)
+		calls := ioCalls(b, procs)
 		profile()
+		perCalls := func(name string) float64 { return float64(calls[name]-callsBefore[name]) / acceptRequests }
 
 		per := func(d time.Duration) float64 { return ms(d) / acceptRequests }
 		sluiceCPU := per(cpu["serve"] + cpu["redis"] + cpu["nats"])
@@ -184,17 +187,20 @@ func benchmarkTicketAccept(b *testing.B, syncAlways bool) {
 		b.ReportMetric(rate/durRate, "ratio-to-durable-peer")
 		b.ReportMetric(sluiceCPU, "cpu-ms/ticket")
 		b.ReportMetric(peerPer, "peer-cpu-ms/req")
+		b.ReportMetric(perCalls("serve")+perCalls("redis")+perCalls("nats"), "io-calls/ticket")
 		fmt.Fprintf(os.Stderr, "\nticket accept, %d requests, %d clients, %s:\n"+
 			"  sluice ingress               %8.0f tickets/s  p50 %6.2f ms  p99 %6.2f ms\n"+
 			"  gin + 1 sync publish/request %8.0f req/s      p50 %6.2f ms  p99 %6.2f ms\n"+
 			"  bare gin 202                 %8.0f req/s      p50 %6.2f ms  p99 %6.2f ms\n"+
 			"  ratio to the durable peer %.2f, to bare gin %.2f\n"+
-			"  CPU per ticket: %.3f ms (serve %.3f, redis %.3f, nats %.3f); the peer's per request: %.3f ms (nats %.3f, gin %.3f); load generator %.3f\n",
+			"  CPU per ticket: %.3f ms (serve %.3f, redis %.3f, nats %.3f); the peer's per request: %.3f ms (nats %.3f, gin %.3f); load generator %.3f\n"+
+			"  read and write calls per ticket: serve %.1f, redis %.1f, nats %.1f\n",
 			acceptRequests, acceptConcurrency, mode, rate, ms(percentile(lat, 50)), ms(percentile(lat, 99)),
 			durRate, ms(percentile(durLat, 50)), ms(percentile(durLat, 99)),
 			bareRate, ms(percentile(bareLat, 50)), ms(percentile(bareLat, 99)), rate/durRate, rate/bareRate,
 			sluiceCPU, per(cpu["serve"]), per(cpu["redis"]), per(cpu["nats"]),
-			peerPer, per(peerCPU["nats"]), per(peerCPU["bench"])-per(cpu["bench"]), per(cpu["bench"]))
+			peerPer, per(peerCPU["nats"]), per(peerCPU["bench"])-per(cpu["bench"]), per(cpu["bench"]),
+			perCalls("serve"), perCalls("redis"), perCalls("nats"))
 	}
 }
 
@@ -213,6 +219,28 @@ func cpuTimes(b *testing.B, procs map[string]int) map[string]time.Duration {
 		utime, _ := strconv.ParseInt(f[11], 10, 64)
 		stime, _ := strconv.ParseInt(f[12], 10, 64)
 		out[name] = time.Duration(utime+stime) * time.Second / clockTicks
+	}
+	return out
+}
+
+// ioCalls returns how many read and write calls each process has made
+// (/proc/<pid>/io: syscr + syscw): its round trips, which timings on a shared machine
+// blur but a count does not.
+func ioCalls(b *testing.B, procs map[string]int) map[string]int64 {
+	b.Helper()
+	out := map[string]int64{}
+	for name, pid := range procs {
+		raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+		if err != nil {
+			b.Fatalf("I/O calls of %s: %v", name, err)
+		}
+		for line := range strings.Lines(string(raw)) {
+			k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+			if k == "syscr" || k == "syscw" {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				out[name] += n
+			}
+		}
 	}
 	return out
 }
