@@ -343,7 +343,7 @@ func (s *Server) getObject(c *gin.Context) {
 	e, err := cat.Lookup(ctx, key)
 	if errors.Is(err, catalog.ErrNotFound) {
 		hint := "publish it with `sluice publish FILE --channel <channel>` or POST /api/v1/releases"
-		if _, serr := s.objects.stat(ctx, key); serr == nil {
+		if _, _, serr := s.objects.stat(ctx, key); serr == nil {
 			hint = "the object is in storage but was never published; " + hint
 		}
 		if ch, ok := strings.CutSuffix(name, catalog.AliasSuffix); ok && catalog.ValidateChannel(ch) == nil {
@@ -397,13 +397,15 @@ func (s *Server) statPublished(ctx context.Context, name string) (objstore.Info,
 		return objstore.Info{}, err
 	}
 	if rel.Catalog == nil {
-		return s.objects.stat(ctx, key)
+		info, _, err := s.objects.stat(ctx, key)
+		return info, err
 	}
 	e, err := rel.Catalog.Recorded(ctx, key)
 	if errors.Is(err, catalog.ErrNotFound) {
 		if !rel.RequirePublished {
 			// Without RequirePublished only a rejection (a record) refuses an object.
-			return s.objects.stat(ctx, key)
+			info, _, err := s.objects.stat(ctx, key)
+			return info, err
 		}
 		e, err = rel.Catalog.Lookup(ctx, key)
 	}
@@ -419,11 +421,10 @@ func (s *Server) statPublished(ctx context.Context, name string) (objstore.Info,
 			Message: fmt.Sprintf("%q failed verification and is not served: %s", key, e.Reason),
 			Hint:    "publish a correct artifact (or a corrected event) to replace it"}
 	}
-	info, err := s.objects.stat(ctx, key)
-	if err == nil && e.ETag != "" && e.ETag != info.ETag {
+	info, remembered, err := s.objects.stat(ctx, key)
+	if err == nil && remembered && e.ETag != "" && e.ETag != info.ETag {
 		// The catalog knows another version than the one remembered: ask the store.
-		s.objects.forget(key)
-		info, err = s.objects.fresh(ctx, key)
+		info, err = s.objects.recheck(ctx, key)
 	}
 	if err != nil || !rel.RequirePublished {
 		return info, err

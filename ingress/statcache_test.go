@@ -65,7 +65,7 @@ func TestStatCacheAsksOncePerObjectAndTTL(t *testing.T) {
 	c := &statCache{objects: store, ttl: time.Second, now: clock.Now}
 	ctx := t.Context()
 
-	if _, err := c.stat(ctx, "app.iso"); !errors.Is(err, objstore.ErrNotFound) {
+	if _, _, err := c.stat(ctx, "app.iso"); !errors.Is(err, objstore.ErrNotFound) {
 		t.Fatalf("stat of a missing object: %v, want ErrNotFound", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "app.iso"), []byte("v1"), 0o644); err != nil {
@@ -78,7 +78,7 @@ func TestStatCacheAsksOncePerObjectAndTTL(t *testing.T) {
 	infos := make([]objstore.Info, 64)
 	for i := range infos {
 		wg.Go(func() {
-			info, err := c.stat(ctx, "app.iso")
+			info, _, err := c.stat(ctx, "app.iso")
 			if err != nil {
 				t.Error(err)
 			}
@@ -97,7 +97,7 @@ func TestStatCacheAsksOncePerObjectAndTTL(t *testing.T) {
 	if n := store.stats.Load(); n != 1 {
 		t.Errorf("64 concurrent stats of one object asked the store %d times, want 1", n)
 	}
-	if _, err := c.stat(ctx, "app.iso"); err != nil || store.stats.Load() != 1 {
+	if _, _, err := c.stat(ctx, "app.iso"); err != nil || store.stats.Load() != 1 {
 		t.Errorf("a stat within the TTL asked the store (%d stats, %v)", store.stats.Load(), err)
 	}
 
@@ -105,7 +105,7 @@ func TestStatCacheAsksOncePerObjectAndTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.advance(time.Second)
-	if info, err := c.stat(ctx, "app.iso"); err != nil || info.Size != 12 {
+	if info, _, err := c.stat(ctx, "app.iso"); err != nil || info.Size != 12 {
 		t.Errorf("after the TTL: %+v %v, want the new version (12 bytes)", info, err)
 	}
 }
@@ -124,7 +124,7 @@ func TestStatCacheForgetWinsOverAStatInFlight(t *testing.T) {
 	store.release = make(chan struct{})
 	done := make(chan objstore.Info)
 	go func() {
-		info, _ := c.stat(ctx, "app.iso")
+		info, _, _ := c.stat(ctx, "app.iso")
 		done <- info
 	}()
 	for store.stats.Load() == 0 {
@@ -141,7 +141,7 @@ func TestStatCacheForgetWinsOverAStatInFlight(t *testing.T) {
 		t.Fatalf("the Stat in flight answered %+v, want v1's", old)
 	}
 	store.release = nil
-	if info, err := c.stat(ctx, "app.iso"); err != nil || info.Size != 12 {
+	if info, _, err := c.stat(ctx, "app.iso"); err != nil || info.Size != 12 {
 		t.Errorf("after the upload: %+v %v, want the new version (12 bytes)", info, err)
 	}
 }
@@ -154,11 +154,47 @@ func TestStatCacheOff(t *testing.T) {
 	}
 	c := &statCache{objects: store, now: time.Now}
 	for range 3 {
-		if _, err := c.stat(t.Context(), "a"); err != nil {
+		if _, _, err := c.stat(t.Context(), "a"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if n := store.stats.Load(); n != 3 {
 		t.Errorf("3 stats without a cache asked the store %d times", n)
+	}
+}
+
+// A remembered version the catalog contradicts is asked again once; the store's
+// answer, even if it still differs (the object changed behind the catalog), is then
+// kept for the TTL like any other, so a changed object costs one recheck per TTL.
+func TestStatCacheRecheckIsOncePerTTL(t *testing.T) {
+	store, dir := newCountedStore(t)
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	c := &statCache{objects: store, ttl: time.Second, now: clock.Now}
+	ctx := t.Context()
+	path := filepath.Join(dir, "app.iso")
+	if err := os.WriteFile(path, []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, remembered, err := c.stat(ctx, "app.iso"); err != nil || remembered {
+		t.Fatalf("first stat: remembered=%v %v, want asked", remembered, err)
+	}
+	if err := os.WriteFile(path, []byte("v2 is longer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	info, remembered, err := c.stat(ctx, "app.iso")
+	if err != nil || !remembered || info.Size != 2 {
+		t.Fatalf("within the TTL: %+v remembered=%v %v, want v1 remembered", info, remembered, err)
+	}
+	if info, err = c.recheck(ctx, "app.iso"); err != nil || info.Size != 12 {
+		t.Fatalf("recheck: %+v %v, want v2", info, err)
+	}
+	for range 3 {
+		info, remembered, err = c.stat(ctx, "app.iso")
+		if err != nil || remembered || info.Size != 12 {
+			t.Fatalf("after the recheck: %+v remembered=%v %v, want v2, not to be rechecked again", info, remembered, err)
+		}
+	}
+	if n := store.stats.Load(); n != 2 {
+		t.Errorf("the store was asked %d times, want 2 (the first stat and the recheck)", n)
 	}
 }

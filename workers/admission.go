@@ -135,13 +135,13 @@ func (a *Admission) Held() int {
 // back to the stream for other workers, and returns.
 func (a *Admission) Run(ctx context.Context) error {
 	a.Prepare(ctx)
-	in := newInbox()
+	in := newInbox(receiveAhead, a.cfg.Now)
 	received := make(chan struct{})
 	go func() {
 		defer close(received)
-		a.receiveAll(in)
+		a.receiveAll(ctx, in)
 	}()
-	cc, err := consume(a.cfg.Consumer, in.put, 1000, a.log)
+	cc, err := consume(a.cfg.Consumer, in.put, receiveAhead, a.log)
 	if err != nil {
 		in.close()
 		<-received
@@ -157,7 +157,7 @@ func (a *Admission) Run(ctx context.Context) error {
 	wg.Go(func() { a.loop(ctx, a.cfg.SweepEvery, nil, a.sweep) })
 	<-ctx.Done()
 	stopConsuming(cc)
-	in.close() // what the drain handed over is received; anything later is handed back
+	in.close() // what the drain handed over is handed back, and anything later
 	<-received
 	wg.Wait()
 	a.restoring.Wait()
@@ -224,16 +224,29 @@ func (a *Admission) watchLimits(ctx context.Context) {
 	}
 }
 
-// receiveBatch is how many ticket messages receive takes in one round trip to the
-// ledger: those the consumer delivered while the previous group was received.
-const receiveBatch = 256
+const (
+	// receiveAhead is how many ticket messages the consumer pulls ahead of the
+	// receiver, and the inbox between them holds.
+	receiveAhead = 1000
+	// receiveBatch is how many ticket messages receive takes in one round trip to the
+	// ledger: those the consumer delivered while the previous group was received.
+	receiveBatch = 256
+)
 
 // receiveAll receives the messages put in in, a group at a time, until it is closed.
-func (a *Admission) receiveAll(in *inbox) {
+// Once ctx ends it hands back what is left instead: holding it would only delay the
+// hand-back of everything held.
+func (a *Admission) receiveAll(ctx context.Context, in *inbox) {
 	for {
 		group, ok := in.take(receiveBatch)
 		if !ok {
 			return
+		}
+		if ctx.Err() != nil {
+			for _, d := range group {
+				_ = d.msg.Nak()
+			}
+			continue
 		}
 		a.receive(group)
 	}
@@ -241,7 +254,7 @@ func (a *Admission) receiveAll(in *inbox) {
 
 // receive takes a group of ticket messages: it asks the ledger after all of them in
 // one round trip, enqueues (idempotent) those it lacks, and holds them.
-func (a *Admission) receive(msgs []jetstream.Msg) {
+func (a *Admission) receive(msgs []delivery) {
 	type received struct {
 		msg jetstream.Msg
 		t   queue.Ticket
@@ -249,14 +262,14 @@ func (a *Admission) receive(msgs []jetstream.Msg) {
 	}
 	group := make([]received, 0, len(msgs))
 	ids := make([]string, 0, len(msgs))
-	for _, msg := range msgs {
-		t, err := queue.Received(msg)
+	for _, d := range msgs {
+		t, err := queue.Received(d.msg)
 		if err != nil {
-			a.log.Error("dropping a malformed ticket message", "subject", msg.Subject(), "err", err)
-			_ = msg.Term()
+			a.log.Error("dropping a malformed ticket message", "subject", d.msg.Subject(), "err", err)
+			_ = d.msg.Term()
 			continue
 		}
-		group = append(group, received{msg, t, heldMsg{msg: queue.Hold(msg), progress: a.cfg.Now().UnixMilli()}})
+		group = append(group, received{d.msg, t, heldMsg{msg: queue.Hold(d.msg), progress: d.at.UnixMilli()}})
 		ids = append(ids, t.ID)
 	}
 	if len(group) == 0 {

@@ -37,67 +37,73 @@ func stopConsuming(cc jetstream.ConsumeContext) {
 
 // inbox hands the messages the consumer delivers, one handler call at a time, to a
 // receiver that takes them in groups: whatever arrived while it worked on the last.
-// It is unbounded, as the messages are: the consumer's MaxAckPending bounds what is
-// delivered and not yet acknowledged, and a worker holds every waiting ticket anyway.
+// It holds at most max messages: past it the handler waits, as it waited on a receiver
+// that took one message at a time, so the client pulls no further ahead than before.
 type inbox struct {
+	max int
+	now func() time.Time
+
 	mu     sync.Mutex
-	msgs   []jetstream.Msg
-	ready  chan struct{} // a signal: msgs is not empty, or the inbox closed
+	cond   *sync.Cond // signals a put, a take or the close
+	msgs   []delivery
 	closed bool
 }
 
-func newInbox() *inbox { return &inbox{ready: make(chan struct{}, 1)} }
+// delivery is a message and when it was delivered: its AckWait runs from then.
+type delivery struct {
+	msg jetstream.Msg
+	at  time.Time
+}
+
+func newInbox(max int, now func() time.Time) *inbox {
+	in := &inbox{max: max, now: now}
+	in.cond = sync.NewCond(&in.mu)
+	return in
+}
 
 // put is the consumer's handler. A message that comes after close is handed back at
 // once: nobody is left to receive it.
 func (in *inbox) put(msg jetstream.Msg) {
+	at := in.now()
 	in.mu.Lock()
+	for len(in.msgs) >= in.max && !in.closed {
+		in.cond.Wait()
+	}
 	if in.closed {
 		in.mu.Unlock()
 		_ = msg.Nak()
 		return
 	}
-	in.msgs = append(in.msgs, msg)
+	in.msgs = append(in.msgs, delivery{msg, at})
+	in.cond.Broadcast()
 	in.mu.Unlock()
-	in.signal()
-}
-
-func (in *inbox) signal() {
-	select {
-	case in.ready <- struct{}{}:
-	default: // one is already waiting
-	}
 }
 
 // take waits for messages and returns up to max of them, oldest first; false once the
 // inbox is closed and empty.
-func (in *inbox) take(max int) ([]jetstream.Msg, bool) {
-	for {
-		in.mu.Lock()
-		if n := min(len(in.msgs), max); n > 0 {
-			group := slices.Clone(in.msgs[:n])
-			in.msgs = in.msgs[n:]
-			if len(in.msgs) == 0 {
-				in.msgs = nil // let the backing array go after a burst
-			} else {
-				in.signal()
-			}
-			in.mu.Unlock()
-			return group, true
-		}
-		closed := in.closed
-		in.mu.Unlock()
-		if closed {
-			return nil, false
-		}
-		<-in.ready
+func (in *inbox) take(max int) ([]delivery, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for len(in.msgs) == 0 && !in.closed {
+		in.cond.Wait()
 	}
+	n := min(len(in.msgs), max)
+	if n == 0 {
+		return nil, false
+	}
+	group := slices.Clone(in.msgs[:n])
+	in.msgs = in.msgs[n:]
+	if len(in.msgs) == 0 {
+		in.msgs = nil // let the backing array go after a burst
+	}
+	in.cond.Broadcast()
+	return group, true
 }
 
-// close ends the inbox once what it holds is taken.
+// close ends the inbox once what it holds is taken, and releases a waiting put.
 func (in *inbox) close() {
 	in.mu.Lock()
 	in.closed = true
+	in.cond.Broadcast()
 	in.mu.Unlock()
-	in.signal()
 }

@@ -236,7 +236,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 	}
 	if r.runs(roleIngress) {
 		fs.DurationVar(&c.FilesWait, "files-wait", 10*time.Second, "how long GET /api/v1/files/{key} and /api/v1/tickets/{id}/download wait for admission before answering with a waiting page or a redirect to wait again")
-		fs.DurationVar(&c.StatCache, "stat-cache", time.Second, "how long the store's answer for an object's version (a HEAD at S3) serves new tickets for it: a burst for one release costs one Stat; an object replaced in storage is named by new tickets within it (their links fail at the edge before the first byte), unless the catalog or an upload through this ingress knows it changed; 0: ask on every ticket")
+		fs.DurationVar(&c.StatCache, "stat-cache", time.Second, "how long the store's answer for an object's version (a HEAD at S3) serves new tickets for it: a burst for one release costs one Stat; an object replaced in storage is named by new tickets within it, as by tickets that waited (edge links then fail before the first byte; --direct-downloads links, which name only the key, get the new bytes), unless the catalog or an upload through this ingress knows it changed; 0: ask on every ticket")
 	}
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 256, "connections one client address (an IPv6 /64) may hold open at once on this process's listeners, counted at accept; past it 429 and closed; --trusted-proxies are not counted; 0: no cap")
 	if r.runs(roleIngress) {

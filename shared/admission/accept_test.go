@@ -2,6 +2,7 @@ package admission_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sluice-dl/sluice/internal/testenv"
 	"github.com/sluice-dl/sluice/shared/admission"
 )
 
@@ -160,5 +162,46 @@ func (p *pipelineSizes) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 			before()
 		}
 		return next(ctx, cmds)
+	}
+}
+
+// While Redis stalls, an Accept whose caller gives up is not sent later: it fails
+// with its caller's deadline and leaves nothing behind once Redis answers again.
+func TestAnAbandonedAcceptIsNotSentLater(t *testing.T) {
+	rdb := testenv.StartRedis(t).Client(t)
+	ctx := t.Context()
+	l := newLedger(t, rdb, admission.Config{GlobalLimit: 1})
+	admin := redis.NewClient(rdb.Options())
+	t.Cleanup(func() { admin.Close() })
+	if err := admin.Do(ctx, "CLIENT", "PAUSE", "1500", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	tk := func(id string) admission.Ticket {
+		return admission.Ticket{ID: id, Object: "o", ETag: "e", Size: 1, Tenant: "public", Seq: 1, Created: time.Now()}
+	}
+	var wg sync.WaitGroup
+	// More than the pipelines in flight can take (4 × 64): every flusher waits on the
+	// paused Redis with a full group, and the rest wait in line.
+	for i := range 300 {
+		wg.Go(func() {
+			if _, err := l.Accept(ctx, tk(fmt.Sprintf("held-%d", i))); err != nil {
+				t.Errorf("an accept that waited out the pause: %v", err)
+			}
+		})
+	}
+	time.Sleep(100 * time.Millisecond)
+	for i := range 8 {
+		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		_, err := l.Accept(short, tk(fmt.Sprintf("gone-%d", i)))
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("an accept past its deadline: %v, want the deadline", err)
+		}
+	}
+	wg.Wait()
+	for i := range 8 {
+		if _, err := l.Get(ctx, fmt.Sprintf("gone-%d", i)); !errors.Is(err, admission.ErrNotFound) {
+			t.Errorf("an abandoned accept was sent after the pause: %v", err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -35,9 +36,16 @@ const (
 	// coalesceTimeout bounds a group's round trip once sent: the group outlives the
 	// caller that started it, so it runs under none of the callers' contexts.
 	coalesceTimeout = 5 * time.Second
+	// coalesceMaxPending bounds the calls waiting for a pipeline: past it (Redis is
+	// stalled) a call fails at once rather than joining a line that only grows.
+	coalesceMaxPending = 4096
 )
 
+// errCoalesceFull is a call refused because too many wait for Redis already.
+var errCoalesceFull = errors.New("too many calls waiting for Redis")
+
 type scriptCall struct {
+	ctx    context.Context // the caller's: a call whose caller left is not sent
 	script *redis.Script
 	keys   []string
 	args   []any
@@ -48,8 +56,14 @@ type scriptCall struct {
 // run calls script as Script.Run would, in the next group. It returns when the call's
 // answer is in, or when ctx ends (the call may still be made).
 func (c *coalescer) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	call := &scriptCall{script: script, keys: keys, args: args, done: make(chan struct{})}
+	call := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
 	c.mu.Lock()
+	if len(c.pending) >= coalesceMaxPending {
+		c.mu.Unlock()
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(errCoalesceFull)
+		return cmd
+	}
 	c.pending = append(c.pending, call)
 	if c.flushers < coalesceFlushers {
 		c.flushers++
@@ -58,33 +72,46 @@ func (c *coalescer) run(ctx context.Context, script *redis.Script, keys []string
 	c.mu.Unlock()
 	select {
 	case <-call.done:
-		return call.cmd
+		if call.cmd != nil {
+			return call.cmd
+		}
+		// Dropped unsent: its context ended.
 	case <-ctx.Done():
-		cmd := redis.NewCmd(ctx)
-		cmd.SetErr(ctx.Err())
-		return cmd
 	}
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(ctx.Err())
+	return cmd
 }
 
-// flush sends groups until nothing is pending, then ends.
+// flush sends groups until nothing is pending, then ends. Calls whose callers have
+// left are dropped, not sent.
 func (c *coalescer) flush() {
 	for {
 		c.mu.Lock()
-		n := min(len(c.pending), coalesceMaxBatch)
-		if n == 0 {
+		var group []*scriptCall
+		for len(group) < coalesceMaxBatch && len(c.pending) > 0 {
+			call := c.pending[0]
+			c.pending = c.pending[1:]
+			if call.ctx.Err() != nil {
+				close(call.done) // its caller returned already
+				continue
+			}
+			group = append(group, call)
+		}
+		if len(group) == 0 {
+			c.pending = nil
 			c.flushers--
 			c.mu.Unlock()
 			return
 		}
-		group := c.pending[:n:n]
-		c.pending = c.pending[n:]
 		c.mu.Unlock()
 		c.send(group)
 	}
 }
 
 func (c *coalescer) send(group []*scriptCall) {
-	ctx, cancel := context.WithTimeout(context.Background(), coalesceTimeout)
+	// The first caller's context lends the group its values (the trace), not its end.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(group[0].ctx), coalesceTimeout)
 	defer cancel()
 	defer func() {
 		for _, call := range group {
