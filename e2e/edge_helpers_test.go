@@ -76,6 +76,49 @@ func openFDs(t *testing.T, p *testenv.Process) int {
 	return len(entries)
 }
 
+// openNonSockets counts p's open file descriptors that are not sockets: the objects it
+// serves, its logs, its pipes.
+func openNonSockets(t *testing.T, p *testenv.Process) int {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(p.Cmd.Process.Pid) + "/fd"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("list fds of pid %d: %v", p.Cmd.Process.Pid, err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink(dir + "/" + e.Name()); err == nil && !strings.HasPrefix(target, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
+// clientConns counts the TCP connections open on port at p's side (any state but
+// LISTEN and TIME_WAIT, which no process holds), from p's /proc/net/tcp.
+func clientConns(t *testing.T, p *testenv.Process, port int) int {
+	t.Helper()
+	n := 0
+	for _, table := range []string{"tcp", "tcp6"} {
+		raw, err := os.ReadFile("/proc/" + strconv.Itoa(p.Cmd.Process.Pid) + "/net/" + table)
+		if err != nil {
+			t.Fatalf("read the TCP table of pid %d: %v", p.Cmd.Process.Pid, err)
+		}
+		for line := range strings.Lines(string(raw)) {
+			// sl local_address rem_address st ...: addresses are hex IP:port
+			f := strings.Fields(line)
+			if len(f) < 4 || f[0] == "sl" {
+				continue
+			}
+			_, local, _ := strings.Cut(f[1], ":")
+			if lp, err := strconv.ParseInt(local, 16, 32); err == nil && int(lp) == port && f[3] != "0A" && f[3] != "06" {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // edgeStats reads the edge's /debug/edge counters.
 type edgeDebug struct {
 	Streams       int64 `json:"streams"`
