@@ -18,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dl/sluice/internal/testenv"
 )
@@ -160,6 +161,8 @@ func benchmarkTicketAccept(b *testing.B, syncAlways bool) {
 	if !syncAlways {
 		mode = "JetStream without a sync per message"
 	}
+	rdb := redis.NewClient(&redis.Options{Addr: s.redis.Addr})
+	defer rdb.Close()
 	for b.Loop() {
 		bareRate, bareLat := load(b, peerURL+"/bare", body, acceptRequests, acceptConcurrency, http.StatusAccepted)
 		before := cpuTimes(b, procs)
@@ -168,10 +171,14 @@ func benchmarkTicketAccept(b *testing.B, syncAlways bool) {
 		profile := startProfile(b, "http://"+opsAddr, nats.ProfileURL)
 		before = cpuTimes(b, procs)
 		callsBefore := ioCalls(b, procs)
+		if err := rdb.ConfigResetStat(b.Context()).Err(); err != nil {
+			b.Fatal(err)
+		}
 		rate, lat := load(b, s.ingress+"/api/v1/downloads", body, acceptRequests, acceptConcurrency, http.StatusAccepted)
 		cpu := since(b, procs, before)
 		calls := ioCalls(b, procs)
 		profile()
+		redisCmds, _ := commandStats(b, rdb, acceptRequests)
 		perCalls := func(name string) float64 { return float64(calls[name]-callsBefore[name]) / acceptRequests }
 
 		per := func(d time.Duration) float64 { return ms(d) / acceptRequests }
@@ -194,13 +201,14 @@ func benchmarkTicketAccept(b *testing.B, syncAlways bool) {
 			"  bare gin 202                 %8.0f req/s      p50 %6.2f ms  p99 %6.2f ms\n"+
 			"  ratio to the durable peer %.2f, to bare gin %.2f\n"+
 			"  CPU per ticket: %.3f ms (serve %.3f, redis %.3f, nats %.3f); the peer's per request: %.3f ms (nats %.3f, gin %.3f); load generator %.3f\n"+
-			"  read and write calls per ticket: serve %.1f, redis %.1f, nats %.1f\n",
+			"  read and write calls per ticket: serve %.1f, redis %.1f, nats %.1f\n"+
+			"  Redis commands per ticket (in scripts or not): %s\n",
 			acceptRequests, acceptConcurrency, mode, rate, ms(percentile(lat, 50)), ms(percentile(lat, 99)),
 			durRate, ms(percentile(durLat, 50)), ms(percentile(durLat, 99)),
 			bareRate, ms(percentile(bareLat, 50)), ms(percentile(bareLat, 99)), rate/durRate, rate/bareRate,
 			sluiceCPU, per(cpu["serve"]), per(cpu["redis"]), per(cpu["nats"]),
 			peerPer, per(peerCPU["nats"]), per(peerCPU["bench"])-per(cpu["bench"]), per(cpu["bench"]),
-			perCalls("serve"), perCalls("redis"), perCalls("nats"))
+			perCalls("serve"), perCalls("redis"), perCalls("nats"), redisCmds)
 	}
 }
 
@@ -267,7 +275,7 @@ func startProfile(b *testing.B, ops, natsProfile string) func() {
 	var wg sync.WaitGroup
 	if natsProfile != "" {
 		wg.Go(func() {
-			if err := save(natsProfile+"/profile?seconds=2", path+".nats"); err != nil {
+			if err := save(natsProfile+"/profile?seconds=3", path+".nats"); err != nil {
 				b.Errorf("nats-server profile: %v", err)
 			}
 		})
@@ -279,7 +287,7 @@ func startProfile(b *testing.B, ops, natsProfile string) func() {
 		}
 	})
 	wg.Go(func() {
-		if err := save(ops+"/debug/pprof/profile?seconds=2", path); err != nil {
+		if err := save(ops+"/debug/pprof/profile?seconds=3", path); err != nil {
 			b.Errorf("profile: %v", err)
 		}
 	})

@@ -261,6 +261,18 @@ func measure(b *testing.B, rdb *redis.Client, n int, fn func(i int) error) (p50,
 		}
 		lat = append(lat, time.Since(t0))
 	}
+	line, script := commandStats(b, rdb, n)
+	fmt.Printf("    per call: %s\n", line)
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[len(lat)*99/100], script
+}
+
+// commandStats reads Redis's INFO commandstats since the last CONFIG RESETSTAT and
+// returns, per one of n operations, the commands run (inside scripts or not) by
+// time, and the time of the scripts themselves (EVALSHA/EVAL, their commands
+// included) in microseconds.
+func commandStats(b *testing.B, rdb *redis.Client, n int) (line string, scriptUsec float64) {
+	b.Helper()
 	info, err := rdb.Info(b.Context(), "commandstats").Result()
 	if err != nil {
 		b.Fatal(err)
@@ -277,20 +289,18 @@ func measure(b *testing.B, rdb *redis.Client, n int, fn func(i int) error) (p50,
 		case "config", "info":
 			continue // the measurement's own
 		case "evalsha", "eval":
-			script += usec
+			scriptUsec += usec
 		}
 		cmds = append(cmds, cmd{m[1], calls / float64(n), usec / float64(n)})
 	}
 	slices.SortFunc(cmds, func(a, b cmd) int { return cmp.Compare(b.usecs, a.usecs) })
-	var line []string
+	var parts []string
 	for _, c := range cmds {
 		if c.usecs >= 0.05 {
-			line = append(line, fmt.Sprintf("%s %.1f× %.1fµs", c.name, c.calls, c.usecs))
+			parts = append(parts, fmt.Sprintf("%s %.1f× %.1fµs", c.name, c.calls, c.usecs))
 		}
 	}
-	fmt.Printf("    per call: %s\n", strings.Join(line, ", "))
-	slices.Sort(lat)
-	return lat[len(lat)/2], lat[len(lat)*99/100], script / float64(n)
+	return strings.Join(parts, ", "), scriptUsec / float64(n)
 }
 
 // benchTicketID is the i-th ticket id in the form the API accepts (t + 26 base32).
