@@ -10,14 +10,25 @@ import (
 )
 
 // A worker hears at once when there is admission work: a ticket queued while a slot is
-// free, a slot given back. A ticket queued while every slot is held wakes nobody.
+// free, a slot given back. A ticket queued while every slot is held wakes nobody,
+// whether the limit is an operator's or the workers' default.
 func TestWakeupsSignalAdmissionWork(t *testing.T) {
+	for _, operator := range []bool{true, false} {
+		t.Run(map[bool]string{true: "operator's limit", false: "default limit"}[operator], func(t *testing.T) {
+			testWakeups(t, operator)
+		})
+	}
+}
+
+func testWakeups(t *testing.T, operatorLimit bool) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
 		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1})
 		one := 1
-		if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Global: &one}); err != nil {
-			t.Fatal(err)
+		if operatorLimit {
+			if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Global: &one}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		wake := l.Wakeups(ctx)
 		// the subscription is live once a published signal arrives: retry until then

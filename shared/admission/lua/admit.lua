@@ -9,8 +9,11 @@
 -- ledger has no generation (it was lost): the caller rebuilds it (rebuild.lua) and
 -- asks again.
 reclaim()
-local gen = redis.call('HMGET', GEN, 'base', 'open_ms', 'admits')
+local gen = redis.call('HMGET', GEN, 'base', 'open_ms', 'admits', 'global_default')
 if not gen[1] then return {'NOGEN'} end
+-- The global limit workers admit under until an operator sets one, for the scripts
+-- that decide whether a queued ticket is worth waking a worker for (activate).
+if gen[4] ~= ARGV[5] then redis.call('HSET', GEN, 'global_default', ARGV[5]) end
 -- A ledger from before `admits` (a Redis kept across the upgrade) has slots it does not
 -- index: they are indexed here, 512 a round, from each ticket's admitted_ms; GEN's
 -- `admits` says how far (a generation built since says 'all' from the start).

@@ -46,6 +46,9 @@
 --                         rebuilt from JetStream before anything is admitted.
 --                         admits: 'all' once every slot is in `admits` (admit.lua
 --                         indexes those of a ledger from before it), else how far.
+--                         global_default: the global limit the workers admit under
+--                         while no operator set one (admit.lua writes it), so that a
+--                         ticket queued behind a full fleet wakes no worker (activate).
 --
 -- Time is always Redis TIME, never the client's clock.
 local P = KEYS[1]
@@ -135,8 +138,10 @@ end
 
 -- A tenant that gets a queued ticket takes its place in the fair order: never behind
 -- its own past (vt) and never ahead of the present (vclock), so idling earns no credit.
+-- Workers are woken only when a slot is free: behind a full fleet the release of a
+-- slot wakes them (release), and a ticket queued meanwhile would wake them for nothing.
 local function activate(tenant)
-  local global = redis.call('HGET', LIMITS, 'global')
+  local global = redis.call('HGET', LIMITS, 'global') or redis.call('HGET', GEN, 'global_default')
   if not global or redis.call('ZCARD', SLOTS) < tonumber(global) then wake() end
   if redis.call('ZSCORE', TENANTS, tenant) then return end
   local vt = tonumber(redis.call('HGET', VT, tenant) or '0')
