@@ -156,14 +156,18 @@ func (c *Config) setDefaults() {
 type Ledger struct {
 	rdb redis.UniversalClient
 	cfg Config
-	// accepts groups concurrent Accepts into pipelines.
+	// accepts groups concurrent Accepts into one enqueue.lua run each.
 	accepts *coalescer
 }
 
 // New returns a ledger over rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Ledger {
 	cfg.setDefaults()
-	return &Ledger{rdb: rdb, cfg: cfg, accepts: &coalescer{rdb: rdb}}
+	l := &Ledger{rdb: rdb, cfg: cfg}
+	l.accepts = &coalescer{send: func(ctx context.Context, tickets [][]any) ([]any, error) {
+		return l.runEnqueue(ctx, true, tickets...)
+	}}
+	return l
 }
 
 // Config returns the ledger's effective configuration.
@@ -174,10 +178,19 @@ func (l *Ledger) run(ctx context.Context, s *redis.Script, args ...any) *redis.C
 	return s.Run(ctx, l.rdb, []string{l.cfg.Prefix}, argv...)
 }
 
-// runCoalesced is run in the next of c's pipelines.
-func (l *Ledger) runCoalesced(ctx context.Context, c *coalescer, s *redis.Script, args ...any) *redis.Cmd {
-	argv := append([]any{l.cfg.Retain.Milliseconds()}, args...)
-	return c.run(ctx, s, []string{l.cfg.Prefix}, argv...)
+// runEnqueue records tickets (each its enqueueArgs) in one enqueue.lua run and
+// returns each one's answer, in order; with places, a new ticket's answer holds its
+// place in line.
+func (l *Ledger) runEnqueue(ctx context.Context, places bool, tickets ...[]any) ([]any, error) {
+	args := append([]any{luaFlag(places)}, l.positionArgs()...)
+	for _, t := range tickets {
+		args = append(args, t...)
+	}
+	answers, err := l.run(ctx, enqueueScript, args...).Slice()
+	if err == nil && len(answers) != len(tickets) {
+		err = fmt.Errorf("enqueue answered for %d tickets, not %d", len(answers), len(tickets))
+	}
+	return answers, err
 }
 
 // Enqueue records a queued ticket. It is idempotent on the ticket id: the ingress calls
@@ -192,10 +205,9 @@ func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
 // as its owner's poll would (Poll): a new ticket's place in line and wait estimate come
 // from the same script run, so the answer costs one round trip. A ticket recorded
 // before (a retried request, or a worker was first) is read back as Poll reads it.
-// Concurrent Accepts share a pipeline (coalescer).
+// Concurrent Accepts share a script run (coalescer).
 func (l *Ledger) Accept(ctx context.Context, t Ticket) (Position, error) {
-	args := append(l.enqueueArgs(t, false), "1")
-	vals, err := l.runCoalesced(ctx, l.accepts, enqueueScript, append(args, l.positionArgs()...)...).Result()
+	vals, err := l.accepts.run(ctx, l.enqueueArgs(t, false))
 	if err != nil {
 		return Position{}, unavailable("enqueue ticket "+t.ID, err)
 	}
@@ -231,27 +243,27 @@ func (l *Ledger) Restore(ctx context.Context, t Ticket) (bool, error) {
 }
 
 func (l *Ledger) enqueue(ctx context.Context, t Ticket, restored bool) (bool, error) {
-	res, err := l.run(ctx, enqueueScript, l.enqueueArgs(t, restored)...).Result()
+	res, err := l.runEnqueue(ctx, false, l.enqueueArgs(t, restored))
 	if err != nil {
 		return false, unavailable("enqueue ticket "+t.ID, err)
 	}
 	// "created", or the status the ticket already has
 	d := redisreply.New("enqueue")
-	created := d.OneOf(res, append([]string{"created"}, statusWords...)...) == "created"
+	created := d.OneOf(res[0], append([]string{"created"}, statusWords...)...) == "created"
 	if err := d.Err(); err != nil {
 		return false, fmt.Errorf("enqueue ticket %s: %w", t.ID, err)
 	}
 	return created, nil
 }
 
-// enqueueArgs is enqueue.lua's ARGV 2 to 12 for t. Accept adds the rest, so that the
-// script answers with the new ticket's place in line.
+// enqueueArgs is t's part of enqueue.lua's ARGV (runEnqueue adds what is common to a
+// run).
 func (l *Ledger) enqueueArgs(t Ticket, restored bool) []any {
 	return []any{t.ID, t.Object, t.ETag, t.Size, t.Tenant, t.Seq, t.Created.UnixMilli(), t.ContentType,
 		t.TraceParent, t.Owner, luaFlag(restored)}
 }
 
-// positionArgs is what enqueue.lua (ARGV 14 to 18) and poll.lua (ARGV 4 to 8) need to
+// positionArgs is what enqueue.lua (ARGV 3 to 7) and poll.lua (ARGV 4 to 8) need to
 // count a ticket's place in line and estimate its wait.
 func (l *Ledger) positionArgs() []any {
 	return []any{minCompletions, l.cfg.GlobalLimit, l.cfg.TenantLimit, l.cfg.ExactTenants, l.cfg.OrderMaxAge.Milliseconds()}

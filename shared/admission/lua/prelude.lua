@@ -140,9 +140,14 @@ end
 -- its own past (vt) and never ahead of the present (vclock), so idling earns no credit.
 -- Workers are woken only when a slot is free: behind a full fleet the release of a
 -- slot wakes them (release), and a ticket queued meanwhile would wake them for nothing.
+-- (Asked once per script run: every slot a run frees wakes the workers itself.)
+local wake_asked = false
 local function activate(tenant)
-  local global = redis.call('HGET', LIMITS, 'global') or redis.call('HGET', GEN, 'global_default')
-  if not global or redis.call('ZCARD', SLOTS) < tonumber(global) then wake() end
+  if not woken and not wake_asked then
+    wake_asked = true
+    local global = redis.call('HGET', LIMITS, 'global') or redis.call('HGET', GEN, 'global_default')
+    if not global or redis.call('ZCARD', SLOTS) < tonumber(global) then wake() end
+  end
   if redis.call('ZSCORE', TENANTS, tenant) then return end
   local vt = tonumber(redis.call('HGET', VT, tenant) or '0')
   local clock = tonumber(redis.call('GET', VCLOCK) or '0')
