@@ -37,7 +37,7 @@ fuzz-short: ## run every fuzz target for FUZZTIME (4s each, about 40 s in all)
 
 bench: ## benchmarks against real services; prints a report
 	./scripts/deps.sh bench
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./bench/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/
 
 docs: ## regenerate docs/CONFIG.md from the flags (a test fails when it is stale)
 	$(GO) run ./cmd/sluice config-reference > docs/CONFIG.md.tmp && mv docs/CONFIG.md.tmp docs/CONFIG.md || { rm -f docs/CONFIG.md.tmp; exit 1; }
