@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sluice-dl/sluice/shared/groupcommit"
 	"github.com/sluice-dl/sluice/shared/redisreply"
 )
 
@@ -156,17 +157,26 @@ func (c *Config) setDefaults() {
 type Ledger struct {
 	rdb redis.UniversalClient
 	cfg Config
-	// accepts groups concurrent Accepts into one enqueue.lua run each.
-	accepts *coalescer
+	// accepts groups concurrent Accepts into one enqueue.lua run each: the script's
+	// prelude and call are then paid once per group, in Redis and here. The ingress
+	// records every accepted ticket this way, up to 64 at a time under load.
+	accepts *groupcommit.Group[[]any, any]
 }
+
+// acceptsWaiting bounds the Accepts waiting for a script run: past it (Redis is
+// stalled) an Accept fails at once, which the ingress takes as best effort (the
+// worker records the ticket).
+const acceptsWaiting = 4096
 
 // New returns a ledger over rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Ledger {
 	cfg.setDefaults()
 	l := &Ledger{rdb: rdb, cfg: cfg}
-	l.accepts = &coalescer{send: func(ctx context.Context, tickets [][]any) ([]any, error) {
-		return l.runEnqueue(ctx, true, tickets...)
-	}}
+	l.accepts = &groupcommit.Group[[]any, any]{MaxPending: acceptsWaiting,
+		Send: func(ctx context.Context, tickets [][]any) []groupcommit.Result[any] {
+			answers, err := l.runEnqueue(ctx, true, tickets...)
+			return groupcommit.All(len(tickets), answers, err)
+		}}
 	return l
 }
 
@@ -205,9 +215,9 @@ func (l *Ledger) Enqueue(ctx context.Context, t Ticket) (bool, error) {
 // as its owner's poll would (Poll): a new ticket's place in line and wait estimate come
 // from the same script run, so the answer costs one round trip. A ticket recorded
 // before (a retried request, or a worker was first) is read back as Poll reads it.
-// Concurrent Accepts share a script run (coalescer).
+// Concurrent Accepts share a script run (Ledger.accepts).
 func (l *Ledger) Accept(ctx context.Context, t Ticket) (Position, error) {
-	vals, err := l.accepts.run(ctx, l.enqueueArgs(t, false))
+	vals, err := l.accepts.Do(ctx, l.enqueueArgs(t, false), nil)
 	if err != nil {
 		return Position{}, unavailable("enqueue ticket "+t.ID, err)
 	}

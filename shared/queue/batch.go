@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/sluice-dl/sluice/shared/groupcommit"
 )
 
 // PublishMode says how a Publisher sends the tickets that arrive together.
@@ -32,27 +33,17 @@ const (
 	AtomicBatches
 )
 
-// groupCommit coalesces concurrent publishes, the group commit JetStream lacks, and
-// sends each group as its mode says. Each caller still returns only once its own
-// message is durably stored.
-//
-// Nobody waits to fill a group: a publish that finds fewer than maxFlushers groups in
-// flight starts one at once (alone, it is a plain publish); publishes that arrive while
-// every flusher is busy queue up and leave together in the next group. So a group is
-// as large as the load makes it, and latency at low load is one publish.
+// groupCommit sends concurrent publishes together (groupcommit.Group: the group
+// commit JetStream lacks), each group as its mode says. Each caller still returns only
+// once its own message is durably stored.
 //
 // An atomic batch holding a message whose Nats-Msg-Id is already stored (a retried
 // ticket) is refused whole; any refused or failed batch is sent again message by
 // message, each deduplicated by its id, so every caller gets its own answer.
 type groupCommit struct {
-	js       jetstream.JetStream
-	mode     PublishMode
-	maxBatch int
-	timeout  time.Duration
-
-	mu       sync.Mutex
-	pending  []*pendingPub
-	flushers int
+	js    jetstream.JetStream
+	mode  PublishMode
+	group groupcommit.Group[*nats.Msg, uint64]
 }
 
 const (
@@ -64,102 +55,60 @@ const (
 	defaultMaxBatch = 256
 )
 
-type pendingPub struct {
-	msg  *nats.Msg
-	done chan pubResult
-}
-
-type pubResult struct {
-	seq uint64
-	err error
-}
-
 func newGroupCommit(js jetstream.JetStream, mode PublishMode, timeout time.Duration) *groupCommit {
-	return &groupCommit{js: js, mode: mode, maxBatch: defaultMaxBatch, timeout: timeout}
+	g := &groupCommit{js: js, mode: mode}
+	g.group = groupcommit.Group[*nats.Msg, uint64]{Send: g.send, Flushers: maxFlushers, MaxBatch: defaultMaxBatch, Timeout: timeout}
+	return g
 }
 
 // publish stores msg (which carries its Nats-Msg-Id) and returns its stream sequence;
-// it gives up when ctx ends or lost is closed (the connection dropped).
+// it gives up when ctx ends or lost is closed (the connection dropped). Either way
+// the message may still be stored; a retry with the same id is deduplicated.
 func (g *groupCommit) publish(ctx context.Context, msg *nats.Msg, lost <-chan struct{}) (uint64, error) {
-	p := &pendingPub{msg: msg, done: make(chan pubResult, 1)}
-	g.mu.Lock()
-	g.pending = append(g.pending, p)
-	if g.flushers < maxFlushers {
-		g.flushers++
-		go g.flush()
-	}
-	g.mu.Unlock()
-	select {
-	case r := <-p.done:
-		return r.seq, r.err
-	case <-ctx.Done():
-		// It may still be stored; a retry with the same id is deduplicated.
-		return 0, ctx.Err()
-	case <-lost:
-		// The same: its answer cannot come on this connection.
+	seq, err := g.group.Do(ctx, msg, lost)
+	if errors.Is(err, groupcommit.ErrAborted) {
+		// its answer cannot come on this connection
 		return 0, errors.New("the connection to NATS dropped while waiting for the answer")
 	}
+	return seq, err
 }
 
-// flush sends batches until nothing is pending, then ends.
-func (g *groupCommit) flush() {
-	for {
-		g.mu.Lock()
-		n := min(len(g.pending), g.maxBatch)
-		if n == 0 {
-			g.flushers--
-			g.mu.Unlock()
-			return
-		}
-		batch := g.pending[:n:n]
-		g.pending = g.pending[n:]
-		g.mu.Unlock()
-		g.send(batch)
-	}
-}
-
-func (g *groupCommit) send(batch []*pendingPub) {
-	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
-	defer cancel()
+func (g *groupCommit) send(ctx context.Context, batch []*nats.Msg) []groupcommit.Result[uint64] {
 	if len(batch) == 1 {
-		ack, err := g.js.PublishMsg(ctx, batch[0].msg)
-		batch[0].done <- result(ack, err)
-		return
+		ack, err := g.js.PublishMsg(ctx, batch[0])
+		return []groupcommit.Result[uint64]{result(ack, err)}
 	}
 	if g.mode == Pipelined {
-		g.sendEach(ctx, batch)
-		return
-	}
-	msgs := make([]*nats.Msg, len(batch))
-	for i, p := range batch {
-		msgs[i] = p.msg
+		return g.sendEach(ctx, batch)
 	}
 	// No flow control: the batch is small and the commit's answer tells it all.
-	ack, err := jetstreamext.PublishMsgBatch(ctx, g.js, msgs, jetstreamext.BatchFlowControl{})
-	if err == nil {
-		// An atomic batch is stored as consecutive sequences ending at the commit.
-		first := ack.Sequence - uint64(len(batch)) + 1
-		for i, p := range batch {
-			p.done <- pubResult{seq: first + uint64(i)}
-		}
-		return
+	ack, err := jetstreamext.PublishMsgBatch(ctx, g.js, batch, jetstreamext.BatchFlowControl{})
+	if err != nil {
+		return g.sendEach(ctx, batch)
 	}
-	g.sendEach(ctx, batch)
+	// An atomic batch is stored as consecutive sequences ending at the commit.
+	out := make([]groupcommit.Result[uint64], len(batch))
+	first := ack.Sequence - uint64(len(batch)) + 1
+	for i := range out {
+		out[i].Value = first + uint64(i)
+	}
+	return out
 }
 
 // sendEach publishes a group's messages on their own, all in flight at once: the
 // pipelined mode, and an atomic batch that was refused. A message the refused batch
 // did store (a server without atomic batches stores them one by one) is acknowledged
 // as a duplicate with its sequence.
-func (g *groupCommit) sendEach(ctx context.Context, batch []*pendingPub) {
+func (g *groupCommit) sendEach(ctx context.Context, batch []*nats.Msg) []groupcommit.Result[uint64] {
+	out := make([]groupcommit.Result[uint64], len(batch))
 	futures := make([]jetstream.PubAckFuture, len(batch))
-	for i, p := range batch {
+	for i, msg := range batch {
 		for _, h := range []string{jetstreamext.BatchIDHeader, jetstreamext.BatchSeqHeader, jetstreamext.BatchCommitHeader} {
-			p.msg.Header.Del(h)
+			msg.Header.Del(h)
 		}
-		f, err := g.js.PublishMsgAsync(p.msg)
+		f, err := g.js.PublishMsgAsync(msg)
 		if err != nil {
-			p.done <- result(nil, err)
+			out[i] = result(nil, err)
 			continue
 		}
 		futures[i] = f
@@ -170,21 +119,22 @@ func (g *groupCommit) sendEach(ctx context.Context, batch []*pendingPub) {
 		}
 		select {
 		case ack := <-f.Ok():
-			batch[i].done <- result(ack, nil)
+			out[i] = result(ack, nil)
 		case err := <-f.Err():
-			batch[i].done <- result(nil, err)
+			out[i] = result(nil, err)
 		case <-ctx.Done():
-			batch[i].done <- result(nil, fmt.Errorf("no acknowledgement: %w", ctx.Err()))
+			out[i] = result(nil, fmt.Errorf("no acknowledgement: %w", ctx.Err()))
 		}
 	}
+	return out
 }
 
-func result(ack *jetstream.PubAck, err error) pubResult {
+func result(ack *jetstream.PubAck, err error) groupcommit.Result[uint64] {
 	if err != nil {
-		return pubResult{err: err}
+		return groupcommit.Result[uint64]{Err: err}
 	}
 	if ack == nil {
-		return pubResult{err: errors.New("no acknowledgement")}
+		return groupcommit.Result[uint64]{Err: errors.New("no acknowledgement")}
 	}
-	return pubResult{seq: ack.Sequence}
+	return groupcommit.Result[uint64]{Value: ack.Sequence}
 }
