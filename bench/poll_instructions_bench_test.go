@@ -125,7 +125,12 @@ func startCountedRedis(b *testing.B) *countedRedis {
 		b.Skip("callgrind_control (valgrind's package) is not installed")
 	}
 	server := testenv.Binary(b, "redis-server", "SLUICE_REDIS_SERVER_BIN", "apt-get install redis-server")
-	dir := b.TempDir()
+	// SLUICE_BENCH_CALLGRIND_DIR keeps the dumps (callgrind.out.N, one per count's
+	// start and end) for callgrind_annotate: which of redis-server's functions ran.
+	dir := os.Getenv("SLUICE_BENCH_CALLGRIND_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	}
 	port := testenv.FreePort(b)
 	cmd := exec.Command(valgrind, "--tool=callgrind", "--callgrind-out-file="+filepath.Join(dir, "callgrind.out"),
 		server, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--hz", "1")

@@ -270,6 +270,9 @@ local function build_order()
   end
   table.sort(events, function(a, b) return a[1] < b[1] end)
   redis.call('DEL', ORDER, ORDER_T)
+  -- When and at which epoch first: every poll reads them, and a small hash (a
+  -- listpack) is searched from its start.
+  redis.call('HSET', ORDER_T, '@ms', NOW, '@epoch', redis.call('GET', P .. 'epoch') or '0')
   local sum, slope, straddle, at = 0, 0, 0, nil
   local batch = {}
   local function flush()
@@ -292,7 +295,6 @@ local function build_order()
   for i = 1, #per, 512 do
     redis.call('HSET', ORDER_T, unpack(per, i, math.min(i + 511, #per)))
   end
-  redis.call('HSET', ORDER_T, '@ms', NOW, '@epoch', redis.call('GET', P .. 'epoch') or '0')
   for _, key in ipairs({ ORDER, ORDER_T }) do redis.call('PEXPIRE', key, 10 * ORDER_MS) end
 end
 
