@@ -279,6 +279,7 @@ func (a *Admission) receive(msgs []delivery) {
 	defer cancel()
 	st, err := a.cfg.Ledger.Statuses(ctx, ids)
 	var ended []string
+	var missing []int // in kept: tickets the ledger lacks, to be enqueued together
 	kept := group[:0]
 	for i, r := range group {
 		switch {
@@ -301,10 +302,21 @@ func (a *Admission) receive(msgs []delivery) {
 				}
 				continue
 			default:
-				r.h.recorded = a.enqueue(ctx, r.t, a.cfg.Ledger.Enqueue)
+				missing = append(missing, len(kept))
 			}
 		}
 		kept = append(kept, r)
+	}
+	if len(missing) > 0 {
+		tickets := make([]queue.Ticket, len(missing))
+		for i, k := range missing {
+			tickets[i] = kept[k].t
+		}
+		if a.enqueueAll(ctx, tickets) {
+			for _, k := range missing {
+				kept[k].h.recorded = true
+			}
+		}
 	}
 	a.mu.Lock()
 	for _, r := range kept {
@@ -333,6 +345,20 @@ func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) (bool, error)
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// enqueueAll records held tickets the ledger lacks, in as few round trips as it
+// can, and reports whether they all are.
+func (a *Admission) enqueueAll(ctx context.Context, tickets []queue.Ticket) bool {
+	lt := make([]admission.Ticket, len(tickets))
+	for i, t := range tickets {
+		lt[i] = t.Ledger()
+	}
+	if _, err := a.cfg.Ledger.EnqueueAll(ctx, lt); err != nil {
+		a.log.Warn("enqueue tickets; will retry", "tickets", len(tickets), "first", tickets[0].ID, "err", err)
+		return false
+	}
+	return true
 }
 
 // enqueue records a held ticket with how (Ledger.Enqueue, or Ledger.Restore when the
@@ -384,6 +410,9 @@ func (a *Admission) admit(ctx context.Context) {
 	}
 }
 
+// refillBatch is how many tickets a refill restores in one round trip.
+const refillBatch = 256
+
 // rebuild gives a lost ledger a new generation (limits from their record, epochs
 // above every earlier one, a pause while live streams re-register) and refills it
 // with every live ticket from the stream, at its old place in line, so that positions
@@ -402,6 +431,16 @@ func (a *Admission) rebuild(ctx context.Context) {
 	a.restoring.Go(func() {
 		start, n := a.cfg.Now(), 0
 		rctx := context.WithoutCancel(ctx)
+		var batch []admission.Ticket // restored together: one script run for up to refillBatch
+		restore := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			_, err := a.cfg.Ledger.RestoreAll(rctx, batch)
+			n += len(batch)
+			batch = batch[:0]
+			return err
+		}
 		err := a.cfg.Backlog.Each(rctx, func(t queue.Ticket) error {
 			if t.Created.After(rebuiltAt) {
 				// Accepted into the new ledger: its ingress (or the worker holding its
@@ -411,10 +450,14 @@ func (a *Admission) rebuild(ctx context.Context) {
 			if ended, err := a.forgotten(rctx, t); ended || err != nil {
 				return nil // ended (its holder acknowledges the message), or unknown: its holder decides
 			}
-			n++
-			_, err := a.cfg.Ledger.Restore(rctx, t.Ledger())
-			return err
+			if batch = append(batch, t.Ledger()); len(batch) < refillBatch {
+				return nil
+			}
+			return restore()
 		})
+		if err == nil {
+			err = restore()
+		}
 		if err != nil {
 			a.log.Warn("refill the ledger from the ticket stream; held messages are re-enqueued as they come", "restored", n, "err", err)
 			return
@@ -629,24 +672,30 @@ func (a *Admission) record(ctx context.Context) {
 		pending = append(pending, t)
 	}
 	a.mu.Unlock()
+	var done, waiting []queue.Ticket // settled as ended; to be enqueued together
 	for _, t := range pending {
 		ended, err := a.forgotten(ctx, t)
 		switch {
 		case err != nil:
-			continue
 		case ended:
 			a.settle(t.ID, a.cfg.Acker.Ack)
-		case !a.enqueue(ctx, t, a.cfg.Ledger.Enqueue):
-			continue
+			done = append(done, t)
+		default:
+			waiting = append(waiting, t)
 		}
-		a.mu.Lock()
+	}
+	if len(waiting) > 0 && a.enqueueAll(ctx, waiting) {
+		done = append(done, waiting...)
+	}
+	a.mu.Lock()
+	for _, t := range done {
 		delete(a.unrecorded, t.ID)
 		if h, ok := a.held[t.ID]; ok {
 			h.recorded = true
 			a.held[t.ID] = h
 		}
-		a.mu.Unlock()
 	}
+	a.mu.Unlock()
 }
 
 // renew tells JetStream that the held messages whose AckWait is a third gone are

@@ -199,16 +199,21 @@ func (e *admissionEnv) statuses(t *testing.T, ids []string) map[admission.Status
 }
 
 // A backlog the worker finds waiting costs one ledger round trip per group of
-// messages, not one per ticket; every ticket is recorded and held all the same.
+// messages, not one per ticket; every ticket is recorded and held all the same. These
+// were never recorded (as when the ingress could not reach Redis): the worker also
+// enqueues each group's in one script run.
 func TestAdmissionReceivesABacklogInGroups(t *testing.T) {
 	e := newAdmission(t, 1, time.Hour)
 	const n = 600
 	ids := e.publish(t, n)
-	var trips atomic.Int64
-	e.rdb.AddHook(countStatusTrips{&trips})
+	var trips, enqueues atomic.Int64
+	e.rdb.AddHook(countStatusTrips{n: &trips, enqueues: &enqueues})
 	e.start(t)
 	eventually(t, 20*time.Second, "every ticket held", func() bool { return e.worker.Held() == n })
 	got := trips.Load()
+	if runs := enqueues.Load(); runs > n/10 {
+		t.Errorf("recording %d tickets took %d enqueue script runs, want groups (at most %d)", n, runs, n/10)
+	}
 	if st := e.statuses(t, ids); st[admission.StatusQueued]+st[admission.StatusReady] != n {
 		t.Errorf("of %d tickets held, the ledger has: %v", n, st)
 	}
@@ -221,11 +226,19 @@ func TestAdmissionReceivesABacklogInGroups(t *testing.T) {
 }
 
 // countStatusTrips is a go-redis hook that counts the round trips reading ticket
-// statuses (Ledger.Statuses).
-type countStatusTrips struct{ n *atomic.Int64 }
+// statuses (Ledger.Statuses) and the runs of the enqueue script.
+type countStatusTrips struct{ n, enqueues *atomic.Int64 }
 
-func (h countStatusTrips) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (h countStatusTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h countStatusTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countStatusTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	enqueue := admission.Scripts()["admission.enqueue"].Hash()
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if a := cmd.Args(); len(a) > 1 && (cmd.Name() == "evalsha" && a[1] == enqueue) {
+			h.enqueues.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
 func (h countStatusTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		if a := cmds[0].Args(); len(a) == 3 && cmds[0].Name() == "hget" && a[2] == "status" {

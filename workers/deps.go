@@ -39,7 +39,9 @@ type ledgerSetup interface {
 // ledger was lost, comes back into it), unless it already ended.
 type intake interface {
 	Enqueue(ctx context.Context, t admission.Ticket) (bool, error)
+	EnqueueAll(ctx context.Context, tickets []admission.Ticket) ([]bool, error)
 	Restore(ctx context.Context, t admission.Ticket) (bool, error)
+	RestoreAll(ctx context.Context, tickets []admission.Ticket) ([]bool, error)
 	Statuses(ctx context.Context, ids []string) ([]admission.Status, error)
 }
 

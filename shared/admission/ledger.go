@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -253,15 +254,49 @@ func (l *Ledger) Restore(ctx context.Context, t Ticket) (bool, error) {
 }
 
 func (l *Ledger) enqueue(ctx context.Context, t Ticket, restored bool) (bool, error) {
-	res, err := l.runEnqueue(ctx, false, l.enqueueArgs(t, restored))
+	created, err := l.enqueueAll(ctx, []Ticket{t}, restored)
 	if err != nil {
-		return false, unavailable("enqueue ticket "+t.ID, err)
+		return false, fmt.Errorf("ticket %s: %w", t.ID, err)
 	}
-	// "created", or the status the ticket already has
-	d := redisreply.New("enqueue")
-	created := d.OneOf(res[0], append([]string{"created"}, statusWords...)...) == "created"
-	if err := d.Err(); err != nil {
-		return false, fmt.Errorf("enqueue ticket %s: %w", t.ID, err)
+	return created[0], nil
+}
+
+// EnqueueAll records queued tickets as Enqueue records each, up to enqueueRun in one
+// script run, and reports for each whether this call created it. After an error none
+// of them may be taken as recorded (some may be).
+func (l *Ledger) EnqueueAll(ctx context.Context, tickets []Ticket) ([]bool, error) {
+	return l.enqueueAll(ctx, tickets, false)
+}
+
+// RestoreAll restores tickets as Restore restores each, up to enqueueRun in one
+// script run: the refill of a lost ledger.
+func (l *Ledger) RestoreAll(ctx context.Context, tickets []Ticket) ([]bool, error) {
+	return l.enqueueAll(ctx, tickets, true)
+}
+
+// enqueueRun bounds the tickets of one enqueue.lua run: Redis runs nothing else
+// meanwhile.
+const enqueueRun = 256
+
+func (l *Ledger) enqueueAll(ctx context.Context, tickets []Ticket, restored bool) ([]bool, error) {
+	created := make([]bool, 0, len(tickets))
+	for run := range slices.Chunk(tickets, enqueueRun) {
+		args := make([][]any, len(run))
+		for i, t := range run {
+			args[i] = l.enqueueArgs(t, restored)
+		}
+		answers, err := l.runEnqueue(ctx, false, args...)
+		if err != nil {
+			return nil, unavailable("enqueue tickets", err)
+		}
+		// each "created", or the status the ticket already has
+		d := redisreply.New("enqueue")
+		for _, a := range answers {
+			created = append(created, d.OneOf(a, append([]string{"created"}, statusWords...)...) == "created")
+		}
+		if err := d.Err(); err != nil {
+			return nil, fmt.Errorf("enqueue tickets: %w", err)
+		}
 	}
 	return created, nil
 }
