@@ -312,10 +312,9 @@ func (a *Admission) receive(msgs []delivery) {
 		for i, k := range missing {
 			tickets[i] = kept[k].t
 		}
-		if a.enqueueAll(ctx, tickets) {
-			for _, k := range missing {
-				kept[k].h.recorded = true
-			}
+		recorded := a.enqueueAll(ctx, tickets)
+		for i, k := range missing {
+			kept[k].h.recorded = recorded[i]
 		}
 	}
 	a.mu.Lock()
@@ -348,17 +347,30 @@ func (a *Admission) forgotten(ctx context.Context, t queue.Ticket) (bool, error)
 }
 
 // enqueueAll records held tickets the ledger lacks, in as few round trips as it
-// can, and reports whether they all are.
-func (a *Admission) enqueueAll(ctx context.Context, tickets []queue.Ticket) bool {
+// can, and reports which are.
+func (a *Admission) enqueueAll(ctx context.Context, tickets []queue.Ticket) []bool {
 	lt := make([]admission.Ticket, len(tickets))
 	for i, t := range tickets {
 		lt[i] = t.Ledger()
 	}
-	if _, err := a.cfg.Ledger.EnqueueAll(ctx, lt); err != nil {
+	recorded := make([]bool, len(tickets))
+	_, err := a.cfg.Ledger.EnqueueAll(ctx, lt)
+	var some admission.TicketErrors
+	switch {
+	case err == nil:
+	case errors.As(err, &some):
+		for i, err := range some {
+			a.log.Warn("enqueue ticket; will retry", "ticket", tickets[i].ID, "err", err)
+		}
+	default:
 		a.log.Warn("enqueue tickets; will retry", "tickets", len(tickets), "first", tickets[0].ID, "err", err)
-		return false
+		return recorded
 	}
-	return true
+	for i := range recorded {
+		_, failed := some[i]
+		recorded[i] = !failed
+	}
+	return recorded
 }
 
 // enqueue records a held ticket with how (Ledger.Enqueue, or Ledger.Restore when the
@@ -439,6 +451,11 @@ func (a *Admission) rebuild(ctx context.Context) {
 			_, err := a.cfg.Ledger.RestoreAll(rctx, batch)
 			n += len(batch)
 			batch = batch[:0]
+			if some := (admission.TicketErrors{}); errors.As(err, &some) {
+				// those few are enqueued from their messages as they come
+				a.log.Warn("restore tickets from the stream", "failed", len(some), "err", err)
+				return nil
+			}
 			return err
 		}
 		err := a.cfg.Backlog.Each(rctx, func(t queue.Ticket) error {
@@ -684,8 +701,12 @@ func (a *Admission) record(ctx context.Context) {
 			waiting = append(waiting, t)
 		}
 	}
-	if len(waiting) > 0 && a.enqueueAll(ctx, waiting) {
-		done = append(done, waiting...)
+	if len(waiting) > 0 {
+		for i, ok := range a.enqueueAll(ctx, waiting) {
+			if ok {
+				done = append(done, waiting[i])
+			}
+		}
 	}
 	a.mu.Lock()
 	for _, t := range done {

@@ -68,7 +68,8 @@ func TestAcceptAnswersAsAPoll(t *testing.T) {
 
 // Accepts that arrive together share script runs, and each caller still gets its own
 // ticket's answer: here a burst of new tickets mixed with retries of tickets already
-// admitted, sent just after Redis forgot its scripts (NOSCRIPT).
+// admitted, sent just after Redis forgot its scripts (NOSCRIPT), and one ticket whose
+// key holds something else, which fails alone.
 func TestConcurrentAcceptsShareScriptRunsAndKeepTheirAnswers(t *testing.T) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
@@ -99,25 +100,47 @@ func TestConcurrentAcceptsShareScriptRunsAndKeepTheirAnswers(t *testing.T) {
 			tk := admission.Ticket{ID: fmt.Sprintf("new-%04d", i), Object: "o", ETag: "e", Size: 10, Tenant: "public", Seq: seq, Created: time.Now()}
 			calls = append(calls, call{tk, admission.StatusQueued})
 		}
+		if err := rdb.Set(ctx, l.Config().Prefix+"t:poisoned", "not a hash", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		calls = append(calls, call{admission.Ticket{ID: "poisoned", Object: "o", Tenant: "public", Seq: seq + 1, Created: time.Now()}, ""})
 		rand.Shuffle(len(calls), func(i, j int) { calls[i], calls[j] = calls[j], calls[i] })
 
 		start := make(chan struct{})
 		var wg sync.WaitGroup
+		var mu sync.Mutex
+		ahead := map[string]int64{} // each new ticket's place when it was accepted
 		for _, c := range calls {
 			wg.Go(func() {
 				<-start
 				got, err := l.Accept(ctx, c.tk)
 				switch {
+				case c.want == "":
+					if err == nil {
+						t.Errorf("accept %s, whose key is not a ticket's: no error", c.tk.ID)
+					}
 				case err != nil:
 					t.Errorf("accept %s: %v", c.tk.ID, err)
 				case got.ID != c.tk.ID || got.Status != c.want:
 					t.Errorf("accept %s (%s) answered ticket %s, %s", c.tk.ID, c.want, got.ID, got.Status)
+				case c.want == admission.StatusQueued:
+					mu.Lock()
+					ahead[c.tk.ID] = got.Ahead
+					mu.Unlock()
 				}
 			})
 		}
 		close(start)
 		wg.Wait()
 		sent := runs.count()
+		// The i-th new ticket is i-th in line once all are in (one tenant, every slot
+		// held): when it was accepted, at most those before it were.
+		for i := range fresh {
+			id := fmt.Sprintf("new-%04d", i)
+			if a, ok := ahead[id]; ok && (a < 0 || a > int64(i)) {
+				t.Errorf("accept %s answered %d ahead of it; at most %d were", id, a, i)
+			}
+		}
 
 		st, err := l.Stats(ctx)
 		if err != nil {

@@ -222,6 +222,9 @@ func (l *Ledger) Accept(ctx context.Context, t Ticket) (Position, error) {
 	if err != nil {
 		return Position{}, unavailable("enqueue ticket "+t.ID, err)
 	}
+	if err, ok := vals.(error); ok { // this ticket's own failure (enqueue.lua)
+		return Position{}, fmt.Errorf("enqueue ticket %s: %w", t.ID, err)
+	}
 	// A new ticket: { "created", position, eta ms, eta known, paused }; one recorded
 	// before: the status it has.
 	d := redisreply.New("enqueue")
@@ -262,10 +265,22 @@ func (l *Ledger) enqueue(ctx context.Context, t Ticket, restored bool) (bool, er
 }
 
 // EnqueueAll records queued tickets as Enqueue records each, up to enqueueRun in one
-// script run, and reports for each whether this call created it. After an error none
-// of them may be taken as recorded (some may be).
+// script run, and reports for each whether this call created it. When only some
+// could not be recorded the error is a TicketErrors, by index; after any other
+// error none may be taken as recorded (some may be).
 func (l *Ledger) EnqueueAll(ctx context.Context, tickets []Ticket) ([]bool, error) {
 	return l.enqueueAll(ctx, tickets, false)
+}
+
+// TicketErrors are the tickets of a call about many that failed, by their index in
+// it; the others succeeded.
+type TicketErrors map[int]error
+
+func (e TicketErrors) Error() string {
+	for i, err := range e {
+		return fmt.Sprintf("%d of the tickets failed, the %dth: %v", len(e), i+1, err)
+	}
+	return "no ticket failed"
 }
 
 // RestoreAll restores tickets as Restore restores each, up to enqueueRun in one
@@ -280,6 +295,7 @@ const enqueueRun = 256
 
 func (l *Ledger) enqueueAll(ctx context.Context, tickets []Ticket, restored bool) ([]bool, error) {
 	created := make([]bool, 0, len(tickets))
+	failed := TicketErrors{}
 	for run := range slices.Chunk(tickets, enqueueRun) {
 		args := make([][]any, len(run))
 		for i, t := range run {
@@ -289,14 +305,22 @@ func (l *Ledger) enqueueAll(ctx context.Context, tickets []Ticket, restored bool
 		if err != nil {
 			return nil, unavailable("enqueue tickets", err)
 		}
-		// each "created", or the status the ticket already has
+		// each "created", the status the ticket already has, or its own error
 		d := redisreply.New("enqueue")
 		for _, a := range answers {
+			if err, ok := a.(error); ok {
+				failed[len(created)] = err
+				created = append(created, false)
+				continue
+			}
 			created = append(created, d.OneOf(a, append([]string{"created"}, statusWords...)...) == "created")
 		}
 		if err := d.Err(); err != nil {
 			return nil, fmt.Errorf("enqueue tickets: %w", err)
 		}
+	}
+	if len(failed) > 0 {
+		return created, failed
 	}
 	return created, nil
 }

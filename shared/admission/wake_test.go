@@ -23,7 +23,8 @@ func TestWakeupsSignalAdmissionWork(t *testing.T) {
 func testWakeups(t *testing.T, operatorLimit bool) {
 	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := t.Context()
-		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1})
+		const lease = 2 * time.Second
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 1, AdmitLease: lease})
 		one := 1
 		if operatorLimit {
 			if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Global: &one}); err != nil {
@@ -77,5 +78,16 @@ func testWakeups(t *testing.T, operatorLimit bool) {
 			t.Fatal(err)
 		}
 		expect("a slot was given back")
+		drain()
+		enqueue(t, l, "c", 1, &seq)
+		expect("a ticket queued with a slot free")
+		// A grant whose lease lapsed holds no slot: the next round reclaims it.
+		if g, err := l.Admit(ctx, 1); err != nil || len(g) != 1 {
+			t.Fatalf("admit: %v %v", g, err)
+		}
+		time.Sleep(lease + 200*time.Millisecond)
+		drain()
+		enqueue(t, l, "d", 1, &seq)
+		expect("a ticket queued behind a lapsed lease")
 	})
 }

@@ -131,7 +131,7 @@ func (g *Group[T, R]) send(group []*call[T, R]) {
 	for i, c := range group {
 		items[i] = c.item
 	}
-	results := g.Send(ctx, items)
+	results := g.sendSafely(ctx, items)
 	for i, c := range group {
 		c.sent = true
 		if len(results) == len(group) {
@@ -141,6 +141,18 @@ func (g *Group[T, R]) send(group []*call[T, R]) {
 		}
 		close(c.done)
 	}
+}
+
+// sendSafely is Send, whose panic fails its group's calls rather than the process
+// (as net/http answers a panicking handler's request alone): the callers see it as
+// their error, and later groups are sent as usual.
+func (g *Group[T, R]) sendSafely(ctx context.Context, items []T) (results []Result[R]) {
+	defer func() {
+		if p := recover(); p != nil {
+			results = All[R](len(items), nil, fmt.Errorf("sending a group of %d panicked: %v", len(items), p))
+		}
+	}()
+	return g.Send(ctx, items)
 }
 
 // All is the results of a group of n items sent as one call that answered values,

@@ -156,3 +156,21 @@ func TestAGroupWithTheWrongNumberOfAnswersFails(t *testing.T) {
 		}
 	}
 }
+
+// A Send that panics fails its group's calls, not the process, and the next group is
+// sent as usual.
+func TestAPanickingSendFailsItsGroupOnly(t *testing.T) {
+	var calls atomic.Int32
+	g := &groupcommit.Group[int, int]{Send: func(_ context.Context, items []int) []groupcommit.Result[int] {
+		if calls.Add(1) == 1 {
+			panic("boom")
+		}
+		return groupcommit.All(len(items), items, nil)
+	}}
+	if _, err := g.Do(t.Context(), 1, nil); err == nil {
+		t.Fatal("no error from a group whose Send panicked")
+	}
+	if got, err := g.Do(t.Context(), 2, nil); err != nil || got != 2 {
+		t.Fatalf("the group after: %d, %v", got, err)
+	}
+}

@@ -19,7 +19,8 @@
 -- be dropped as abandoned (admit.lua), holding nothing.
 -- Returns one answer per ticket, in order: "created" or the status the ticket already
 -- has; with ARGV[2] "1", a new ticket answers
--- { "created", position, eta ms, eta known (1/0), paused (1/0) }.
+-- { "created", position, eta ms, eta known (1/0), paused (1/0) }; an error reply for
+-- a ticket that could not be recorded.
 local TICKET_FIELDS = 11
 local places = ARGV[2] == '1'
 local min_releases, default_global, default_tenant = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -58,6 +59,12 @@ local function enqueue(a)
   return { 'created', position, eta, known, lim.paused }
 end
 
+-- A ticket whose commands fail (its key holds something else) answers an error of
+-- its own; Redis does not undo what a failed script wrote, so the others go on.
 local out = {}
-for a = 8, #ARGV, TICKET_FIELDS do out[#out + 1] = enqueue(a) end
+for a = 8, #ARGV, TICKET_FIELDS do
+  local ok, answer = pcall(enqueue, a)
+  if not ok then answer = { err = 'ticket ' .. ARGV[a] .. ': ' .. tostring(answer) } end
+  out[#out + 1] = answer
+end
 return out

@@ -146,7 +146,8 @@ local function activate(tenant)
   if not woken and not wake_asked then
     wake_asked = true
     local global = redis.call('HGET', LIMITS, 'global') or redis.call('HGET', GEN, 'global_default')
-    if not global or redis.call('ZCARD', SLOTS) < tonumber(global) then wake() end
+    -- live leases only: a lapsed one is a slot the next admission round reclaims
+    if not global or redis.call('ZCOUNT', SLOTS, '(' .. NOW, '+inf') < tonumber(global) then wake() end
   end
   if redis.call('ZSCORE', TENANTS, tenant) then return end
   local vt = tonumber(redis.call('HGET', VT, tenant) or '0')
