@@ -373,14 +373,11 @@ func (a *Admission) enqueueAll(ctx context.Context, tickets []queue.Ticket) []bo
 	return recorded
 }
 
-// enqueue records a held ticket with how (Ledger.Enqueue, or Ledger.Restore when the
-// ledger lost it).
-func (a *Admission) enqueue(ctx context.Context, t queue.Ticket, how func(context.Context, admission.Ticket) (bool, error)) bool {
-	if _, err := how(ctx, t.Ledger()); err != nil {
-		a.log.Warn("enqueue ticket; will retry", "ticket", t.ID, "err", err)
-		return false
+// restore records a held ticket the ledger lost (Ledger.Restore).
+func (a *Admission) restore(ctx context.Context, t queue.Ticket) {
+	if _, err := a.cfg.Ledger.Restore(ctx, t.Ledger()); err != nil {
+		a.log.Warn("restore ticket; will retry", "ticket", t.ID, "err", err)
 	}
-	return true
 }
 
 // admitBatch is how many tickets one admission round grants at most: each round is
@@ -677,7 +674,7 @@ func (a *Admission) lost(ctx context.Context, id string) {
 	case ended:
 		a.settle(id, a.cfg.Acker.Ack) // ended (recorded), or forgotten long ago
 	default:
-		a.enqueue(ctx, t, a.cfg.Ledger.Restore)
+		a.restore(ctx, t)
 	}
 }
 

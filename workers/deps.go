@@ -38,7 +38,6 @@ type ledgerSetup interface {
 // intake is what receiving a ticket message uses: it enters the ledger (or, after the
 // ledger was lost, comes back into it), unless it already ended.
 type intake interface {
-	Enqueue(ctx context.Context, t admission.Ticket) (bool, error)
 	EnqueueAll(ctx context.Context, tickets []admission.Ticket) ([]bool, error)
 	Restore(ctx context.Context, t admission.Ticket) (bool, error)
 	RestoreAll(ctx context.Context, tickets []admission.Ticket) ([]bool, error)
