@@ -56,8 +56,6 @@ func (l *Ledger) Limits(ctx context.Context) (Limits, error) {
 	if err != nil {
 		return Limits{}, err
 	}
-	// A raised limit may free slots for queued tickets: best effort, as SetPaused.
-	_ = l.rdb.Publish(ctx, l.cfg.Prefix+"wake", "").Err()
 	return l.limitsFrom(o), nil
 }
 
