@@ -135,6 +135,15 @@ func Start(tb testing.TB, dir, bin string, env []string, args ...string) *Proces
 // WaitHTTP waits until url answers 200, failing the test (with the log) otherwise.
 func WaitHTTP(tb testing.TB, url string, within time.Duration, logFile string) {
 	tb.Helper()
+	if answers200(url, within) {
+		return
+	}
+	out, _ := os.ReadFile(logFile)
+	tb.Fatalf("%s did not answer 200 within %s; log:\n%s", url, within, out)
+}
+
+// answers200 polls url until it answers 200 (true) or within has passed (false).
+func answers200(url string, within time.Duration) bool {
 	deadline := time.Now().Add(within)
 	client := &http.Client{Timeout: time.Second}
 	for time.Now().Before(deadline) {
@@ -142,13 +151,12 @@ func WaitHTTP(tb testing.TB, url string, within time.Duration, logFile string) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return true
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	out, _ := os.ReadFile(logFile)
-	tb.Fatalf("%s did not answer 200 within %s; log:\n%s", url, within, out)
+	return false
 }
 
 // Signal sends sig to the process (SIGKILL, SIGSTOP, SIGCONT, SIGTERM in tests).
