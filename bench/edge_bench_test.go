@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,7 +121,19 @@ http {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	b.Cleanup(func() {
+		// SIGTERM, so that the master stops its worker too: a killed master leaves the
+		// worker running, holding its port, after the benchmark.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		stopped := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-stopped
+		}
+	})
 	url := "http://127.0.0.1:" + strconv.Itoa(port)
 	testenv.WaitHTTP(b, url+"/healthz", 10*time.Second, filepath.Join(dir, "error.log"))
 	return url
