@@ -269,8 +269,8 @@ func measure(b *testing.B, rdb *redis.Client, n int, fn func(i int) error) (p50,
 
 // commandStats reads Redis's INFO commandstats since the last CONFIG RESETSTAT and
 // returns, per one of n operations, the commands run (inside scripts or not) by
-// time, and the time of the scripts themselves (EVALSHA/EVAL, their commands
-// included) in microseconds.
+// time, and the time of the scripts themselves (FCALL, EVALSHA or EVAL, their
+// commands included) in microseconds.
 func commandStats(b *testing.B, rdb *redis.Client, n int) (line string, scriptUsec float64) {
 	b.Helper()
 	info, err := rdb.Info(b.Context(), "commandstats").Result()
@@ -288,7 +288,7 @@ func commandStats(b *testing.B, rdb *redis.Client, n int) (line string, scriptUs
 		switch m[1] {
 		case "config", "info":
 			continue // the measurement's own
-		case "evalsha", "eval":
+		case "fcall", "evalsha", "eval":
 			scriptUsec += usec
 		}
 		cmds = append(cmds, cmd{m[1], calls / float64(n), usec / float64(n)})

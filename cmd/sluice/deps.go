@@ -228,7 +228,7 @@ func (d *deps) connectRedis(ctx context.Context, r role, c *serverConfig) error 
 	rdb := redis.NewUniversalClient(opts)
 	d.rdbCB = redisbreaker.New("redis", redisbreaker.Options{Logger: d.log})
 	rdb.AddHook(d.rdbCB)
-	rdb.AddHook(d.metrics.RedisHook(admission.Scripts(), catalog.Scripts(), fleet.Scripts()))
+	rdb.AddHook(d.metrics.RedisHook(admission.Functions(), admission.Scripts(), catalog.Scripts(), fleet.Scripts()))
 	d.onClose(func() { _ = rdb.Close() })
 	d.rdb = rdb
 	ping, cancel := context.WithTimeout(ctx, 5*time.Second)

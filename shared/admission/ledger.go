@@ -6,7 +6,6 @@ package admission
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,46 +42,6 @@ var (
 // unavailable marks an error from Redis, so that callers can answer 503 naming it.
 func unavailable(what string, err error) error {
 	return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
-}
-
-var (
-	//go:embed lua/prelude.lua
-	prelude string
-	//go:embed lua/enqueue.lua
-	enqueueLua string
-	//go:embed lua/admit.lua
-	admitLua string
-	//go:embed lua/ready.lua
-	readyLua string
-	//go:embed lua/stream.lua
-	streamLua string
-	//go:embed lua/check.lua
-	checkLua string
-	//go:embed lua/cancel.lua
-	cancelLua string
-	//go:embed lua/poll.lua
-	pollLua string
-	//go:embed lua/rebuild.lua
-	rebuildLua string
-
-	enqueueScript = redis.NewScript(prelude + enqueueLua)
-	admitScript   = redis.NewScript(prelude + admitLua)
-	readyScript   = redis.NewScript(prelude + readyLua)
-	streamScript  = redis.NewScript(prelude + streamLua)
-	cancelScript  = redis.NewScript(prelude + cancelLua)
-	checkScript   = redis.NewScript(prelude + checkLua)
-	pollScript    = redis.NewScript(prelude + pollLua)
-	rebuildScript = redis.NewScript(prelude + rebuildLua)
-)
-
-// Scripts names the ledger's Lua scripts, so that the Redis metrics
-// (telemetry.Metrics.RedisHook) record which one ran instead of evalsha.
-func Scripts() map[string]*redis.Script {
-	return map[string]*redis.Script{
-		"admission.enqueue": enqueueScript, "admission.admit": admitScript, "admission.ready": readyScript,
-		"admission.stream": streamScript, "admission.cancel": cancelScript, "admission.check": checkScript,
-		"admission.poll": pollScript, "admission.rebuild": rebuildScript, "admission.stats": statsScript,
-	}
 }
 
 // Config holds the ledger's timings and default limits.
@@ -162,6 +121,7 @@ type Ledger struct {
 	// prelude and call are then paid once per group, in Redis and here. The ingress
 	// records every accepted ticket this way, up to 64 at a time under load.
 	accepts *groupcommit.Group[[]any, any]
+	scripts functions
 }
 
 // acceptsWaiting bounds the Accepts waiting for a script run: past it (Redis is
@@ -184,9 +144,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Ledger {
 // Config returns the ledger's effective configuration.
 func (l *Ledger) Config() Config { return l.cfg }
 
-func (l *Ledger) run(ctx context.Context, s *redis.Script, args ...any) *redis.Cmd {
+func (l *Ledger) run(ctx context.Context, s *script, args ...any) *redis.Cmd {
 	argv := append([]any{l.cfg.Retain.Milliseconds()}, args...)
-	return s.Run(ctx, l.rdb, []string{l.cfg.Prefix}, argv...)
+	return l.scripts.run(ctx, l.rdb, s, []string{l.cfg.Prefix}, argv...)
 }
 
 // runEnqueue records tickets (each its enqueueArgs) in one enqueue.lua run and

@@ -2,7 +2,6 @@ package admission
 
 import (
 	"context"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,12 +10,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dl/sluice/shared/redisreply"
-)
-
-var (
-	//go:embed lua/stats.lua
-	statsLua    string
-	statsScript = redis.NewScript(prelude + statsLua)
 )
 
 // ErrInvalidLimits is returned for limits that cannot be applied.

@@ -18,22 +18,25 @@ import (
 // RedisHook times every Redis command into sluice_redis_command_duration_seconds, by
 // command name; a pipeline counts as one "pipeline" call. A Lua script of scripts
 // (name → script, as admission.Scripts lists them) is recorded under its name, not as
-// the evalsha (or, the first time, eval) that runs it; the ticket rate limiter's
-// scripts (redis_rate, whose keys start with "rate:") as "rate_limit", and any other
-// script as "script:" and the first 8 digits of its SHA-1. Add it with rdb.AddHook.
-func (m *Metrics) RedisHook(scripts ...map[string]*redis.Script) redis.Hook {
+// the evalsha (or, the first time, eval) that runs it, and so is a function of
+// functions (the name FCALL calls → the name to record, as admission.Functions lists
+// them); the ticket rate limiter's scripts (redis_rate, whose keys start with "rate:")
+// as "rate_limit", any other script as "script:" and the first 8 digits of its SHA-1,
+// and any other function as "function:" and its name. Add it with rdb.AddHook.
+func (m *Metrics) RedisHook(functions map[string]string, scripts ...map[string]*redis.Script) redis.Hook {
 	byHash := map[string]string{}
 	for _, set := range scripts {
 		for name, s := range set {
 			byHash[s.Hash()] = name
 		}
 	}
-	return redisHook{m: m, scripts: byHash}
+	return redisHook{m: m, scripts: byHash, functions: functions}
 }
 
 type redisHook struct {
-	m       *Metrics
-	scripts map[string]string // SHA-1 of the source (hex) → script name
+	m         *Metrics
+	scripts   map[string]string // SHA-1 of the source (hex) → script name
+	functions map[string]string // function → script name
 }
 
 func (h redisHook) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -72,6 +75,12 @@ func (h redisHook) command(cmd redis.Cmder) string {
 		src, _ := args[1].(string)
 		sum := sha1.Sum([]byte(src))
 		hash = hex.EncodeToString(sum[:])
+	case "fcall", "fcall_ro":
+		fn, _ := args[1].(string)
+		if script, ok := h.functions[fn]; ok {
+			return script
+		}
+		return "function:" + fn
 	default:
 		return name
 	}
@@ -93,8 +102,10 @@ func (h redisHook) command(cmd redis.Cmder) string {
 
 func (h redisHook) observe(name string, start time.Time, err error) {
 	h.m.RedisDuration.WithLabelValues(name).Observe(time.Since(start).Seconds())
-	// A nil answer and a missing script (go-redis falls back to EVAL) are answers, not failures.
-	if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+	// A nil answer, a missing script (go-redis falls back to EVAL) and a missing function
+	// (the library is loaded, and the call made again) are answers, not failures.
+	if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOSCRIPT") &&
+		!strings.Contains(err.Error(), "Function not found") {
 		h.m.RedisErrors.WithLabelValues(name).Inc()
 	}
 }

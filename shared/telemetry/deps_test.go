@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -12,14 +13,27 @@ import (
 
 // TestRedisHookNamesScripts: a known Lua script is timed under its name, whether it
 // ran as EVALSHA or (the first time, before Redis has it) as EVAL; the ticket rate
-// limiter's as rate_limit; another script by the start of its SHA-1; other commands
-// keep their own name.
+// limiter's as rate_limit; another script by the start of its SHA-1; a known function
+// under its script's name, another as function:<name>; other commands keep their own
+// name. A function not (yet) loaded is an answer, not an error.
 func TestRedisHookNamesScripts(t *testing.T) {
 	rdb := testenv.StartRedis(t).Client(t)
 	m := NewMetrics("test", "test", "")
 	known := redis.NewScript(`return 1`)
-	rdb.AddHook(m.RedisHook(map[string]*redis.Script{"test.one": known}))
+	rdb.AddHook(m.RedisHook(map[string]string{"one_v1": "test.fn"}, map[string]*redis.Script{"test.one": known}))
 	ctx := t.Context()
+	if err := rdb.FCall(ctx, "one_v1", nil).Err(); err == nil || !strings.Contains(err.Error(), "Function not found") {
+		t.Fatalf("FCALL before the load: %v, want Function not found", err)
+	}
+	lib := "#!lua name=test\nredis.register_function('one_v1', function() return 1 end)\nredis.register_function('two', function() return 2 end)"
+	if err := rdb.FunctionLoad(ctx, lib).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, fn := range []string{"one_v1", "two"} {
+		if err := rdb.FCall(ctx, fn, nil).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// The first Run finds no script (EVALSHA fails with NOSCRIPT), then EVALs it; the
 	// second runs it by its SHA.
 	for range 2 {
@@ -41,13 +55,14 @@ func TestRedisHookNamesScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Each script's first run is an EVALSHA answered NOSCRIPT, then its EVAL.
-	for cmd, want := range map[string]int{"test.one": 3, "script:" + other.Hash()[:8]: 2, "rate_limit": 3, "set": 1} {
+	for cmd, want := range map[string]int{"test.one": 3, "script:" + other.Hash()[:8]: 2, "rate_limit": 3, "set": 1,
+		"test.fn": 2, "function:two": 1} {
 		if n := histCount(t, m, cmd); n != want {
 			t.Errorf("command %q timed %d times, want %d", cmd, n, want)
 		}
 	}
 	if n := testutil.CollectAndCount(m.RedisErrors); n != 0 {
-		t.Errorf("NOSCRIPT, answered by EVAL, counted as %d errors", n)
+		t.Errorf("NOSCRIPT (answered by EVAL) and a function not loaded counted as %d errors", n)
 	}
 }
 

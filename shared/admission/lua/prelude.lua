@@ -1,4 +1,5 @@
--- Prelude of every admission script (prepended by ledger.go).
+-- Prelude of every admission script (scripts.go: prepended to each, or the top of the
+-- library of them all).
 --
 -- KEYS[1] is the key prefix, with a hash tag so that every key lives in one cluster
 --         slot: "sluice:{adm}:".
@@ -51,26 +52,30 @@
 --                         ticket queued behind a full fleet wakes no worker (activate).
 --
 -- Time is always Redis TIME, never the client's clock.
-local P = KEYS[1]
-local RETAIN_MS = tonumber(ARGV[1])
-local T = redis.call('TIME')
-local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
-
-local SLOTS = P .. 'slots'
-local ADMITS = P .. 'admits'
-local TENANTS = P .. 'tenants'
-local VT = P .. 'vt'
-local VCLOCK = P .. 'vclock'
-local LIMITS = P .. 'limits'
-local DONE = P .. 'done'
-local ENDED = P .. 'ended'
-local HOLDS = P .. 'holds'
-local POLLS = P .. 'polls'
-local GEN = P .. 'gen'
-local ORDER, ORDER_T = P .. 'order', P .. 'order:t'
-local ENDLOG = P .. 'endlog'
+--
+-- The ledger runs each script as a Redis function where the server has them (one
+-- library of them all, loaded once: the closures below are then built once, not on
+-- every call), else as EVALSHA of this prelude and the script. Either way begin()
+-- sets this call's state first; nothing else at the top level may call Redis.
+local P, RETAIN_MS, NOW
+local SLOTS, ADMITS, TENANTS, VT, VCLOCK, LIMITS, DONE, ENDED, HOLDS, POLLS, GEN, ORDER, ORDER_T, ENDLOG, EPOCH
 local ENDLOG_MAX = 20000
 local DONE_MAX = 100000
+-- once per run (wake, activate); ORDER_MS is set by queue_position
+local woken, wake_asked, ORDER_MS
+
+local function begin()
+  if KEYS[1] ~= P then
+    P = KEYS[1]
+    SLOTS, ADMITS, TENANTS, VT, VCLOCK = P .. 'slots', P .. 'admits', P .. 'tenants', P .. 'vt', P .. 'vclock'
+    LIMITS, DONE, ENDED, HOLDS, POLLS, GEN = P .. 'limits', P .. 'done', P .. 'ended', P .. 'holds', P .. 'polls', P .. 'gen'
+    ORDER, ORDER_T, ENDLOG, EPOCH = P .. 'order', P .. 'order:t', P .. 'endlog', P .. 'epoch'
+  end
+  RETAIN_MS = tonumber(ARGV[1])
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  woken, wake_asked, ORDER_MS = false, false, 1000
+end
 
 local function tkey(id) return P .. 't:' .. id end
 local function wkey(tenant) return P .. 'wait:' .. tenant end
@@ -107,7 +112,6 @@ end
 
 -- Tells the workers that admission may have work: a slot was freed or a ticket joined
 -- a wait queue. Once per script run, however many tickets it touched.
-local woken = false
 local function wake()
   if woken then return end
   woken = true
@@ -141,7 +145,6 @@ end
 -- Workers are woken only when a slot is free: behind a full fleet the release of a
 -- slot wakes them (release), and a ticket queued meanwhile would wake them for nothing.
 -- (Asked once per script run: every slot a run frees wakes the workers itself.)
-local wake_asked = false
 local function activate(tenant)
   if not woken and not wake_asked then
     wake_asked = true
@@ -223,8 +226,6 @@ local function reclaim()
   end
 end
 
-local ORDER_MS = 1000 -- set by queue_position
-
 -- The position of a ticket whose turn (admission virtual time) is `turn`: its rank in
 -- its own queue plus, for every other active tenant u, how many of u's tickets come
 -- first (u's k-th is admitted at vu + k/wu; on a tie the smaller tenant name goes
@@ -273,7 +274,7 @@ local function build_order()
   redis.call('DEL', ORDER, ORDER_T)
   -- When and at which epoch first: every poll reads them, and a small hash (a
   -- listpack) is searched from its start.
-  redis.call('HSET', ORDER_T, '@ms', NOW, '@epoch', redis.call('GET', P .. 'epoch') or '0')
+  redis.call('HSET', ORDER_T, '@ms', NOW, '@epoch', redis.call('GET', EPOCH) or '0')
   local sum, slope, straddle, at = 0, 0, 0, nil
   local batch = {}
   local function flush()
@@ -318,7 +319,7 @@ local function shared_ahead(tenant, turn, myvt, w)
     straddle = tonumber(m)
   end
   -- take the ticket's own tenant out: its exact rank is added by the caller
-  local admitted = tonumber(redis.call('GET', P .. 'epoch') or '0') - tonumber(at[2])
+  local admitted = tonumber(redis.call('GET', EPOCH) or '0') - tonumber(at[2])
   local own = at[3]
   if own then
     local v, n, wo = string.match(own, '^(%S+) (%S+) (%S+)$')

@@ -1,0 +1,105 @@
+package admission_test
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dl/sluice/internal/testenv"
+	"github.com/sluice-dl/sluice/shared/admission"
+)
+
+// On a server with functions, the ledger's scripts run as the functions of one library
+// it loads itself: no EVALSHA. A server that lost the library (FUNCTION FLUSH here; a
+// restart without persistence alike) is given it again by the next call, which answers
+// as if nothing had happened.
+func TestScriptsRunAsFunctionsAndComeBackWhenRedisLosesThem(t *testing.T) {
+	rdb := testenv.StartRedis(t).Client(t)
+	l := newLedger(t, rdb, admission.Config{})
+	var seq uint64
+	ids := enqueue(t, l, "a", 3, &seq)
+	poll := func(id string, want int64) {
+		t.Helper()
+		p, err := l.Poll(t.Context(), id)
+		if err != nil {
+			t.Fatalf("poll %s: %v", id, err)
+		}
+		if p.Status != admission.StatusQueued || p.Ahead != want {
+			t.Fatalf("poll %s: %s with %d ahead, want queued with %d", id, p.Status, p.Ahead, want)
+		}
+	}
+	poll(ids[2], 2)
+	if calls := commandCalls(t, rdb); calls["fcall"] == 0 || calls["evalsha"]+calls["eval"] != 0 {
+		t.Fatalf("commands run: %v; want the scripts as FCALLs only", calls)
+	}
+	libraries := func() []string {
+		t.Helper()
+		libs, err := rdb.FunctionList(t.Context(), redis.FunctionListQuery{}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, lib := range libs {
+			names = append(names, lib.Name)
+		}
+		return names
+	}
+	if libs := libraries(); len(libs) != 1 || !strings.HasPrefix(libs[0], "sluice_admission_") {
+		t.Fatalf("libraries loaded: %v, want the ledger's one", libs)
+	}
+
+	if err := rdb.FunctionFlush(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	poll(ids[1], 1)
+	if libs := libraries(); len(libs) != 1 {
+		t.Fatalf("libraries after the flush and a poll: %v, want the ledger's one again", libs)
+	}
+	if calls := commandCalls(t, rdb); calls["evalsha"]+calls["eval"] != 0 {
+		t.Fatalf("commands run: %v; the lost library should have been loaded again, not replaced by EVAL", calls)
+	}
+}
+
+// A client that may not use functions (here an ACL that denies FCALL and FUNCTION, as
+// some managed services do; an older or the embedded server answers "unknown command"
+// alike) runs the same scripts by EVALSHA.
+func TestScriptsRunByEvalWhereFunctionsAreRefused(t *testing.T) {
+	r := testenv.StartRedis(t)
+	admin := r.Client(t)
+	if err := admin.Do(t.Context(), "ACL", "SETUSER", "ledger", "on", ">pw", "~*", "&*", "+@all", "-fcall", "-function").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr, Username: "ledger", Password: "pw"})
+	t.Cleanup(func() { rdb.Close() })
+	l := newLedger(t, rdb, admission.Config{})
+	var seq uint64
+	ids := enqueue(t, l, "a", 2, &seq)
+	for range 3 {
+		if p, err := l.Poll(t.Context(), ids[1]); err != nil || p.Ahead != 1 {
+			t.Fatalf("poll: %+v, %v; want queued with 1 ahead", p, err)
+		}
+	}
+	if calls := commandCalls(t, admin); calls["evalsha"] == 0 {
+		t.Fatalf("commands run: %v; want the scripts by EVALSHA", calls)
+	}
+}
+
+var commandStat = regexp.MustCompile(`(?m)^cmdstat_([a-z_|]+):calls=(\d+)`)
+
+// commandCalls reads how often the server ran each command (INFO commandstats).
+func commandCalls(t *testing.T, rdb redis.UniversalClient) map[string]int {
+	t.Helper()
+	info, err := rdb.Info(t.Context(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]int{}
+	for _, m := range commandStat.FindAllStringSubmatch(info, -1) {
+		n, _ := strconv.Atoi(m[2])
+		calls[m[1]] = n
+	}
+	return calls
+}
