@@ -238,3 +238,76 @@ func TestAdmitsIndexedAfterUpgrade(t *testing.T) {
 		}
 	})
 }
+
+// The estimate of the n-th admission from now is the (n mod slots)-th release to come,
+// plus a mean hold per whole round: free slots first, then the holders by when they
+// were admitted, and while more slots are held than the limit (it was lowered), the
+// first releases free no slot. Each poll's estimate is checked against the one holder
+// it must be made from: that holder's admission, read from the ledger, plus the mean
+// hold, less the poll's time (bounded by the clock around the call).
+func TestWaitEstimateReadsTheRightHolder(t *testing.T) {
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := t.Context()
+		l := newLedger(t, rdb, admission.Config{GlobalLimit: 3})
+		var seq uint64
+		held := enqueue(t, l, "w", 3, &seq)
+		for range held { // admitted apart, so that their releases are told apart
+			if g, err := l.Admit(ctx, 1); err != nil || len(g) != 1 {
+				t.Fatalf("admit: %v %v", g, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		x := enqueue(t, l, "x", 4, &seq)
+		const hold = 60_000 // ms, the mean hold, with enough releases to be trusted
+		if err := rdb.HSet(ctx, "sluice:{adm}:holds", "avg_ms", hold, "n", 100).Err(); err != nil {
+			t.Fatal(err)
+		}
+		admits, err := rdb.ZRangeWithScores(ctx, "sluice:{adm}:admits", 0, -1).Result()
+		if err != nil || len(admits) != 3 {
+			t.Fatalf("admits: %v %v", admits, err)
+		}
+		// check polls x[i] and wants its estimate made from holder h (an index into
+		// admits; -1 for a free slot) and `rounds` whole holds after it
+		check := func(limit string, i, h, rounds int) {
+			t.Helper()
+			before := time.Now().UnixMilli()
+			p, err := l.Get(ctx, x[i])
+			after := time.Now().UnixMilli()
+			if err != nil || !p.ETAKnown || p.Ahead != int64(i) {
+				t.Fatalf("%s: x[%d]: %+v %v, want a known estimate with %d ahead", limit, i, p, err, i)
+			}
+			eta := p.ETA.Milliseconds()
+			lo, hi := int64(rounds*hold), int64(rounds*hold)
+			if h >= 0 {
+				released := int64(admits[h].Score) + hold
+				lo, hi = lo+max(released-after, 0), hi+max(released-before, 0)
+			}
+			if eta < lo-1 || eta > hi+1 {
+				t.Errorf("%s: x[%d] (%d ahead) estimated %d ms, want %d–%d ms (holder %d, %d rounds)", limit, i, i, eta, lo, hi, h, rounds)
+			}
+		}
+		// three slots, all held: x[0..2] wait for the three holders in turn, x[3] for
+		// the first again, a hold later
+		check("limit 3", 0, 0, 0)
+		check("limit 3", 1, 1, 0)
+		check("limit 3", 2, 2, 0)
+		check("limit 3", 3, 0, 1)
+		setGlobal := func(n int) {
+			t.Helper()
+			if _, err := l.SetLimits(ctx, admission.LimitsUpdate{Global: &n}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// lowered to two: the first release frees no slot
+		setGlobal(2)
+		check("limit 2", 0, 1, 0)
+		check("limit 2", 1, 2, 0)
+		check("limit 2", 2, 1, 1)
+		// raised to five: two slots are free now
+		setGlobal(5)
+		check("limit 5", 0, -1, 0)
+		check("limit 5", 1, -1, 0)
+		check("limit 5", 2, 0, 0)
+		check("limit 5", 3, 1, 0)
+	})
+}

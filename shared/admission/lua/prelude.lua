@@ -305,9 +305,10 @@ end
 -- (ceil(x) lies in [x, x+1)), so the error is at most half the tenants straddling
 -- `turn`; admissions since the shape was built are taken off (they were the front of
 -- the line, ahead of every queued ticket), so staleness costs little more.
-local function shared_ahead(tenant, turn, myvt, w)
-  local at = redis.call('HMGET', ORDER_T, '@ms', '@epoch', tenant)
-  if not at[1] or NOW - tonumber(at[1]) >= ORDER_MS or NOW < tonumber(at[1]) then
+-- at is the order's @ms, @epoch and the tenant's entry, read by the caller; nil when
+-- the order is missing or older than ORDER_MS, and then it is built first.
+local function shared_ahead(tenant, turn, myvt, w, at)
+  if not at then
     build_order()
     at = redis.call('HMGET', ORDER_T, '@ms', '@epoch', tenant)
   end
@@ -342,16 +343,23 @@ end
 -- tickets of other tenants admitted before it, counted exactly while at most
 -- exact_tenants tenants wait, else read from the fleet's shared shape of the fair
 -- order, rebuilt when older than order_ms; w is the tenant's weight. Returns
--- position, own rank.
+-- position, own rank. The order is built only while more tenants wait, so a fresh one
+-- says so without counting them: for up to order_ms after the tenants fell to
+-- exact_tenants, positions are still read from it.
 local function queue_position(id, tenant, w, exact_tenants, order_ms)
   ORDER_MS = order_ms
   local rank = redis.call('ZRANK', wkey(tenant), id) or 0
   local myvt = tonumber(redis.call('ZSCORE', TENANTS, tenant) or '0')
   local turn = myvt + rank / w
-  if redis.call('ZCARD', TENANTS) <= exact_tenants then
-    return rank + exact_ahead(tenant, turn), rank
+  local at = redis.call('HMGET', ORDER_T, '@ms', '@epoch', tenant)
+  local built = tonumber(at[1] or '')
+  if not built or NOW - built >= ORDER_MS or NOW < built then
+    at = nil
+    if redis.call('ZCARD', TENANTS) <= exact_tenants then
+      return rank + exact_ahead(tenant, turn), rank
+    end
   end
-  return rank + shared_ahead(tenant, turn, myvt, w), rank
+  return rank + shared_ahead(tenant, turn, myvt, w, at), rank
 end
 
 -- When the nth (0-based) admission comes with `slots` slots, each freeing once per mean
@@ -359,21 +367,19 @@ end
 -- residuals, holder by holder, are sorted as their admission times are, so the one
 -- needed is read by rank (one ZRANGE), then whole rounds. Holders past the mean are
 -- taken to be about to finish; while more are held than the limit (it was lowered),
--- the first releases admit nobody. Free slots are residuals of 0. The cost is two
--- commands whatever the number of holders or the limit.
+-- the first releases admit nobody. Free slots are residuals of 0. The cost is one
+-- command whatever the number of holders or the limit.
 local function nth_admission(admits, slots, nth, hold)
   if slots <= 0 then return nil end
-  local holders = redis.call('ZCARD', admits)
-  local free = slots - holders
-  if free < 0 then free = 0 end
-  -- the sorted residuals are `free` zeros followed by the holders'; skip what exceeds slots
-  local skip = free + holders - slots
-  local i = skip + (nth % slots) + 1
+  -- The sorted residuals are max(slots - holders, 0) zeros followed by the holders',
+  -- past the first holders - slots when the limit was lowered below them: the one
+  -- needed is the holder at holders - slots + nth % slots, where a negative index is a
+  -- free slot. ZRANGE counts a negative index from the end, which is that holder
+  -- without counting them; an index before the first answers nothing (a free slot).
+  local r = nth % slots - slots
+  local at = redis.call('ZRANGE', admits, r, r, 'WITHSCORES')[2]
   local first = 0
-  if i > free then
-    local at = redis.call('ZRANGE', admits, i - free - 1, i - free - 1, 'WITHSCORES')[2]
-    if at then first = math.max(tonumber(at) + hold - NOW, 0) end
-  end
+  if at then first = math.max(tonumber(at) + hold - NOW, 0) end
   return first + math.floor(nth / slots) * hold
 end
 
