@@ -34,9 +34,9 @@
 --                         next tick (Ledger.Wakeups); at most one message per script run
 --   order          zset   the fair order's shape for positions among many tenants (poll.lua):
 --                         one member per break, scored by virtual time; order:t hash
---                         tenant -> "vt queued weight", and @ms, @epoch, @n: when it was
---                         built, and over how many tenants (no tenant name holds
---                         '@'). Rebuilt at most once a second, by any poll.
+--                         tenant -> "vt queued weight", and @ms, @epoch: when it was
+--                         built (no tenant name holds '@'). Rebuilt at most once a
+--                         second, by any poll.
 --   stats          string the admission stats as JSON (Ledger.SharedStats), kept for a
 --                         second so that the fleet's dashboards share one computation;
 --                         deleted when the limits are written (records.go); no script
@@ -255,8 +255,7 @@ end
 -- times; the sum over tenants is piecewise linear in T, with a break wherever a
 -- tenant's queue starts (vu) or ends (vu + nu/wu). ORDER holds one member per break,
 -- scored by its virtual time: "index:sum there:slope after it:tenants straddling it";
--- ORDER_T keeps each tenant's "vu nu wu", and when, at which epoch and over how many
--- tenants it was built (@ms, @epoch, @n).
+-- ORDER_T keeps each tenant's "vu nu wu", and when and at which epoch (@ms, @epoch).
 local function build_order()
   local events = {}
   local per = {}
@@ -275,7 +274,7 @@ local function build_order()
   redis.call('DEL', ORDER, ORDER_T)
   -- When and at which epoch first: every poll reads them, and a small hash (a
   -- listpack) is searched from its start.
-  redis.call('HSET', ORDER_T, '@ms', NOW, '@epoch', redis.call('GET', EPOCH) or '0', '@n', #order / 2)
+  redis.call('HSET', ORDER_T, '@ms', NOW, '@epoch', redis.call('GET', EPOCH) or '0')
   local sum, slope, straddle, at = 0, 0, 0, nil
   local batch = {}
   local function flush()
@@ -306,10 +305,9 @@ end
 -- (ceil(x) lies in [x, x+1)), so the error is at most half the tenants straddling
 -- `turn`; admissions since the shape was built are taken off (they were the front of
 -- the line, ahead of every queued ticket), so staleness costs little more.
--- at is the order's @ms, @epoch and the tenant's entry, read by the caller; nil when
--- the order is missing or older than ORDER_MS, and then it is built first.
-local function shared_ahead(tenant, turn, myvt, w, at)
-  if not at then
+local function shared_ahead(tenant, turn, myvt, w)
+  local at = redis.call('HMGET', ORDER_T, '@ms', '@epoch', tenant)
+  if not at[1] or NOW - tonumber(at[1]) >= ORDER_MS or NOW < tonumber(at[1]) then
     build_order()
     at = redis.call('HMGET', ORDER_T, '@ms', '@epoch', tenant)
   end
@@ -344,25 +342,16 @@ end
 -- tickets of other tenants admitted before it, counted exactly while at most
 -- exact_tenants tenants wait, else read from the fleet's shared shape of the fair
 -- order, rebuilt when older than order_ms; w is the tenant's weight. Returns
--- position, own rank. A fresh order holds how many tenants waited when it was built
--- (@n), so a poll need not count them: the choice between the two follows the tenants
--- at most order_ms late.
+-- position, own rank.
 local function queue_position(id, tenant, w, exact_tenants, order_ms)
   ORDER_MS = order_ms
   local rank = redis.call('ZRANK', wkey(tenant), id) or 0
   local myvt = tonumber(redis.call('ZSCORE', TENANTS, tenant) or '0')
   local turn = myvt + rank / w
-  local at = redis.call('HMGET', ORDER_T, '@ms', '@epoch', tenant, '@n')
-  local built = tonumber(at[1] or '')
-  if not built or NOW - built >= ORDER_MS or NOW < built then
-    at = nil
-  end
-  -- how many tenants wait: as the fresh order counted them, else counted now
-  local tenants = at and tonumber(at[4] or '') or redis.call('ZCARD', TENANTS)
-  if tenants <= exact_tenants then
+  if redis.call('ZCARD', TENANTS) <= exact_tenants then
     return rank + exact_ahead(tenant, turn), rank
   end
-  return rank + shared_ahead(tenant, turn, myvt, w, at), rank
+  return rank + shared_ahead(tenant, turn, myvt, w), rank
 end
 
 -- When the nth (0-based) admission comes with `slots` slots, each freeing once per mean
