@@ -211,7 +211,7 @@ func registerServerFlags(fs *flag.FlagSet, r role) *serverConfig {
 		fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated IPs or CIDRs of proxies in front of the ingress whose X-Forwarded-For names the client; empty: the connection's address is the client's")
 		fs.StringVar(&c.CORSOrigins, "cors-origins", "", "comma-separated origins (https://app.example.com) whose browser code may call the API, or * for any; empty: no CORS")
 	}
-	fs.IntVar(&c.GlobalLimit, "global-limit", 10, "downloads admitted at once across the whole system (until an operator changes it at runtime)")
+	fs.IntVar(&c.GlobalLimit, "global-limit", 10, "downloads admitted at once across the whole system (until an operator changes it at runtime); give every role the same value")
 	fs.IntVar(&c.TenantLimit, "tenant-limit", 0, "default downloads admitted at once per tenant, 0 for none")
 	fs.DurationVar(&c.TokenTTL, "token-ttl", 2*time.Minute, "how long a download link accepts new connections; an unused link's slot comes back after it")
 	fs.DurationVar(&c.StreamLease, "stream-lease", 30*time.Second, "lease of a streaming slot, renewed while bytes flow; a crashed edge's slots come back after it")
