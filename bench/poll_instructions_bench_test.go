@@ -24,7 +24,8 @@ import (
 // 200 tenants, the shared order built), next to a script that only reads the ticket
 // hash, with redis-server run under valgrind's callgrind. Unlike time, the count does
 // not depend on what else the machine is doing, so it tells a change to the poll
-// apart from noise the timings of BenchmarkScaleBacklog cannot. Skipped without
+// apart from noise the timings of BenchmarkScaleBacklog cannot. Then the same behind
+// 100 held slots, where a poll also estimates its wait. Skipped without
 // valgrind (Debian: apt-get install valgrind).
 func BenchmarkPollInstructions(b *testing.B) {
 	r := startCountedRedis(b)
@@ -45,6 +46,18 @@ func BenchmarkPollInstructions(b *testing.B) {
 		}
 		b.ReportMetric(poll, "poll-instructions")
 		b.ReportMetric(hgetall, "peer-instructions")
+
+		// Then behind 100 held slots, with the mean hold known: each poll also
+		// estimates its wait from the holders (estimate_wait).
+		queued := holdSlots(b, l, ids, 100)
+		pickQueued := func(i int) string { return queued[(i*7919)%len(queued)] }
+		var held float64
+		for round := range 3 {
+			held = r.count(b, calls, func(i int) error { _, err := l.Poll(b.Context(), pickQueued(i)); return err })
+			h := r.count(b, calls, func(i int) error { return readTicketHash(b, r.rdb, pickQueued(i)) })
+			fmt.Printf("round %d, 100 slots held: ledger poll %7.0f instructions, HGETALL script %7.0f: %.2f×\n", round+1, held, h, held/h)
+		}
+		b.ReportMetric(held, "poll-held-instructions")
 	}
 }
 
