@@ -1,6 +1,7 @@
 package admission_test
 
 import (
+	"context"
 	"regexp"
 	"strconv"
 	"strings"
@@ -84,6 +85,29 @@ func TestScriptsRunByEvalWhereFunctionsAreRefused(t *testing.T) {
 	}
 	if calls := commandCalls(t, admin); calls["evalsha"] == 0 {
 		t.Fatalf("commands run: %v; want the scripts by EVALSHA", calls)
+	}
+}
+
+// Out of memory (maxmemory reached, noeviction), Redis refuses a function whole but a
+// script only from its first write: a read that writes nothing, such as another
+// caller's look at a ticket, still answers, and a poll that would write is refused.
+func TestReadsAnswerWhileRedisIsOutOfMemory(t *testing.T) {
+	rdb := testenv.StartRedis(t).Client(t)
+	l := newLedger(t, rdb, admission.Config{})
+	var seq uint64
+	ids := enqueue(t, l, "a", 2, &seq)
+	if _, err := l.Poll(t.Context(), ids[1]); err != nil { // the library loaded
+		t.Fatal(err)
+	}
+	if err := rdb.ConfigSet(t.Context(), "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.ConfigSet(context.Background(), "maxmemory", "0") })
+	if p, err := l.Get(t.Context(), ids[1]); err != nil || p.Status != admission.StatusQueued || p.Ahead != 1 {
+		t.Fatalf("read out of memory: %+v, %v; want the queued ticket with 1 ahead", p, err)
+	}
+	if _, err := l.Poll(t.Context(), ids[1]); err == nil || !strings.Contains(err.Error(), "OOM") {
+		t.Fatalf("poll out of memory (it writes): %v, want Redis's OOM refusal", err)
 	}
 }
 

@@ -131,6 +131,10 @@ func (f *functions) run(ctx context.Context, rdb redis.UniversalClient, s *scrip
 		switch err := cmd.Err(); {
 		case noFunctions(err):
 			f.evalOnly.Store(true)
+		case isServerError(err, "oom command not allowed"):
+			// Redis out of memory refuses a function whole, but runs a script up to its
+			// first write: what only reads (a link's check, a poll that touches
+			// nothing) still answers, as it did before functions.
 		case isServerError(err, "function not found"):
 			if err := f.load(ctx, rdb, loads); err != nil {
 				cmd.SetErr(err)
