@@ -89,6 +89,7 @@ cluster {
 			for _, n := range c.Nodes {
 				c.WaitHealthy(n, time.Second) // fails the test with the node's log
 			}
+			return c // it formed in that last second
 		}
 		tb.Logf("the NATS cluster elected no meta leader within %s; starting it again on empty stores", formWithin)
 		for _, n := range c.Nodes {

@@ -88,26 +88,51 @@ func TestScriptsRunByEvalWhereFunctionsAreRefused(t *testing.T) {
 	}
 }
 
-// Out of memory (maxmemory reached, noeviction), Redis refuses a function whole but a
-// script only from its first write: a read that writes nothing, such as another
-// caller's look at a ticket, still answers, and a poll that would write is refused.
-func TestReadsAnswerWhileRedisIsOutOfMemory(t *testing.T) {
-	rdb := testenv.StartRedis(t).Client(t)
-	l := newLedger(t, rdb, admission.Config{})
-	var seq uint64
-	ids := enqueue(t, l, "a", 2, &seq)
-	if _, err := l.Poll(t.Context(), ids[1]); err != nil { // the library loaded
-		t.Fatal(err)
-	}
-	if err := rdb.ConfigSet(t.Context(), "maxmemory", "1").Err(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.ConfigSet(context.Background(), "maxmemory", "0") })
-	if p, err := l.Get(t.Context(), ids[1]); err != nil || p.Status != admission.StatusQueued || p.Ahead != 1 {
-		t.Fatalf("read out of memory: %+v, %v; want the queued ticket with 1 ahead", p, err)
-	}
-	if _, err := l.Poll(t.Context(), ids[1]); err == nil || !strings.Contains(err.Error(), "OOM") {
-		t.Fatalf("poll out of memory (it writes): %v, want Redis's OOM refusal", err)
+// Where Redis refuses writes (out of memory, too few replicas; a failed save alike), it
+// refuses a function whole but a script only at its first write: a read that writes
+// nothing, such as another caller's look at a ticket, still answers, also when the
+// library was lost and cannot be loaded for the same reason; a poll that would write
+// is refused with Redis's reason.
+func TestReadsAnswerWhileRedisRefusesWrites(t *testing.T) {
+	for _, c := range []struct {
+		name, setting, refuse, allow, reply string
+	}{
+		{"out of memory", "maxmemory", "1", "0", "OOM"},
+		{"too few replicas", "min-replicas-to-write", "1", "0", "NOREPLICAS"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rdb := testenv.StartRedis(t).Client(t)
+			l := newLedger(t, rdb, admission.Config{})
+			var seq uint64
+			ids := enqueue(t, l, "a", 2, &seq)
+			refuse := func(v string) {
+				t.Helper()
+				if err := rdb.ConfigSet(context.Background(), c.setting, v).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			read := func(when string) {
+				t.Helper()
+				if p, err := l.Get(t.Context(), ids[1]); err != nil || p.Status != admission.StatusQueued || p.Ahead != 1 {
+					t.Fatalf("read %s: %+v, %v; want the queued ticket with 1 ahead", when, p, err)
+				}
+			}
+			if _, err := l.Poll(t.Context(), ids[1]); err != nil { // the library loaded
+				t.Fatal(err)
+			}
+			refuse(c.refuse)
+			t.Cleanup(func() { refuse(c.allow) })
+			read("with the library loaded")
+			if _, err := l.Poll(t.Context(), ids[1]); err == nil || !strings.Contains(err.Error(), c.reply) {
+				t.Fatalf("poll (it writes): %v, want Redis's %s refusal", err, c.reply)
+			}
+			refuse(c.allow)
+			if err := rdb.FunctionFlush(t.Context()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			refuse(c.refuse)
+			read("with the library lost")
+		})
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/sha1"
 	_ "embed"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -70,27 +69,32 @@ func newScript(name, body string) *script {
 	return &script{name: "admission." + name, body: body, eval: redis.NewScript(prelude + "begin()\n" + body)}
 }
 
-// buildLibrary makes the one function library of every script and names the
-// functions after its version (a digest of the sources): function names are global
-// in Redis, and during a rolling upgrade two versions of sluice share one server,
-// each calling its own.
+// buildLibrary makes the one function library of every script and names it and its
+// functions after its version (a digest of the library's whole text): function names
+// are global in Redis, and during a rolling upgrade two versions of sluice share one
+// server, each calling its own. Older versions' libraries stay loaded (a few tens of
+// KB each) until an operator deletes them (FUNCTION DELETE).
 func buildLibrary(scripts []*script) string {
-	sum := sha1.New()
-	sum.Write([]byte(prelude))
-	for _, s := range scripts {
-		sum.Write([]byte(s.body))
-	}
-	version := hex.EncodeToString(sum.Sum(nil))[:12]
+	const version = "@VERSION@" // replaced by the digest once the text is complete
 	var lib strings.Builder
 	fmt.Fprintf(&lib, "#!lua name=sluice_admission_%s\n", version)
 	// what EVAL gives a script as globals, the library's calls get as arguments
 	lib.WriteString("local KEYS, ARGV\n")
 	lib.WriteString(prelude)
 	for _, s := range scripts {
-		s.fn = strings.ReplaceAll(s.name, ".", "_") + "_" + version
-		fmt.Fprintf(&lib, "\nredis.register_function(%q, function(keys, args)\nKEYS, ARGV = keys, args\nbegin()\n%s\nend)\n", s.fn, s.body)
+		fmt.Fprintf(&lib, "\nredis.register_function(%q, function(keys, args)\nKEYS, ARGV = keys, args\nbegin()\n%s\nend)\n",
+			functionName(s, version), s.body)
 	}
-	return lib.String()
+	sum := sha1.Sum([]byte(lib.String()))
+	digest := hex.EncodeToString(sum[:])[:12]
+	for _, s := range scripts {
+		s.fn = functionName(s, digest)
+	}
+	return strings.ReplaceAll(lib.String(), version, digest)
+}
+
+func functionName(s *script, version string) string {
+	return strings.ReplaceAll(s.name, ".", "_") + "_" + version
 }
 
 // Scripts names the ledger's Lua scripts, so that the Redis metrics
@@ -123,29 +127,33 @@ type functions struct {
 
 // run runs s with keys and args: FCALL of its function, loading the library first
 // where the server lacks it (the first call, or after Redis lost it in a restart or a
-// FUNCTION FLUSH), else EVALSHA.
+// FUNCTION FLUSH), else EVALSHA. Every case that turns to EVALSHA is one where Redis
+// refused the FCALL (or the load) before running anything, so no script runs twice.
 func (f *functions) run(ctx context.Context, rdb redis.UniversalClient, s *script, keys []string, args ...any) *redis.Cmd {
-	if !f.evalOnly.Load() {
-		loads := f.loads.Load()
-		cmd := rdb.FCall(ctx, s.fn, keys, args...)
-		switch err := cmd.Err(); {
-		case noFunctions(err):
-			f.evalOnly.Store(true)
-		case isServerError(err, "oom command not allowed"):
-			// Redis out of memory refuses a function whole, but runs a script up to its
-			// first write: what only reads (a link's check, a poll that touches
-			// nothing) still answers, as it did before functions.
-		case isServerError(err, "function not found"):
-			if err := f.load(ctx, rdb, loads); err != nil {
-				cmd.SetErr(err)
-				return cmd
-			}
-			if !f.evalOnly.Load() {
-				return rdb.FCall(ctx, s.fn, keys, args...)
-			}
-		default:
+	if f.evalOnly.Load() {
+		return s.eval.Run(ctx, rdb, keys, args...)
+	}
+	loads := f.loads.Load()
+	cmd := rdb.FCall(ctx, s.fn, keys, args...)
+	if redis.HasErrorPrefix(cmd.Err(), "Function not found") {
+		switch err := f.load(ctx, rdb, loads); {
+		case WriteRefused(err) || err == nil && f.evalOnly.Load():
+			return s.eval.Run(ctx, rdb, keys, args...)
+		case err != nil:
+			cmd.SetErr(err)
 			return cmd
 		}
+		cmd = rdb.FCall(ctx, s.fn, keys, args...)
+	}
+	switch err := cmd.Err(); {
+	case NoFunctions(err):
+		f.evalOnly.Store(true)
+	case WriteRefused(err):
+		// refused whole as a possible write, where a script runs up to its first
+		// write: what only reads (a link's check, a look at another's ticket) still
+		// answers, as it did before functions
+	default:
+		return cmd
 	}
 	return s.eval.Run(ctx, rdb, keys, args...)
 }
@@ -161,7 +169,7 @@ func (f *functions) load(ctx context.Context, rdb redis.UniversalClient, loads i
 	}
 	loadOne := func(ctx context.Context, c *redis.Client) error {
 		err := c.FunctionLoadReplace(ctx, library).Err()
-		if noFunctions(err) {
+		if NoFunctions(err) {
 			f.evalOnly.Store(true)
 			return nil
 		}
@@ -182,19 +190,31 @@ func (f *functions) load(ctx context.Context, rdb redis.UniversalClient, loads i
 	return nil
 }
 
-// noFunctions reports whether err says the server has no functions (before Redis 7,
-// the embedded server, a service that disabled the commands) or that this client may
-// not use them (an ACL that allows EVALSHA only).
-func noFunctions(err error) bool {
-	return isServerError(err, "unknown command") || isServerError(err, "noperm")
+// NoFunctions reports whether err is a refusal of FCALL (or FUNCTION LOAD) because the
+// server has no functions (before Redis 7, the embedded server, a service that
+// disabled the commands) or this client may not use them (an ACL that allows EVALSHA
+// only): the ledger then runs its scripts by EVALSHA.
+func NoFunctions(err error) bool {
+	return redis.HasErrorPrefix(err, "NOPERM") || redis.HasErrorPrefix(err, "unknown command")
 }
 
-// isServerError reports whether err is an error reply of the server containing what
-// (in lower case).
-func isServerError(err error, what string) bool {
-	var re redis.Error
-	if err == nil || !errors.As(err, &re) {
-		return false
+// Refused reports whether err is Redis refusing an FCALL of the ledger before it ran,
+// which the ledger answers by loading its library or running the script by EVALSHA:
+// for the metrics, not a failure.
+func Refused(err error) bool {
+	return redis.HasErrorPrefix(err, "Function not found") || NoFunctions(err) || WriteRefused(err)
+}
+
+// WriteRefused reports whether err is Redis refusing, before running it, a command
+// that may write: out of memory (OOM), a failed save (MISCONF), too few replicas
+// (NOREPLICAS), a replica (READONLY). A function counts as a write whatever it does;
+// the ledger runs that call again as a script, which Redis refuses only at its first
+// write.
+func WriteRefused(err error) bool {
+	for _, prefix := range []string{"OOM", "MISCONF", "NOREPLICAS", "READONLY"} {
+		if redis.HasErrorPrefix(err, prefix) {
+			return true
+		}
 	}
-	return strings.Contains(strings.ToLower(err.Error()), what)
+	return false
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sluice-dl/sluice/shared/admission"
 	"github.com/sluice-dl/sluice/shared/objstore"
 )
 
@@ -45,7 +46,11 @@ func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		start := time.Now()
 		err := next(ctx, cmd)
-		h.observe(h.command(cmd), start, err)
+		failure := err
+		if cmd.Name() == "fcall" && admission.Refused(err) {
+			failure = nil // refused before it ran: the ledger runs the script another way
+		}
+		h.observe(h.command(cmd), start, failure)
 		return err
 	}
 }
@@ -102,10 +107,9 @@ func (h redisHook) command(cmd redis.Cmder) string {
 
 func (h redisHook) observe(name string, start time.Time, err error) {
 	h.m.RedisDuration.WithLabelValues(name).Observe(time.Since(start).Seconds())
-	// A nil answer, a missing script (go-redis falls back to EVAL) and a missing function
-	// (the library is loaded, and the call made again) are answers, not failures.
-	if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOSCRIPT") &&
-		!strings.Contains(err.Error(), "Function not found") {
+	// A nil answer and a missing script (go-redis falls back to EVAL) are answers, not
+	// failures.
+	if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOSCRIPT") {
 		h.m.RedisErrors.WithLabelValues(name).Inc()
 	}
 }
