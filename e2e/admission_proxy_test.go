@@ -3,20 +3,20 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
-	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-dl/sluice/shared/admission"
 )
 
 // redisProxy sits between one process and Redis and can hold back the first command
-// that carries a marker (a script's SHA-1, or a line of its source), so a test can
+// that carries a marker (a script's function name or SHA-1), so a test can
 // stop a process at a chosen point of its work, e.g. between a grant and the
 // publication of its link, deterministically and without any hook in the product.
 type redisProxy struct {
@@ -148,21 +148,23 @@ func (p *redisProxy) matches(b []byte) bool {
 	return false
 }
 
-// scriptMarkers identifies one admission script on the wire: the SHA-1 that EVALSHA
-// sends, and the first line of its source for the EVAL fallback.
+// scriptMarkers identifies one admission script (name: its file, "ready.lua") on the
+// wire: the function FCALL names, and the SHA-1 that EVALSHA sends where Redis has no
+// functions. (Not its source: the library's FUNCTION LOAD holds every script's.)
 func scriptMarkers(t *testing.T, name string) [][]byte {
 	t.Helper()
-	prelude, err := os.ReadFile("../shared/admission/lua/prelude.lua")
-	if err != nil {
-		t.Fatal(err)
+	script := "admission." + strings.TrimSuffix(name, ".lua")
+	var markers [][]byte
+	for fn, of := range admission.Functions() {
+		if of == script {
+			markers = append(markers, []byte(fn))
+		}
 	}
-	body, err := os.ReadFile("../shared/admission/lua/" + name)
-	if err != nil {
-		t.Fatal(err)
+	s, ok := admission.Scripts()[script]
+	if !ok || len(markers) != 1 {
+		t.Fatalf("no admission script %s", name)
 	}
-	sum := sha1.Sum(append(prelude, body...))
-	firstLine, _, _ := bytes.Cut(body, []byte("\n"))
-	return [][]byte{[]byte(hex.EncodeToString(sum[:])), firstLine}
+	return append(markers, []byte(s.Hash()))
 }
 
 // slowClient has a small receive buffer, so that a client that reads slowly really
