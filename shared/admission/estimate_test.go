@@ -105,16 +105,23 @@ func TestPollCostDoesNotGrowWithTheLimit(t *testing.T) {
 		}
 		few, fewQ := setup("a:{adm}:", 4)
 		many, manyQ := setup("b:{adm}:", 100_000)
-		// in alternation, best of ten: a loaded machine slows both alike
-		small, large := time.Duration(1<<62), time.Duration(1<<62)
-		for range 10 {
-			small = min(small, polls(few, fewQ))
-			large = min(large, polls(many, manyQ))
-		}
+		small, large := bestOfAlternating(10, func() time.Duration { return polls(few, fewQ) },
+			func() time.Duration { return polls(many, manyQ) })
 		if large > 4*small {
 			t.Errorf("40 polls took %s at a limit of 100,000 and %s at a limit of 4: a poll's cost grows with the limit", large, small)
 		}
 	})
+}
+
+// bestOfAlternating times a and b in turn, rounds times each, and returns the best of
+// each: a loaded machine slows both alike.
+func bestOfAlternating(rounds int, a, b func() time.Duration) (bestA, bestB time.Duration) {
+	bestA, bestB = time.Duration(1<<62), time.Duration(1<<62)
+	for range rounds {
+		bestA = min(bestA, a())
+		bestB = min(bestB, b())
+	}
+	return bestA, bestB
 }
 
 // A poll's cost does not follow the slots held either: the estimate reads the holder
@@ -179,11 +186,8 @@ func TestPollCostDoesNotGrowWithTheHolders(t *testing.T) {
 		fill("c:{adm}:", 1100)
 		few, fewQ := fill("a:{adm}:", 4)
 		many, manyQ := fill("b:{adm}:", 1000)
-		small, large := time.Duration(1<<62), time.Duration(1<<62)
-		for range 10 {
-			small = min(small, polls(few, fewQ))
-			large = min(large, polls(many, manyQ))
-		}
+		small, large := bestOfAlternating(10, func() time.Duration { return polls(few, fewQ) },
+			func() time.Duration { return polls(many, manyQ) })
 		// The embedded Redis (miniredis) sorts a whole zset for every range read, so
 		// its polls do grow with the holders; only redis-server is timed.
 		if strings.HasSuffix(t.Name(), "/embedded") { // backends' subtest names
