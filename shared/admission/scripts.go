@@ -137,7 +137,7 @@ func (f *functions) run(ctx context.Context, rdb redis.UniversalClient, s *scrip
 	cmd := rdb.FCall(ctx, s.fn, keys, args...)
 	if redis.HasErrorPrefix(cmd.Err(), "Function not found") {
 		switch err := f.load(ctx, rdb, loads); {
-		case WriteRefused(err) || err == nil && f.evalOnly.Load():
+		case writeRefused(err) || err == nil && f.evalOnly.Load():
 			return s.eval.Run(ctx, rdb, keys, args...)
 		case err != nil:
 			cmd.SetErr(err)
@@ -146,9 +146,9 @@ func (f *functions) run(ctx context.Context, rdb redis.UniversalClient, s *scrip
 		cmd = rdb.FCall(ctx, s.fn, keys, args...)
 	}
 	switch err := cmd.Err(); {
-	case NoFunctions(err):
+	case noFunctions(err):
 		f.evalOnly.Store(true)
-	case WriteRefused(err):
+	case writeRefused(err):
 		// refused whole as a possible write, where a script runs up to its first
 		// write: what only reads (a link's check, a look at another's ticket) still
 		// answers, as it did before functions
@@ -169,7 +169,7 @@ func (f *functions) load(ctx context.Context, rdb redis.UniversalClient, loads i
 	}
 	loadOne := func(ctx context.Context, c *redis.Client) error {
 		err := c.FunctionLoadReplace(ctx, library).Err()
-		if NoFunctions(err) {
+		if noFunctions(err) {
 			f.evalOnly.Store(true)
 			return nil
 		}
@@ -190,11 +190,11 @@ func (f *functions) load(ctx context.Context, rdb redis.UniversalClient, loads i
 	return nil
 }
 
-// NoFunctions reports whether err is a refusal of FCALL (or FUNCTION LOAD) because the
+// noFunctions reports whether err is a refusal of FCALL (or FUNCTION LOAD) because the
 // server has no functions (before Redis 7, the embedded server, a service that
 // disabled the commands) or this client may not use them (an ACL that allows EVALSHA
 // only): the ledger then runs its scripts by EVALSHA.
-func NoFunctions(err error) bool {
+func noFunctions(err error) bool {
 	return redis.HasErrorPrefix(err, "NOPERM") || redis.HasErrorPrefix(err, "unknown command")
 }
 
@@ -202,15 +202,15 @@ func NoFunctions(err error) bool {
 // which the ledger answers by loading its library or running the script by EVALSHA:
 // for the metrics, not a failure.
 func Refused(err error) bool {
-	return redis.HasErrorPrefix(err, "Function not found") || NoFunctions(err) || WriteRefused(err)
+	return redis.HasErrorPrefix(err, "Function not found") || noFunctions(err) || writeRefused(err)
 }
 
-// WriteRefused reports whether err is Redis refusing, before running it, a command
+// writeRefused reports whether err is Redis refusing, before running it, a command
 // that may write: out of memory (OOM), a failed save (MISCONF), too few replicas
 // (NOREPLICAS), a replica (READONLY). A function counts as a write whatever it does;
 // the ledger runs that call again as a script, which Redis refuses only at its first
 // write.
-func WriteRefused(err error) bool {
+func writeRefused(err error) bool {
 	for _, prefix := range []string{"OOM", "MISCONF", "NOREPLICAS", "READONLY"} {
 		if redis.HasErrorPrefix(err, prefix) {
 			return true
