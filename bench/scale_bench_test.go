@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -241,8 +240,6 @@ func buildBacklog(b *testing.B, l *admission.Ledger, n, tenants int) []string {
 	return ids
 }
 
-var cmdstat = regexp.MustCompile(`cmdstat_(\w+):calls=(\d+),usec=(\d+)`)
-
 // measure runs fn n times, one at a time, and returns the client's p50 and p99 and
 // Redis's time per call of fn in scripts (EVALSHA/EVAL, INFO commandstats over the
 // run: a script's time includes the commands it runs; commands of other clients of
@@ -273,25 +270,19 @@ func measure(b *testing.B, rdb *redis.Client, n int, fn func(i int) error) (p50,
 // commands included) in microseconds.
 func commandStats(b *testing.B, rdb *redis.Client, n int) (line string, scriptUsec float64) {
 	b.Helper()
-	info, err := rdb.Info(b.Context(), "commandstats").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
 	type cmd struct {
 		name         string
 		calls, usecs float64
 	}
 	var cmds []cmd
-	for _, m := range cmdstat.FindAllStringSubmatch(info, -1) {
-		calls, _ := strconv.ParseFloat(m[2], 64)
-		usec, _ := strconv.ParseFloat(m[3], 64)
-		switch m[1] {
+	for name, st := range testenv.CommandStats(b, rdb) {
+		switch name {
 		case "config", "info":
 			continue // the measurement's own
 		case "fcall", "evalsha", "eval":
-			scriptUsec += usec
+			scriptUsec += st.Usec
 		}
-		cmds = append(cmds, cmd{m[1], calls / float64(n), usec / float64(n)})
+		cmds = append(cmds, cmd{name, st.Calls / float64(n), st.Usec / float64(n)})
 	}
 	slices.SortFunc(cmds, func(a, b cmd) int { return cmp.Compare(b.usecs, a.usecs) })
 	var parts []string

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -60,4 +61,28 @@ func (r *Redis) Client(tb testing.TB) *redis.Client {
 		tb.Fatalf("ping redis %s: %v", describe(r.Process), err)
 	}
 	return c
+}
+
+// CommandStat is one command's line of Redis's INFO commandstats.
+type CommandStat struct {
+	Calls, Usec float64
+}
+
+var commandStatLine = regexp.MustCompile(`(?m)^cmdstat_(\w+):calls=(\d+),usec=(\d+)`)
+
+// CommandStats reads how often Redis ran each command and for how long, in all, since
+// it started or the last CONFIG RESETSTAT (INFO commandstats).
+func CommandStats(tb testing.TB, rdb redis.UniversalClient) map[string]CommandStat {
+	tb.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stats := map[string]CommandStat{}
+	for _, m := range commandStatLine.FindAllStringSubmatch(info, -1) {
+		calls, _ := strconv.ParseFloat(m[2], 64)
+		usec, _ := strconv.ParseFloat(m[3], 64)
+		stats[m[1]] = CommandStat{Calls: calls, Usec: usec}
+	}
+	return stats
 }

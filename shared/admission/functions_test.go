@@ -2,8 +2,6 @@ package admission_test
 
 import (
 	"context"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -136,19 +134,12 @@ func TestReadsAnswerWhileRedisRefusesWrites(t *testing.T) {
 	}
 }
 
-var commandStat = regexp.MustCompile(`(?m)^cmdstat_([a-z_|]+):calls=(\d+)`)
-
 // commandCalls reads how often the server ran each command (INFO commandstats).
 func commandCalls(t *testing.T, rdb redis.UniversalClient) map[string]int {
 	t.Helper()
-	info, err := rdb.Info(t.Context(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
 	calls := map[string]int{}
-	for _, m := range commandStat.FindAllStringSubmatch(info, -1) {
-		n, _ := strconv.Atoi(m[2])
-		calls[m[1]] = n
+	for name, st := range testenv.CommandStats(t, rdb) {
+		calls[name] = int(st.Calls)
 	}
 	return calls
 }
